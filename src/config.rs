@@ -1,0 +1,174 @@
+//! Settings of `confidant serve`, from flags or the contract's environment variables.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::Args;
+
+use crate::crypto::MasterKey;
+use crate::store::{self, Backend};
+
+/// Database settings shared by every command that opens the database.
+#[derive(Debug, Clone, Args)]
+pub struct DatabaseArgs {
+    /// `sqlite://PATH` (created if missing) or `postgres://...`.
+    #[arg(long, env = "CONFIDANT_DATABASE_URL", default_value = "sqlite://confidant.db")]
+    pub database_url: String,
+}
+
+#[derive(Clone, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+
+    /// Address to listen on.
+    #[arg(long, env = "CONFIDANT_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// Base64 of 32 bytes; encrypts secrets at rest. Generated beside a SQLite database if unset.
+    #[arg(long, env = "CONFIDANT_MASTER_KEY", hide_env_values = true)]
+    pub master_key: Option<String>,
+
+    /// Create this operator on start if it does not exist (with --admin-password).
+    #[arg(long, env = "CONFIDANT_ADMIN_EMAIL")]
+    pub admin_email: Option<String>,
+
+    #[arg(long, env = "CONFIDANT_ADMIN_PASSWORD", hide_env_values = true)]
+    pub admin_password: Option<String>,
+
+    /// Largest accepted request body, in bytes.
+    #[arg(long, env = "CONFIDANT_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
+    pub max_body_bytes: usize,
+
+    /// Longest accepted lifetime of a secure user token (`exp` further ahead is refused), e.g. `7d`, `12h`.
+    #[arg(long, env = "CONFIDANT_MAX_TOKEN_TTL", default_value = "7d", value_parser = parse_duration)]
+    pub max_token_ttl: Duration,
+
+    /// Lifetime of an operator access token.
+    #[arg(long, env = "CONFIDANT_ACCESS_TOKEN_TTL", default_value = "1h", value_parser = parse_duration)]
+    pub access_token_ttl: Duration,
+
+    /// Absolute lifetime of an operator session (its refresh tokens); rotation does not extend it.
+    #[arg(long, env = "CONFIDANT_REFRESH_TOKEN_TTL", default_value = "7d", value_parser = parse_duration)]
+    pub refresh_token_ttl: Duration,
+}
+
+impl std::fmt::Debug for ServeArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServeArgs")
+            .field("database", &self.database)
+            .field("listen", &self.listen)
+            .field("master_key", &self.master_key.as_ref().map(|_| "<redacted>"))
+            .field("admin_email", &self.admin_email)
+            .field("admin_password", &self.admin_password.as_ref().map(|_| "<redacted>"))
+            .field("max_body_bytes", &self.max_body_bytes)
+            .field("max_token_ttl", &self.max_token_ttl)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Parses `90s`, `15m`, `1h`, `7d` or a plain number of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (number, unit) = text
+        .find(|c: char| !c.is_ascii_digit())
+        .map_or((text, ""), |at| text.split_at(at));
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not a duration like 90s, 15m, 1h or 7d"))?;
+    let seconds = match unit {
+        "" | "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86_400,
+        _ => return Err(format!("`{text}` has an unknown unit (use s, m, h or d)")),
+    };
+    if seconds == 0 {
+        return Err("a duration must be positive".into());
+    }
+    Ok(Duration::from_secs(seconds))
+}
+
+/// A configuration problem that stops the server from starting.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("CONFIDANT_DATABASE_URL must start with sqlite:// or postgres://")]
+    DatabaseUrl,
+    #[error(transparent)]
+    MasterKey(#[from] crate::crypto::MasterKeyError),
+    #[error("CONFIDANT_MASTER_KEY is required with PostgreSQL (generate one with `openssl rand -base64 32`)")]
+    MasterKeyRequired,
+    #[error("could not read or write the master key file {path}: {source}")]
+    MasterKeyFile { path: PathBuf, source: std::io::Error },
+}
+
+/// Where the generated master key of a SQLite database is kept.
+pub fn master_key_file(database_path: &Path) -> PathBuf {
+    let mut name = database_path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    name.push(".master-key");
+    database_path.with_file_name(name)
+}
+
+/// The master key from the settings, or, for a SQLite database, from (or newly into) the file
+/// beside it.
+pub fn resolve_master_key(database_url: &str, configured: Option<&str>) -> Result<MasterKey, ConfigError> {
+    if let Some(text) = configured.filter(|t| !t.trim().is_empty()) {
+        return Ok(MasterKey::from_base64(text)?);
+    }
+    match store::backend_of(database_url) {
+        None => Err(ConfigError::DatabaseUrl),
+        Some(Backend::Postgres) => Err(ConfigError::MasterKeyRequired),
+        Some(Backend::Sqlite) => {
+            let Some(db_path) = store::sqlite_path(database_url) else {
+                // An in-memory database lives only as long as the process; so may its key.
+                return Ok(MasterKey::from_base64(&MasterKey::generate_base64())?);
+            };
+            let path = master_key_file(&db_path);
+            let io = |source| ConfigError::MasterKeyFile {
+                path: path.clone(),
+                source,
+            };
+            match std::fs::read_to_string(&path) {
+                Ok(text) => Ok(MasterKey::from_base64(&text)?),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    let generated = MasterKey::generate_base64();
+                    write_private(&path, &generated).map_err(io)?;
+                    tracing::warn!(
+                        path = %path.display(),
+                        "CONFIDANT_MASTER_KEY is not set: generated a master key into this file; back it up, \
+                         without it stored secrets cannot be decrypted"
+                    );
+                    Ok(MasterKey::from_base64(&generated)?)
+                }
+                Err(e) => Err(io(e)),
+            }
+        }
+    }
+}
+
+fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path)?;
+    file.write_all(contents.as_bytes())?;
+    file.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_with_units() {
+        assert_eq!(parse_duration("90").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("15m").unwrap(), Duration::from_secs(900));
+        assert_eq!(parse_duration("7d").unwrap(), Duration::from_secs(604_800));
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("1w").is_err());
+        assert!(parse_duration("h").is_err());
+    }
+}

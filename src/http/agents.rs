@@ -1,0 +1,246 @@
+//! Agents of an application: name, instructions (system prompt), model and memory switch.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+use super::{Json, ListParams, Page, Path, Query, timestamp, validate_name};
+use crate::AppState;
+use crate::auth::extract::Principal;
+use crate::error::{Error, Result};
+use crate::store::agents::{self, Agent, AgentChanges, AgentModel, NewAgent};
+use crate::store::providers;
+
+/// Longest accepted system prompt, in bytes.
+const MAX_INSTRUCTIONS_BYTES: usize = 64 * 1024;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create_agent, list_agents))
+        .routes(routes!(get_agent, update_agent, delete_agent))
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct AgentView {
+    pub id: Uuid,
+    pub application_id: Uuid,
+    pub name: String,
+    /// The system prompt.
+    pub instructions: String,
+    pub model: AgentModel,
+    /// Whether the user's memory records are given to the model.
+    pub memory: bool,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<Agent> for AgentView {
+    fn from(a: Agent) -> Self {
+        Self {
+            id: a.id,
+            application_id: a.application_id,
+            name: a.name,
+            instructions: a.instructions,
+            model: a.model.0,
+            memory: a.memory,
+            created_at: timestamp(a.created_at),
+            updated_at: timestamp(a.updated_at),
+        }
+    }
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"name": "Support", "instructions": "You answer questions about Acme's products.", "model": {"provider": "echo"}, "memory": true}))]
+pub struct CreateAgent {
+    pub name: String,
+    /// The system prompt (default empty).
+    #[serde(default)]
+    pub instructions: String,
+    /// Default `{"provider": "echo"}`.
+    pub model: Option<AgentModel>,
+    /// Default `false`.
+    #[serde(default)]
+    pub memory: bool,
+}
+
+fn validate_instructions(instructions: &str) -> Result<()> {
+    if instructions.len() > MAX_INSTRUCTIONS_BYTES {
+        return Err(Error::invalid_field(
+            "instructions",
+            format!("must be at most {MAX_INSTRUCTIONS_BYTES} bytes"),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a model choice against the application's providers.
+async fn validate_model(state: &AppState, app_id: Uuid, model: &AgentModel) -> Result<()> {
+    if let Some(t) = model.temperature {
+        if !(0.0..=2.0).contains(&t) {
+            return Err(Error::invalid_field("model.temperature", "must be between 0 and 2"));
+        }
+    }
+    if model.max_tokens == Some(0) {
+        return Err(Error::invalid_field("model.max_tokens", "must be positive"));
+    }
+    if model.provider == AgentModel::ECHO {
+        return Ok(());
+    }
+    if providers::find_by_name(state.db(), app_id, &model.provider)
+        .await?
+        .is_none()
+    {
+        return Err(Error::invalid_field(
+            "model.provider",
+            "must be `echo` or the name of one of the application's providers",
+        ));
+    }
+    match model.model.as_deref().map(str::trim) {
+        Some(id) if !id.is_empty() && id.len() <= 200 => Ok(()),
+        _ => Err(Error::invalid_field(
+            "model.model",
+            "a provider's model id is required (1..200 characters)",
+        )),
+    }
+}
+
+/// Create an agent.
+#[utoipa::path(
+    post, path = "/v1/applications/{app_id}/agents", tag = "agents",
+    params(("app_id" = Uuid, Path, description = "Application id")),
+    request_body = CreateAgent,
+    security(("operator" = []), ("api_key" = []), ("api_key_bearer" = [])),
+    responses((status = 201, description = "Created", body = AgentView))
+)]
+async fn create_agent(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(app_id): Path<Uuid>,
+    Json(body): Json<CreateAgent>,
+) -> Result<(StatusCode, Json<AgentView>)> {
+    principal.access(&state, app_id).await?;
+    let name = validate_name("name", &body.name)?;
+    validate_instructions(&body.instructions)?;
+    let model = body.model.unwrap_or_else(AgentModel::echo);
+    validate_model(&state, app_id, &model).await?;
+    let agent = agents::create(
+        state.db(),
+        app_id,
+        NewAgent {
+            name: &name,
+            instructions: &body.instructions,
+            model: &model,
+            memory: body.memory,
+        },
+    )
+    .await?;
+    tracing::info!(application.id = %app_id, agent.id = %agent.id, "agent created");
+    Ok((StatusCode::CREATED, Json(agent.into())))
+}
+
+/// List the application's agents, newest first.
+#[utoipa::path(
+    get, path = "/v1/applications/{app_id}/agents", tag = "agents",
+    params(("app_id" = Uuid, Path, description = "Application id"), ListParams),
+    security(("operator" = []), ("api_key" = []), ("api_key_bearer" = [])),
+    responses((status = 200, description = "A page of agents", body = Page<AgentView>))
+)]
+async fn list_agents(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(app_id): Path<Uuid>,
+    Query(params): Query<ListParams>,
+) -> Result<Json<Page<AgentView>>> {
+    principal.access(&state, app_id).await?;
+    let (rows, next) = agents::list(state.db(), app_id, params.page()?).await?;
+    Ok(Json(Page::new(rows, next, AgentView::from)))
+}
+
+/// Get an agent.
+#[utoipa::path(
+    get, path = "/v1/applications/{app_id}/agents/{agent_id}", tag = "agents",
+    params(("app_id" = Uuid, Path, description = "Application id"), ("agent_id" = Uuid, Path, description = "Agent id")),
+    security(("operator" = []), ("api_key" = []), ("api_key_bearer" = [])),
+    responses((status = 200, description = "The agent", body = AgentView))
+)]
+async fn get_agent(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path((app_id, agent_id)): Path<(Uuid, Uuid)>,
+) -> Result<Json<AgentView>> {
+    principal.access(&state, app_id).await?;
+    let agent = agents::find(state.db(), app_id, agent_id)
+        .await?
+        .ok_or_else(|| Error::not_found("agent"))?;
+    Ok(Json(agent.into()))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"instructions": "Be brief.", "memory": false}))]
+pub struct UpdateAgent {
+    pub name: Option<String>,
+    pub instructions: Option<String>,
+    pub model: Option<AgentModel>,
+    pub memory: Option<bool>,
+}
+
+/// Change an agent; fields left out stay as they are.
+#[utoipa::path(
+    patch, path = "/v1/applications/{app_id}/agents/{agent_id}", tag = "agents",
+    params(("app_id" = Uuid, Path, description = "Application id"), ("agent_id" = Uuid, Path, description = "Agent id")),
+    request_body = UpdateAgent,
+    security(("operator" = []), ("api_key" = []), ("api_key_bearer" = [])),
+    responses((status = 200, description = "The updated agent", body = AgentView))
+)]
+async fn update_agent(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path((app_id, agent_id)): Path<(Uuid, Uuid)>,
+    Json(body): Json<UpdateAgent>,
+) -> Result<Json<AgentView>> {
+    principal.access(&state, app_id).await?;
+    let name = body.name.as_deref().map(|n| validate_name("name", n)).transpose()?;
+    if let Some(instructions) = &body.instructions {
+        validate_instructions(instructions)?;
+    }
+    if let Some(model) = &body.model {
+        validate_model(&state, app_id, model).await?;
+    }
+    let changes = AgentChanges {
+        name: name.as_deref(),
+        instructions: body.instructions.as_deref(),
+        model: body.model.as_ref(),
+        memory: body.memory,
+    };
+    let agent = agents::update(state.db(), app_id, agent_id, changes)
+        .await?
+        .ok_or_else(|| Error::not_found("agent"))?;
+    Ok(Json(agent.into()))
+}
+
+/// Delete an agent, with its conversations and agent-bound memory.
+#[utoipa::path(
+    delete, path = "/v1/applications/{app_id}/agents/{agent_id}", tag = "agents",
+    params(("app_id" = Uuid, Path, description = "Application id"), ("agent_id" = Uuid, Path, description = "Agent id")),
+    security(("operator" = []), ("api_key" = []), ("api_key_bearer" = [])),
+    responses((status = 204, description = "Deleted"))
+)]
+async fn delete_agent(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path((app_id, agent_id)): Path<(Uuid, Uuid)>,
+) -> Result<StatusCode> {
+    principal.access(&state, app_id).await?;
+    if !agents::delete(state.db(), app_id, agent_id).await? {
+        return Err(Error::not_found("agent"));
+    }
+    tracing::info!(application.id = %app_id, agent.id = %agent_id, "agent deleted");
+    Ok(StatusCode::NO_CONTENT)
+}

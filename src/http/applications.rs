@@ -1,0 +1,285 @@
+//! Applications (tenants) and their members.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+use super::{Json, ListParams, Page, Path, Query, timestamp, validate_name};
+use crate::AppState;
+use crate::auth::extract::Principal;
+use crate::error::{Error, Result};
+use crate::store::applications::{self, Application, Member, RemoveMember};
+use crate::store::operators;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create_application, list_applications))
+        .routes(routes!(get_application, update_application, delete_application))
+        .routes(routes!(add_member, list_members))
+        .routes(routes!(remove_member))
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ApplicationView {
+    pub id: Uuid,
+    pub name: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<Application> for ApplicationView {
+    fn from(app: Application) -> Self {
+        Self {
+            id: app.id,
+            name: app.name,
+            created_at: timestamp(app.created_at),
+            updated_at: timestamp(app.updated_at),
+        }
+    }
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"name": "Acme support"}))]
+pub struct CreateApplication {
+    pub name: String,
+}
+
+/// Create an application; the operator creating it becomes its owner.
+#[utoipa::path(
+    post, path = "/v1/applications", tag = "applications",
+    request_body = CreateApplication,
+    security(("operator" = [])),
+    responses((status = 201, description = "Created", body = ApplicationView))
+)]
+async fn create_application(
+    State(state): State<AppState>,
+    principal: Principal,
+    Json(body): Json<CreateApplication>,
+) -> Result<(StatusCode, Json<ApplicationView>)> {
+    let operator = principal.operator()?;
+    let name = validate_name("name", &body.name)?;
+    let app = applications::create(state.db(), &name, Some(operator)).await?;
+    tracing::info!(application.id = %app.id, operator.id = %operator, "application created");
+    Ok((StatusCode::CREATED, Json(app.into())))
+}
+
+/// List the applications the caller can administer (an API key sees its own).
+#[utoipa::path(
+    get, path = "/v1/applications", tag = "applications",
+    params(ListParams),
+    security(("operator" = []), ("api_key" = []), ("api_key_bearer" = [])),
+    responses((status = 200, description = "A page of applications", body = Page<ApplicationView>))
+)]
+async fn list_applications(
+    State(state): State<AppState>,
+    principal: Principal,
+    Query(params): Query<ListParams>,
+) -> Result<Json<Page<ApplicationView>>> {
+    let page = params.page()?;
+    let (apps, next) = match &principal {
+        Principal::Operator { id, .. } => applications::list_for_operator(state.db(), *id, page).await?,
+        Principal::ApiKey(key) => {
+            principal.access(&state, key.application_id).await?;
+            let app = applications::find(state.db(), key.application_id).await?;
+            let app = app.filter(|a| page.before.is_none_or(|before| a.id < before));
+            (app.into_iter().collect(), None)
+        }
+    };
+    Ok(Json(Page::new(apps, next, ApplicationView::from)))
+}
+
+/// Get an application.
+#[utoipa::path(
+    get, path = "/v1/applications/{app_id}", tag = "applications",
+    params(("app_id" = Uuid, Path, description = "Application id")),
+    security(("operator" = []), ("api_key" = []), ("api_key_bearer" = [])),
+    responses((status = 200, description = "The application", body = ApplicationView))
+)]
+async fn get_application(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(app_id): Path<Uuid>,
+) -> Result<Json<ApplicationView>> {
+    principal.access(&state, app_id).await?;
+    let app = applications::find(state.db(), app_id)
+        .await?
+        .ok_or_else(|| Error::not_found("application"))?;
+    Ok(Json(app.into()))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateApplication {
+    pub name: Option<String>,
+}
+
+/// Rename an application.
+#[utoipa::path(
+    patch, path = "/v1/applications/{app_id}", tag = "applications",
+    params(("app_id" = Uuid, Path, description = "Application id")),
+    request_body = UpdateApplication,
+    security(("operator" = []), ("api_key" = []), ("api_key_bearer" = [])),
+    responses((status = 200, description = "The updated application", body = ApplicationView))
+)]
+async fn update_application(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(app_id): Path<Uuid>,
+    Json(body): Json<UpdateApplication>,
+) -> Result<Json<ApplicationView>> {
+    principal.access(&state, app_id).await?;
+    let app = match body.name {
+        Some(name) => applications::rename(state.db(), app_id, &validate_name("name", &name)?).await?,
+        None => applications::find(state.db(), app_id).await?,
+    };
+    Ok(Json(app.ok_or_else(|| Error::not_found("application"))?.into()))
+}
+
+/// Delete an application and everything in it (owners only).
+#[utoipa::path(
+    delete, path = "/v1/applications/{app_id}", tag = "applications",
+    params(("app_id" = Uuid, Path, description = "Application id")),
+    security(("operator" = [])),
+    responses((status = 204, description = "Deleted"))
+)]
+async fn delete_application(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(app_id): Path<Uuid>,
+) -> Result<StatusCode> {
+    principal.access(&state, app_id).await?.require_owner()?;
+    if !applications::delete(state.db(), app_id).await? {
+        return Err(Error::not_found("application"));
+    }
+    tracing::info!(application.id = %app_id, "application deleted");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct MemberView {
+    pub operator_id: Uuid,
+    pub email: String,
+    pub role: MemberRole,
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<Member> for MemberView {
+    fn from(m: Member) -> Self {
+        let role = if m.role == "owner" {
+            MemberRole::Owner
+        } else {
+            MemberRole::Admin
+        };
+        Self {
+            operator_id: m.operator_id,
+            email: m.email,
+            role,
+            created_at: timestamp(m.created_at),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum MemberRole {
+    /// Manages everything, including members and deleting the application.
+    Owner,
+    /// Manages agents, keys and providers.
+    Admin,
+}
+
+impl MemberRole {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Owner => "owner",
+            Self::Admin => "admin",
+        }
+    }
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"email": "colleague@example.com", "role": "admin"}))]
+pub struct AddMember {
+    /// An existing operator's email (operators are made with `confidant admin create`).
+    pub email: String,
+    pub role: MemberRole,
+}
+
+/// Add an existing operator to the application (owners only).
+#[utoipa::path(
+    post, path = "/v1/applications/{app_id}/members", tag = "applications",
+    params(("app_id" = Uuid, Path, description = "Application id")),
+    request_body = AddMember,
+    security(("operator" = [])),
+    responses((status = 201, description = "Added", body = MemberView))
+)]
+async fn add_member(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(app_id): Path<Uuid>,
+    Json(body): Json<AddMember>,
+) -> Result<(StatusCode, Json<MemberView>)> {
+    principal.access(&state, app_id).await?.require_owner()?;
+    let email = super::auth::normalize_email(&body.email)?;
+    let operator = operators::find_by_email(state.db(), &email).await?.ok_or_else(|| {
+        Error::invalid_field(
+            "email",
+            "no operator has this email; create one with `confidant admin create`",
+        )
+    })?;
+    let member = applications::add_member(state.db(), app_id, operator.id, body.role.as_str()).await?;
+    Ok((StatusCode::CREATED, Json(member.into())))
+}
+
+/// List the application's members.
+#[utoipa::path(
+    get, path = "/v1/applications/{app_id}/members", tag = "applications",
+    params(("app_id" = Uuid, Path, description = "Application id"), ListParams),
+    security(("operator" = []), ("api_key" = []), ("api_key_bearer" = [])),
+    responses((status = 200, description = "A page of members", body = Page<MemberView>))
+)]
+async fn list_members(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(app_id): Path<Uuid>,
+    Query(params): Query<ListParams>,
+) -> Result<Json<Page<MemberView>>> {
+    principal.access(&state, app_id).await?;
+    let (members, next) = applications::list_members(state.db(), app_id, params.page()?).await?;
+    Ok(Json(Page::new(members, next, MemberView::from)))
+}
+
+/// Remove a member (owners only; any member may remove themselves). The last owner cannot leave.
+#[utoipa::path(
+    delete, path = "/v1/applications/{app_id}/members/{operator_id}", tag = "applications",
+    params(("app_id" = Uuid, Path, description = "Application id"), ("operator_id" = Uuid, Path, description = "Operator id")),
+    security(("operator" = [])),
+    responses(
+        (status = 204, description = "Removed"),
+        (status = 409, description = "`conflict`: the last owner cannot leave", body = crate::error::ErrorBody),
+    )
+)]
+async fn remove_member(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path((app_id, operator_id)): Path<(Uuid, Uuid)>,
+) -> Result<StatusCode> {
+    let access = principal.access(&state, app_id).await?;
+    if principal.operator()? != operator_id {
+        access.require_owner()?;
+    }
+    match applications::remove_member(state.db(), app_id, operator_id).await? {
+        RemoveMember::Removed => Ok(StatusCode::NO_CONTENT),
+        RemoveMember::NotAMember => Err(Error::not_found("member")),
+        RemoveMember::LastOwner => Err(Error::Conflict(
+            "the last owner cannot leave; make another member an owner first".into(),
+        )),
+    }
+}

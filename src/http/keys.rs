@@ -1,0 +1,373 @@
+//! Authentication keys (they sign secure user tokens) and API keys (server-to-server). Both show
+//! their secret once, in the create response.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sqlx::types::Json as SqlJson;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+use super::{Json, ListParams, Page, Path, Query, timestamp, validate_name};
+use crate::AppState;
+use crate::auth::extract::{ACL_ADMIN, ACL_COMPLETIONS, Principal};
+use crate::auth::{new_api_key, new_authentication_secret};
+use crate::crypto::MASTER_KEY_VERSION;
+use crate::error::{Error, Result};
+use crate::store::keys::{self, ApiKey, AuthenticationKey, authentication_key_seal_context};
+use crate::store::{agents, now_micros};
+
+/// Most agents one key may list.
+const MAX_SCOPED_AGENTS: usize = 100;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create_authentication_key, list_authentication_keys))
+        .routes(routes!(delete_authentication_key))
+        .routes(routes!(create_api_key, list_api_keys))
+        .routes(routes!(delete_api_key))
+}
+
+/// Which agents a key reaches: all of the application's, or the listed ones.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum KeyScope {
+    AllAgents(AllAgentsScope),
+    Agents(AgentsScope),
+}
+
+/// `{"all_agents": true}`: every agent of the application, present and future.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AllAgentsScope {
+    pub all_agents: bool,
+}
+
+/// `{"agents": [agent_id, ...]}`: only the listed agents.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AgentsScope {
+    pub agents: Vec<Uuid>,
+}
+
+impl KeyScope {
+    fn from_stored(agent_ids: Option<SqlJson<Vec<Uuid>>>) -> Self {
+        match agent_ids {
+            None => Self::AllAgents(AllAgentsScope { all_agents: true }),
+            Some(ids) => Self::Agents(AgentsScope { agents: ids.0 }),
+        }
+    }
+}
+
+/// Checks a list of agent ids: 1..=100, no repeats, every one an agent of this application.
+async fn validate_agents(state: &AppState, app_id: Uuid, field: &str, ids: &[Uuid]) -> Result<Vec<Uuid>> {
+    let mut ids = ids.to_vec();
+    ids.sort();
+    ids.dedup();
+    if ids.is_empty() || ids.len() > MAX_SCOPED_AGENTS {
+        return Err(Error::invalid_field(
+            field,
+            format!("must list 1 to {MAX_SCOPED_AGENTS} agents"),
+        ));
+    }
+    let existing = agents::existing_ids(state.db(), app_id, &ids).await?;
+    if let Some(missing) = ids.iter().find(|id| !existing.contains(id)) {
+        return Err(Error::invalid_field(
+            field,
+            format!("{missing} is not an agent of this application"),
+        ));
+    }
+    Ok(ids)
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct AuthenticationKeyView {
+    /// The key id: put it in the `kid` header of secure user tokens.
+    pub id: Uuid,
+    pub name: String,
+    pub scope: KeyScope,
+    pub created_at: DateTime<Utc>,
+    pub last_used_at: Option<DateTime<Utc>>,
+}
+
+impl From<AuthenticationKey> for AuthenticationKeyView {
+    fn from(k: AuthenticationKey) -> Self {
+        Self {
+            id: k.id,
+            name: k.name,
+            scope: KeyScope::from_stored(k.agent_ids),
+            created_at: timestamp(k.created_at),
+            last_used_at: k.last_used_at.map(timestamp),
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct CreatedAuthenticationKey {
+    pub id: Uuid,
+    pub name: String,
+    pub scope: KeyScope,
+    /// The HMAC secret (`sk-cfd-…`): sign HS256 tokens with this whole string. Shown only here.
+    pub secret: String,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"name": "production backend", "scope": {"all_agents": true}}))]
+pub struct CreateAuthenticationKey {
+    pub name: String,
+    pub scope: KeyScope,
+}
+
+/// Create an authentication key. The response holds its secret; it is never shown again.
+#[utoipa::path(
+    post, path = "/v1/applications/{app_id}/authentication-keys", tag = "authentication-keys",
+    params(("app_id" = Uuid, Path, description = "Application id")),
+    request_body = CreateAuthenticationKey,
+    security(("operator" = []), ("api_key" = []), ("api_key_bearer" = [])),
+    responses((status = 201, description = "Created; `secret` appears only in this response", body = CreatedAuthenticationKey))
+)]
+async fn create_authentication_key(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(app_id): Path<Uuid>,
+    Json(body): Json<CreateAuthenticationKey>,
+) -> Result<(StatusCode, Json<CreatedAuthenticationKey>)> {
+    principal.access(&state, app_id).await?;
+    let name = validate_name("name", &body.name)?;
+    let agent_ids = match &body.scope {
+        KeyScope::AllAgents(AllAgentsScope { all_agents: true }) => None,
+        KeyScope::AllAgents(AllAgentsScope { all_agents: false }) => {
+            return Err(Error::invalid_field(
+                "scope",
+                "use {\"all_agents\": true} or {\"agents\": [...]}",
+            ));
+        }
+        KeyScope::Agents(AgentsScope { agents }) => {
+            Some(validate_agents(&state, app_id, "scope.agents", agents).await?)
+        }
+    };
+    let id = Uuid::now_v7();
+    let secret = new_authentication_secret();
+    let key = AuthenticationKey {
+        id,
+        application_id: app_id,
+        name,
+        agent_ids: agent_ids.map(SqlJson),
+        secret_encrypted: state
+            .master_key()
+            .seal(&authentication_key_seal_context(app_id, id), secret.as_bytes()),
+        master_key_version: MASTER_KEY_VERSION,
+        created_at: now_micros(),
+        last_used_at: None,
+    };
+    keys::create_authentication_key(state.db(), &key).await?;
+    tracing::info!(application.id = %app_id, key.id = %id, "authentication key created");
+    let view = AuthenticationKeyView::from(key);
+    Ok((
+        StatusCode::CREATED,
+        Json(CreatedAuthenticationKey {
+            id: view.id,
+            name: view.name,
+            scope: view.scope,
+            secret,
+            created_at: view.created_at,
+        }),
+    ))
+}
+
+/// List the application's authentication keys (never their secrets).
+#[utoipa::path(
+    get, path = "/v1/applications/{app_id}/authentication-keys", tag = "authentication-keys",
+    params(("app_id" = Uuid, Path, description = "Application id"), ListParams),
+    security(("operator" = []), ("api_key" = []), ("api_key_bearer" = [])),
+    responses((status = 200, description = "A page of keys", body = Page<AuthenticationKeyView>))
+)]
+async fn list_authentication_keys(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(app_id): Path<Uuid>,
+    Query(params): Query<ListParams>,
+) -> Result<Json<Page<AuthenticationKeyView>>> {
+    principal.access(&state, app_id).await?;
+    let (rows, next) = keys::list_authentication_keys(state.db(), app_id, params.page()?).await?;
+    Ok(Json(Page::new(rows, next, AuthenticationKeyView::from)))
+}
+
+/// Delete an authentication key: tokens it signed stop verifying at once.
+#[utoipa::path(
+    delete, path = "/v1/applications/{app_id}/authentication-keys/{key_id}", tag = "authentication-keys",
+    params(("app_id" = Uuid, Path, description = "Application id"), ("key_id" = Uuid, Path, description = "Key id")),
+    security(("operator" = []), ("api_key" = []), ("api_key_bearer" = [])),
+    responses((status = 204, description = "Deleted"))
+)]
+async fn delete_authentication_key(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path((app_id, key_id)): Path<(Uuid, Uuid)>,
+) -> Result<StatusCode> {
+    principal.access(&state, app_id).await?;
+    if !keys::delete_authentication_key(state.db(), app_id, key_id).await? {
+        return Err(Error::not_found("authentication key"));
+    }
+    tracing::info!(application.id = %app_id, key.id = %key_id, "authentication key deleted");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// What an API key may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Acl {
+    /// Manage its application (the admin plane).
+    Admin,
+    /// Call completions without a user token (stateless).
+    Completions,
+}
+
+impl Acl {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Admin => ACL_ADMIN,
+            Self::Completions => ACL_COMPLETIONS,
+        }
+    }
+
+    fn parse(text: &str) -> Option<Self> {
+        match text {
+            ACL_ADMIN => Some(Self::Admin),
+            ACL_COMPLETIONS => Some(Self::Completions),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ApiKeyView {
+    pub id: Uuid,
+    pub name: String,
+    pub acl: Vec<Acl>,
+    /// The agents a `completions` key may call; `null` for all.
+    pub agents: Option<Vec<Uuid>>,
+    /// The key's first characters, to recognise it.
+    pub prefix: String,
+    pub created_at: DateTime<Utc>,
+    pub last_used_at: Option<DateTime<Utc>>,
+}
+
+impl From<ApiKey> for ApiKeyView {
+    fn from(k: ApiKey) -> Self {
+        Self {
+            id: k.id,
+            name: k.name,
+            acl: k.acl.0.iter().filter_map(|a| Acl::parse(a)).collect(),
+            agents: k.agent_ids.map(|ids| ids.0),
+            prefix: k.prefix,
+            created_at: timestamp(k.created_at),
+            last_used_at: k.last_used_at.map(timestamp),
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct CreatedApiKey {
+    #[serde(flatten)]
+    pub view: ApiKeyView,
+    /// The API key (`cfd_…`). Shown only here; Confidant keeps only its hash.
+    pub key: String,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"name": "backend", "acl": ["admin", "completions"]}))]
+pub struct CreateApiKey {
+    pub name: String,
+    pub acl: Vec<Acl>,
+    /// Limit a `completions` key to these agents (default: all).
+    #[serde(default)]
+    pub agents: Option<Vec<Uuid>>,
+}
+
+/// Create an API key. The response holds the key; it is never shown again.
+#[utoipa::path(
+    post, path = "/v1/applications/{app_id}/api-keys", tag = "api-keys",
+    params(("app_id" = Uuid, Path, description = "Application id")),
+    request_body = CreateApiKey,
+    security(("operator" = []), ("api_key" = []), ("api_key_bearer" = [])),
+    responses((status = 201, description = "Created; `key` appears only in this response", body = CreatedApiKey))
+)]
+async fn create_api_key(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(app_id): Path<Uuid>,
+    Json(body): Json<CreateApiKey>,
+) -> Result<(StatusCode, Json<CreatedApiKey>)> {
+    principal.access(&state, app_id).await?;
+    let name = validate_name("name", &body.name)?;
+    let mut acl = body.acl.clone();
+    acl.sort();
+    acl.dedup();
+    if acl.is_empty() {
+        return Err(Error::invalid_field("acl", "must hold `admin`, `completions` or both"));
+    }
+    let agents = match &body.agents {
+        Some(ids) => Some(validate_agents(&state, app_id, "agents", ids).await?),
+        None => None,
+    };
+    let (key, hash, prefix) = new_api_key();
+    let row = ApiKey {
+        id: Uuid::now_v7(),
+        application_id: app_id,
+        name,
+        acl: SqlJson(acl.iter().map(|a| a.as_str().to_owned()).collect()),
+        agent_ids: agents.map(SqlJson),
+        prefix,
+        key_hash: hash.to_vec(),
+        created_at: now_micros(),
+        last_used_at: None,
+    };
+    keys::create_api_key(state.db(), &row).await?;
+    tracing::info!(application.id = %app_id, key.id = %row.id, "API key created");
+    Ok((StatusCode::CREATED, Json(CreatedApiKey { view: row.into(), key })))
+}
+
+/// List the application's API keys (never the keys themselves).
+#[utoipa::path(
+    get, path = "/v1/applications/{app_id}/api-keys", tag = "api-keys",
+    params(("app_id" = Uuid, Path, description = "Application id"), ListParams),
+    security(("operator" = []), ("api_key" = []), ("api_key_bearer" = [])),
+    responses((status = 200, description = "A page of API keys", body = Page<ApiKeyView>))
+)]
+async fn list_api_keys(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(app_id): Path<Uuid>,
+    Query(params): Query<ListParams>,
+) -> Result<Json<Page<ApiKeyView>>> {
+    principal.access(&state, app_id).await?;
+    let (rows, next) = keys::list_api_keys(state.db(), app_id, params.page()?).await?;
+    Ok(Json(Page::new(rows, next, ApiKeyView::from)))
+}
+
+/// Delete an API key: it stops working at once.
+#[utoipa::path(
+    delete, path = "/v1/applications/{app_id}/api-keys/{key_id}", tag = "api-keys",
+    params(("app_id" = Uuid, Path, description = "Application id"), ("key_id" = Uuid, Path, description = "Key id")),
+    security(("operator" = []), ("api_key" = []), ("api_key_bearer" = [])),
+    responses((status = 204, description = "Deleted"))
+)]
+async fn delete_api_key(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path((app_id, key_id)): Path<(Uuid, Uuid)>,
+) -> Result<StatusCode> {
+    principal.access(&state, app_id).await?;
+    if !keys::delete_api_key(state.db(), app_id, key_id).await? {
+        return Err(Error::not_found("API key"));
+    }
+    tracing::info!(application.id = %app_id, key.id = %key_id, "API key deleted");
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,197 @@
+//! The HTTP API: one module per resource, each exposing an `OpenApiRouter`, so the routes served and
+//! the OpenAPI document come from the same source.
+
+pub mod agents;
+pub mod applications;
+pub mod auth;
+pub mod keys;
+pub mod openapi;
+pub mod providers;
+pub mod service;
+
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, MatchedPath};
+use axum::http::{HeaderName, Request};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
+use tower_http::trace::TraceLayer;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use uuid::Uuid;
+
+use crate::AppState;
+use crate::error::Error;
+use crate::store::PageRequest;
+
+/// `axum::Json` whose rejections are the contract's `invalid_request` / `payload_too_large`.
+#[derive(FromRequest)]
+#[from_request(via(axum::Json), rejection(Error))]
+pub struct Json<T>(pub T);
+
+impl<T: Serialize> IntoResponse for Json<T> {
+    fn into_response(self) -> Response {
+        axum::Json(self.0).into_response()
+    }
+}
+
+/// `axum::extract::Path` whose rejection (a malformed id) is the contract's `not_found`.
+#[derive(FromRequestParts)]
+#[from_request(via(axum::extract::Path), rejection(Error))]
+pub struct Path<T>(pub T);
+
+/// `axum::extract::Query` whose rejection is `invalid_request`.
+#[derive(FromRequestParts)]
+#[from_request(via(axum::extract::Query), rejection(Error))]
+pub struct Query<T>(pub T);
+
+/// A timestamp in responses: RFC 3339, UTC.
+pub fn timestamp(micros: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_micros(micros).unwrap_or_default()
+}
+
+/// `?limit=&cursor=` of every listing.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListParams {
+    /// Page size, 1..100 (default 20).
+    #[param(minimum = 1, maximum = 100)]
+    pub limit: Option<u32>,
+    /// The `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+impl ListParams {
+    pub fn page(&self) -> Result<PageRequest, Error> {
+        let limit = self.limit.unwrap_or(20);
+        if !(1..=100).contains(&limit) {
+            return Err(Error::InvalidRequest("limit must be between 1 and 100".into()));
+        }
+        let before = match self.cursor.as_deref() {
+            None | Some("") => None,
+            Some(cursor) => Some(decode_cursor(cursor)?),
+        };
+        Ok(PageRequest {
+            limit: limit.into(),
+            before,
+        })
+    }
+}
+
+fn decode_cursor(cursor: &str) -> Result<Uuid, Error> {
+    let bad = || Error::InvalidRequest("the cursor is not one this server issued".into());
+    let bytes = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| bad())?;
+    Uuid::from_slice(&bytes).map_err(|_| bad())
+}
+
+fn encode_cursor(id: Uuid) -> String {
+    URL_SAFE_NO_PAD.encode(id.as_bytes())
+}
+
+/// One page of a listing.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Page<T: ToSchema> {
+    pub data: Vec<T>,
+    /// Pass as `cursor` to get the next page; `null` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+impl<T: ToSchema> Page<T> {
+    pub fn new<R>(rows: Vec<R>, next: Option<Uuid>, view: impl FnMut(R) -> T) -> Self {
+        Self {
+            data: rows.into_iter().map(view).collect(),
+            next_cursor: next.map(encode_cursor),
+        }
+    }
+}
+
+/// Checks a display name: 1..=200 characters, not blank.
+pub fn validate_name(field: &str, name: &str) -> Result<String, Error> {
+    let trimmed = name.trim();
+    if trimmed.is_empty() {
+        return Err(Error::invalid_field(field, "must not be empty"));
+    }
+    if trimmed.chars().count() > 200 {
+        return Err(Error::invalid_field(field, "must be at most 200 characters"));
+    }
+    if trimmed.chars().any(char::is_control) {
+        return Err(Error::invalid_field(field, "must not contain control characters"));
+    }
+    Ok(trimmed.to_owned())
+}
+
+fn api_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(openapi::base())
+        .merge(auth::router())
+        .merge(applications::router())
+        .merge(agents::router())
+        .merge(keys::router())
+        .merge(providers::router())
+        .merge(service::router())
+}
+
+/// The OpenAPI document of every route.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    let (_, mut doc) = api_routes().split_for_parts();
+    openapi::finish(&mut doc);
+    doc
+}
+
+async fn not_found() -> Error {
+    Error::NotFound("no such route".into())
+}
+
+async fn method_not_allowed() -> Error {
+    Error::MethodNotAllowed
+}
+
+/// Answers a panic with the contract's `internal` body; the panic itself is logged.
+fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let detail = panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned());
+    Error::Internal(format!("handler panicked: {}", detail.unwrap_or_default()).into()).into_response()
+}
+
+pub fn router(state: AppState) -> axum::Router {
+    let request_id = HeaderName::from_static("x-request-id");
+    let (routes, _) = api_routes().split_for_parts();
+    let max_body = state.settings().max_body_bytes;
+    routes
+        .merge(service::docs_router())
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(CatchPanicLayer::custom(panic_response))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(|request: &Request<_>| {
+                    let id = request
+                        .headers()
+                        .get("x-request-id")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("-");
+                    // The route template, not the path: paths can hold user ids (`sub`).
+                    let route = request.extensions().get::<MatchedPath>().map_or("-", |p| p.as_str());
+                    tracing::info_span!("request", method = %request.method(), route, request_id = %id)
+                })
+                .on_response(
+                    tower_http::trace::DefaultOnResponse::new()
+                        .level(tracing::Level::INFO)
+                        .latency_unit(tower_http::LatencyUnit::Micros),
+                ),
+        )
+        .layer(SetSensitiveRequestHeadersLayer::new([
+            axum::http::header::AUTHORIZATION,
+            HeaderName::from_static("x-api-key"),
+            HeaderName::from_static("x-secure-user-token"),
+        ]))
+        .layer(PropagateRequestIdLayer::new(request_id.clone()))
+        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+        .with_state(state)
+}

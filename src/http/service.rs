@@ -1,0 +1,63 @@
+//! Health, readiness, the OpenAPI document and the offline API reference page.
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use utoipa_swagger_ui::{Config, SwaggerUi};
+
+use super::Json;
+use crate::AppState;
+use crate::error::{Error, Result};
+
+/// The committed document (`openapi/openapi.json`); a test keeps it equal to the generated one.
+pub const OPENAPI_JSON: &str = include_str!("../../openapi/openapi.json");
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
+        .routes(routes!(openapi_json))
+}
+
+/// `/docs`: Swagger UI with its assets built into the binary, reading `/openapi.json`.
+pub fn docs_router() -> axum::Router<AppState> {
+    SwaggerUi::new("/docs").config(Config::new(["/openapi.json"])).into()
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Health {
+    /// `ok`
+    pub status: &'static str,
+}
+
+/// The process is up.
+#[utoipa::path(get, path = "/healthz", tag = "service", responses((status = 200, description = "Up", body = Health)))]
+async fn healthz() -> Json<Health> {
+    Json(Health { status: "ok" })
+}
+
+/// The database answers.
+#[utoipa::path(
+    get, path = "/readyz", tag = "service",
+    responses((status = 200, description = "Ready", body = Health))
+)]
+async fn readyz(State(state): State<AppState>) -> Result<Json<Health>> {
+    if state.db().ping().await {
+        Ok(Json(Health { status: "ok" }))
+    } else {
+        Err(Error::Unavailable)
+    }
+}
+
+/// This API's OpenAPI 3.1 document.
+#[utoipa::path(
+    get, path = "/openapi.json", tag = "service",
+    responses((status = 200, description = "The OpenAPI document", content_type = "application/json", body = Object))
+)]
+async fn openapi_json() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI_JSON)
+}

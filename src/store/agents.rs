@@ -1,0 +1,188 @@
+//! Agents: an application's configured assistants.
+
+use sea_query::{Expr, ExprTrait, Query};
+use serde::{Deserialize, Serialize};
+use sqlx::types::Json;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::schema::Agents;
+use super::{Db, PageRequest, StoreResult, now_micros};
+
+/// Which model answers for an agent: `{"provider": "echo"}` (built in) or a provider of the
+/// application by name, with a model id and options.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"provider": "openai", "model": "gpt-4o-mini", "temperature": 0.2}))]
+pub struct AgentModel {
+    /// `echo`, or the name of one of the application's providers.
+    pub provider: String,
+    /// The provider's model id (required unless `provider` is `echo`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tokens: Option<u32>,
+}
+
+impl AgentModel {
+    pub const ECHO: &'static str = "echo";
+
+    pub fn echo() -> Self {
+        Self {
+            provider: Self::ECHO.into(),
+            model: None,
+            temperature: None,
+            max_tokens: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Agent {
+    pub id: Uuid,
+    pub application_id: Uuid,
+    pub name: String,
+    pub instructions: String,
+    pub model: Json<AgentModel>,
+    pub memory: bool,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+const COLUMNS: [Agents; 8] = [
+    Agents::Id,
+    Agents::ApplicationId,
+    Agents::Name,
+    Agents::Instructions,
+    Agents::Model,
+    Agents::Memory,
+    Agents::CreatedAt,
+    Agents::UpdatedAt,
+];
+
+fn model_value(model: &AgentModel) -> sea_query::Value {
+    serde_json::to_value(model).expect("AgentModel serializes").into()
+}
+
+pub struct NewAgent<'a> {
+    pub name: &'a str,
+    pub instructions: &'a str,
+    pub model: &'a AgentModel,
+    pub memory: bool,
+}
+
+pub async fn create(db: &Db, app_id: Uuid, new: NewAgent<'_>) -> StoreResult<Agent> {
+    let now = now_micros();
+    let agent = Agent {
+        id: Uuid::now_v7(),
+        application_id: app_id,
+        name: new.name.to_owned(),
+        instructions: new.instructions.to_owned(),
+        model: Json(new.model.clone()),
+        memory: new.memory,
+        created_at: now,
+        updated_at: now,
+    };
+    db.execute(
+        Query::insert()
+            .into_table(Agents::Table)
+            .columns(COLUMNS)
+            .values_panic([
+                agent.id.into(),
+                app_id.into(),
+                agent.name.clone().into(),
+                agent.instructions.clone().into(),
+                model_value(new.model).into(),
+                agent.memory.into(),
+                now.into(),
+                now.into(),
+            ]),
+    )
+    .await?;
+    Ok(agent)
+}
+
+/// The agent, if it belongs to this application.
+pub async fn find(db: &Db, app_id: Uuid, id: Uuid) -> StoreResult<Option<Agent>> {
+    db.fetch_optional(
+        Query::select()
+            .columns(COLUMNS)
+            .from(Agents::Table)
+            .and_where(Expr::col(Agents::ApplicationId).eq(app_id))
+            .and_where(Expr::col(Agents::Id).eq(id)),
+    )
+    .await
+}
+
+pub async fn list(db: &Db, app_id: Uuid, page: PageRequest) -> StoreResult<(Vec<Agent>, Option<Uuid>)> {
+    let mut query = Query::select()
+        .columns(COLUMNS)
+        .from(Agents::Table)
+        .and_where(Expr::col(Agents::ApplicationId).eq(app_id))
+        .to_owned();
+    page.apply(&mut query, Agents::Id);
+    Ok(page.finish(db.fetch_all(&query).await?, |a: &Agent| a.id))
+}
+
+/// Which of `ids` are agents of this application.
+pub async fn existing_ids(db: &Db, app_id: Uuid, ids: &[Uuid]) -> StoreResult<Vec<Uuid>> {
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        id: Uuid,
+    }
+    let rows: Vec<Row> = db
+        .fetch_all(
+            Query::select()
+                .column(Agents::Id)
+                .from(Agents::Table)
+                .and_where(Expr::col(Agents::ApplicationId).eq(app_id))
+                .and_where(Expr::col(Agents::Id).is_in(ids.iter().copied())),
+        )
+        .await?;
+    Ok(rows.into_iter().map(|r| r.id).collect())
+}
+
+#[derive(Default)]
+pub struct AgentChanges<'a> {
+    pub name: Option<&'a str>,
+    pub instructions: Option<&'a str>,
+    pub model: Option<&'a AgentModel>,
+    pub memory: Option<bool>,
+}
+
+pub async fn update(db: &Db, app_id: Uuid, id: Uuid, changes: AgentChanges<'_>) -> StoreResult<Option<Agent>> {
+    let mut update = Query::update();
+    update.table(Agents::Table).value(Agents::UpdatedAt, now_micros());
+    if let Some(name) = changes.name {
+        update.value(Agents::Name, name);
+    }
+    if let Some(instructions) = changes.instructions {
+        update.value(Agents::Instructions, instructions);
+    }
+    if let Some(model) = changes.model {
+        update.value(Agents::Model, model_value(model));
+    }
+    if let Some(memory) = changes.memory {
+        update.value(Agents::Memory, memory);
+    }
+    update
+        .and_where(Expr::col(Agents::ApplicationId).eq(app_id))
+        .and_where(Expr::col(Agents::Id).eq(id))
+        .returning(Query::returning().columns(COLUMNS));
+    db.write_returning(update).await
+}
+
+/// Deletes an agent; its conversations and agent-bound memory go with it (cascade).
+pub async fn delete(db: &Db, app_id: Uuid, id: Uuid) -> StoreResult<bool> {
+    let deleted = db
+        .execute(
+            Query::delete()
+                .from_table(Agents::Table)
+                .and_where(Expr::col(Agents::ApplicationId).eq(app_id))
+                .and_where(Expr::col(Agents::Id).eq(id)),
+        )
+        .await?;
+    Ok(deleted > 0)
+}

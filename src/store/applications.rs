@@ -1,0 +1,210 @@
+//! Applications (tenants) and the operators who are members of them.
+
+use sea_query::{Expr, ExprTrait, Query};
+use uuid::Uuid;
+
+use super::schema::{Applications, Memberships, Operators};
+use super::{Db, PageRequest, StoreResult, now_micros};
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Application {
+    pub id: Uuid,
+    pub name: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+const COLUMNS: [Applications; 4] = [
+    Applications::Id,
+    Applications::Name,
+    Applications::CreatedAt,
+    Applications::UpdatedAt,
+];
+
+fn select() -> sea_query::SelectStatement {
+    Query::select()
+        .columns(COLUMNS.map(|c| (Applications::Table, c)))
+        .from(Applications::Table)
+        .to_owned()
+}
+
+/// Creates an application with `owner` as its first owner.
+pub async fn create(db: &Db, name: &str, owner: Option<Uuid>) -> StoreResult<Application> {
+    let now = now_micros();
+    let app = Application {
+        id: Uuid::now_v7(),
+        name: name.to_owned(),
+        created_at: now,
+        updated_at: now,
+    };
+    let mut tx = db.begin().await?;
+    tx.execute(
+        Query::insert()
+            .into_table(Applications::Table)
+            .columns(COLUMNS)
+            .values_panic([app.id.into(), app.name.clone().into(), now.into(), now.into()]),
+    )
+    .await?;
+    if let Some(owner) = owner {
+        tx.execute(insert_membership(app.id, owner, "owner", now)).await?;
+    }
+    tx.commit().await?;
+    Ok(app)
+}
+
+pub async fn find(db: &Db, id: Uuid) -> StoreResult<Option<Application>> {
+    db.fetch_optional(select().and_where(Expr::col((Applications::Table, Applications::Id)).eq(id)))
+        .await
+}
+
+/// The applications an operator is a member of.
+pub async fn list_for_operator(
+    db: &Db,
+    operator_id: Uuid,
+    page: PageRequest,
+) -> StoreResult<(Vec<Application>, Option<Uuid>)> {
+    let mut query = select()
+        .inner_join(
+            Memberships::Table,
+            Expr::col((Memberships::Table, Memberships::ApplicationId)).equals((Applications::Table, Applications::Id)),
+        )
+        .and_where(Expr::col((Memberships::Table, Memberships::OperatorId)).eq(operator_id))
+        .to_owned();
+    page.apply(&mut query, (Applications::Table, Applications::Id));
+    Ok(page.finish(db.fetch_all(&query).await?, |a: &Application| a.id))
+}
+
+pub async fn rename(db: &Db, id: Uuid, name: &str) -> StoreResult<Option<Application>> {
+    db.write_returning(
+        Query::update()
+            .table(Applications::Table)
+            .value(Applications::Name, name)
+            .value(Applications::UpdatedAt, now_micros())
+            .and_where(Expr::col(Applications::Id).eq(id))
+            .returning(Query::returning().columns(COLUMNS)),
+    )
+    .await
+}
+
+/// Deletes an application and, by cascade, everything it holds.
+pub async fn delete(db: &Db, id: Uuid) -> StoreResult<bool> {
+    Ok(db
+        .execute(
+            Query::delete()
+                .from_table(Applications::Table)
+                .and_where(Expr::col(Applications::Id).eq(id)),
+        )
+        .await?
+        > 0)
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Member {
+    pub operator_id: Uuid,
+    pub email: String,
+    pub role: String,
+    pub created_at: i64,
+}
+
+fn insert_membership(app_id: Uuid, operator_id: Uuid, role: &str, now: i64) -> sea_query::InsertStatement {
+    Query::insert()
+        .into_table(Memberships::Table)
+        .columns([
+            Memberships::ApplicationId,
+            Memberships::OperatorId,
+            Memberships::Role,
+            Memberships::CreatedAt,
+        ])
+        .values_panic([app_id.into(), operator_id.into(), role.into(), now.into()])
+        .to_owned()
+}
+
+/// The operator's role in the application, if they are a member.
+pub async fn role_of(db: &Db, app_id: Uuid, operator_id: Uuid) -> StoreResult<Option<String>> {
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        role: String,
+    }
+    let row: Option<Row> = db
+        .fetch_optional(
+            Query::select()
+                .column(Memberships::Role)
+                .from(Memberships::Table)
+                .and_where(Expr::col(Memberships::ApplicationId).eq(app_id))
+                .and_where(Expr::col(Memberships::OperatorId).eq(operator_id)),
+        )
+        .await?;
+    Ok(row.map(|r| r.role))
+}
+
+fn select_members() -> sea_query::SelectStatement {
+    Query::select()
+        .column((Memberships::Table, Memberships::OperatorId))
+        .column((Operators::Table, Operators::Email))
+        .column((Memberships::Table, Memberships::Role))
+        .column((Memberships::Table, Memberships::CreatedAt))
+        .from(Memberships::Table)
+        .inner_join(
+            Operators::Table,
+            Expr::col((Operators::Table, Operators::Id)).equals((Memberships::Table, Memberships::OperatorId)),
+        )
+        .to_owned()
+}
+
+pub async fn list_members(db: &Db, app_id: Uuid, page: PageRequest) -> StoreResult<(Vec<Member>, Option<Uuid>)> {
+    let mut query = select_members()
+        .and_where(Expr::col((Memberships::Table, Memberships::ApplicationId)).eq(app_id))
+        .to_owned();
+    page.apply(&mut query, (Memberships::Table, Memberships::OperatorId));
+    Ok(page.finish(db.fetch_all(&query).await?, |m: &Member| m.operator_id))
+}
+
+pub async fn add_member(db: &Db, app_id: Uuid, operator_id: Uuid, role: &str) -> StoreResult<Member> {
+    db.execute(insert_membership(app_id, operator_id, role, now_micros()))
+        .await?;
+    db.fetch_one(
+        select_members()
+            .and_where(Expr::col((Memberships::Table, Memberships::ApplicationId)).eq(app_id))
+            .and_where(Expr::col((Memberships::Table, Memberships::OperatorId)).eq(operator_id)),
+    )
+    .await
+}
+
+/// Why a member could not be removed.
+#[derive(Debug, PartialEq, Eq)]
+pub enum RemoveMember {
+    Removed,
+    NotAMember,
+    LastOwner,
+}
+
+/// Removes a member, refusing to leave the application without an owner. Runs in one transaction
+/// so two owners removing each other cannot both succeed.
+pub async fn remove_member(db: &Db, app_id: Uuid, operator_id: Uuid) -> StoreResult<RemoveMember> {
+    let mut tx = db.begin().await?;
+    let owners: Vec<Member> = tx
+        .fetch_all(
+            select_members()
+                .and_where(Expr::col((Memberships::Table, Memberships::ApplicationId)).eq(app_id))
+                .and_where(Expr::col((Memberships::Table, Memberships::Role)).eq("owner")),
+        )
+        .await?;
+    let is_owner = owners.iter().any(|m| m.operator_id == operator_id);
+    if is_owner && owners.len() == 1 {
+        return Ok(RemoveMember::LastOwner);
+    }
+    let removed = tx
+        .execute(
+            Query::delete()
+                .from_table(Memberships::Table)
+                .and_where(Expr::col(Memberships::ApplicationId).eq(app_id))
+                .and_where(Expr::col(Memberships::OperatorId).eq(operator_id)),
+        )
+        .await?;
+    tx.commit().await?;
+    Ok(if removed > 0 {
+        RemoveMember::Removed
+    } else {
+        RemoveMember::NotAMember
+    })
+}

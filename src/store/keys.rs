@@ -1,0 +1,211 @@
+//! Authentication keys (sign secure user tokens; secret sealed at rest) and API keys
+//! (server-to-server; stored only as a SHA-256 hash).
+
+use sea_query::{Expr, ExprTrait, Query};
+use sqlx::types::Json;
+use uuid::Uuid;
+
+use super::schema::{ApiKeys, AuthenticationKeys};
+use super::{Db, PageRequest, StoreResult};
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct AuthenticationKey {
+    pub id: Uuid,
+    pub application_id: Uuid,
+    pub name: String,
+    /// `None`: the key covers all agents of the application.
+    pub agent_ids: Option<Json<Vec<Uuid>>>,
+    pub secret_encrypted: Vec<u8>,
+    pub master_key_version: i32,
+    pub created_at: i64,
+    pub last_used_at: Option<i64>,
+}
+
+const AUTH_KEY_COLUMNS: [AuthenticationKeys; 8] = [
+    AuthenticationKeys::Id,
+    AuthenticationKeys::ApplicationId,
+    AuthenticationKeys::Name,
+    AuthenticationKeys::AgentIds,
+    AuthenticationKeys::SecretEncrypted,
+    AuthenticationKeys::MasterKeyVersion,
+    AuthenticationKeys::CreatedAt,
+    AuthenticationKeys::LastUsedAt,
+];
+
+/// The context an authentication key's secret is sealed under.
+pub fn authentication_key_seal_context(app_id: Uuid, key_id: Uuid) -> String {
+    format!("confidant/authentication-key/{app_id}/{key_id}")
+}
+
+fn agent_ids_value(agent_ids: &Option<Json<Vec<Uuid>>>) -> sea_query::Value {
+    match agent_ids {
+        Some(ids) => serde_json::to_value(&ids.0).expect("uuids serialize").into(),
+        None => sea_query::Value::Json(None),
+    }
+}
+
+pub async fn create_authentication_key(db: &Db, key: &AuthenticationKey) -> StoreResult<()> {
+    db.execute(
+        Query::insert()
+            .into_table(AuthenticationKeys::Table)
+            .columns(AUTH_KEY_COLUMNS)
+            .values_panic([
+                key.id.into(),
+                key.application_id.into(),
+                key.name.clone().into(),
+                agent_ids_value(&key.agent_ids).into(),
+                key.secret_encrypted.clone().into(),
+                key.master_key_version.into(),
+                key.created_at.into(),
+                key.last_used_at.into(),
+            ]),
+    )
+    .await?;
+    Ok(())
+}
+
+pub async fn list_authentication_keys(
+    db: &Db,
+    app_id: Uuid,
+    page: PageRequest,
+) -> StoreResult<(Vec<AuthenticationKey>, Option<Uuid>)> {
+    let mut query = Query::select()
+        .columns(AUTH_KEY_COLUMNS)
+        .from(AuthenticationKeys::Table)
+        .and_where(Expr::col(AuthenticationKeys::ApplicationId).eq(app_id))
+        .to_owned();
+    page.apply(&mut query, AuthenticationKeys::Id);
+    Ok(page.finish(db.fetch_all(&query).await?, |k: &AuthenticationKey| k.id))
+}
+
+/// A live authentication key by id (the token's `kid`), whatever its application.
+pub async fn find_authentication_key(db: &Db, id: Uuid) -> StoreResult<Option<AuthenticationKey>> {
+    db.fetch_optional(
+        Query::select()
+            .columns(AUTH_KEY_COLUMNS)
+            .from(AuthenticationKeys::Table)
+            .and_where(Expr::col(AuthenticationKeys::Id).eq(id)),
+    )
+    .await
+}
+
+pub async fn delete_authentication_key(db: &Db, app_id: Uuid, id: Uuid) -> StoreResult<bool> {
+    let deleted = db
+        .execute(
+            Query::delete()
+                .from_table(AuthenticationKeys::Table)
+                .and_where(Expr::col(AuthenticationKeys::ApplicationId).eq(app_id))
+                .and_where(Expr::col(AuthenticationKeys::Id).eq(id)),
+        )
+        .await?;
+    Ok(deleted > 0)
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ApiKey {
+    pub id: Uuid,
+    pub application_id: Uuid,
+    pub name: String,
+    pub acl: Json<Vec<String>>,
+    pub agent_ids: Option<Json<Vec<Uuid>>>,
+    pub prefix: String,
+    pub key_hash: Vec<u8>,
+    pub created_at: i64,
+    pub last_used_at: Option<i64>,
+}
+
+const API_KEY_COLUMNS: [ApiKeys; 9] = [
+    ApiKeys::Id,
+    ApiKeys::ApplicationId,
+    ApiKeys::Name,
+    ApiKeys::Acl,
+    ApiKeys::AgentIds,
+    ApiKeys::Prefix,
+    ApiKeys::KeyHash,
+    ApiKeys::CreatedAt,
+    ApiKeys::LastUsedAt,
+];
+
+pub async fn create_api_key(db: &Db, key: &ApiKey) -> StoreResult<()> {
+    db.execute(
+        Query::insert()
+            .into_table(ApiKeys::Table)
+            .columns(API_KEY_COLUMNS)
+            .values_panic([
+                key.id.into(),
+                key.application_id.into(),
+                key.name.clone().into(),
+                serde_json::to_value(&key.acl.0).expect("strings serialize").into(),
+                agent_ids_value(&key.agent_ids).into(),
+                key.prefix.clone().into(),
+                key.key_hash.clone().into(),
+                key.created_at.into(),
+                key.last_used_at.into(),
+            ]),
+    )
+    .await?;
+    Ok(())
+}
+
+pub async fn list_api_keys(db: &Db, app_id: Uuid, page: PageRequest) -> StoreResult<(Vec<ApiKey>, Option<Uuid>)> {
+    let mut query = Query::select()
+        .columns(API_KEY_COLUMNS)
+        .from(ApiKeys::Table)
+        .and_where(Expr::col(ApiKeys::ApplicationId).eq(app_id))
+        .to_owned();
+    page.apply(&mut query, ApiKeys::Id);
+    Ok(page.finish(db.fetch_all(&query).await?, |k: &ApiKey| k.id))
+}
+
+/// The API key whose SHA-256 is `hash` (looked up through the unique index).
+pub async fn find_api_key_by_hash(db: &Db, hash: &[u8]) -> StoreResult<Option<ApiKey>> {
+    db.fetch_optional(
+        Query::select()
+            .columns(API_KEY_COLUMNS)
+            .from(ApiKeys::Table)
+            .and_where(Expr::col(ApiKeys::KeyHash).eq(hash.to_vec())),
+    )
+    .await
+}
+
+pub async fn delete_api_key(db: &Db, app_id: Uuid, id: Uuid) -> StoreResult<bool> {
+    let deleted = db
+        .execute(
+            Query::delete()
+                .from_table(ApiKeys::Table)
+                .and_where(Expr::col(ApiKeys::ApplicationId).eq(app_id))
+                .and_where(Expr::col(ApiKeys::Id).eq(id)),
+        )
+        .await?;
+    Ok(deleted > 0)
+}
+
+/// Records when keys were last used, many at once (see `auth::usage`).
+pub async fn record_last_used(db: &Db, table: KeyTable, uses: &[(Uuid, i64)]) -> StoreResult<()> {
+    if uses.is_empty() {
+        return Ok(());
+    }
+    let mut tx = db.begin().await?;
+    for (id, at) in uses {
+        let statement = match table {
+            KeyTable::Authentication => Query::update()
+                .table(AuthenticationKeys::Table)
+                .value(AuthenticationKeys::LastUsedAt, *at)
+                .and_where(Expr::col(AuthenticationKeys::Id).eq(*id))
+                .to_owned(),
+            KeyTable::Api => Query::update()
+                .table(ApiKeys::Table)
+                .value(ApiKeys::LastUsedAt, *at)
+                .and_where(Expr::col(ApiKeys::Id).eq(*id))
+                .to_owned(),
+        };
+        tx.execute(statement).await?;
+    }
+    tx.commit().await
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum KeyTable {
+    Authentication,
+    Api,
+}

@@ -1,0 +1,126 @@
+//! Model providers of an application (OpenAI-compatible servers). The API key is stored sealed.
+
+use sea_query::{Expr, ExprTrait, Query};
+use uuid::Uuid;
+
+use super::schema::Providers;
+use super::{Db, PageRequest, StoreResult, now_micros};
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Provider {
+    pub id: Uuid,
+    pub application_id: Uuid,
+    pub name: String,
+    pub kind: String,
+    pub base_url: String,
+    pub api_key_encrypted: Option<Vec<u8>>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+const COLUMNS: [Providers; 8] = [
+    Providers::Id,
+    Providers::ApplicationId,
+    Providers::Name,
+    Providers::Kind,
+    Providers::BaseUrl,
+    Providers::ApiKeyEncrypted,
+    Providers::CreatedAt,
+    Providers::UpdatedAt,
+];
+
+/// The context a provider's API key is sealed under: a ciphertext moved to another row won't open.
+pub fn seal_context(app_id: Uuid, provider_id: Uuid) -> String {
+    format!("confidant/provider-api-key/{app_id}/{provider_id}")
+}
+
+pub async fn create(db: &Db, provider: &Provider) -> StoreResult<()> {
+    db.execute(
+        Query::insert()
+            .into_table(Providers::Table)
+            .columns(COLUMNS)
+            .values_panic([
+                provider.id.into(),
+                provider.application_id.into(),
+                provider.name.clone().into(),
+                provider.kind.clone().into(),
+                provider.base_url.clone().into(),
+                provider.api_key_encrypted.clone().into(),
+                provider.created_at.into(),
+                provider.updated_at.into(),
+            ]),
+    )
+    .await?;
+    Ok(())
+}
+
+pub async fn find(db: &Db, app_id: Uuid, id: Uuid) -> StoreResult<Option<Provider>> {
+    db.fetch_optional(
+        Query::select()
+            .columns(COLUMNS)
+            .from(Providers::Table)
+            .and_where(Expr::col(Providers::ApplicationId).eq(app_id))
+            .and_where(Expr::col(Providers::Id).eq(id)),
+    )
+    .await
+}
+
+pub async fn find_by_name(db: &Db, app_id: Uuid, name: &str) -> StoreResult<Option<Provider>> {
+    db.fetch_optional(
+        Query::select()
+            .columns(COLUMNS)
+            .from(Providers::Table)
+            .and_where(Expr::col(Providers::ApplicationId).eq(app_id))
+            .and_where(Expr::col(Providers::Name).eq(name)),
+    )
+    .await
+}
+
+pub async fn list(db: &Db, app_id: Uuid, page: PageRequest) -> StoreResult<(Vec<Provider>, Option<Uuid>)> {
+    let mut query = Query::select()
+        .columns(COLUMNS)
+        .from(Providers::Table)
+        .and_where(Expr::col(Providers::ApplicationId).eq(app_id))
+        .to_owned();
+    page.apply(&mut query, Providers::Id);
+    Ok(page.finish(db.fetch_all(&query).await?, |p: &Provider| p.id))
+}
+
+#[derive(Default)]
+pub struct ProviderChanges {
+    pub name: Option<String>,
+    pub base_url: Option<String>,
+    /// `Some(None)` removes the key; `Some(Some(sealed))` replaces it.
+    pub api_key_encrypted: Option<Option<Vec<u8>>>,
+}
+
+pub async fn update(db: &Db, app_id: Uuid, id: Uuid, changes: ProviderChanges) -> StoreResult<Option<Provider>> {
+    let mut update = Query::update();
+    update.table(Providers::Table).value(Providers::UpdatedAt, now_micros());
+    if let Some(name) = changes.name {
+        update.value(Providers::Name, name);
+    }
+    if let Some(base_url) = changes.base_url {
+        update.value(Providers::BaseUrl, base_url);
+    }
+    if let Some(key) = changes.api_key_encrypted {
+        update.value(Providers::ApiKeyEncrypted, key);
+    }
+    update
+        .and_where(Expr::col(Providers::ApplicationId).eq(app_id))
+        .and_where(Expr::col(Providers::Id).eq(id))
+        .returning(Query::returning().columns(COLUMNS));
+    db.write_returning(update).await
+}
+
+pub async fn delete(db: &Db, app_id: Uuid, id: Uuid) -> StoreResult<bool> {
+    let deleted = db
+        .execute(
+            Query::delete()
+                .from_table(Providers::Table)
+                .and_where(Expr::col(Providers::ApplicationId).eq(app_id))
+                .and_where(Expr::col(Providers::Id).eq(id)),
+        )
+        .await?;
+    Ok(deleted > 0)
+}
