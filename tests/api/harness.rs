@@ -1,0 +1,303 @@
+//! Starts Confidant on a fresh database and talks to it over HTTP.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Once;
+
+use confidant::crypto::MasterKey;
+use confidant::store::{Db, DbOptions};
+use confidant::{AppState, Settings};
+use reqwest::header::HeaderMap;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+
+pub const ADMIN_EMAIL: &str = "owner@example.com";
+pub const ADMIN_PASSWORD: &str = "correct horse battery staple";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Runs each listed `async fn(TestApp)` on both databases.
+#[macro_export]
+macro_rules! db_tests {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                let app = $crate::harness::TestApp::spawn($crate::harness::Backend::Sqlite).await.expect("sqlite is always available");
+                super::$name(app).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                if let Some(app) = $crate::harness::TestApp::spawn($crate::harness::Backend::Postgres).await {
+                    super::$name(app).await;
+                }
+            }
+        }
+    )*};
+}
+
+fn init_logging() {
+    static INIT: Once = Once::new();
+    INIT.call_once(|| {
+        // Silent unless asked for, as zero2prod does.
+        if std::env::var_os("TEST_LOG").is_some() {
+            let _ = tracing_subscriber::fmt().with_env_filter("debug,sqlx=warn").with_test_writer().try_init();
+        }
+    });
+}
+
+/// A database made for one test, dropped with it.
+pub struct TestDatabase {
+    pub url: String,
+    pub backend: Backend,
+    /// SQLite: the folder holding the file; PostgreSQL: the database name to drop.
+    _dir: Option<tempfile::TempDir>,
+    pg_name: Option<String>,
+}
+
+impl TestDatabase {
+    pub fn sqlite_path(&self) -> Option<PathBuf> {
+        confidant::store::sqlite_path(&self.url)
+    }
+
+    async fn create(backend: Backend) -> Option<Self> {
+        match backend {
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir().expect("temp dir");
+                let url = format!("sqlite://{}", dir.path().join("confidant.db").display());
+                Some(Self { url, backend, _dir: Some(dir), pg_name: None })
+            }
+            Backend::Postgres => {
+                let admin_url = postgres_admin_url();
+                let connection = sqlx::PgPool::connect(&admin_url).await;
+                let pool = match connection {
+                    Ok(pool) => pool,
+                    Err(e) => {
+                        if std::env::var("CONFIDANT_REQUIRE_POSTGRES").is_ok_and(|v| v == "1") {
+                            panic!("PostgreSQL is required (CONFIDANT_REQUIRE_POSTGRES=1) but unreachable at {admin_url}: {e}");
+                        }
+                        eprintln!("SKIPPED: PostgreSQL unreachable at {admin_url}: {e}");
+                        return None;
+                    }
+                };
+                let name = format!("confidant_test_{}", uuid::Uuid::new_v4().simple());
+                sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
+                    .execute(&pool)
+                    .await
+                    .expect("create test database");
+                pool.close().await;
+                let url = replace_database(&admin_url, &name);
+                Some(Self { url, backend, _dir: None, pg_name: Some(name) })
+            }
+        }
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let Some(name) = self.pg_name.take() else { return };
+        // Drop runs outside async code; a short-lived runtime on its own thread drops the database.
+        let admin_url = postgres_admin_url();
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+            runtime.block_on(async {
+                if let Ok(pool) = sqlx::PgPool::connect(&admin_url).await {
+                    let sql = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
+                    let _ = sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&pool).await;
+                    pool.close().await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+fn postgres_admin_url() -> String {
+    std::env::var("CONFIDANT_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+fn replace_database(url: &str, name: &str) -> String {
+    let (base, query) = url.split_once('?').map_or((url, None), |(b, q)| (b, Some(q)));
+    let base = base.rsplit_once('/').map_or(base, |(prefix, _)| prefix);
+    match query {
+        Some(q) => format!("{base}/{name}?{q}"),
+        None => format!("{base}/{name}"),
+    }
+}
+
+/// A running service and a client for it.
+pub struct TestApp {
+    pub address: SocketAddr,
+    pub client: reqwest::Client,
+    pub database: TestDatabase,
+    pub master_key: String,
+    pub db: Db,
+    shutdown: Option<oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// A response, read whole.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Value,
+    pub text: String,
+}
+
+impl Reply {
+    /// Asserts the contract's error body with this status and code.
+    #[track_caller]
+    pub fn assert_error(&self, status: u16, code: &str) {
+        assert_eq!(self.status.as_u16(), status, "unexpected status; body: {}", self.text);
+        assert_eq!(self.body["error"], code, "unexpected error code; body: {}", self.text);
+        assert!(self.body["message"].as_str().is_some_and(|m| !m.is_empty()), "error without a message: {}", self.text);
+    }
+
+    #[track_caller]
+    pub fn assert_status(&self, status: u16) -> &Value {
+        assert_eq!(self.status.as_u16(), status, "unexpected status; body: {}", self.text);
+        &self.body
+    }
+}
+
+impl TestApp {
+    pub async fn spawn(backend: Backend) -> Option<Self> {
+        init_logging();
+        let database = TestDatabase::create(backend).await?;
+        let master_key = MasterKey::generate_base64();
+        let (db, address, shutdown, server) = start(&database.url, &master_key).await;
+        confidant::ensure_operator(&db, ADMIN_EMAIL, ADMIN_PASSWORD).await.expect("first operator");
+        Some(Self {
+            address,
+            client: reqwest::Client::new(),
+            database,
+            master_key,
+            db,
+            shutdown: Some(shutdown),
+            server: Some(server),
+        })
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.database.backend
+    }
+
+    /// Stops the server and closes the database, then starts both again on the same data.
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        let (db, address, shutdown, server) = start(&self.database.url, &self.master_key).await;
+        self.db = db;
+        self.address = address;
+        self.shutdown = Some(shutdown);
+        self.server = Some(server);
+    }
+
+    pub async fn stop(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        if let Some(server) = self.server.take() {
+            let _ = server.await;
+        }
+        self.db.close().await;
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.address, path)
+    }
+
+    /// Sends a request with optional bearer token and JSON body.
+    pub async fn call(&self, method: Method, path: &str, bearer: Option<&str>, body: Option<Value>) -> Reply {
+        let mut request = self.client.request(method, self.url(path));
+        if let Some(token) = bearer {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        Self::read(request.send().await.expect("request sent")).await
+    }
+
+    pub async fn read(response: reqwest::Response) -> Reply {
+        let status = response.status();
+        let headers = response.headers().clone();
+        let text = response.text().await.expect("body read");
+        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Reply { status, headers, body, text }
+    }
+
+    pub async fn get(&self, path: &str, bearer: &str) -> Reply {
+        self.call(Method::GET, path, Some(bearer), None).await
+    }
+
+    pub async fn post(&self, path: &str, bearer: &str, body: Value) -> Reply {
+        self.call(Method::POST, path, Some(bearer), Some(body)).await
+    }
+
+    pub async fn patch(&self, path: &str, bearer: &str, body: Value) -> Reply {
+        self.call(Method::PATCH, path, Some(bearer), Some(body)).await
+    }
+
+    pub async fn delete(&self, path: &str, bearer: &str) -> Reply {
+        self.call(Method::DELETE, path, Some(bearer), None).await
+    }
+
+    /// Logs in and returns the full login response.
+    pub async fn login_as(&self, email: &str, password: &str) -> Value {
+        let reply = self.call(Method::POST, "/v1/auth/login", None, Some(json!({"email": email, "password": password}))).await;
+        reply.assert_status(200).clone()
+    }
+
+    /// An access token of the first operator.
+    pub async fn owner_token(&self) -> String {
+        self.login_as(ADMIN_EMAIL, ADMIN_PASSWORD).await["access"].as_str().expect("access token").to_owned()
+    }
+
+    /// Creates another operator and returns an access token for them.
+    pub async fn other_operator(&self, email: &str) -> String {
+        confidant::ensure_operator(&self.db, email, ADMIN_PASSWORD).await.expect("operator");
+        self.login_as(email, ADMIN_PASSWORD).await["access"].as_str().expect("access").to_owned()
+    }
+
+    /// Creates an application and returns its id.
+    pub async fn create_application(&self, token: &str, name: &str) -> String {
+        let reply = self.post("/v1/applications", token, json!({"name": name})).await;
+        reply.assert_status(201)["id"].as_str().expect("id").to_owned()
+    }
+
+    pub async fn create_agent(&self, token: &str, app_id: &str, name: &str) -> String {
+        let reply = self.post(&format!("/v1/applications/{app_id}/agents"), token, json!({"name": name})).await;
+        reply.assert_status(201)["id"].as_str().expect("id").to_owned()
+    }
+
+    /// Creates an API key and returns (id, key).
+    pub async fn create_api_key(&self, token: &str, app_id: &str, acl: Value) -> (String, String) {
+        let name = format!("key-{}", uuid::Uuid::new_v4().simple());
+        let reply = self.post(&format!("/v1/applications/{app_id}/api-keys"), token, json!({"name": name, "acl": acl})).await;
+        let body = reply.assert_status(201);
+        (body["id"].as_str().unwrap().to_owned(), body["key"].as_str().unwrap().to_owned())
+    }
+}
+
+async fn start(url: &str, master_key: &str) -> (Db, SocketAddr, oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
+    let db = Db::connect(url, &DbOptions::default()).await.expect("database opens");
+    db.migrate().await.expect("migrations run");
+    let state = AppState::new(db.clone(), MasterKey::from_base64(master_key).unwrap(), Settings::default());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let address = listener.local_addr().unwrap();
+    let (tx, rx) = oneshot::channel();
+    let server = tokio::spawn(async move {
+        confidant::serve(listener, state, async {
+            let _ = rx.await;
+        })
+        .await
+        .expect("server runs");
+    });
+    (db, address, tx, server)
+}

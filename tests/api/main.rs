@@ -1,0 +1,11 @@
+//! Integration tests: the real service on a real socket, on SQLite and on PostgreSQL.
+//!
+//! Each test gets its own database (a fresh SQLite file, or a fresh PostgreSQL database), so tests
+//! run in parallel. `db_tests!` turns each `async fn(TestApp)` into a `sqlite` and a `postgres` test.
+
+mod harness;
+
+mod admin_plane;
+mod errors;
+mod operator_auth;
+mod storage;

@@ -1,0 +1,177 @@
+//! What lands on disk: secrets never in plain text, everything kept across a restart; and the
+//! committed OpenAPI document.
+
+use serde_json::json;
+
+use crate::db_tests;
+use crate::harness::{ADMIN_EMAIL, ADMIN_PASSWORD, Backend, TestApp};
+
+db_tests!(secrets_are_not_readable_from_the_database, restart_keeps_everything);
+
+/// Every byte the database holds, as text we can search: the SQLite files, or a dump of every
+/// table's rows from PostgreSQL.
+async fn database_contents(app: &TestApp) -> Vec<u8> {
+    match app.backend() {
+        Backend::Sqlite => {
+            let path = app.database.sqlite_path().unwrap();
+            let mut bytes = Vec::new();
+            for suffix in ["", "-wal", "-shm"] {
+                let mut file = path.clone().into_os_string();
+                file.push(suffix);
+                if let Ok(content) = std::fs::read(&file) {
+                    bytes.extend(content);
+                }
+            }
+            bytes
+        }
+        Backend::Postgres => {
+            let pool = sqlx::PgPool::connect(&app.database.url).await.unwrap();
+            let tables: Vec<(String,)> =
+                sqlx::query_as("SELECT tablename::text FROM pg_tables WHERE schemaname = 'public'").fetch_all(&pool).await.unwrap();
+            let mut bytes = Vec::new();
+            for (table,) in tables {
+                let rows: Vec<(String,)> = sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT t::text FROM \"{table}\" t")))
+                    .fetch_all(&pool)
+                    .await
+                    .unwrap();
+                for (row,) in rows {
+                    bytes.extend(row.into_bytes());
+                }
+            }
+            pool.close().await;
+            bytes
+        }
+    }
+}
+
+fn contains(haystack: &[u8], needle: &str) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle.as_bytes())
+}
+
+async fn secrets_are_not_readable_from_the_database(mut app: TestApp) {
+    let login = app.login_as(ADMIN_EMAIL, ADMIN_PASSWORD).await;
+    let token = login["access"].as_str().unwrap().to_owned();
+    let app_id = app.create_application(&token, "Acme").await;
+    let created = app
+        .post(&format!("/v1/applications/{app_id}/authentication-keys"), &token, json!({"name": "k", "scope": {"all_agents": true}}))
+        .await;
+    let secret = created.assert_status(201)["secret"].as_str().unwrap().to_owned();
+    let (_, api_key) = app.create_api_key(&token, &app_id, json!(["admin"])).await;
+    let provider_key = "sk-provider-key-that-must-stay-sealed";
+    app.post(
+        &format!("/v1/applications/{app_id}/providers"),
+        &token,
+        json!({"name": "openai", "kind": "openai-compatible", "base_url": "https://api.openai.com/v1", "api_key": provider_key}),
+    )
+    .await
+    .assert_status(201);
+    app.stop().await;
+
+    let contents = database_contents(&app).await;
+    // The data really is there (the search would find plain text)...
+    assert!(contains(&contents, "Acme"));
+    assert!(contains(&contents, ADMIN_EMAIL));
+    // ...but no secret is.
+    for (what, needle) in [
+        ("authentication-key secret", secret.as_str()),
+        ("API key", api_key.as_str()),
+        ("provider API key", provider_key),
+        ("refresh token", login["refresh"].as_str().unwrap()),
+        ("password", ADMIN_PASSWORD),
+        ("master key", app.master_key.as_str()),
+    ] {
+        assert!(!contains(&contents, needle), "the {what} is readable in the database");
+    }
+    app.restart().await;
+}
+
+async fn restart_keeps_everything(mut app: TestApp) {
+    let login = app.login_as(ADMIN_EMAIL, ADMIN_PASSWORD).await;
+    let token = login["access"].as_str().unwrap().to_owned();
+    let app_id = app.create_application(&token, "Acme").await;
+    let agent = app.create_agent(&token, &app_id, "Support").await;
+    let key = app
+        .post(&format!("/v1/applications/{app_id}/authentication-keys"), &token, json!({"name": "k", "scope": {"agents": [agent]}}))
+        .await
+        .assert_status(201)
+        .clone();
+    let (_, api_key) = app.create_api_key(&token, &app_id, json!(["admin"])).await;
+
+    app.restart().await;
+
+    // The session survives: the access token and the refresh token still work.
+    app.get("/v1/auth/me", &token).await.assert_status(200);
+    let refreshed = app
+        .call(reqwest::Method::POST, "/v1/auth/refresh", None, Some(json!({"refresh": login["refresh"]})))
+        .await;
+    refreshed.assert_status(200);
+    let agents = app.get(&format!("/v1/applications/{app_id}/agents"), &token).await;
+    assert_eq!(agents.assert_status(200)["data"][0]["id"], agent.as_str());
+    let keys = app.get(&format!("/v1/applications/{app_id}/authentication-keys"), &token).await;
+    assert_eq!(keys.assert_status(200)["data"][0]["id"], key["id"]);
+    assert_eq!(keys.body["data"][0]["scope"], json!({"agents": [agent]}));
+    app.get(&format!("/v1/applications/{app_id}"), &api_key).await.assert_status(200);
+}
+
+#[test]
+fn committed_openapi_document_matches_the_code() {
+    let generated = confidant::openapi().to_pretty_json().unwrap();
+    let committed = include_str!("../../openapi/openapi.json");
+    assert!(
+        generated.trim() == committed.trim(),
+        "openapi/openapi.json is stale: run `make openapi` and commit the result"
+    );
+}
+
+#[test]
+fn openapi_document_covers_every_route_with_security_and_errors() {
+    let doc: serde_json::Value = serde_json::from_str(&confidant::openapi().to_json().unwrap()).unwrap();
+    assert_eq!(doc["openapi"].as_str().unwrap().get(..3), Some("3.1"));
+    let paths = doc["paths"].as_object().unwrap();
+    for path in [
+        "/v1/auth/login",
+        "/v1/auth/refresh",
+        "/v1/auth/logout",
+        "/v1/auth/me",
+        "/v1/applications",
+        "/v1/applications/{app_id}",
+        "/v1/applications/{app_id}/members",
+        "/v1/applications/{app_id}/members/{operator_id}",
+        "/v1/applications/{app_id}/agents",
+        "/v1/applications/{app_id}/agents/{agent_id}",
+        "/v1/applications/{app_id}/authentication-keys",
+        "/v1/applications/{app_id}/authentication-keys/{key_id}",
+        "/v1/applications/{app_id}/api-keys",
+        "/v1/applications/{app_id}/api-keys/{key_id}",
+        "/v1/applications/{app_id}/providers",
+        "/v1/applications/{app_id}/providers/{provider_id}",
+        "/healthz",
+        "/readyz",
+        "/openapi.json",
+    ] {
+        assert!(paths.contains_key(path), "{path} is missing from the OpenAPI document");
+    }
+    let schemes = doc["components"]["securitySchemes"].as_object().unwrap();
+    for scheme in ["operator", "api_key", "api_key_bearer"] {
+        assert!(schemes.contains_key(scheme));
+    }
+    let get_agent = &doc["paths"]["/v1/applications/{app_id}/agents/{agent_id}"]["get"];
+    for status in ["200", "401", "403", "404", "500"] {
+        assert!(get_agent["responses"].get(status).is_some(), "GET agent lacks {status}");
+    }
+}
+
+#[tokio::test]
+async fn served_openapi_document_is_the_committed_one_and_docs_work_offline() {
+    let app = TestApp::spawn(Backend::Sqlite).await.unwrap();
+    let served = app.client.get(app.url("/openapi.json")).send().await.unwrap().text().await.unwrap();
+    assert_eq!(served, include_str!("../../openapi/openapi.json"));
+    let docs = app.client.get(app.url("/docs/")).send().await.unwrap();
+    assert_eq!(docs.status().as_u16(), 200);
+    let html = docs.text().await.unwrap();
+    assert!(html.contains("swagger"), "{html}");
+    // Its assets come from the binary, not a CDN.
+    assert!(!html.contains("https://"), "the docs page must not load remote assets");
+    let initializer = app.client.get(app.url("/docs/swagger-initializer.js")).send().await.unwrap().text().await.unwrap();
+    assert!(initializer.contains("/openapi.json"));
+}
