@@ -31,7 +31,9 @@ async fn applications_can_be_created_listed_renamed_and_deleted(app: TestApp) {
     let got = app.get(&format!("/v1/applications/{id}"), &token).await;
     assert_eq!(got.assert_status(200)["name"], "Acme");
 
-    let renamed = app.patch(&format!("/v1/applications/{id}"), &token, json!({"name": "Acme Inc"})).await;
+    let renamed = app
+        .patch(&format!("/v1/applications/{id}"), &token, json!({"name": "Acme Inc"}))
+        .await;
     assert_eq!(renamed.assert_status(200)["name"], "Acme Inc");
 
     let list = app.get("/v1/applications", &token).await;
@@ -41,8 +43,12 @@ async fn applications_can_be_created_listed_renamed_and_deleted(app: TestApp) {
 
     let deleted = app.delete(&format!("/v1/applications/{id}"), &token).await;
     assert_eq!(deleted.status.as_u16(), 204);
-    app.get(&format!("/v1/applications/{id}"), &token).await.assert_error(404, "not_found");
-    app.delete(&format!("/v1/applications/{id}"), &token).await.assert_error(404, "not_found");
+    app.get(&format!("/v1/applications/{id}"), &token)
+        .await
+        .assert_error(404, "not_found");
+    app.delete(&format!("/v1/applications/{id}"), &token)
+        .await
+        .assert_error(404, "not_found");
 }
 
 async fn listings_are_keyset_paginated(app: TestApp) {
@@ -91,14 +97,26 @@ async fn non_members_are_forbidden_and_unknown_applications_not_found(app: TestA
         reply.assert_error(403, "forbidden");
         assert!(reply.body.get("data").is_none() && reply.body.get("name").is_none());
     }
-    app.post(&format!("/v1/applications/{app_id}/agents"), &stranger, json!({"name": "x"})).await.assert_error(403, "forbidden");
-    app.delete(&format!("/v1/applications/{app_id}/agents/{agent}"), &stranger).await.assert_error(403, "forbidden");
+    app.post(
+        &format!("/v1/applications/{app_id}/agents"),
+        &stranger,
+        json!({"name": "x"}),
+    )
+    .await
+    .assert_error(403, "forbidden");
+    app.delete(&format!("/v1/applications/{app_id}/agents/{agent}"), &stranger)
+        .await
+        .assert_error(403, "forbidden");
     let list = app.get("/v1/applications", &stranger).await;
     assert_eq!(list.assert_status(200)["data"], json!([]));
     let unknown = uuid::Uuid::now_v7();
-    app.get(&format!("/v1/applications/{unknown}"), &owner).await.assert_error(404, "not_found");
+    app.get(&format!("/v1/applications/{unknown}"), &owner)
+        .await
+        .assert_error(404, "not_found");
     // The owner's agent is intact.
-    app.get(&format!("/v1/applications/{app_id}/agents/{agent}"), &owner).await.assert_status(200);
+    app.get(&format!("/v1/applications/{app_id}/agents/{agent}"), &owner)
+        .await
+        .assert_status(200);
 }
 
 async fn owners_manage_members_and_the_last_owner_cannot_leave(app: TestApp) {
@@ -107,21 +125,60 @@ async fn owners_manage_members_and_the_last_owner_cannot_leave(app: TestApp) {
     let colleague = app.other_operator("colleague@example.com").await;
     let members = format!("/v1/applications/{app_id}/members");
 
-    let added = app.post(&members, &owner, json!({"email": "colleague@example.com", "role": "admin"})).await;
+    let added = app
+        .post(
+            &members,
+            &owner,
+            json!({"email": "colleague@example.com", "role": "admin"}),
+        )
+        .await;
     let colleague_id = added.assert_status(201)["operator_id"].as_str().unwrap().to_owned();
-    app.post(&members, &owner, json!({"email": "colleague@example.com", "role": "admin"})).await.assert_error(409, "conflict");
-    app.post(&members, &owner, json!({"email": "nobody@example.com", "role": "admin"})).await.assert_error(422, "validation_failed");
-    app.post(&members, &owner, json!({"email": "colleague@example.com", "role": "king"})).await.assert_error(400, "invalid_request");
+    app.post(
+        &members,
+        &owner,
+        json!({"email": "colleague@example.com", "role": "admin"}),
+    )
+    .await
+    .assert_error(409, "conflict");
+    app.post(
+        &members,
+        &owner,
+        json!({"email": "nobody@example.com", "role": "admin"}),
+    )
+    .await
+    .assert_error(422, "validation_failed");
+    app.post(
+        &members,
+        &owner,
+        json!({"email": "colleague@example.com", "role": "king"}),
+    )
+    .await
+    .assert_error(400, "invalid_request");
 
     // The colleague now reaches the application.
-    app.get(&format!("/v1/applications/{app_id}"), &colleague).await.assert_status(200);
+    app.get(&format!("/v1/applications/{app_id}"), &colleague)
+        .await
+        .assert_status(200);
     let list = app.get(&members, &owner).await;
     assert_eq!(list.assert_status(200)["data"].as_array().unwrap().len(), 2);
 
-    let me = app.get("/v1/auth/me", &owner).await.body["id"].as_str().unwrap().to_owned();
-    app.delete(&format!("{members}/{me}"), &owner).await.assert_error(409, "conflict");
-    assert_eq!(app.delete(&format!("{members}/{colleague_id}"), &owner).await.status.as_u16(), 204);
-    app.get(&format!("/v1/applications/{app_id}"), &colleague).await.assert_error(403, "forbidden");
+    let me = app.get("/v1/auth/me", &owner).await.body["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    app.delete(&format!("{members}/{me}"), &owner)
+        .await
+        .assert_error(409, "conflict");
+    assert_eq!(
+        app.delete(&format!("{members}/{colleague_id}"), &owner)
+            .await
+            .status
+            .as_u16(),
+        204
+    );
+    app.get(&format!("/v1/applications/{app_id}"), &colleague)
+        .await
+        .assert_error(403, "forbidden");
 }
 
 async fn admins_cannot_manage_members_or_delete_the_application(app: TestApp) {
@@ -130,15 +187,30 @@ async fn admins_cannot_manage_members_or_delete_the_application(app: TestApp) {
     let admin = app.other_operator("admin@example.com").await;
     app.other_operator("third@example.com").await;
     let members = format!("/v1/applications/{app_id}/members");
-    app.post(&members, &owner, json!({"email": "admin@example.com", "role": "admin"})).await.assert_status(201);
+    app.post(&members, &owner, json!({"email": "admin@example.com", "role": "admin"}))
+        .await
+        .assert_status(201);
 
-    app.post(&members, &admin, json!({"email": "third@example.com", "role": "owner"})).await.assert_error(403, "forbidden");
-    app.delete(&format!("/v1/applications/{app_id}"), &admin).await.assert_error(403, "forbidden");
+    app.post(&members, &admin, json!({"email": "third@example.com", "role": "owner"}))
+        .await
+        .assert_error(403, "forbidden");
+    app.delete(&format!("/v1/applications/{app_id}"), &admin)
+        .await
+        .assert_error(403, "forbidden");
     // But an admin manages agents.
     app.create_agent(&admin, &app_id, "Support").await;
     // And may leave.
-    let admin_id = app.get("/v1/auth/me", &admin).await.body["id"].as_str().unwrap().to_owned();
-    assert_eq!(app.delete(&format!("{members}/{admin_id}"), &admin).await.status.as_u16(), 204);
+    let admin_id = app.get("/v1/auth/me", &admin).await.body["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        app.delete(&format!("{members}/{admin_id}"), &admin)
+            .await
+            .status
+            .as_u16(),
+        204
+    );
 }
 
 async fn agents_have_full_crud_and_unique_names(app: TestApp) {
@@ -146,7 +218,11 @@ async fn agents_have_full_crud_and_unique_names(app: TestApp) {
     let app_id = app.create_application(&token, "Acme").await;
     let agents = format!("/v1/applications/{app_id}/agents");
     let created = app
-        .post(&agents, &token, json!({"name": "Support", "instructions": "Be kind.", "memory": true}))
+        .post(
+            &agents,
+            &token,
+            json!({"name": "Support", "instructions": "Be kind.", "memory": true}),
+        )
         .await
         .assert_status(201)
         .clone();
@@ -155,10 +231,20 @@ async fn agents_have_full_crud_and_unique_names(app: TestApp) {
     assert_eq!(created["application_id"], app_id.as_str());
     let id = created["id"].as_str().unwrap();
 
-    app.post(&agents, &token, json!({"name": "Support"})).await.assert_error(409, "conflict");
-    app.post(&agents, &token, json!({"name": "  "})).await.assert_error(422, "validation_failed");
+    app.post(&agents, &token, json!({"name": "Support"}))
+        .await
+        .assert_error(409, "conflict");
+    app.post(&agents, &token, json!({"name": "  "}))
+        .await
+        .assert_error(422, "validation_failed");
 
-    let updated = app.patch(&format!("{agents}/{id}"), &token, json!({"instructions": "Be brief.", "memory": false})).await;
+    let updated = app
+        .patch(
+            &format!("{agents}/{id}"),
+            &token,
+            json!({"instructions": "Be brief.", "memory": false}),
+        )
+        .await;
     let updated = updated.assert_status(200);
     assert_eq!(updated["instructions"], "Be brief.");
     assert_eq!(updated["memory"], false);
@@ -167,15 +253,25 @@ async fn agents_have_full_crud_and_unique_names(app: TestApp) {
     let got = app.get(&format!("{agents}/{id}"), &token).await;
     assert_eq!(got.assert_status(200)["instructions"], "Be brief.");
     assert_eq!(app.delete(&format!("{agents}/{id}"), &token).await.status.as_u16(), 204);
-    app.get(&format!("{agents}/{id}"), &token).await.assert_error(404, "not_found");
-    app.patch(&format!("{agents}/{id}"), &token, json!({"name": "x"})).await.assert_error(404, "not_found");
+    app.get(&format!("{agents}/{id}"), &token)
+        .await
+        .assert_error(404, "not_found");
+    app.patch(&format!("{agents}/{id}"), &token, json!({"name": "x"}))
+        .await
+        .assert_error(404, "not_found");
 }
 
 async fn agent_model_must_name_echo_or_a_provider(app: TestApp) {
     let token = app.owner_token().await;
     let app_id = app.create_application(&token, "Acme").await;
     let agents = format!("/v1/applications/{app_id}/agents");
-    let reply = app.post(&agents, &token, json!({"name": "A", "model": {"provider": "openai", "model": "gpt-4o-mini"}})).await;
+    let reply = app
+        .post(
+            &agents,
+            &token,
+            json!({"name": "A", "model": {"provider": "openai", "model": "gpt-4o-mini"}}),
+        )
+        .await;
     reply.assert_error(422, "validation_failed");
     assert!(reply.body["details"]["fields"]["model.provider"].is_string());
 
@@ -186,15 +282,31 @@ async fn agent_model_must_name_echo_or_a_provider(app: TestApp) {
     )
     .await
     .assert_status(201);
-    let ok = app.post(&agents, &token, json!({"name": "A", "model": {"provider": "openai", "model": "gpt-4o-mini", "temperature": 0.3}})).await;
+    let ok = app
+        .post(
+            &agents,
+            &token,
+            json!({"name": "A", "model": {"provider": "openai", "model": "gpt-4o-mini", "temperature": 0.3}}),
+        )
+        .await;
     assert_eq!(ok.assert_status(201)["model"]["model"], "gpt-4o-mini");
-    app.post(&agents, &token, json!({"name": "B", "model": {"provider": "openai"}})).await.assert_error(422, "validation_failed");
-    app.post(&agents, &token, json!({"name": "C", "model": {"provider": "echo", "temperature": 9}}))
+    app.post(&agents, &token, json!({"name": "B", "model": {"provider": "openai"}}))
         .await
         .assert_error(422, "validation_failed");
-    app.post(&agents, &token, json!({"name": "D", "model": {"provider": "echo", "colour": "red"}}))
-        .await
-        .assert_error(400, "invalid_request");
+    app.post(
+        &agents,
+        &token,
+        json!({"name": "C", "model": {"provider": "echo", "temperature": 9}}),
+    )
+    .await
+    .assert_error(422, "validation_failed");
+    app.post(
+        &agents,
+        &token,
+        json!({"name": "D", "model": {"provider": "echo", "colour": "red"}}),
+    )
+    .await
+    .assert_error(400, "invalid_request");
 }
 
 async fn agents_of_another_application_are_not_found(app: TestApp) {
@@ -202,16 +314,24 @@ async fn agents_of_another_application_are_not_found(app: TestApp) {
     let first = app.create_application(&token, "First").await;
     let second = app.create_application(&token, "Second").await;
     let agent = app.create_agent(&token, &first, "Support").await;
-    app.get(&format!("/v1/applications/{second}/agents/{agent}"), &token).await.assert_error(404, "not_found");
-    app.delete(&format!("/v1/applications/{second}/agents/{agent}"), &token).await.assert_error(404, "not_found");
-    app.get(&format!("/v1/applications/{first}/agents/{agent}"), &token).await.assert_status(200);
+    app.get(&format!("/v1/applications/{second}/agents/{agent}"), &token)
+        .await
+        .assert_error(404, "not_found");
+    app.delete(&format!("/v1/applications/{second}/agents/{agent}"), &token)
+        .await
+        .assert_error(404, "not_found");
+    app.get(&format!("/v1/applications/{first}/agents/{agent}"), &token)
+        .await
+        .assert_status(200);
 }
 
 async fn authentication_key_secret_is_shown_once(app: TestApp) {
     let token = app.owner_token().await;
     let app_id = app.create_application(&token, "Acme").await;
     let keys = format!("/v1/applications/{app_id}/authentication-keys");
-    let created = app.post(&keys, &token, json!({"name": "backend", "scope": {"all_agents": true}})).await;
+    let created = app
+        .post(&keys, &token, json!({"name": "backend", "scope": {"all_agents": true}}))
+        .await;
     let created = created.assert_status(201).clone();
     let secret = created["secret"].as_str().unwrap();
     assert!(secret.starts_with("sk-cfd-") && secret.len() >= 7 + 43, "{secret}");
@@ -225,10 +345,14 @@ async fn authentication_key_secret_is_shown_once(app: TestApp) {
     assert!(item.get("secret").is_none());
     assert!(item["last_used_at"].is_null());
 
-    app.post(&keys, &token, json!({"name": "backend", "scope": {"all_agents": true}})).await.assert_error(409, "conflict");
+    app.post(&keys, &token, json!({"name": "backend", "scope": {"all_agents": true}}))
+        .await
+        .assert_error(409, "conflict");
     let id = created["id"].as_str().unwrap();
     assert_eq!(app.delete(&format!("{keys}/{id}"), &token).await.status.as_u16(), 204);
-    app.delete(&format!("{keys}/{id}"), &token).await.assert_error(404, "not_found");
+    app.delete(&format!("{keys}/{id}"), &token)
+        .await
+        .assert_error(404, "not_found");
 }
 
 async fn authentication_key_scope_must_name_agents_of_the_application(app: TestApp) {
@@ -239,13 +363,29 @@ async fn authentication_key_scope_must_name_agents_of_the_application(app: TestA
     let foreign = app.create_agent(&token, &other_app, "Foreign").await;
     let keys = format!("/v1/applications/{app_id}/authentication-keys");
 
-    let scoped = app.post(&keys, &token, json!({"name": "scoped", "scope": {"agents": [agent]}})).await;
+    let scoped = app
+        .post(&keys, &token, json!({"name": "scoped", "scope": {"agents": [agent]}}))
+        .await;
     assert_eq!(scoped.assert_status(201)["scope"], json!({"agents": [agent]}));
-    app.post(&keys, &token, json!({"name": "foreign", "scope": {"agents": [foreign]}})).await.assert_error(422, "validation_failed");
-    app.post(&keys, &token, json!({"name": "empty", "scope": {"agents": []}})).await.assert_error(422, "validation_failed");
-    app.post(&keys, &token, json!({"name": "none", "scope": {"all_agents": false}})).await.assert_error(422, "validation_failed");
-    app.post(&keys, &token, json!({"name": "bad", "scope": {"everything": true}})).await.assert_error(400, "invalid_request");
-    app.post(&keys, &token, json!({"name": "bad", "scope": {"agents": ["nope"]}})).await.assert_error(400, "invalid_request");
+    app.post(
+        &keys,
+        &token,
+        json!({"name": "foreign", "scope": {"agents": [foreign]}}),
+    )
+    .await
+    .assert_error(422, "validation_failed");
+    app.post(&keys, &token, json!({"name": "empty", "scope": {"agents": []}}))
+        .await
+        .assert_error(422, "validation_failed");
+    app.post(&keys, &token, json!({"name": "none", "scope": {"all_agents": false}}))
+        .await
+        .assert_error(422, "validation_failed");
+    app.post(&keys, &token, json!({"name": "bad", "scope": {"everything": true}}))
+        .await
+        .assert_error(400, "invalid_request");
+    app.post(&keys, &token, json!({"name": "bad", "scope": {"agents": ["nope"]}}))
+        .await
+        .assert_error(400, "invalid_request");
 }
 
 async fn api_keys_are_shown_once_and_work_in_both_headers(app: TestApp) {
@@ -263,9 +403,17 @@ async fn api_keys_are_shown_once_and_work_in_both_headers(app: TestApp) {
     assert!(item.get("key").is_none());
 
     // Bearer.
-    app.get(&format!("/v1/applications/{app_id}/agents"), &key).await.assert_status(200);
+    app.get(&format!("/v1/applications/{app_id}/agents"), &key)
+        .await
+        .assert_status(200);
     // X-API-Key.
-    let response = app.client.get(app.url(&format!("/v1/applications/{app_id}/agents"))).header("x-api-key", &key).send().await.unwrap();
+    let response = app
+        .client
+        .get(app.url(&format!("/v1/applications/{app_id}/agents")))
+        .header("x-api-key", &key)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status().as_u16(), 200);
     // An admin key manages its application.
     app.create_agent(&key, &app_id, "Made by a key").await;
@@ -281,41 +429,80 @@ async fn api_keys_are_confined_to_their_application_and_acl(app: TestApp) {
     let (_, admin_key) = app.create_api_key(&token, &first, json!(["admin"])).await;
     let (_, completions_key) = app.create_api_key(&token, &first, json!(["completions"])).await;
 
-    app.get(&format!("/v1/applications/{second}/agents"), &admin_key).await.assert_error(403, "forbidden");
-    app.get(&format!("/v1/applications/{second}/agents/{agent_of_second}"), &admin_key).await.assert_error(403, "forbidden");
-    app.delete(&format!("/v1/applications/{second}"), &admin_key).await.assert_error(403, "forbidden");
-    app.get(&format!("/v1/applications/{first}/agents"), &completions_key).await.assert_error(403, "forbidden");
-    // Keys cannot create applications or manage members.
-    app.post("/v1/applications", &admin_key, json!({"name": "Mine"})).await.assert_error(403, "forbidden");
-    app.post(&format!("/v1/applications/{first}/members"), &admin_key, json!({"email": "x@example.com", "role": "owner"}))
+    app.get(&format!("/v1/applications/{second}/agents"), &admin_key)
         .await
         .assert_error(403, "forbidden");
-    app.get(&format!("/v1/applications/{second}/agents/{agent_of_second}"), &token).await.assert_status(200);
-    app.post(&format!("/v1/applications/{first}/api-keys"), &token, json!({"name": "x", "acl": []}))
+    app.get(
+        &format!("/v1/applications/{second}/agents/{agent_of_second}"),
+        &admin_key,
+    )
+    .await
+    .assert_error(403, "forbidden");
+    app.delete(&format!("/v1/applications/{second}"), &admin_key)
         .await
-        .assert_error(422, "validation_failed");
-    app.post(&format!("/v1/applications/{first}/api-keys"), &token, json!({"name": "x", "acl": ["root"]}))
+        .assert_error(403, "forbidden");
+    app.get(&format!("/v1/applications/{first}/agents"), &completions_key)
         .await
-        .assert_error(400, "invalid_request");
+        .assert_error(403, "forbidden");
+    // Keys cannot create applications or manage members.
+    app.post("/v1/applications", &admin_key, json!({"name": "Mine"}))
+        .await
+        .assert_error(403, "forbidden");
+    app.post(
+        &format!("/v1/applications/{first}/members"),
+        &admin_key,
+        json!({"email": "x@example.com", "role": "owner"}),
+    )
+    .await
+    .assert_error(403, "forbidden");
+    app.get(&format!("/v1/applications/{second}/agents/{agent_of_second}"), &token)
+        .await
+        .assert_status(200);
+    app.post(
+        &format!("/v1/applications/{first}/api-keys"),
+        &token,
+        json!({"name": "x", "acl": []}),
+    )
+    .await
+    .assert_error(422, "validation_failed");
+    app.post(
+        &format!("/v1/applications/{first}/api-keys"),
+        &token,
+        json!({"name": "x", "acl": ["root"]}),
+    )
+    .await
+    .assert_error(400, "invalid_request");
 }
 
 async fn deleted_api_key_is_invalid_api_key(app: TestApp) {
     let token = app.owner_token().await;
     let app_id = app.create_application(&token, "Acme").await;
     let (id, key) = app.create_api_key(&token, &app_id, json!(["admin"])).await;
-    app.get(&format!("/v1/applications/{app_id}"), &key).await.assert_status(200);
-    assert_eq!(app.delete(&format!("/v1/applications/{app_id}/api-keys/{id}"), &token).await.status.as_u16(), 204);
+    app.get(&format!("/v1/applications/{app_id}"), &key)
+        .await
+        .assert_status(200);
+    assert_eq!(
+        app.delete(&format!("/v1/applications/{app_id}/api-keys/{id}"), &token)
+            .await
+            .status
+            .as_u16(),
+        204
+    );
     let reply = app.get(&format!("/v1/applications/{app_id}"), &key).await;
     reply.assert_error(401, "invalid_api_key");
     assert_eq!(reply.headers["www-authenticate"], r#"Bearer error="invalid_token""#);
-    app.get(&format!("/v1/applications/{app_id}"), "cfd_made-up").await.assert_error(401, "invalid_api_key");
+    app.get(&format!("/v1/applications/{app_id}"), "cfd_made-up")
+        .await
+        .assert_error(401, "invalid_api_key");
 }
 
 async fn api_key_last_use_is_recorded_without_a_write_per_request(mut app: TestApp) {
     let token = app.owner_token().await;
     let app_id = app.create_application(&token, "Acme").await;
     let (_, key) = app.create_api_key(&token, &app_id, json!(["admin"])).await;
-    app.get(&format!("/v1/applications/{app_id}"), &key).await.assert_status(200);
+    app.get(&format!("/v1/applications/{app_id}"), &key)
+        .await
+        .assert_status(200);
     // Uses are written in batches; a shutdown writes what is pending.
     app.restart().await;
     let token = app.owner_token().await;
@@ -337,15 +524,24 @@ async fn providers_keep_their_api_key_write_only(app: TestApp) {
 
     let got = app.get(&format!("{providers}/{id}"), &token).await;
     assert!(!got.text.contains("sk-or-very-secret"));
-    let cleared = app.patch(&format!("{providers}/{id}"), &token, json!({"api_key": null})).await;
+    let cleared = app
+        .patch(&format!("{providers}/{id}"), &token, json!({"api_key": null}))
+        .await;
     assert_eq!(cleared.assert_status(200)["has_api_key"], false);
-    let renamed = app.patch(&format!("{providers}/{id}"), &token, json!({"name": "router"})).await;
+    let renamed = app
+        .patch(&format!("{providers}/{id}"), &token, json!({"name": "router"}))
+        .await;
     assert_eq!(renamed.assert_status(200)["has_api_key"], false);
     assert_eq!(renamed.body["name"], "router");
     let list = app.get(&providers, &token).await;
     assert_eq!(list.assert_status(200)["data"].as_array().unwrap().len(), 1);
-    assert_eq!(app.delete(&format!("{providers}/{id}"), &token).await.status.as_u16(), 204);
-    app.get(&format!("{providers}/{id}"), &token).await.assert_error(404, "not_found");
+    assert_eq!(
+        app.delete(&format!("{providers}/{id}"), &token).await.status.as_u16(),
+        204
+    );
+    app.get(&format!("{providers}/{id}"), &token)
+        .await
+        .assert_error(404, "not_found");
 }
 
 async fn provider_names_and_urls_are_validated(app: TestApp) {
@@ -353,14 +549,29 @@ async fn provider_names_and_urls_are_validated(app: TestApp) {
     let app_id = app.create_application(&token, "Acme").await;
     let providers = format!("/v1/applications/{app_id}/providers");
     let make = |name: &str, url: &str| json!({"name": name, "kind": "openai-compatible", "base_url": url});
-    app.post(&providers, &token, make("echo", "https://x.test/v1")).await.assert_error(422, "validation_failed");
-    app.post(&providers, &token, make("has space", "https://x.test/v1")).await.assert_error(422, "validation_failed");
-    app.post(&providers, &token, make("ok", "ftp://x.test")).await.assert_error(422, "validation_failed");
-    app.post(&providers, &token, make("ok", "https://user:pw@x.test")).await.assert_error(422, "validation_failed");
-    app.post(&providers, &token, make("ok", "not a url")).await.assert_error(422, "validation_failed");
+    app.post(&providers, &token, make("echo", "https://x.test/v1"))
+        .await
+        .assert_error(422, "validation_failed");
+    app.post(&providers, &token, make("has space", "https://x.test/v1"))
+        .await
+        .assert_error(422, "validation_failed");
+    app.post(&providers, &token, make("ok", "ftp://x.test"))
+        .await
+        .assert_error(422, "validation_failed");
+    app.post(&providers, &token, make("ok", "https://user:pw@x.test"))
+        .await
+        .assert_error(422, "validation_failed");
+    app.post(&providers, &token, make("ok", "not a url"))
+        .await
+        .assert_error(422, "validation_failed");
     let wrong_kind = json!({"name": "ok", "kind": "anthropic", "base_url": "https://x.test"});
-    app.post(&providers, &token, wrong_kind).await.assert_error(400, "invalid_request");
-    app.post(&providers, &token, make("ok", "http://127.0.0.1:11434/v1")).await.assert_status(201);
-    app.post(&providers, &token, make("ok", "http://127.0.0.1:11434/v1")).await.assert_error(409, "conflict");
+    app.post(&providers, &token, wrong_kind)
+        .await
+        .assert_error(400, "invalid_request");
+    app.post(&providers, &token, make("ok", "http://127.0.0.1:11434/v1"))
+        .await
+        .assert_status(201);
+    app.post(&providers, &token, make("ok", "http://127.0.0.1:11434/v1"))
+        .await
+        .assert_error(409, "conflict");
 }
-

@@ -46,7 +46,10 @@ fn init_logging() {
     INIT.call_once(|| {
         // Silent unless asked for, as zero2prod does.
         if std::env::var_os("TEST_LOG").is_some() {
-            let _ = tracing_subscriber::fmt().with_env_filter("debug,sqlx=warn").with_test_writer().try_init();
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter("debug,sqlx=warn")
+                .with_test_writer()
+                .try_init();
         }
     });
 }
@@ -70,7 +73,12 @@ impl TestDatabase {
             Backend::Sqlite => {
                 let dir = tempfile::tempdir().expect("temp dir");
                 let url = format!("sqlite://{}", dir.path().join("confidant.db").display());
-                Some(Self { url, backend, _dir: Some(dir), pg_name: None })
+                Some(Self {
+                    url,
+                    backend,
+                    _dir: Some(dir),
+                    pg_name: None,
+                })
             }
             Backend::Postgres => {
                 let admin_url = postgres_admin_url();
@@ -79,7 +87,9 @@ impl TestDatabase {
                     Ok(pool) => pool,
                     Err(e) => {
                         if std::env::var("CONFIDANT_REQUIRE_POSTGRES").is_ok_and(|v| v == "1") {
-                            panic!("PostgreSQL is required (CONFIDANT_REQUIRE_POSTGRES=1) but unreachable at {admin_url}: {e}");
+                            panic!(
+                                "PostgreSQL is required (CONFIDANT_REQUIRE_POSTGRES=1) but unreachable at {admin_url}: {e}"
+                            );
                         }
                         eprintln!("SKIPPED: PostgreSQL unreachable at {admin_url}: {e}");
                         return None;
@@ -92,7 +102,12 @@ impl TestDatabase {
                     .expect("create test database");
                 pool.close().await;
                 let url = replace_database(&admin_url, &name);
-                Some(Self { url, backend, _dir: None, pg_name: Some(name) })
+                Some(Self {
+                    url,
+                    backend,
+                    _dir: None,
+                    pg_name: Some(name),
+                })
             }
         }
     }
@@ -104,7 +119,10 @@ impl Drop for TestDatabase {
         // Drop runs outside async code; a short-lived runtime on its own thread drops the database.
         let admin_url = postgres_admin_url();
         let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
             runtime.block_on(async {
                 if let Ok(pool) = sqlx::PgPool::connect(&admin_url).await {
                     let sql = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
@@ -118,7 +136,8 @@ impl Drop for TestDatabase {
 }
 
 fn postgres_admin_url() -> String {
-    std::env::var("CONFIDANT_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+    std::env::var("CONFIDANT_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
 
 fn replace_database(url: &str, name: &str) -> String {
@@ -156,7 +175,11 @@ impl Reply {
     pub fn assert_error(&self, status: u16, code: &str) {
         assert_eq!(self.status.as_u16(), status, "unexpected status; body: {}", self.text);
         assert_eq!(self.body["error"], code, "unexpected error code; body: {}", self.text);
-        assert!(self.body["message"].as_str().is_some_and(|m| !m.is_empty()), "error without a message: {}", self.text);
+        assert!(
+            self.body["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "error without a message: {}",
+            self.text
+        );
     }
 
     #[track_caller]
@@ -172,7 +195,9 @@ impl TestApp {
         let database = TestDatabase::create(backend).await?;
         let master_key = MasterKey::generate_base64();
         let (db, address, shutdown, server) = start(&database.url, &master_key).await;
-        confidant::ensure_operator(&db, ADMIN_EMAIL, ADMIN_PASSWORD).await.expect("first operator");
+        confidant::ensure_operator(&db, ADMIN_EMAIL, ADMIN_PASSWORD)
+            .await
+            .expect("first operator");
         Some(Self {
             address,
             client: reqwest::Client::new(),
@@ -229,7 +254,12 @@ impl TestApp {
         let headers = response.headers().clone();
         let text = response.text().await.expect("body read");
         let body = serde_json::from_str(&text).unwrap_or(Value::Null);
-        Reply { status, headers, body, text }
+        Reply {
+            status,
+            headers,
+            body,
+            text,
+        }
     }
 
     pub async fn get(&self, path: &str, bearer: &str) -> Reply {
@@ -250,19 +280,34 @@ impl TestApp {
 
     /// Logs in and returns the full login response.
     pub async fn login_as(&self, email: &str, password: &str) -> Value {
-        let reply = self.call(Method::POST, "/v1/auth/login", None, Some(json!({"email": email, "password": password}))).await;
+        let reply = self
+            .call(
+                Method::POST,
+                "/v1/auth/login",
+                None,
+                Some(json!({"email": email, "password": password})),
+            )
+            .await;
         reply.assert_status(200).clone()
     }
 
     /// An access token of the first operator.
     pub async fn owner_token(&self) -> String {
-        self.login_as(ADMIN_EMAIL, ADMIN_PASSWORD).await["access"].as_str().expect("access token").to_owned()
+        self.login_as(ADMIN_EMAIL, ADMIN_PASSWORD).await["access"]
+            .as_str()
+            .expect("access token")
+            .to_owned()
     }
 
     /// Creates another operator and returns an access token for them.
     pub async fn other_operator(&self, email: &str) -> String {
-        confidant::ensure_operator(&self.db, email, ADMIN_PASSWORD).await.expect("operator");
-        self.login_as(email, ADMIN_PASSWORD).await["access"].as_str().expect("access").to_owned()
+        confidant::ensure_operator(&self.db, email, ADMIN_PASSWORD)
+            .await
+            .expect("operator");
+        self.login_as(email, ADMIN_PASSWORD).await["access"]
+            .as_str()
+            .expect("access")
+            .to_owned()
     }
 
     /// Creates an application and returns its id.
@@ -272,23 +317,42 @@ impl TestApp {
     }
 
     pub async fn create_agent(&self, token: &str, app_id: &str, name: &str) -> String {
-        let reply = self.post(&format!("/v1/applications/{app_id}/agents"), token, json!({"name": name})).await;
+        let reply = self
+            .post(
+                &format!("/v1/applications/{app_id}/agents"),
+                token,
+                json!({"name": name}),
+            )
+            .await;
         reply.assert_status(201)["id"].as_str().expect("id").to_owned()
     }
 
     /// Creates an API key and returns (id, key).
     pub async fn create_api_key(&self, token: &str, app_id: &str, acl: Value) -> (String, String) {
         let name = format!("key-{}", uuid::Uuid::new_v4().simple());
-        let reply = self.post(&format!("/v1/applications/{app_id}/api-keys"), token, json!({"name": name, "acl": acl})).await;
+        let reply = self
+            .post(
+                &format!("/v1/applications/{app_id}/api-keys"),
+                token,
+                json!({"name": name, "acl": acl}),
+            )
+            .await;
         let body = reply.assert_status(201);
-        (body["id"].as_str().unwrap().to_owned(), body["key"].as_str().unwrap().to_owned())
+        (
+            body["id"].as_str().unwrap().to_owned(),
+            body["key"].as_str().unwrap().to_owned(),
+        )
     }
 }
 
 async fn start(url: &str, master_key: &str) -> (Db, SocketAddr, oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
     let db = Db::connect(url, &DbOptions::default()).await.expect("database opens");
     db.migrate().await.expect("migrations run");
-    let state = AppState::new(db.clone(), MasterKey::from_base64(master_key).unwrap(), Settings::default());
+    let state = AppState::new(
+        db.clone(),
+        MasterKey::from_base64(master_key).unwrap(),
+        Settings::default(),
+    );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let address = listener.local_addr().unwrap();
     let (tx, rx) = oneshot::channel();

@@ -6,6 +6,7 @@
 mod harness;
 
 mod admin_plane;
+mod cli;
 mod errors;
 mod operator_auth;
 mod storage;

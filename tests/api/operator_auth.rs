@@ -26,21 +26,34 @@ async fn login_returns_access_refresh_and_user(app: TestApp) {
     assert!(body["user"]["id"].as_str().is_some());
     // Email matching ignores case and surrounding space.
     let reply = app
-        .call(Method::POST, "/v1/auth/login", None, Some(json!({"email": " OWNER@example.com ", "password": ADMIN_PASSWORD})))
+        .call(
+            Method::POST,
+            "/v1/auth/login",
+            None,
+            Some(json!({"email": " OWNER@example.com ", "password": ADMIN_PASSWORD})),
+        )
         .await;
     reply.assert_status(200);
 }
 
 async fn wrong_password_and_unknown_email_are_both_invalid_credentials(app: TestApp) {
     for (email, password) in [(ADMIN_EMAIL, "wrong password"), ("nobody@example.com", ADMIN_PASSWORD)] {
-        let reply = app.call(Method::POST, "/v1/auth/login", None, Some(json!({"email": email, "password": password}))).await;
+        let reply = app
+            .call(
+                Method::POST,
+                "/v1/auth/login",
+                None,
+                Some(json!({"email": email, "password": password})),
+            )
+            .await;
         reply.assert_error(401, "invalid_credentials");
         assert!(reply.body.get("access").is_none());
     }
 }
 
 async fn refresh(app: &TestApp, token: &str) -> crate::harness::Reply {
-    app.call(Method::POST, "/v1/auth/refresh", None, Some(json!({"refresh": token}))).await
+    app.call(Method::POST, "/v1/auth/refresh", None, Some(json!({"refresh": token})))
+        .await
 }
 
 async fn refresh_rotates_and_spends_the_old_token(app: TestApp) {
@@ -51,7 +64,9 @@ async fn refresh_rotates_and_spends_the_old_token(app: TestApp) {
     let second = rotated["refresh"].as_str().unwrap();
     assert_ne!(first, second);
     // The new access token works.
-    app.get("/v1/auth/me", rotated["access"].as_str().unwrap()).await.assert_status(200);
+    app.get("/v1/auth/me", rotated["access"].as_str().unwrap())
+        .await
+        .assert_status(200);
     // And the new refresh token rotates again.
     refresh(&app, second).await.assert_status(200);
 }
@@ -60,13 +75,18 @@ async fn reused_refresh_token_revokes_the_whole_family(app: TestApp) {
     let login = app.login_as(ADMIN_EMAIL, ADMIN_PASSWORD).await;
     let first = login["refresh"].as_str().unwrap().to_owned();
     let rotated = refresh(&app, &first).await.assert_status(200).clone();
-    let (second, access) = (rotated["refresh"].as_str().unwrap(), rotated["access"].as_str().unwrap());
+    let (second, access) = (
+        rotated["refresh"].as_str().unwrap(),
+        rotated["access"].as_str().unwrap(),
+    );
 
     refresh(&app, &first).await.assert_error(401, "refresh_token_reused");
     // Every descendant of that login is now dead: the live refresh token and the access token.
     refresh(&app, second).await.assert_error(401, "invalid_token");
     app.get("/v1/auth/me", access).await.assert_error(401, "invalid_token");
-    app.get("/v1/auth/me", login["access"].as_str().unwrap()).await.assert_error(401, "invalid_token");
+    app.get("/v1/auth/me", login["access"].as_str().unwrap())
+        .await
+        .assert_error(401, "invalid_token");
     // Other sessions of the same operator are untouched.
     let other = app.owner_token().await;
     app.get("/v1/auth/me", &other).await.assert_status(200);
@@ -112,11 +132,15 @@ async fn logout_stops_the_access_token_at_once(app: TestApp) {
     let after = app.get("/v1/auth/me", access).await;
     after.assert_error(401, "invalid_token");
     assert_eq!(after.headers["www-authenticate"], r#"Bearer error="invalid_token""#);
-    refresh(&app, login["refresh"].as_str().unwrap()).await.assert_error(401, "invalid_token");
+    refresh(&app, login["refresh"].as_str().unwrap())
+        .await
+        .assert_error(401, "invalid_token");
 }
 
 async fn unknown_refresh_token_is_invalid_token(app: TestApp) {
-    refresh(&app, "cfr_not-a-real-token").await.assert_error(401, "invalid_token");
+    refresh(&app, "cfr_not-a-real-token")
+        .await
+        .assert_error(401, "invalid_token");
     refresh(&app, "garbage").await.assert_error(401, "invalid_token");
 }
 
@@ -124,8 +148,12 @@ async fn tampered_access_token_is_invalid_token(app: TestApp) {
     let access = app.owner_token().await;
     let mut parts: Vec<String> = access.split('.').map(str::to_owned).collect();
     parts[2] = parts[2].chars().rev().collect();
-    app.get("/v1/auth/me", &parts.join(".")).await.assert_error(401, "invalid_token");
-    app.get("/v1/auth/me", "not-a-jwt").await.assert_error(401, "invalid_token");
+    app.get("/v1/auth/me", &parts.join("."))
+        .await
+        .assert_error(401, "invalid_token");
+    app.get("/v1/auth/me", "not-a-jwt")
+        .await
+        .assert_error(401, "invalid_token");
     let reply = app.call(Method::GET, "/v1/auth/me", None, None).await;
     reply.assert_error(401, "missing_credentials");
 }

@@ -27,13 +27,17 @@ async fn database_contents(app: &TestApp) -> Vec<u8> {
         Backend::Postgres => {
             let pool = sqlx::PgPool::connect(&app.database.url).await.unwrap();
             let tables: Vec<(String,)> =
-                sqlx::query_as("SELECT tablename::text FROM pg_tables WHERE schemaname = 'public'").fetch_all(&pool).await.unwrap();
-            let mut bytes = Vec::new();
-            for (table,) in tables {
-                let rows: Vec<(String,)> = sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT t::text FROM \"{table}\" t")))
+                sqlx::query_as("SELECT tablename::text FROM pg_tables WHERE schemaname = 'public'")
                     .fetch_all(&pool)
                     .await
                     .unwrap();
+            let mut bytes = Vec::new();
+            for (table,) in tables {
+                let rows: Vec<(String,)> =
+                    sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT t::text FROM \"{table}\" t")))
+                        .fetch_all(&pool)
+                        .await
+                        .unwrap();
                 for (row,) in rows {
                     bytes.extend(row.into_bytes());
                 }
@@ -53,7 +57,11 @@ async fn secrets_are_not_readable_from_the_database(mut app: TestApp) {
     let token = login["access"].as_str().unwrap().to_owned();
     let app_id = app.create_application(&token, "Acme").await;
     let created = app
-        .post(&format!("/v1/applications/{app_id}/authentication-keys"), &token, json!({"name": "k", "scope": {"all_agents": true}}))
+        .post(
+            &format!("/v1/applications/{app_id}/authentication-keys"),
+            &token,
+            json!({"name": "k", "scope": {"all_agents": true}}),
+        )
         .await;
     let secret = created.assert_status(201)["secret"].as_str().unwrap().to_owned();
     let (_, api_key) = app.create_api_key(&token, &app_id, json!(["admin"])).await;
@@ -91,7 +99,11 @@ async fn restart_keeps_everything(mut app: TestApp) {
     let app_id = app.create_application(&token, "Acme").await;
     let agent = app.create_agent(&token, &app_id, "Support").await;
     let key = app
-        .post(&format!("/v1/applications/{app_id}/authentication-keys"), &token, json!({"name": "k", "scope": {"agents": [agent]}}))
+        .post(
+            &format!("/v1/applications/{app_id}/authentication-keys"),
+            &token,
+            json!({"name": "k", "scope": {"agents": [agent]}}),
+        )
         .await
         .assert_status(201)
         .clone();
@@ -102,15 +114,24 @@ async fn restart_keeps_everything(mut app: TestApp) {
     // The session survives: the access token and the refresh token still work.
     app.get("/v1/auth/me", &token).await.assert_status(200);
     let refreshed = app
-        .call(reqwest::Method::POST, "/v1/auth/refresh", None, Some(json!({"refresh": login["refresh"]})))
+        .call(
+            reqwest::Method::POST,
+            "/v1/auth/refresh",
+            None,
+            Some(json!({"refresh": login["refresh"]})),
+        )
         .await;
     refreshed.assert_status(200);
     let agents = app.get(&format!("/v1/applications/{app_id}/agents"), &token).await;
     assert_eq!(agents.assert_status(200)["data"][0]["id"], agent.as_str());
-    let keys = app.get(&format!("/v1/applications/{app_id}/authentication-keys"), &token).await;
+    let keys = app
+        .get(&format!("/v1/applications/{app_id}/authentication-keys"), &token)
+        .await;
     assert_eq!(keys.assert_status(200)["data"][0]["id"], key["id"]);
     assert_eq!(keys.body["data"][0]["scope"], json!({"agents": [agent]}));
-    app.get(&format!("/v1/applications/{app_id}"), &api_key).await.assert_status(200);
+    app.get(&format!("/v1/applications/{app_id}"), &api_key)
+        .await
+        .assert_status(200);
 }
 
 #[test]
@@ -164,7 +185,15 @@ fn openapi_document_covers_every_route_with_security_and_errors() {
 #[tokio::test]
 async fn served_openapi_document_is_the_committed_one_and_docs_work_offline() {
     let app = TestApp::spawn(Backend::Sqlite).await.unwrap();
-    let served = app.client.get(app.url("/openapi.json")).send().await.unwrap().text().await.unwrap();
+    let served = app
+        .client
+        .get(app.url("/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert_eq!(served, include_str!("../../openapi/openapi.json"));
     let docs = app.client.get(app.url("/docs/")).send().await.unwrap();
     assert_eq!(docs.status().as_u16(), 200);
@@ -172,6 +201,14 @@ async fn served_openapi_document_is_the_committed_one_and_docs_work_offline() {
     assert!(html.contains("swagger"), "{html}");
     // Its assets come from the binary, not a CDN.
     assert!(!html.contains("https://"), "the docs page must not load remote assets");
-    let initializer = app.client.get(app.url("/docs/swagger-initializer.js")).send().await.unwrap().text().await.unwrap();
+    let initializer = app
+        .client
+        .get(app.url("/docs/swagger-initializer.js"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(initializer.contains("/openapi.json"));
 }
