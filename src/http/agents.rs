@@ -81,10 +81,10 @@ fn validate_instructions(instructions: &str) -> Result<()> {
 
 /// Checks a model choice against the application's providers.
 async fn validate_model(state: &AppState, app_id: Uuid, model: &AgentModel) -> Result<()> {
-    if let Some(t) = model.temperature {
-        if !(0.0..=2.0).contains(&t) {
-            return Err(Error::invalid_field("model.temperature", "must be between 0 and 2"));
-        }
+    if let Some(t) = model.temperature
+        && !(0.0..=2.0).contains(&t)
+    {
+        return Err(Error::invalid_field("model.temperature", "must be between 0 and 2"));
     }
     if model.max_tokens == Some(0) {
         return Err(Error::invalid_field("model.max_tokens", "must be positive"));

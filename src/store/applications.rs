@@ -1,6 +1,6 @@
 //! Applications (tenants) and the operators who are members of them.
 
-use sea_query::{Expr, ExprTrait, Query};
+use sea_query::{Expr, ExprTrait, LockType, Query};
 use uuid::Uuid;
 
 use super::schema::{Applications, Memberships, Operators};
@@ -186,7 +186,9 @@ pub async fn remove_member(db: &Db, app_id: Uuid, operator_id: Uuid) -> StoreRes
         .fetch_all(
             select_members()
                 .and_where(Expr::col((Memberships::Table, Memberships::ApplicationId)).eq(app_id))
-                .and_where(Expr::col((Memberships::Table, Memberships::Role)).eq("owner")),
+                .and_where(Expr::col((Memberships::Table, Memberships::Role)).eq("owner"))
+                // PostgreSQL: hold the owners' rows until commit (SQLite has one writer anyway).
+                .lock_with_tables(LockType::Update, [Memberships::Table]),
         )
         .await?;
     let is_owner = owners.iter().any(|m| m.operator_id == operator_id);

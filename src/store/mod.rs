@@ -55,14 +55,9 @@ impl From<sqlx::Error> for StoreError {
                 Self::Unavailable(Box::new(err))
             }
             sqlx::Error::Database(ref db) => {
-                if let Some(constraint) = db.constraint() {
-                    if db.is_unique_violation() {
-                        return Self::Conflict(conflict_message(constraint));
-                    }
-                }
-                // SQLite does not report constraint names; read them off its message.
                 if db.is_unique_violation() {
-                    return Self::Conflict(conflict_message(db.message()));
+                    // SQLite reports no constraint name; its message names the table and columns.
+                    return Self::Conflict(conflict_message(db.constraint().unwrap_or(db.message())));
                 }
                 Self::Other(Box::new(err))
             }
@@ -203,7 +198,7 @@ impl Db {
                 Ok(Self::Postgres(pool))
             }
             None => Err(StoreError::Unavailable(
-                format!("unsupported database URL (expected sqlite://PATH or postgres://...)").into(),
+                "unsupported database URL (expected sqlite://PATH or postgres://...)".into(),
             )),
         }
     }
