@@ -52,6 +52,10 @@ pub struct ServeArgs {
     /// Absolute lifetime of an operator session (its refresh tokens); rotation does not extend it.
     #[arg(long, env = "CONFIDANT_REFRESH_TOKEN_TTL", default_value = "7d", value_parser = parse_duration)]
     pub refresh_token_ttl: Duration,
+
+    /// Most messages of a conversation's history given to the model per turn.
+    #[arg(long, env = "CONFIDANT_HISTORY_MESSAGES", default_value_t = 50)]
+    pub history_messages: u64,
 }
 
 impl std::fmt::Debug for ServeArgs {

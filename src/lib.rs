@@ -3,10 +3,12 @@
 //! `app(state)` builds the whole HTTP service; the binary and the tests serve the same router.
 
 pub mod auth;
+pub mod completions;
 pub mod config;
 pub mod crypto;
 pub mod error;
 pub mod http;
+pub mod scope;
 pub mod store;
 
 use std::sync::Arc;
@@ -16,6 +18,7 @@ use tokio::net::TcpListener;
 
 use crate::auth::AccessTokens;
 use crate::auth::usage::KeyUsage;
+use crate::auth::user_token::{AuthenticationKeyCache, VerifyOptions};
 use crate::crypto::MasterKey;
 use crate::store::Db;
 
@@ -26,6 +29,8 @@ pub struct Settings {
     pub max_token_ttl: Duration,
     pub access_token_ttl: Duration,
     pub refresh_token_ttl: Duration,
+    /// Most messages of a conversation's history given to the model.
+    pub history_messages: u64,
 }
 
 impl Default for Settings {
@@ -35,6 +40,7 @@ impl Default for Settings {
             max_token_ttl: Duration::from_secs(7 * 86_400),
             access_token_ttl: Duration::from_secs(3600),
             refresh_token_ttl: Duration::from_secs(7 * 86_400),
+            history_messages: 50,
         }
     }
 }
@@ -48,6 +54,7 @@ struct StateInner {
     master_key: MasterKey,
     access_tokens: AccessTokens,
     usage: KeyUsage,
+    user_keys: AuthenticationKeyCache,
     settings: Settings,
 }
 
@@ -59,6 +66,7 @@ impl AppState {
             master_key,
             access_tokens,
             usage: KeyUsage::default(),
+            user_keys: AuthenticationKeyCache::default(),
             settings,
         }))
     }
@@ -81,6 +89,17 @@ impl AppState {
 
     pub fn settings(&self) -> &Settings {
         &self.0.settings
+    }
+
+    /// Decrypted authentication keys, for verifying secure user tokens.
+    pub fn user_keys(&self) -> &AuthenticationKeyCache {
+        &self.0.user_keys
+    }
+
+    pub fn verify_options(&self) -> VerifyOptions {
+        VerifyOptions {
+            max_ttl: self.0.settings.max_token_ttl,
+        }
     }
 }
 

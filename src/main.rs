@@ -174,6 +174,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         max_token_ttl: args.max_token_ttl,
         access_token_ttl: args.access_token_ttl,
         refresh_token_ttl: args.refresh_token_ttl,
+        history_messages: args.history_messages,
     };
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await

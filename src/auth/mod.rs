@@ -6,6 +6,7 @@
 
 pub mod extract;
 pub mod usage;
+pub mod user_token;
 
 use std::sync::LazyLock;
 use std::time::Duration;

@@ -214,6 +214,8 @@ async fn delete_authentication_key(
     if !keys::delete_authentication_key(state.db(), app_id, key_id).await? {
         return Err(Error::not_found("authentication key"));
     }
+    // Tokens signed with it stop verifying now, not when the cache would next reload.
+    state.user_keys().invalidate(key_id);
     tracing::info!(application.id = %app_id, key.id = %key_id, "authentication key deleted");
     Ok(StatusCode::NO_CONTENT)
 }

@@ -4,10 +4,14 @@
 pub mod agents;
 pub mod applications;
 pub mod auth;
+pub mod completions;
+pub mod conversations;
 pub mod keys;
+pub mod memories;
 pub mod openapi;
 pub mod providers;
 pub mod service;
+pub mod users;
 
 use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, MatchedPath};
 use axum::http::{HeaderName, Request};
@@ -131,6 +135,10 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .merge(agents::router())
         .merge(keys::router())
         .merge(providers::router())
+        .merge(users::router())
+        .merge(conversations::router())
+        .merge(memories::router())
+        .merge(completions::router())
         .merge(service::router())
 }
 

@@ -12,6 +12,8 @@ use crate::error::ErrorBody;
 pub const OPERATOR: &str = "operator";
 pub const API_KEY: &str = "api_key";
 pub const API_KEY_BEARER: &str = "api_key_bearer";
+pub const USER_TOKEN: &str = "user_token";
+pub const USER_TOKEN_HEADER: &str = "user_token_header";
 
 #[derive(utoipa::OpenApi)]
 #[openapi(
@@ -31,6 +33,10 @@ pub const API_KEY_BEARER: &str = "api_key_bearer";
         (name = "authentication-keys", description = "Keys that sign secure user tokens"),
         (name = "api-keys", description = "Server-to-server API keys"),
         (name = "providers", description = "Model providers (OpenAI-compatible servers)"),
+        (name = "users", description = "An application's end users: export and erase their data"),
+        (name = "conversations", description = "The end user's conversations (secure user token)"),
+        (name = "memories", description = "The end user's memory (secure user token)"),
+        (name = "completions", description = "Talk to an agent (secure user token)"),
         (name = "service", description = "Health, readiness and this document"),
     ),
     components(schemas(ErrorBody))
@@ -66,6 +72,26 @@ pub fn base() -> OpenApi {
                 .build(),
         ),
     );
+    components.add_security_scheme(
+        USER_TOKEN,
+        SecurityScheme::Http(
+            HttpBuilder::new()
+                .scheme(HttpAuthScheme::Bearer)
+                .bearer_format("JWT")
+                .description(Some(
+                    "Secure user token: an HS256 JWT signed with an authentication key's secret; header `kid` = the key id, \
+                     claims `sub` (the end user) and `exp` required, `nbf`/`iat` optional.",
+                ))
+                .build(),
+        ),
+    );
+    components.add_security_scheme(
+        USER_TOKEN_HEADER,
+        SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+            "X-Secure-User-Token",
+            "The same secure user token in its own header.",
+        ))),
+    );
     doc
 }
 
@@ -92,8 +118,8 @@ const ERRORS: &[(&str, &str, &str)] = &[
     (
         "401",
         "Unauthorized",
-        "`missing_credentials`, `invalid_token`, `token_expired`, `invalid_api_key` or `invalid_credentials`; \
-         carries `WWW-Authenticate: Bearer error=\"invalid_token\"` when a token was rejected.",
+        "`missing_credentials`, `invalid_token`, `unknown_key`, `invalid_signature`, `token_expired` \
+         (`details.expired_at`), `token_not_yet_valid`, `invalid_api_key` or `invalid_credentials`; carries `WWW-Authenticate: Bearer error=\"invalid_token\"` when a token was rejected.",
     ),
     (
         "403",

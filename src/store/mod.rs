@@ -14,6 +14,7 @@ pub mod keys;
 pub mod operators;
 pub mod providers;
 pub mod schema;
+pub mod user_data;
 
 use std::borrow::Cow;
 use std::path::PathBuf;

@@ -1,0 +1,295 @@
+//! Secure user tokens: HS256 JWTs that a company's backend signs with one of its authentication
+//! keys (`kid`). Verifying one yields the `UserScope` that every user-data query needs.
+//!
+//! The header is parsed here, strictly, before any key is looked up: only `alg: HS256`, a `kid`,
+//! no `crit`. The signature is checked with jsonwebtoken's HMAC, then the claims are checked here
+//! so each failure gets its own contract code. Keys are decrypted once and kept in memory
+//! (`AuthenticationKeyCache`); deleting a key evicts it at once.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use axum::extract::FromRequestParts;
+use axum::http::HeaderMap;
+use axum::http::request::Parts;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::{Algorithm, DecodingKey};
+use serde::Deserialize;
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::AppState;
+use crate::crypto::MasterKey;
+use crate::error::{Error, Result};
+use crate::scope::{AgentAccess, UserScope, validate_sub};
+use crate::store::keys::{self, KeyTable, authentication_key_seal_context};
+use crate::store::{Db, StoreResult};
+
+/// Tokens larger than this are refused before any parsing.
+pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
+/// Clock skew tolerated on `exp` and `nbf`, in seconds.
+pub const LEEWAY_SECONDS: i64 = 30;
+/// How long an unknown `kid` is remembered, so a flood of made-up ids does not reach the database.
+const UNKNOWN_KEY_TTL: Duration = Duration::from_secs(2);
+const MAX_UNKNOWN_KEYS: usize = 10_000;
+
+/// A decrypted authentication key, ready to verify signatures.
+pub struct VerifyingKey {
+    pub id: Uuid,
+    pub application_id: Uuid,
+    pub agents: AgentAccess,
+    decoding: DecodingKey,
+}
+
+/// Decrypted authentication keys by id, loaded on first use.
+///
+/// A generation counter closes the race between a load and a delete: a load that started before
+/// an invalidation does not insert what it read.
+#[derive(Default)]
+pub struct AuthenticationKeyCache {
+    keys: RwLock<HashMap<Uuid, Arc<VerifyingKey>>>,
+    unknown: RwLock<HashMap<Uuid, Instant>>,
+    generation: AtomicU64,
+}
+
+impl AuthenticationKeyCache {
+    /// The live key with this id, from memory or the database.
+    pub async fn get(&self, db: &Db, master_key: &MasterKey, id: Uuid) -> StoreResult<Option<Arc<VerifyingKey>>> {
+        if let Some(key) = self.keys.read().expect("key cache lock").get(&id) {
+            return Ok(Some(key.clone()));
+        }
+        if self
+            .unknown
+            .read()
+            .expect("key cache lock")
+            .get(&id)
+            .is_some_and(|at| at.elapsed() < UNKNOWN_KEY_TTL)
+        {
+            return Ok(None);
+        }
+        let generation = self.generation.load(Ordering::Acquire);
+        let Some(row) = keys::find_authentication_key(db, id).await? else {
+            let mut unknown = self.unknown.write().expect("key cache lock");
+            if unknown.len() >= MAX_UNKNOWN_KEYS {
+                unknown.clear();
+            }
+            unknown.insert(id, Instant::now());
+            return Ok(None);
+        };
+        let context = authentication_key_seal_context(row.application_id, row.id);
+        let secret = master_key
+            .open(&context, &row.secret_encrypted)
+            .map_err(|e| crate::store::StoreError::Other(Box::new(e)))?;
+        let agents = match row.agent_ids {
+            None => AgentAccess::All,
+            Some(ids) => {
+                let mut ids = ids.0;
+                ids.sort();
+                AgentAccess::Only(ids.into())
+            }
+        };
+        let key = Arc::new(VerifyingKey {
+            id: row.id,
+            application_id: row.application_id,
+            agents,
+            decoding: DecodingKey::from_secret(&secret),
+        });
+        let mut keys = self.keys.write().expect("key cache lock");
+        if self.generation.load(Ordering::Acquire) == generation {
+            keys.insert(id, key.clone());
+        }
+        Ok(Some(key))
+    }
+
+    /// Forgets a key (deleted, or changed): the next token naming it goes to the database.
+    pub fn invalidate(&self, id: Uuid) {
+        let mut keys = self.keys.write().expect("key cache lock");
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        keys.remove(&id);
+        self.unknown.write().expect("key cache lock").remove(&id);
+    }
+}
+
+fn invalid(message: &str) -> Error {
+    Error::unauthorized("invalid_token", message.to_owned())
+}
+
+#[derive(Deserialize)]
+struct Header {
+    alg: Option<Value>,
+    kid: Option<Value>,
+    crit: Option<Value>,
+}
+
+#[derive(Deserialize)]
+struct Claims {
+    sub: Option<Value>,
+    exp: Option<Value>,
+    nbf: Option<Value>,
+}
+
+/// A NumericDate (RFC 7519): a JSON number of seconds. Fractions are allowed and truncated.
+fn numeric_date(value: &Value) -> Option<i64> {
+    match value {
+        Value::Number(n) => n
+            .as_i64()
+            .or_else(|| n.as_f64().filter(|f| f.is_finite() && f.abs() < 1e15).map(|f| f as i64)),
+        _ => None,
+    }
+}
+
+/// Settings of verification that come from configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct VerifyOptions {
+    pub max_ttl: Duration,
+}
+
+/// Verifies a secure user token and returns the scope it grants, or the contract's error.
+pub async fn verify(state: &AppState, token: &str) -> Result<UserScope> {
+    let (key, sub) = verify_token(
+        state.db(),
+        state.master_key(),
+        state.user_keys(),
+        token,
+        state.verify_options(),
+    )
+    .await?;
+    state.usage().record(KeyTable::Authentication, key.id);
+    Ok(UserScope::from_verified_token(
+        key.application_id,
+        &sub,
+        key.agents.clone(),
+    ))
+}
+
+/// The verification itself, apart from the application state (benchmarks call it directly).
+pub async fn verify_token(
+    db: &Db,
+    master_key: &MasterKey,
+    cache: &AuthenticationKeyCache,
+    token: &str,
+    options: VerifyOptions,
+) -> Result<(Arc<VerifyingKey>, String)> {
+    if token.len() > MAX_TOKEN_BYTES {
+        return Err(invalid("the token is larger than 8 KiB"));
+    }
+    let mut parts = token.split('.');
+    let (Some(header_b64), Some(payload_b64), Some(signature), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(invalid("the token is not a JWT (header.payload.signature)"));
+    };
+    let header_bytes = URL_SAFE_NO_PAD
+        .decode(header_b64)
+        .map_err(|_| invalid("the token header is not base64url"))?;
+    let header: Header =
+        serde_json::from_slice(&header_bytes).map_err(|_| invalid("the token header is not a JSON object"))?;
+    if header.alg.as_ref().and_then(Value::as_str) != Some("HS256") {
+        return Err(invalid("the token's alg must be HS256"));
+    }
+    if header.crit.is_some() {
+        return Err(invalid("the token has a crit header, which is not supported"));
+    }
+    let kid = match header.kid {
+        None | Some(Value::Null) => return Err(invalid("the token header has no kid")),
+        Some(Value::String(kid)) => kid,
+        Some(_) => return Err(invalid("the token's kid is not a string")),
+    };
+    let unknown_key = || Error::unauthorized("unknown_key", "the token's kid names no live authentication key");
+    let key_id = if kid.len() == 36 {
+        Uuid::try_parse(&kid).map_err(|_| unknown_key())?
+    } else {
+        return Err(unknown_key());
+    };
+    let key = cache.get(db, master_key, key_id).await?.ok_or_else(unknown_key)?;
+
+    let signed = &token[..header_b64.len() + 1 + payload_b64.len()];
+    let verified = jsonwebtoken::crypto::verify(signature, signed.as_bytes(), &key.decoding, Algorithm::HS256)
+        .map_err(|_| invalid("the token signature is not base64url"))?;
+    if !verified {
+        return Err(Error::unauthorized(
+            "invalid_signature",
+            "the token's signature does not verify with its key",
+        ));
+    }
+
+    let payload = URL_SAFE_NO_PAD
+        .decode(payload_b64)
+        .map_err(|_| invalid("the token payload is not base64url"))?;
+    let claims: Claims =
+        serde_json::from_slice(&payload).map_err(|_| invalid("the token payload is not a JSON object"))?;
+    let now = chrono::Utc::now().timestamp();
+    let exp = match &claims.exp {
+        None | Some(Value::Null) => return Err(invalid("the token has no exp")),
+        Some(value) => numeric_date(value).ok_or_else(|| invalid("the token's exp is not a number"))?,
+    };
+    if exp
+        > now
+            .saturating_add(options.max_ttl.as_secs() as i64)
+            .saturating_add(LEEWAY_SECONDS)
+    {
+        return Err(invalid(
+            "the token's exp is further ahead than the maximum token lifetime",
+        ));
+    }
+    if now > exp.saturating_add(LEEWAY_SECONDS) {
+        let expired_at = chrono::DateTime::from_timestamp(exp, 0)
+            .unwrap_or_default()
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        return Err(Error::Unauthorized {
+            code: "token_expired",
+            message: "the token has expired".into(),
+            details: Some(serde_json::json!({ "expired_at": expired_at })),
+        });
+    }
+    if let Some(nbf) = claims.nbf.as_ref().filter(|v| !v.is_null()) {
+        let nbf = numeric_date(nbf).ok_or_else(|| invalid("the token's nbf is not a number"))?;
+        if nbf > now.saturating_add(LEEWAY_SECONDS) {
+            return Err(Error::unauthorized(
+                "token_not_yet_valid",
+                "the token is not valid yet (nbf is in the future)",
+            ));
+        }
+    }
+    let sub = match claims.sub {
+        Some(Value::String(sub)) => sub,
+        None | Some(Value::Null) => return Err(invalid("the token has no sub")),
+        Some(_) => return Err(invalid("the token's sub is not a string")),
+    };
+    validate_sub(&sub).map_err(|problem| invalid(&format!("the token's sub {problem}")))?;
+    Ok((key, sub))
+}
+
+/// Where a request carries its user token: `X-Secure-User-Token`, else `Authorization: Bearer`.
+pub fn user_token(headers: &HeaderMap) -> Result<Option<&str>> {
+    if let Some(value) = headers.get("x-secure-user-token") {
+        return value
+            .to_str()
+            .map(|t| Some(t.trim()))
+            .map_err(|_| invalid("the X-Secure-User-Token header is not valid text"));
+    }
+    let Some(value) = headers.get(axum::http::header::AUTHORIZATION) else {
+        return Ok(None);
+    };
+    let value = value
+        .to_str()
+        .map_err(|_| invalid("the Authorization header is not valid text"))?;
+    match value.split_once(' ') {
+        Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => Ok(Some(token.trim())),
+        _ => Err(invalid("expected `Authorization: Bearer <token>`")),
+    }
+}
+
+impl FromRequestParts<AppState> for UserScope {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self> {
+        let token = user_token(&parts.headers)?.ok_or_else(|| {
+            Error::MissingCredentials("send a secure user token (X-Secure-User-Token or Authorization: Bearer)".into())
+        })?;
+        verify(state, token).await
+    }
+}

@@ -1,0 +1,61 @@
+//! Completions: one internal event stream from the model, one encoder per wire format.
+//!
+//! A turn goes: parse the client's body (the format's `parse`), store the new user message, build
+//! the model's context (instructions, memory, history), run the model, and encode its events for
+//! the client. A task owns the model stream and the reply: it stores the assistant message when
+//! the model finishes, fails, or the client goes away (as `incomplete`), so nothing is lost and
+//! nothing is half-written.
+
+pub mod formats;
+pub mod models;
+
+use serde::Serialize;
+
+/// What a model produces, whatever the provider.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ModelEvent {
+    /// More text of the reply.
+    Delta(String),
+    /// The reply is complete.
+    Finish { reason: FinishReason, usage: Usage },
+    /// The model failed; what was produced so far is kept as incomplete.
+    Error(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FinishReason {
+    Stop,
+    Length,
+}
+
+/// Token counts, as the provider reports them (the echo model counts words).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Usage {
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+}
+
+impl Usage {
+    pub fn total(&self) -> u64 {
+        self.prompt_tokens + self.completion_tokens
+    }
+}
+
+/// One message of the model's context.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PromptMessage {
+    pub role: &'static str,
+    pub content: String,
+}
+
+/// How the reply ended, for storage and for the encoders.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    Complete {
+        reason: FinishReason,
+        usage: Usage,
+    },
+    /// The model failed mid-way.
+    Failed(String),
+}

@@ -1,0 +1,229 @@
+//! The end user's conversations with an agent (secure user token).
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+use super::{Json, ListParams, Path, Query, timestamp};
+use crate::AppState;
+use crate::error::{Error, Result};
+use crate::scope::UserScope;
+use crate::store::agents::{self, Agent};
+use crate::store::user_data::{self, Conversation, ConversationCursor, Message};
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(list_conversations)).routes(routes!(
+        get_conversation,
+        rename_conversation,
+        delete_conversation
+    ))
+}
+
+/// The agent named in a user-plane path: of the token's application (else `not_found`) and within
+/// its key's scope (else `agent_not_in_scope`).
+pub async fn user_agent(state: &AppState, scope: &UserScope, agent_id: Uuid) -> Result<Agent> {
+    let agent = agents::find(state.db(), scope.application_id(), agent_id)
+        .await?
+        .ok_or_else(|| Error::not_found("agent"))?;
+    scope.require_agent(agent.id)?;
+    Ok(agent)
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct MessageView {
+    pub id: Uuid,
+    #[schema(example = "user")]
+    pub role: String,
+    pub content: String,
+    /// `complete`, or `incomplete` when the reply was cut short (model failure, client gone).
+    #[schema(example = "complete")]
+    pub status: String,
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<Message> for MessageView {
+    fn from(m: Message) -> Self {
+        Self {
+            id: m.id,
+            role: m.role,
+            content: m.content,
+            status: m.status,
+            created_at: timestamp(m.created_at),
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ConversationView {
+    /// The conversation id (client-chosen, or a UUID the server made).
+    #[schema(example = "support-chat-1")]
+    pub id: String,
+    pub agent_id: Uuid,
+    pub title: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<&Conversation> for ConversationView {
+    fn from(c: &Conversation) -> Self {
+        Self {
+            id: c.external_id.clone(),
+            agent_id: c.agent_id,
+            title: c.title.clone(),
+            created_at: timestamp(c.created_at),
+            updated_at: timestamp(c.updated_at),
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ConversationWithMessages {
+    #[serde(flatten)]
+    pub conversation: ConversationView,
+    /// Oldest first.
+    pub messages: Vec<MessageView>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ConversationPage {
+    pub data: Vec<ConversationView>,
+    pub next_cursor: Option<String>,
+}
+
+fn encode_cursor(cursor: ConversationCursor) -> String {
+    let mut bytes = Vec::with_capacity(24);
+    bytes.extend_from_slice(&cursor.updated_at.to_be_bytes());
+    bytes.extend_from_slice(cursor.id.as_bytes());
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+fn decode_cursor(text: &str) -> Result<ConversationCursor> {
+    let bad = || Error::InvalidRequest("the cursor is not one this server issued".into());
+    let bytes = URL_SAFE_NO_PAD.decode(text).map_err(|_| bad())?;
+    if bytes.len() != 24 {
+        return Err(bad());
+    }
+    let updated_at = i64::from_be_bytes(bytes[..8].try_into().map_err(|_| bad())?);
+    let id = Uuid::from_slice(&bytes[8..]).map_err(|_| bad())?;
+    Ok(ConversationCursor { updated_at, id })
+}
+
+/// The user's conversations with this agent, most recently active first.
+#[utoipa::path(
+    get, path = "/v1/agents/{agent_id}/conversations", tag = "conversations",
+    params(("agent_id" = Uuid, Path, description = "Agent id"), ListParams),
+    security(("user_token" = []), ("user_token_header" = [])),
+    responses((status = 200, description = "A page of conversations", body = ConversationPage))
+)]
+async fn list_conversations(
+    State(state): State<AppState>,
+    scope: UserScope,
+    Path(agent_id): Path<Uuid>,
+    Query(params): Query<ListParams>,
+) -> Result<Json<ConversationPage>> {
+    let limit = ListParams {
+        limit: params.limit,
+        cursor: None,
+    }
+    .page()?
+    .limit;
+    let after = params
+        .cursor
+        .as_deref()
+        .filter(|c| !c.is_empty())
+        .map(decode_cursor)
+        .transpose()?;
+    user_agent(&state, &scope, agent_id).await?;
+    let (rows, next) = user_data::list_conversations(state.db(), &scope, agent_id, limit, after).await?;
+    Ok(Json(ConversationPage {
+        data: rows.iter().map(ConversationView::from).collect(),
+        next_cursor: next.map(encode_cursor),
+    }))
+}
+
+async fn find(state: &AppState, scope: &UserScope, agent_id: Uuid, conversation_id: &str) -> Result<Conversation> {
+    user_agent(state, scope, agent_id).await?;
+    user_data::find_conversation(state.db(), scope, agent_id, conversation_id)
+        .await?
+        .ok_or_else(|| Error::not_found("conversation"))
+}
+
+/// One of the user's conversations, with its messages.
+#[utoipa::path(
+    get, path = "/v1/agents/{agent_id}/conversations/{conversation_id}", tag = "conversations",
+    params(("agent_id" = Uuid, Path, description = "Agent id"), ("conversation_id" = String, Path, description = "Conversation id")),
+    security(("user_token" = []), ("user_token_header" = [])),
+    responses((status = 200, description = "The conversation and its messages", body = ConversationWithMessages))
+)]
+async fn get_conversation(
+    State(state): State<AppState>,
+    scope: UserScope,
+    Path((agent_id, conversation_id)): Path<(Uuid, String)>,
+) -> Result<Json<ConversationWithMessages>> {
+    let conversation = find(&state, &scope, agent_id, &conversation_id).await?;
+    let messages = user_data::messages(state.db(), &scope, &conversation).await?;
+    Ok(Json(ConversationWithMessages {
+        conversation: ConversationView::from(&conversation),
+        messages: messages.into_iter().map(MessageView::from).collect(),
+    }))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"title": "Shipping question"}))]
+pub struct RenameConversation {
+    /// The new title; `null` clears it.
+    pub title: Option<String>,
+}
+
+/// Rename one of the user's conversations.
+#[utoipa::path(
+    patch, path = "/v1/agents/{agent_id}/conversations/{conversation_id}", tag = "conversations",
+    params(("agent_id" = Uuid, Path, description = "Agent id"), ("conversation_id" = String, Path, description = "Conversation id")),
+    request_body = RenameConversation,
+    security(("user_token" = []), ("user_token_header" = [])),
+    responses((status = 200, description = "The renamed conversation", body = ConversationView))
+)]
+async fn rename_conversation(
+    State(state): State<AppState>,
+    scope: UserScope,
+    Path((agent_id, conversation_id)): Path<(Uuid, String)>,
+    Json(body): Json<RenameConversation>,
+) -> Result<Json<ConversationView>> {
+    let title = body
+        .title
+        .as_deref()
+        .map(|t| super::validate_name("title", t))
+        .transpose()?;
+    user_agent(&state, &scope, agent_id).await?;
+    let renamed = user_data::rename_conversation(state.db(), &scope, agent_id, &conversation_id, title.as_deref())
+        .await?
+        .ok_or_else(|| Error::not_found("conversation"))?;
+    Ok(Json(ConversationView::from(&renamed)))
+}
+
+/// Delete one of the user's conversations and its messages.
+#[utoipa::path(
+    delete, path = "/v1/agents/{agent_id}/conversations/{conversation_id}", tag = "conversations",
+    params(("agent_id" = Uuid, Path, description = "Agent id"), ("conversation_id" = String, Path, description = "Conversation id")),
+    security(("user_token" = []), ("user_token_header" = [])),
+    responses((status = 204, description = "Deleted"))
+)]
+async fn delete_conversation(
+    State(state): State<AppState>,
+    scope: UserScope,
+    Path((agent_id, conversation_id)): Path<(Uuid, String)>,
+) -> Result<StatusCode> {
+    user_agent(&state, &scope, agent_id).await?;
+    if !user_data::delete_conversation(state.db(), &scope, agent_id, &conversation_id).await? {
+        return Err(Error::not_found("conversation"));
+    }
+    Ok(StatusCode::NO_CONTENT)
+}

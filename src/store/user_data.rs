@@ -1,0 +1,792 @@
+//! End users' data: conversations, messages and memory.
+//!
+//! This is the only module that queries those tables, and every function here takes a `UserScope`.
+//! The scope's filter (application, `sub`, and the key's agents) is added by `conversations_of` /
+//! `memories_of` / `messages_of`, the only places that start a query on these tables. A reviewer
+//! can check isolation by reading this file alone.
+
+use sea_query::{Condition, Expr, ExprTrait, Order, Query, SelectStatement};
+use serde_json::Value;
+use sqlx::types::Json;
+use uuid::Uuid;
+
+use super::{Backend, Count, Db, StoreError, StoreResult, now_micros};
+use crate::scope::{AgentAccess, UserScope};
+
+mod tables {
+    use sea_query::Iden;
+
+    #[derive(Iden, Clone, Copy)]
+    pub enum Conversations {
+        Table,
+        Id,
+        ApplicationId,
+        Sub,
+        ExternalId,
+        AgentId,
+        Title,
+        CreatedAt,
+        UpdatedAt,
+    }
+
+    #[derive(Iden, Clone, Copy)]
+    pub enum Messages {
+        Table,
+        Id,
+        ConversationId,
+        ApplicationId,
+        Sub,
+        Seq,
+        Role,
+        Content,
+        Status,
+        ClientId,
+        CreatedAt,
+    }
+
+    #[derive(Iden, Clone, Copy)]
+    pub enum Memories {
+        Table,
+        Id,
+        ApplicationId,
+        Sub,
+        AgentId,
+        Content,
+        Metadata,
+        CreatedAt,
+        UpdatedAt,
+    }
+}
+
+use tables::{Conversations, Memories, Messages};
+
+// ---------------------------------------------------------------------------------------------
+// The scope filters: the only way queries on user data begin.
+
+/// `application_id = ? AND sub = ?`, plus `agent_id IN (...)` for an agent-scoped key.
+fn scope_condition<T: sea_query::Iden + Copy + 'static>(
+    scope: &UserScope,
+    table: T,
+    app: T,
+    sub: T,
+    agent: T,
+) -> Condition {
+    let mut condition = Condition::all()
+        .add(Expr::col((table, app)).eq(scope.application_id()))
+        .add(Expr::col((table, sub)).eq(scope.sub()));
+    if let AgentAccess::Only(ids) = scope.agents() {
+        // `NULL IN (...)` is not true: app-wide memory stays out of an agent-scoped key's reach.
+        condition = condition.add(Expr::col((table, agent)).is_in(ids.iter().copied()));
+    }
+    condition
+}
+
+/// `SELECT <conversation columns> FROM conversations WHERE <scope>`.
+fn conversations_of(scope: &UserScope) -> SelectStatement {
+    Query::select()
+        .columns(CONVERSATION_COLUMNS.map(|c| (Conversations::Table, c)))
+        .from(Conversations::Table)
+        .cond_where(scope_condition(
+            scope,
+            Conversations::Table,
+            Conversations::ApplicationId,
+            Conversations::Sub,
+            Conversations::AgentId,
+        ))
+        .to_owned()
+}
+
+/// `SELECT <memory columns> FROM memories WHERE <scope>`.
+fn memories_of(scope: &UserScope) -> SelectStatement {
+    Query::select()
+        .columns(MEMORY_COLUMNS.map(|c| (Memories::Table, c)))
+        .from(Memories::Table)
+        .cond_where(memory_condition(scope))
+        .to_owned()
+}
+
+fn memory_condition(scope: &UserScope) -> Condition {
+    scope_condition(
+        scope,
+        Memories::Table,
+        Memories::ApplicationId,
+        Memories::Sub,
+        Memories::AgentId,
+    )
+}
+
+/// Messages of one of the scope's conversations. Messages carry the owner's application and
+/// `sub` too, so the filter holds even for a conversation id from elsewhere.
+fn messages_of(scope: &UserScope, conversation: &Conversation) -> SelectStatement {
+    Query::select()
+        .columns(MESSAGE_COLUMNS)
+        .from(Messages::Table)
+        .and_where(Expr::col(Messages::ConversationId).eq(conversation.id))
+        .and_where(Expr::col(Messages::ApplicationId).eq(scope.application_id()))
+        .and_where(Expr::col(Messages::Sub).eq(scope.sub()))
+        .to_owned()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Conversations
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Conversation {
+    /// Internal id; never shown.
+    pub id: Uuid,
+    /// The id the client sees (per user).
+    pub external_id: String,
+    pub agent_id: Uuid,
+    pub title: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+const CONVERSATION_COLUMNS: [Conversations; 6] = [
+    Conversations::Id,
+    Conversations::ExternalId,
+    Conversations::AgentId,
+    Conversations::Title,
+    Conversations::CreatedAt,
+    Conversations::UpdatedAt,
+];
+
+/// Where a page of conversations continues: after this (updated_at, id).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConversationCursor {
+    pub updated_at: i64,
+    pub id: Uuid,
+}
+
+/// The user's conversations with an agent, most recently updated first.
+pub async fn list_conversations(
+    db: &Db,
+    scope: &UserScope,
+    agent_id: Uuid,
+    limit: u64,
+    after: Option<ConversationCursor>,
+) -> StoreResult<(Vec<Conversation>, Option<ConversationCursor>)> {
+    let mut query = conversations_of(scope);
+    query.and_where(Expr::col((Conversations::Table, Conversations::AgentId)).eq(agent_id));
+    if let Some(after) = after {
+        query.cond_where(
+            Condition::any()
+                .add(Expr::col(Conversations::UpdatedAt).lt(after.updated_at))
+                .add(
+                    Condition::all()
+                        .add(Expr::col(Conversations::UpdatedAt).eq(after.updated_at))
+                        .add(Expr::col(Conversations::Id).lt(after.id)),
+                ),
+        );
+    }
+    query
+        .order_by(Conversations::UpdatedAt, Order::Desc)
+        .order_by(Conversations::Id, Order::Desc)
+        .limit(limit + 1);
+    let mut rows: Vec<Conversation> = db.fetch_all(&query).await?;
+    let more = rows.len() as u64 > limit;
+    rows.truncate(limit as usize);
+    let next = if more {
+        rows.last().map(|c| ConversationCursor {
+            updated_at: c.updated_at,
+            id: c.id,
+        })
+    } else {
+        None
+    };
+    Ok((rows, next))
+}
+
+/// One of the user's conversations with this agent, by the id the client knows.
+pub async fn find_conversation(
+    db: &Db,
+    scope: &UserScope,
+    agent_id: Uuid,
+    external_id: &str,
+) -> StoreResult<Option<Conversation>> {
+    let mut query = conversations_of(scope);
+    query
+        .and_where(Expr::col((Conversations::Table, Conversations::AgentId)).eq(agent_id))
+        .and_where(Expr::col((Conversations::Table, Conversations::ExternalId)).eq(external_id));
+    db.fetch_optional(&query).await
+}
+
+/// The conversation's messages, oldest first.
+pub async fn messages(db: &Db, scope: &UserScope, conversation: &Conversation) -> StoreResult<Vec<Message>> {
+    let mut query = messages_of(scope, conversation);
+    query.order_by(Messages::Seq, Order::Asc);
+    db.fetch_all(&query).await
+}
+
+/// The last `limit` messages of the conversation, oldest first (the model's context window).
+pub async fn recent_messages(
+    db: &Db,
+    scope: &UserScope,
+    conversation: &Conversation,
+    limit: u64,
+) -> StoreResult<Vec<Message>> {
+    let mut query = messages_of(scope, conversation);
+    query.order_by(Messages::Seq, Order::Desc).limit(limit);
+    let mut rows: Vec<Message> = db.fetch_all(&query).await?;
+    rows.reverse();
+    Ok(rows)
+}
+
+pub async fn rename_conversation(
+    db: &Db,
+    scope: &UserScope,
+    agent_id: Uuid,
+    external_id: &str,
+    title: Option<&str>,
+) -> StoreResult<Option<Conversation>> {
+    let Some(conversation) = find_conversation(db, scope, agent_id, external_id).await? else {
+        return Ok(None);
+    };
+    let now = now_micros();
+    db.execute(
+        Query::update()
+            .table(Conversations::Table)
+            .value(Conversations::Title, title.map(str::to_owned))
+            .value(Conversations::UpdatedAt, now)
+            .cond_where(scope_condition(
+                scope,
+                Conversations::Table,
+                Conversations::ApplicationId,
+                Conversations::Sub,
+                Conversations::AgentId,
+            ))
+            .and_where(Expr::col(Conversations::Id).eq(conversation.id)),
+    )
+    .await?;
+    Ok(Some(Conversation {
+        title: title.map(str::to_owned),
+        updated_at: now,
+        ..conversation
+    }))
+}
+
+/// Deletes one of the user's conversations; its messages go with it.
+pub async fn delete_conversation(db: &Db, scope: &UserScope, agent_id: Uuid, external_id: &str) -> StoreResult<bool> {
+    let deleted = db
+        .execute(
+            Query::delete()
+                .from_table(Conversations::Table)
+                .cond_where(scope_condition(
+                    scope,
+                    Conversations::Table,
+                    Conversations::ApplicationId,
+                    Conversations::Sub,
+                    Conversations::AgentId,
+                ))
+                .and_where(Expr::col(Conversations::AgentId).eq(agent_id))
+                .and_where(Expr::col(Conversations::ExternalId).eq(external_id)),
+        )
+        .await?;
+    Ok(deleted > 0)
+}
+
+/// The outcome of naming a conversation for a completion.
+pub enum OpenedConversation {
+    Existing(Conversation),
+    Created(Conversation),
+    /// The user has a conversation with this id, but with another agent.
+    OtherAgent,
+}
+
+/// Finds the user's conversation with this id and agent, or starts it.
+pub async fn open_conversation(
+    db: &Db,
+    scope: &UserScope,
+    agent_id: Uuid,
+    external_id: &str,
+    title: Option<&str>,
+) -> StoreResult<OpenedConversation> {
+    for _ in 0..2 {
+        // Look the id up across all the user's agents: ids are unique per user.
+        let any_agent = Query::select()
+            .columns(CONVERSATION_COLUMNS)
+            .from(Conversations::Table)
+            .and_where(Expr::col(Conversations::ApplicationId).eq(scope.application_id()))
+            .and_where(Expr::col(Conversations::Sub).eq(scope.sub()))
+            .and_where(Expr::col(Conversations::ExternalId).eq(external_id))
+            .to_owned();
+        if let Some(existing) = db.fetch_optional::<Conversation>(&any_agent).await? {
+            return Ok(if existing.agent_id == agent_id {
+                OpenedConversation::Existing(existing)
+            } else {
+                OpenedConversation::OtherAgent
+            });
+        }
+        let now = now_micros();
+        let conversation = Conversation {
+            id: Uuid::now_v7(),
+            external_id: external_id.to_owned(),
+            agent_id,
+            title: title.map(str::to_owned),
+            created_at: now,
+            updated_at: now,
+        };
+        let inserted = db
+            .execute(
+                Query::insert()
+                    .into_table(Conversations::Table)
+                    .columns([
+                        Conversations::Id,
+                        Conversations::ApplicationId,
+                        Conversations::Sub,
+                        Conversations::ExternalId,
+                        Conversations::AgentId,
+                        Conversations::Title,
+                        Conversations::CreatedAt,
+                        Conversations::UpdatedAt,
+                    ])
+                    .values_panic([
+                        conversation.id.into(),
+                        scope.application_id().into(),
+                        scope.sub().into(),
+                        conversation.external_id.clone().into(),
+                        agent_id.into(),
+                        conversation.title.clone().into(),
+                        now.into(),
+                        now.into(),
+                    ]),
+            )
+            .await;
+        match inserted {
+            Ok(_) => return Ok(OpenedConversation::Created(conversation)),
+            // Another request created it first: read theirs.
+            Err(StoreError::Conflict(_)) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(StoreError::Conflict(
+        "the conversation is being created by another request".into(),
+    ))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Messages
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Message {
+    pub id: Uuid,
+    pub seq: i64,
+    pub role: String,
+    pub content: String,
+    pub status: String,
+    pub client_id: Option<String>,
+    pub created_at: i64,
+}
+
+const MESSAGE_COLUMNS: [Messages; 7] = [
+    Messages::Id,
+    Messages::Seq,
+    Messages::Role,
+    Messages::Content,
+    Messages::Status,
+    Messages::ClientId,
+    Messages::CreatedAt,
+];
+
+/// A message to append.
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    pub role: &'static str,
+    pub content: String,
+    pub status: &'static str,
+    /// The client's own id for the message (AI SDK), used to never store it twice.
+    pub client_id: Option<String>,
+}
+
+/// Appends messages to one of the user's conversations, in order, skipping any whose `client_id`
+/// is already stored. Runs in one transaction that first locks the conversation row, so
+/// concurrent appends to one conversation get distinct, ordered sequence numbers.
+pub async fn append_messages(
+    db: &Db,
+    scope: &UserScope,
+    conversation: &Conversation,
+    new: &[NewMessage],
+) -> StoreResult<Vec<Message>> {
+    let now = now_micros();
+    let mut tx = db.begin().await?;
+    // Touching the row takes its lock (PostgreSQL); SQLite has a single writer.
+    let touched = tx
+        .execute(
+            Query::update()
+                .table(Conversations::Table)
+                .value(Conversations::UpdatedAt, now)
+                .and_where(Expr::col(Conversations::Id).eq(conversation.id))
+                .and_where(Expr::col(Conversations::ApplicationId).eq(scope.application_id()))
+                .and_where(Expr::col(Conversations::Sub).eq(scope.sub())),
+        )
+        .await?;
+    if touched == 0 {
+        return Err(StoreError::NotFound);
+    }
+    let last: Option<MaxSeq> = tx
+        .fetch_optional(
+            Query::select()
+                .expr_as(Expr::col(Messages::Seq).max(), "seq")
+                .from(Messages::Table)
+                .and_where(Expr::col(Messages::ConversationId).eq(conversation.id)),
+        )
+        .await?;
+    let mut seq = last.and_then(|l| l.seq).unwrap_or(0);
+    let client_ids: Vec<String> = new.iter().filter_map(|m| m.client_id.clone()).collect();
+    let known: Vec<ClientId> = if client_ids.is_empty() {
+        Vec::new()
+    } else {
+        tx.fetch_all(
+            Query::select()
+                .column(Messages::ClientId)
+                .from(Messages::Table)
+                .and_where(Expr::col(Messages::ConversationId).eq(conversation.id))
+                .and_where(Expr::col(Messages::ClientId).is_in(client_ids)),
+        )
+        .await?
+    };
+    let mut stored = Vec::new();
+    for message in new {
+        if message
+            .client_id
+            .as_ref()
+            .is_some_and(|id| known.iter().any(|k| k.client_id.as_ref() == Some(id)))
+        {
+            continue;
+        }
+        seq += 1;
+        let row = Message {
+            id: Uuid::now_v7(),
+            seq,
+            role: message.role.to_owned(),
+            content: message.content.clone(),
+            status: message.status.to_owned(),
+            client_id: message.client_id.clone(),
+            created_at: now,
+        };
+        tx.execute(
+            Query::insert()
+                .into_table(Messages::Table)
+                .columns([
+                    Messages::Id,
+                    Messages::ConversationId,
+                    Messages::ApplicationId,
+                    Messages::Sub,
+                    Messages::Seq,
+                    Messages::Role,
+                    Messages::Content,
+                    Messages::Status,
+                    Messages::ClientId,
+                    Messages::CreatedAt,
+                ])
+                .values_panic([
+                    row.id.into(),
+                    conversation.id.into(),
+                    scope.application_id().into(),
+                    scope.sub().into(),
+                    row.seq.into(),
+                    row.role.clone().into(),
+                    row.content.clone().into(),
+                    row.status.clone().into(),
+                    row.client_id.clone().into(),
+                    now.into(),
+                ]),
+        )
+        .await?;
+        stored.push(row);
+    }
+    tx.commit().await?;
+    Ok(stored)
+}
+
+#[derive(sqlx::FromRow)]
+struct MaxSeq {
+    seq: Option<i64>,
+}
+
+#[derive(sqlx::FromRow)]
+struct ClientId {
+    client_id: Option<String>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Memory
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Memory {
+    pub id: Uuid,
+    pub agent_id: Option<Uuid>,
+    pub content: String,
+    pub metadata: Json<Value>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+const MEMORY_COLUMNS: [Memories; 6] = [
+    Memories::Id,
+    Memories::AgentId,
+    Memories::Content,
+    Memories::Metadata,
+    Memories::CreatedAt,
+    Memories::UpdatedAt,
+];
+
+/// Stores a memory for the user. The caller has checked that the scope covers `agent_id` (or all
+/// agents, when it is `None`) and that the agent is of this application.
+pub async fn create_memory(
+    db: &Db,
+    scope: &UserScope,
+    agent_id: Option<Uuid>,
+    content: &str,
+    metadata: &Value,
+) -> StoreResult<Memory> {
+    let now = now_micros();
+    let memory = Memory {
+        id: Uuid::now_v7(),
+        agent_id,
+        content: content.to_owned(),
+        metadata: Json(metadata.clone()),
+        created_at: now,
+        updated_at: now,
+    };
+    db.execute(
+        Query::insert()
+            .into_table(Memories::Table)
+            .columns([
+                Memories::Id,
+                Memories::ApplicationId,
+                Memories::Sub,
+                Memories::AgentId,
+                Memories::Content,
+                Memories::Metadata,
+                Memories::CreatedAt,
+                Memories::UpdatedAt,
+            ])
+            .values_panic([
+                memory.id.into(),
+                scope.application_id().into(),
+                scope.sub().into(),
+                agent_id.into(),
+                memory.content.clone().into(),
+                metadata.clone().into(),
+                now.into(),
+                now.into(),
+            ]),
+    )
+    .await?;
+    Ok(memory)
+}
+
+pub async fn find_memory(db: &Db, scope: &UserScope, id: Uuid) -> StoreResult<Option<Memory>> {
+    let mut query = memories_of(scope);
+    query.and_where(Expr::col((Memories::Table, Memories::Id)).eq(id));
+    db.fetch_optional(&query).await
+}
+
+pub async fn update_memory(
+    db: &Db,
+    scope: &UserScope,
+    id: Uuid,
+    content: Option<&str>,
+    metadata: Option<&Value>,
+) -> StoreResult<Option<Memory>> {
+    let mut update = Query::update();
+    update.table(Memories::Table).value(Memories::UpdatedAt, now_micros());
+    if let Some(content) = content {
+        update.value(Memories::Content, content);
+    }
+    if let Some(metadata) = metadata {
+        update.value(Memories::Metadata, metadata.clone());
+    }
+    update
+        .cond_where(memory_condition(scope))
+        .and_where(Expr::col((Memories::Table, Memories::Id)).eq(id));
+    if db.execute(update).await? == 0 {
+        return Ok(None);
+    }
+    find_memory(db, scope, id).await
+}
+
+pub async fn delete_memory(db: &Db, scope: &UserScope, id: Uuid) -> StoreResult<bool> {
+    let deleted = db
+        .execute(
+            Query::delete()
+                .from_table(Memories::Table)
+                .cond_where(memory_condition(scope))
+                .and_where(Expr::col((Memories::Table, Memories::Id)).eq(id)),
+        )
+        .await?;
+    Ok(deleted > 0)
+}
+
+/// Which memories a listing or search covers.
+#[derive(Debug, Clone, Copy)]
+pub enum MemoryFilter {
+    /// Everything the scope reaches.
+    All,
+    /// Only this agent's memories.
+    Agent(Uuid),
+    /// This agent's memories and the user's app-wide ones (what the agent's model is given).
+    AgentOrShared(Uuid),
+}
+
+fn apply_filter(query: &mut SelectStatement, filter: MemoryFilter) {
+    let agent = Expr::col((Memories::Table, Memories::AgentId));
+    match filter {
+        MemoryFilter::All => {}
+        MemoryFilter::Agent(agent_id) => {
+            query.and_where(agent.eq(agent_id));
+        }
+        MemoryFilter::AgentOrShared(agent_id) => {
+            query.cond_where(Condition::any().add(agent.clone().eq(agent_id)).add(agent.is_null()));
+        }
+    }
+}
+
+/// The user's memories, newest first.
+pub async fn list_memories(
+    db: &Db,
+    scope: &UserScope,
+    filter: MemoryFilter,
+    page: super::PageRequest,
+) -> StoreResult<(Vec<Memory>, Option<Uuid>)> {
+    let mut query = memories_of(scope);
+    apply_filter(&mut query, filter);
+    page.apply(&mut query, (Memories::Table, Memories::Id));
+    Ok(page.finish(db.fetch_all(&query).await?, |m: &Memory| m.id))
+}
+
+/// Full-text search over the user's memories, best match first. `terms` are plain words; they are
+/// matched as "any of these words" and ranked (bm25 on SQLite, ts_rank on PostgreSQL).
+pub async fn search_memories(
+    db: &Db,
+    scope: &UserScope,
+    filter: MemoryFilter,
+    terms: &[String],
+    limit: u64,
+) -> StoreResult<Vec<Memory>> {
+    if terms.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut query = memories_of(scope);
+    apply_filter(&mut query, filter);
+    match db.backend() {
+        Backend::Sqlite => {
+            // Each term quoted as an FTS5 string: no query syntax reaches MATCH. (sea-query wants
+            // the backend's own placeholder in custom SQL: `?` here, `$1` for PostgreSQL.)
+            let expression = terms
+                .iter()
+                .map(|t| format!("\"{}\"", t.replace('"', "\"\"")))
+                .collect::<Vec<_>>()
+                .join(" OR ");
+            query
+                .inner_join("memories_fts", Expr::cust("memories_fts.rowid = memories.rowid"))
+                .and_where(Expr::cust_with_values("memories_fts MATCH ?", [expression]))
+                .order_by_expr(Expr::cust("bm25(memories_fts)"), Order::Asc);
+        }
+        Backend::Postgres => {
+            // Terms hold only letters and digits (see `search_terms`), so `|` joins them safely.
+            let expression = terms.join(" | ");
+            query
+                .and_where(Expr::cust_with_values(
+                    "memories.search @@ to_tsquery('simple', $1)",
+                    [expression.clone()],
+                ))
+                .order_by_expr(
+                    Expr::cust_with_values("ts_rank(memories.search, to_tsquery('simple', $1))", [expression]),
+                    Order::Desc,
+                );
+        }
+    }
+    query
+        .order_by((Memories::Table, Memories::Id), Order::Desc)
+        .limit(limit);
+    db.fetch_all(&query).await
+}
+
+/// Splits free text into search terms: runs of letters and digits, lower-cased, at most 32.
+pub fn search_terms(text: &str) -> Vec<String> {
+    let mut terms: Vec<String> = text
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|t| !t.is_empty() && t.len() <= 64)
+        .map(str::to_lowercase)
+        .collect();
+    terms.dedup();
+    terms.truncate(32);
+    terms
+}
+
+// ---------------------------------------------------------------------------------------------
+// Export and erase (right of access, right to be forgotten)
+
+/// Everything stored for the user.
+pub struct Export {
+    pub conversations: Vec<(Conversation, Vec<Message>)>,
+    pub memories: Vec<Memory>,
+}
+
+pub async fn export(db: &Db, scope: &UserScope) -> StoreResult<Export> {
+    let mut query = conversations_of(scope);
+    query.order_by((Conversations::Table, Conversations::Id), Order::Asc);
+    let conversations: Vec<Conversation> = db.fetch_all(&query).await?;
+    let mut with_messages = Vec::with_capacity(conversations.len());
+    for conversation in conversations {
+        let messages = messages(db, scope, &conversation).await?;
+        with_messages.push((conversation, messages));
+    }
+    let mut query = memories_of(scope);
+    query.order_by((Memories::Table, Memories::Id), Order::Asc);
+    Ok(Export {
+        conversations: with_messages,
+        memories: db.fetch_all(&query).await?,
+    })
+}
+
+/// How much an erase removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Erased {
+    pub conversations: u64,
+    pub messages: u64,
+    pub memories: u64,
+}
+
+/// Deletes everything stored for the user, in one transaction.
+pub async fn erase(db: &Db, scope: &UserScope) -> StoreResult<Erased> {
+    let mut tx = db.begin().await?;
+    let messages: Count = tx
+        .fetch_optional(
+            Query::select()
+                .expr_as(Expr::col(Messages::Id).count(), "n")
+                .from(Messages::Table)
+                .and_where(Expr::col(Messages::ApplicationId).eq(scope.application_id()))
+                .and_where(Expr::col(Messages::Sub).eq(scope.sub())),
+        )
+        .await?
+        .unwrap_or(Count { n: 0 });
+    let conversations = tx
+        .execute(
+            Query::delete()
+                .from_table(Conversations::Table)
+                .cond_where(scope_condition(
+                    scope,
+                    Conversations::Table,
+                    Conversations::ApplicationId,
+                    Conversations::Sub,
+                    Conversations::AgentId,
+                )),
+        )
+        .await?;
+    let memories = tx
+        .execute(
+            Query::delete()
+                .from_table(Memories::Table)
+                .cond_where(memory_condition(scope)),
+        )
+        .await?;
+    tx.commit().await?;
+    Ok(Erased {
+        conversations,
+        messages: messages.n as u64,
+        memories,
+    })
+}
