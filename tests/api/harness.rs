@@ -365,3 +365,70 @@ async fn start(url: &str, master_key: &str) -> (Db, SocketAddr, oneshot::Sender<
     });
     (db, address, tx, server)
 }
+
+/// An application with agents and authentication keys, ready to mint user tokens.
+pub struct Tenant {
+    pub app_id: String,
+    pub agents: Vec<String>,
+    /// (kid, secret) of a key covering all agents.
+    pub all_key: (String, String),
+}
+
+impl TestApp {
+    /// Creates an application with `agents` agents and an all-agents authentication key.
+    pub async fn tenant(&self, token: &str, name: &str, agents: usize) -> Tenant {
+        let app_id = self.create_application(token, name).await;
+        let mut ids = Vec::new();
+        for i in 0..agents {
+            ids.push(self.create_agent(token, &app_id, &format!("agent {i}")).await);
+        }
+        let all_key = self
+            .authentication_key(token, &app_id, json!({"all_agents": true}))
+            .await;
+        Tenant {
+            app_id,
+            agents: ids,
+            all_key,
+        }
+    }
+
+    /// Creates an authentication key with this scope; returns (kid, secret).
+    pub async fn authentication_key(&self, token: &str, app_id: &str, scope: Value) -> (String, String) {
+        let name = format!("key-{}", uuid::Uuid::new_v4().simple());
+        let reply = self
+            .post(
+                &format!("/v1/applications/{app_id}/authentication-keys"),
+                token,
+                json!({"name": name, "scope": scope}),
+            )
+            .await;
+        let body = reply.assert_status(201);
+        (
+            body["id"].as_str().unwrap().to_owned(),
+            body["secret"].as_str().unwrap().to_owned(),
+        )
+    }
+}
+
+/// Signs a secure user token valid for an hour.
+pub fn user_token(key: &(String, String), sub: &str) -> String {
+    confidant::auth::mint_user_token(&key.0, &key.1, sub, std::time::Duration::from_secs(3600)).expect("token")
+}
+
+/// Encodes and signs a JWT from raw header and claims, for hostile cases.
+pub fn raw_jwt(header: &Value, claims: &Value, secret: &[u8], algorithm: jsonwebtoken::Algorithm) -> String {
+    use base64::Engine;
+    let b64 = |v: &Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
+    let message = format!("{}.{}", b64(header), b64(claims));
+    let signature = jsonwebtoken::crypto::sign(
+        message.as_bytes(),
+        &jsonwebtoken::EncodingKey::from_secret(secret),
+        algorithm,
+    )
+    .expect("sign");
+    format!("{message}.{signature}")
+}
+
+pub fn now() -> i64 {
+    chrono::Utc::now().timestamp()
+}

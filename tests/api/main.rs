@@ -10,3 +10,4 @@ mod cli;
 mod errors;
 mod operator_auth;
 mod storage;
+mod user_tokens;
