@@ -8,6 +8,7 @@ mod harness;
 mod admin_plane;
 mod cli;
 mod errors;
+mod isolation;
 mod operator_auth;
 mod storage;
 mod user_tokens;

@@ -1,0 +1,303 @@
+//! The isolation matrix: users of two applications, reached through keys of mixed scope, each try
+//! every other user's conversations and memory on every verb. Nothing crosses; everything survives.
+
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::db_tests;
+use crate::harness::{TestApp, user_token};
+
+db_tests!(no_user_reaches_another_users_data);
+
+/// A user as seen through one token.
+struct Caller {
+    label: &'static str,
+    token: String,
+    /// The agents the token reaches.
+    agents: Vec<String>,
+    /// The owner whose data this caller may see (callers can share an owner: one user, two keys).
+    owner: usize,
+}
+
+/// Everything one user stored.
+#[derive(Default, Clone)]
+struct Owned {
+    marker: String,
+    conversations: Vec<(String, String)>, // (agent, conversation id)
+    memories: Vec<String>,
+}
+
+async fn no_user_reaches_another_users_data(app: TestApp) {
+    let admin = app.owner_token().await;
+    let a = app.tenant(&admin, "A", 2).await;
+    let b = app.tenant(&admin, "B", 1).await;
+    let (x, y, z) = (a.agents[0].clone(), a.agents[1].clone(), b.agents[0].clone());
+    let only_x = app.authentication_key(&admin, &a.app_id, json!({"agents": [x]})).await;
+
+    // Owners: 0 = alice@A, 1 = bob@A, 2 = alice@B (same sub as owner 0, other application).
+    let callers = vec![
+        Caller {
+            label: "alice@A (all agents)",
+            token: user_token(&a.all_key, "alice"),
+            agents: vec![x.clone(), y.clone()],
+            owner: 0,
+        },
+        Caller {
+            label: "alice@A (only X)",
+            token: user_token(&only_x, "alice"),
+            agents: vec![x.clone()],
+            owner: 0,
+        },
+        Caller {
+            label: "bob@A (all agents)",
+            token: user_token(&a.all_key, "bob"),
+            agents: vec![x.clone(), y.clone()],
+            owner: 1,
+        },
+        Caller {
+            label: "bob@A (only X)",
+            token: user_token(&only_x, "bob"),
+            agents: vec![x.clone()],
+            owner: 1,
+        },
+        Caller {
+            label: "alice@B",
+            token: user_token(&b.all_key, "alice"),
+            agents: vec![z.clone()],
+            owner: 2,
+        },
+    ];
+    let mut owned: Vec<Owned> = (0..3)
+        .map(|i| Owned {
+            marker: format!("secret-of-owner-{i}"),
+            ..Default::default()
+        })
+        .collect();
+
+    // Each caller stores data: a conversation with the same client-chosen id on every agent it
+    // reaches, one with a server-made id, and memory (app-wide where its key allows).
+    for caller in &callers {
+        let mine = &mut owned[caller.owner];
+        for agent in &caller.agents {
+            let body = json!({"messages": [{"role": "user", "content": format!("{} via {}", mine.marker, caller.label)}], "conversation_id": format!("shared-{}", &agent[agent.len() - 12..])});
+            let reply = app
+                .post(&format!("/v1/agents/{agent}/completions"), &caller.token, body)
+                .await;
+            let id = reply.assert_status(200)["conversation_id"].as_str().unwrap().to_owned();
+            if !mine.conversations.contains(&(agent.clone(), id.clone())) {
+                mine.conversations.push((agent.clone(), id));
+            }
+            let body = json!({"messages": [{"role": "user", "content": format!("{} fresh", mine.marker)}]});
+            let reply = app
+                .post(&format!("/v1/agents/{agent}/completions"), &caller.token, body)
+                .await;
+            mine.conversations.push((
+                agent.clone(),
+                reply.assert_status(200)["conversation_id"].as_str().unwrap().to_owned(),
+            ));
+            let memory = app
+                .post(
+                    "/v1/memories",
+                    &caller.token,
+                    json!({"content": format!("{} remembers tea", mine.marker), "agent_id": agent}),
+                )
+                .await;
+            mine.memories
+                .push(memory.assert_status(201)["id"].as_str().unwrap().to_owned());
+        }
+        let shared = app
+            .post(
+                "/v1/memories",
+                &caller.token,
+                json!({"content": format!("{} remembers tea everywhere", mine.marker)}),
+            )
+            .await;
+        if caller.agents.len() > 1 || caller.owner == 2 {
+            mine.memories
+                .push(shared.assert_status(201)["id"].as_str().unwrap().to_owned());
+        } else {
+            shared.assert_error(403, "agent_not_in_scope");
+        }
+    }
+    let before: Vec<Value> = export_all(&app, &admin, &a.app_id, &b.app_id).await;
+
+    for caller in &callers {
+        let foreign: Vec<&str> = owned
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != caller.owner)
+            .map(|(_, o)| o.marker.as_str())
+            .collect();
+        let assert_clean = |what: &str, reply: &crate::harness::Reply| {
+            for marker in &foreign {
+                assert!(
+                    !reply.text.contains(marker),
+                    "{} saw {marker} in {what}: {}",
+                    caller.label,
+                    reply.text
+                );
+            }
+        };
+        // Listings and searches hold only the caller's own rows.
+        for agent in [&x, &y, &z] {
+            let reply = app
+                .get(&format!("/v1/agents/{agent}/conversations?limit=100"), &caller.token)
+                .await;
+            assert_clean("a conversation list", &reply);
+            if caller.agents.contains(agent) {
+                for conversation in reply.assert_status(200)["data"].as_array().unwrap() {
+                    let id = conversation["id"].as_str().unwrap();
+                    assert!(
+                        owned[caller.owner]
+                            .conversations
+                            .contains(&(agent.clone(), id.to_owned())),
+                        "{} listed {id}",
+                        caller.label
+                    );
+                }
+            } else if agent == &z || caller.owner == 2 {
+                reply.assert_error(404, "not_found");
+            } else {
+                reply.assert_error(403, "agent_not_in_scope");
+            }
+        }
+        for query in [
+            "/v1/memories?limit=100",
+            "/v1/memories?q=tea&limit=100",
+            "/v1/memories?q=secret+owner+remembers&limit=100",
+        ] {
+            let reply = app.get(query, &caller.token).await;
+            assert_clean("memory", &reply);
+            for memory in reply.assert_status(200)["data"].as_array().unwrap() {
+                assert!(
+                    owned[caller.owner]
+                        .memories
+                        .contains(&memory["id"].as_str().unwrap().to_owned())
+                );
+                if caller.agents.len() == 1 && caller.owner != 2 {
+                    assert!(
+                        !memory["agent_id"].is_null(),
+                        "{} (agent-scoped key) saw app-wide memory",
+                        caller.label
+                    );
+                }
+            }
+        }
+
+        // Every other user's ids, on every verb.
+        for (owner_index, other) in owned.iter().enumerate() {
+            if owner_index == caller.owner {
+                continue;
+            }
+            for (agent, id) in &other.conversations {
+                let path = format!("/v1/agents/{agent}/conversations/{id}");
+                // The same client-chosen id can name the caller's own conversation too: then only
+                // reading it is probed (it must be the caller's own), as changing it is legitimate.
+                let also_mine = caller.agents.contains(agent)
+                    && owned[caller.owner].conversations.contains(&(agent.clone(), id.clone()));
+                let verbs = if also_mine {
+                    vec![(Method::GET, None)]
+                } else {
+                    vec![
+                        (Method::GET, None),
+                        (Method::PATCH, Some(json!({"title": "pwned"}))),
+                        (Method::DELETE, None),
+                    ]
+                };
+                for (method, body) in verbs {
+                    let reply = app.call(method.clone(), &path, Some(&caller.token), body).await;
+                    assert_clean(&format!("{method} {path}"), &reply);
+                    let expected: &[u16] = if also_mine { &[200] } else { &[403, 404] };
+                    assert!(
+                        expected.contains(&reply.status.as_u16()),
+                        "{} {method} {path}: {}",
+                        caller.label,
+                        reply.text
+                    );
+                    if reply.status.as_u16() != 200 {
+                        assert!(reply.body.get("messages").is_none() && reply.body.get("title").is_none());
+                    }
+                }
+            }
+            for memory in &other.memories {
+                let path = format!("/v1/memories/{memory}");
+                for (method, body) in [
+                    (Method::GET, None),
+                    (Method::PATCH, Some(json!({"content": "pwned"}))),
+                    (Method::DELETE, None),
+                ] {
+                    let reply = app.call(method.clone(), &path, Some(&caller.token), body).await;
+                    reply.assert_error(404, "not_found");
+                }
+            }
+        }
+    }
+
+    // Completions naming another user's conversation id make or continue the caller's own, and
+    // answer with nothing of the other user's.
+    for caller in &callers {
+        for (owner_index, other) in owned.iter().enumerate() {
+            if owner_index == caller.owner {
+                continue;
+            }
+            for (agent, id) in other
+                .conversations
+                .iter()
+                .filter(|(agent, _)| caller.agents.contains(agent))
+            {
+                let body = json!({"messages": [{"role": "user", "content": "probe"}], "conversation_id": id});
+                let reply = app
+                    .post(&format!("/v1/agents/{agent}/completions"), &caller.token, body)
+                    .await;
+                let status = reply.status.as_u16();
+                assert!(status == 200 || status == 409, "{}: {}", caller.label, reply.text);
+                assert!(
+                    !reply.text.contains(&other.marker),
+                    "{} saw another user's data: {}",
+                    caller.label,
+                    reply.text
+                );
+                if status == 200 {
+                    let mine = app
+                        .get(&format!("/v1/agents/{agent}/conversations/{id}"), &caller.token)
+                        .await;
+                    assert!(!mine.text.contains(&other.marker), "{}: {}", caller.label, mine.text);
+                }
+            }
+        }
+    }
+
+    // Afterwards every owner's data is intact: the probes above created new conversations for the
+    // probing callers only, so compare what existed before, item by item.
+    let after = export_all(&app, &admin, &a.app_id, &b.app_id).await;
+    for (before, after) in before.iter().zip(&after) {
+        for conversation in before["conversations"].as_array().unwrap() {
+            let found = after["conversations"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|c| c["id"] == conversation["id"])
+                .expect("conversation survived");
+            assert_eq!(found["title"], conversation["title"]);
+            assert_eq!(
+                found["messages"].as_array().unwrap()[..conversation["messages"].as_array().unwrap().len()],
+                conversation["messages"].as_array().unwrap()[..]
+            );
+        }
+        assert_eq!(before["memories"], after["memories"]);
+    }
+}
+
+/// The admin export of each owner, in owner order.
+async fn export_all(app: &TestApp, admin: &str, a: &str, b: &str) -> Vec<Value> {
+    let mut exports = Vec::new();
+    for (app_id, sub) in [(a, "alice"), (a, "bob"), (b, "alice")] {
+        exports.push(
+            app.get(&format!("/v1/applications/{app_id}/users/{sub}"), admin)
+                .await
+                .assert_status(200)
+                .clone(),
+        );
+    }
+    exports
+}
