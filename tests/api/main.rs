@@ -7,6 +7,7 @@ mod harness;
 
 mod admin_plane;
 mod cli;
+mod data_plane;
 mod errors;
 mod isolation;
 mod operator_auth;
