@@ -176,6 +176,7 @@ async fn turn(
         .user_messages
         .iter()
         .map(|m| NewMessage {
+            id: Uuid::now_v7(),
             role: "user",
             content: m.content.clone(),
             status: "complete",
@@ -192,9 +193,11 @@ async fn turn(
         .unwrap_or_default();
     let prompt = build_prompt(&state, &scope, &agent, &conversation, use_memory, query_text).await?;
 
+    // The assistant message's id is fixed now, so the client sees the id it is stored under.
+    let reply_id = Uuid::now_v7();
     let meta = TurnMeta {
         conversation_id: external_id.clone(),
-        message_id: Uuid::now_v7().simple().to_string(),
+        message_id: reply_id.to_string(),
         model: agent
             .model
             .0
@@ -210,6 +213,7 @@ async fn turn(
         state: state.clone(),
         scope,
         conversation,
+        reply_id,
     };
 
     if stream {
@@ -314,11 +318,13 @@ struct TurnTask {
     state: AppState,
     scope: UserScope,
     conversation: Conversation,
+    reply_id: Uuid,
 }
 
 impl TurnTask {
     async fn store(&self, text: String, complete: bool) {
         let message = NewMessage {
+            id: self.reply_id,
             role: "assistant",
             content: text,
             status: if complete { "complete" } else { "incomplete" },

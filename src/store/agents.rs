@@ -176,13 +176,5 @@ pub async fn update(db: &Db, app_id: Uuid, id: Uuid, changes: AgentChanges<'_>) 
 
 /// Deletes an agent; its conversations and agent-bound memory go with it (cascade).
 pub async fn delete(db: &Db, app_id: Uuid, id: Uuid) -> StoreResult<bool> {
-    let deleted = db
-        .execute(
-            Query::delete()
-                .from_table(Agents::Table)
-                .and_where(Expr::col(Agents::ApplicationId).eq(app_id))
-                .and_where(Expr::col(Agents::Id).eq(id)),
-        )
-        .await?;
-    Ok(deleted > 0)
+    super::delete_in_application(db, Agents::Table, Agents::ApplicationId, Agents::Id, app_id, id).await
 }

@@ -107,15 +107,15 @@ pub async fn authentication_key_ids(db: &Db, app_id: Uuid) -> StoreResult<Vec<Uu
 }
 
 pub async fn delete_authentication_key(db: &Db, app_id: Uuid, id: Uuid) -> StoreResult<bool> {
-    let deleted = db
-        .execute(
-            Query::delete()
-                .from_table(AuthenticationKeys::Table)
-                .and_where(Expr::col(AuthenticationKeys::ApplicationId).eq(app_id))
-                .and_where(Expr::col(AuthenticationKeys::Id).eq(id)),
-        )
-        .await?;
-    Ok(deleted > 0)
+    super::delete_in_application(
+        db,
+        AuthenticationKeys::Table,
+        AuthenticationKeys::ApplicationId,
+        AuthenticationKeys::Id,
+        app_id,
+        id,
+    )
+    .await
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -186,15 +186,7 @@ pub async fn find_api_key_by_hash(db: &Db, hash: &[u8]) -> StoreResult<Option<Ap
 }
 
 pub async fn delete_api_key(db: &Db, app_id: Uuid, id: Uuid) -> StoreResult<bool> {
-    let deleted = db
-        .execute(
-            Query::delete()
-                .from_table(ApiKeys::Table)
-                .and_where(Expr::col(ApiKeys::ApplicationId).eq(app_id))
-                .and_where(Expr::col(ApiKeys::Id).eq(id)),
-        )
-        .await?;
-    Ok(deleted > 0)
+    super::delete_in_application(db, ApiKeys::Table, ApiKeys::ApplicationId, ApiKeys::Id, app_id, id).await
 }
 
 /// Records when keys were last used, many at once (see `auth::usage`).

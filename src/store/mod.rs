@@ -439,6 +439,31 @@ macro_rules! impl_write {
 }
 impl_write!(InsertStatement, UpdateStatement, DeleteStatement);
 
+/// Deletes the row of `table` with this id if it belongs to this application (the shape of every
+/// admin-plane delete). Returns whether a row went.
+pub async fn delete_in_application<T>(
+    db: &Db,
+    table: T,
+    app_column: T,
+    id_column: T,
+    app_id: uuid::Uuid,
+    id: uuid::Uuid,
+) -> StoreResult<bool>
+where
+    T: sea_query::Iden + Copy + 'static,
+{
+    use sea_query::{Expr, ExprTrait, Query};
+    let deleted = db
+        .execute(
+            Query::delete()
+                .from_table(table)
+                .and_where(Expr::col(app_column).eq(app_id))
+                .and_where(Expr::col(id_column).eq(id)),
+        )
+        .await?;
+    Ok(deleted > 0)
+}
+
 /// Microseconds since the Unix epoch: how every timestamp is stored.
 pub fn now_micros() -> i64 {
     chrono::Utc::now().timestamp_micros()

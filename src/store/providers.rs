@@ -114,13 +114,13 @@ pub async fn update(db: &Db, app_id: Uuid, id: Uuid, changes: ProviderChanges) -
 }
 
 pub async fn delete(db: &Db, app_id: Uuid, id: Uuid) -> StoreResult<bool> {
-    let deleted = db
-        .execute(
-            Query::delete()
-                .from_table(Providers::Table)
-                .and_where(Expr::col(Providers::ApplicationId).eq(app_id))
-                .and_where(Expr::col(Providers::Id).eq(id)),
-        )
-        .await?;
-    Ok(deleted > 0)
+    super::delete_in_application(
+        db,
+        Providers::Table,
+        Providers::ApplicationId,
+        Providers::Id,
+        app_id,
+        id,
+    )
+    .await
 }

@@ -86,13 +86,7 @@ fn conversations_of(scope: &UserScope) -> SelectStatement {
     Query::select()
         .columns(CONVERSATION_COLUMNS.map(|c| (Conversations::Table, c)))
         .from(Conversations::Table)
-        .cond_where(scope_condition(
-            scope,
-            Conversations::Table,
-            Conversations::ApplicationId,
-            Conversations::Sub,
-            Conversations::AgentId,
-        ))
+        .cond_where(conversation_condition(scope))
         .to_owned()
 }
 
@@ -103,6 +97,16 @@ fn memories_of(scope: &UserScope) -> SelectStatement {
         .from(Memories::Table)
         .cond_where(memory_condition(scope))
         .to_owned()
+}
+
+fn conversation_condition(scope: &UserScope) -> Condition {
+    scope_condition(
+        scope,
+        Conversations::Table,
+        Conversations::ApplicationId,
+        Conversations::Sub,
+        Conversations::AgentId,
+    )
 }
 
 fn memory_condition(scope: &UserScope) -> Condition {
@@ -248,13 +252,7 @@ pub async fn rename_conversation(
             .table(Conversations::Table)
             .value(Conversations::Title, title.map(str::to_owned))
             .value(Conversations::UpdatedAt, now)
-            .cond_where(scope_condition(
-                scope,
-                Conversations::Table,
-                Conversations::ApplicationId,
-                Conversations::Sub,
-                Conversations::AgentId,
-            ))
+            .cond_where(conversation_condition(scope))
             .and_where(Expr::col(Conversations::Id).eq(conversation.id)),
     )
     .await?;
@@ -271,13 +269,7 @@ pub async fn delete_conversation(db: &Db, scope: &UserScope, agent_id: Uuid, ext
         .execute(
             Query::delete()
                 .from_table(Conversations::Table)
-                .cond_where(scope_condition(
-                    scope,
-                    Conversations::Table,
-                    Conversations::ApplicationId,
-                    Conversations::Sub,
-                    Conversations::AgentId,
-                ))
+                .cond_where(conversation_condition(scope))
                 .and_where(Expr::col(Conversations::AgentId).eq(agent_id))
                 .and_where(Expr::col(Conversations::ExternalId).eq(external_id)),
         )
@@ -391,6 +383,7 @@ const MESSAGE_COLUMNS: [Messages; 7] = [
 /// A message to append.
 #[derive(Debug, Clone)]
 pub struct NewMessage {
+    pub id: Uuid,
     pub role: &'static str,
     pub content: String,
     pub status: &'static str,
@@ -456,7 +449,7 @@ pub async fn append_messages(
         }
         seq += 1;
         let row = Message {
-            id: Uuid::now_v7(),
+            id: message.id,
             seq,
             role: message.role.to_owned(),
             content: message.content.clone(),
@@ -767,13 +760,7 @@ pub async fn erase(db: &Db, scope: &UserScope) -> StoreResult<Erased> {
         .execute(
             Query::delete()
                 .from_table(Conversations::Table)
-                .cond_where(scope_condition(
-                    scope,
-                    Conversations::Table,
-                    Conversations::ApplicationId,
-                    Conversations::Sub,
-                    Conversations::AgentId,
-                )),
+                .cond_where(conversation_condition(scope)),
         )
         .await?;
     let memories = tx

@@ -70,6 +70,11 @@ async fn whole_completion_stores_both_messages_and_names_the_conversation(app: T
         ]
     );
     assert_eq!(conversation.body["title"], "hello there");
+    // The completion's id names the stored reply.
+    assert_eq!(
+        answer["id"].as_str().unwrap(),
+        format!("chatcmpl-{}", messages[1]["id"].as_str().unwrap())
+    );
 
     // A second turn continues the same conversation.
     let mut body = ask("again");
