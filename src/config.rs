@@ -56,6 +56,23 @@ pub struct ServeArgs {
     /// Most messages of a conversation's history given to the model per turn.
     #[arg(long, env = "CONFIDANT_HISTORY_MESSAGES", default_value_t = 50)]
     pub history_messages: u64,
+
+    /// Comma-separated hosts a provider's base_url may name: `api.openai.com`, `*.example.com`,
+    /// `*`. Unset: any host (set it in production; see README).
+    #[arg(long, env = "CONFIDANT_PROVIDER_ALLOWED_HOSTS", value_delimiter = ',')]
+    pub provider_allowed_hosts: Vec<String>,
+
+    /// Longest wait for a model provider to accept a connection.
+    #[arg(long, env = "CONFIDANT_PROVIDER_CONNECT_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub provider_connect_timeout: Duration,
+
+    /// Longest silence tolerated from a model provider, before and between chunks.
+    #[arg(long, env = "CONFIDANT_PROVIDER_IDLE_TIMEOUT", default_value = "120s", value_parser = parse_duration)]
+    pub provider_idle_timeout: Duration,
+
+    /// How often a stream sends a keep-alive comment while the model is silent.
+    #[arg(long, env = "CONFIDANT_KEEPALIVE_INTERVAL", default_value = "15s", value_parser = parse_duration)]
+    pub keepalive_interval: Duration,
 }
 
 impl std::fmt::Debug for ServeArgs {

@@ -19,6 +19,7 @@ use tokio::net::TcpListener;
 use crate::auth::AccessTokens;
 use crate::auth::usage::KeyUsage;
 use crate::auth::user_token::{AuthenticationKeyCache, VerifyOptions};
+use crate::completions::egress::HostAllowlist;
 use crate::crypto::MasterKey;
 use crate::store::Db;
 
@@ -31,6 +32,14 @@ pub struct Settings {
     pub refresh_token_ttl: Duration,
     /// Most messages of a conversation's history given to the model.
     pub history_messages: u64,
+    /// Hosts a provider's `base_url` may name (empty: any).
+    pub provider_hosts: HostAllowlist,
+    /// Longest wait for a provider to connect and answer.
+    pub provider_connect_timeout: Duration,
+    /// Longest silence tolerated from a provider, before and between chunks.
+    pub provider_idle_timeout: Duration,
+    /// How often a stream sends a keep-alive comment while the model is silent.
+    pub keepalive_interval: Duration,
 }
 
 impl Default for Settings {
@@ -41,6 +50,10 @@ impl Default for Settings {
             access_token_ttl: Duration::from_secs(3600),
             refresh_token_ttl: Duration::from_secs(7 * 86_400),
             history_messages: 50,
+            provider_hosts: HostAllowlist::default(),
+            provider_connect_timeout: Duration::from_secs(10),
+            provider_idle_timeout: Duration::from_secs(120),
+            keepalive_interval: Duration::from_secs(15),
         }
     }
 }
@@ -55,18 +68,21 @@ struct StateInner {
     access_tokens: AccessTokens,
     usage: KeyUsage,
     user_keys: AuthenticationKeyCache,
+    http: reqwest::Client,
     settings: Settings,
 }
 
 impl AppState {
     pub fn new(db: Db, master_key: MasterKey, settings: Settings) -> Self {
         let access_tokens = AccessTokens::new(&master_key, settings.access_token_ttl);
+        let http = completions::provider_client(settings.provider_connect_timeout);
         Self(Arc::new(StateInner {
             db,
             master_key,
             access_tokens,
             usage: KeyUsage::default(),
             user_keys: AuthenticationKeyCache::default(),
+            http,
             settings,
         }))
     }
@@ -94,6 +110,11 @@ impl AppState {
     /// Decrypted authentication keys, for verifying secure user tokens.
     pub fn user_keys(&self) -> &AuthenticationKeyCache {
         &self.0.user_keys
+    }
+
+    /// The HTTP client for model providers (one connection pool for the process).
+    pub fn http(&self) -> &reqwest::Client {
+        &self.0.http
     }
 
     pub fn verify_options(&self) -> VerifyOptions {

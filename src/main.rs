@@ -175,6 +175,10 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         access_token_ttl: args.access_token_ttl,
         refresh_token_ttl: args.refresh_token_ttl,
         history_messages: args.history_messages,
+        provider_hosts: confidant::completions::egress::HostAllowlist::new(args.provider_allowed_hosts.clone()),
+        provider_connect_timeout: args.provider_connect_timeout,
+        provider_idle_timeout: args.provider_idle_timeout,
+        keepalive_interval: args.keepalive_interval,
     };
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await

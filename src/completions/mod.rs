@@ -6,10 +6,26 @@
 //! the model finishes, fails, or the client goes away (as `incomplete`), so nothing is lost and
 //! nothing is half-written.
 
+pub mod egress;
 pub mod formats;
 pub mod models;
 
+use std::time::Duration;
+
 use serde::Serialize;
+
+/// The HTTP client for model providers: rustls (ring) with the system's roots, a connect timeout,
+/// and no redirects (a redirect could point a provider call at an internal host).
+pub fn provider_client(connect_timeout: Duration) -> reqwest::Client {
+    // Several callers (tests, benches) may build clients; only the first install counts.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .connect_timeout(connect_timeout)
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("confidant/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .expect("the HTTP client builds with a TLS provider installed")
+}
 
 /// What a model produces, whatever the provider.
 #[derive(Debug, Clone, PartialEq)]

@@ -2,12 +2,14 @@
 //! the wire format of the calling client.
 
 use axum::body::Body;
-use axum::extract::State;
+use axum::extract::{FromRequestParts, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderName, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
 use serde::Deserialize;
 use tokio::sync::{mpsc, oneshot};
+use tokio::time::{Instant, sleep_until};
 use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -16,12 +18,16 @@ use uuid::Uuid;
 use super::conversations::user_agent;
 use super::{Json, Path, Query};
 use crate::AppState;
-use crate::completions::formats::{Encoder, Format, TurnMeta, TurnRequest};
-use crate::completions::models::Model;
-use crate::completions::{FinishReason, ModelEvent, Outcome, PromptMessage, Usage};
+use crate::auth::API_KEY_PREFIX;
+use crate::auth::extract::{ACL_COMPLETIONS, ApiKeyPrincipal, authenticate_api_key};
+use crate::auth::user_token::user_token;
+use crate::completions::formats::{ClientMessage, Encoder, Format, TurnMeta, TurnRequest};
+use crate::completions::models::{Model, ModelStream, ProviderCall};
+use crate::completions::{ModelEvent, Outcome, PromptMessage};
 use crate::error::{Error, Result};
 use crate::scope::UserScope;
-use crate::store::agents::{Agent, AgentModel};
+use crate::store::agents::{self, Agent, AgentModel};
+use crate::store::providers::{self, seal_context};
 use crate::store::user_data::{self, Conversation, MemoryFilter, NewMessage, OpenedConversation};
 
 /// Most memory records given to the model per turn, and most characters of them.
@@ -36,33 +42,76 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(chat_completions))
 }
 
+/// Who is asking: an end user (the turn is stored in their conversation) or a server with a
+/// `completions` API key (stateless: nothing is stored).
+pub enum Caller {
+    User(UserScope),
+    Stateless(ApiKeyPrincipal),
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self> {
+        let api_key = match parts.headers.get("x-api-key") {
+            Some(value) => Some(
+                value
+                    .to_str()
+                    .map_err(|_| Error::unauthorized("invalid_api_key", "the API key is not valid text"))?,
+            ),
+            None if parts.headers.get("x-secure-user-token").is_none() => {
+                user_token(&parts.headers)?.filter(|token| token.starts_with(API_KEY_PREFIX))
+            }
+            None => None,
+        };
+        match api_key {
+            Some(key) => {
+                let key = authenticate_api_key(state, key.trim()).await?;
+                if !key.acl.iter().any(|a| a == ACL_COMPLETIONS) {
+                    return Err(Error::Forbidden("this API key lacks the `completions` ACL".into()));
+                }
+                Ok(Caller::Stateless(key))
+            }
+            None => UserScope::from_request_parts(parts, state).await.map(Caller::User),
+        }
+    }
+}
+
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct CompletionParams {
-    /// `openai` (more formats are coming). Inferred from the body when absent.
+    /// `ai-sdk` (alias `ai-sdk-5`), `ai-sdk-4`, `openai` or `deltakit`; inferred from the body
+    /// when absent.
     pub format: Option<String>,
-    /// Algolia's name for `format`.
+    /// Algolia's name for `format` (`ai-sdk-4`, `ai-sdk-5`).
     #[serde(rename = "compatibilityMode")]
     #[param(rename = "compatibilityMode")]
     pub compatibility_mode: Option<String>,
-    /// Stream the reply (SSE). Defaults per format (`openai`: false).
+    /// Stream the reply. Defaults: `openai` false, the others true.
     pub stream: Option<bool>,
 }
 
 /// Send the user's message and get the agent's reply.
 ///
-/// The conversation is the user's own: the one the body names (created if new), else a new one.
-/// The reply names it in the `X-Conversation-Id` header and in the body. The user message is
-/// stored before the model is called, the reply when it ends (as `incomplete` if the model fails
-/// or the client goes away).
+/// One endpoint serves every popular client unchanged; `format` picks the request body and the
+/// reply (`ai-sdk`: Vercel AI SDK 5 UI message stream; `ai-sdk-4`: data stream; `openai`: chat
+/// completions; `deltakit`: `text_delta` events). The conversation is the user's own: the one the
+/// body names (created if new), else a new one; the reply names it in `X-Conversation-Id` and in
+/// the body or first event. The user message is stored before the model is called, the reply
+/// when it ends (`incomplete` if the model fails or the client goes away). With a `completions`
+/// API key instead of a user token, nothing is stored.
 #[utoipa::path(
     post, path = "/v1/agents/{agent_id}/completions", tag = "completions",
     params(("agent_id" = Uuid, Path, description = "Agent id"), CompletionParams),
-    request_body(content = Object, description = "The format's request body, e.g. OpenAI's `{messages, conversation_id?, stream?}`",
-        example = json!({"messages": [{"role": "user", "content": "Hello!"}], "conversation_id": "support-chat-1", "stream": false})),
-    security(("user_token" = []), ("user_token_header" = [])),
+    request_body(content = Object, description = "The format's request body",
+        examples(
+            ("openai" = (value = json!({"messages": [{"role": "user", "content": "Hello!"}], "conversation_id": "support-chat-1", "stream": false}))),
+            ("ai-sdk" = (value = json!({"id": "support-chat-1", "trigger": "submit-message", "messages": [{"id": "m1", "role": "user", "parts": [{"type": "text", "text": "Hello!"}]}]}))),
+            ("deltakit" = (value = json!({"message": "Hello!", "conversation_id": "support-chat-1"}))),
+        )),
+    security(("user_token" = []), ("user_token_header" = []), ("api_key" = []), ("api_key_bearer" = [])),
     responses(
-        (status = 200, description = "The reply: a JSON object, or `text/event-stream` when streaming",
+        (status = 200, description = "The reply: a JSON object, or a stream (`text/event-stream`; `text/plain` for `ai-sdk-4`)",
             headers(("X-Conversation-Id" = String, description = "The conversation this turn belongs to")),
             content(
                 (Object = "application/json", example = json!({"id": "chatcmpl-…", "object": "chat.completion", "created": 1767225600, "model": "echo", "conversation_id": "support-chat-1", "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hello!"}, "finish_reason": "stop"}], "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}})),
@@ -70,11 +119,12 @@ pub struct CompletionParams {
             )),
         (status = 403, description = "`agent_not_in_scope`: the token's key does not cover this agent", body = crate::error::ErrorBody),
         (status = 409, description = "`conflict`: the named conversation belongs to another agent", body = crate::error::ErrorBody),
+        (status = 502, description = "`upstream_error`: the model provider failed before the reply began", body = crate::error::ErrorBody),
     )
 )]
 async fn completions(
     State(state): State<AppState>,
-    scope: UserScope,
+    caller: Caller,
     Path(agent_id): Path<Uuid>,
     Query(params): Query<CompletionParams>,
     Json(body): Json<serde_json::Value>,
@@ -84,7 +134,7 @@ async fn completions(
         Some(name) => Format::from_name(name)?,
         None => Format::infer(&body),
     };
-    turn(state, scope, agent_id, format, params.stream, body).await
+    turn(state, caller, agent_id, format, params.stream, body).await
 }
 
 /// The same endpoint fixed to the `openai` format, for OpenAI SDKs configured with
@@ -93,19 +143,20 @@ async fn completions(
     post, path = "/v1/agents/{agent_id}/chat/completions", tag = "completions",
     params(("agent_id" = Uuid, Path, description = "Agent id")),
     request_body(content = Object, example = json!({"model": "ignored", "messages": [{"role": "user", "content": "Hello!"}], "stream": true})),
-    security(("user_token" = []), ("user_token_header" = [])),
+    security(("user_token" = []), ("user_token_header" = []), ("api_key" = []), ("api_key_bearer" = [])),
     responses(
         (status = 200, description = "A `chat.completion`, or a stream of `chat.completion.chunk`",
             headers(("X-Conversation-Id" = String, description = "The conversation this turn belongs to"))),
+        (status = 502, description = "`upstream_error`: the model provider failed before the reply began", body = crate::error::ErrorBody),
     )
 )]
 async fn chat_completions(
     State(state): State<AppState>,
-    scope: UserScope,
+    caller: Caller,
     Path(agent_id): Path<Uuid>,
     Json(body): Json<serde_json::Value>,
 ) -> Result<Response> {
-    turn(state, scope, agent_id, Format::OpenAi, None, body).await
+    turn(state, caller, agent_id, Format::OpenAi, None, body).await
 }
 
 /// A conversation id: 1–128 of `A-Za-z0-9_-`.
@@ -122,24 +173,57 @@ fn validate_conversation_id(id: &str) -> Result<()> {
     }
 }
 
-fn model_for(agent: &Agent) -> Result<Model> {
-    match agent.model.0.provider.as_str() {
-        AgentModel::ECHO => Ok(Model::Echo),
-        _ => Err(Error::Upstream(
-            "this agent's model provider is not available yet".into(),
-        )),
+/// The model behind an agent: `echo`, or its provider with the key decrypted for this call.
+async fn resolve_model(state: &AppState, agent: &Agent) -> Result<Model> {
+    let choice = &agent.model.0;
+    if choice.provider == AgentModel::ECHO {
+        return Ok(Model::Echo);
     }
+    let provider = providers::find_by_name(state.db(), agent.application_id, &choice.provider)
+        .await?
+        .ok_or_else(|| Error::Upstream(format!("the agent's provider `{}` no longer exists", choice.provider)))?;
+    if !state.settings().provider_hosts.allows_url(&provider.base_url) {
+        tracing::warn!(provider.id = %provider.id, "provider host is not in CONFIDANT_PROVIDER_ALLOWED_HOSTS");
+        return Err(Error::Upstream(
+            "the provider's host is not allowed by this server's configuration".into(),
+        ));
+    }
+    let api_key = match &provider.api_key_encrypted {
+        Some(sealed) => {
+            let bytes = state
+                .master_key()
+                .open(&seal_context(provider.application_id, provider.id), sealed)
+                .map_err(Error::internal)?;
+            Some(String::from_utf8(bytes).map_err(Error::internal)?)
+        }
+        None => None,
+    };
+    Ok(Model::OpenAiCompatible(ProviderCall {
+        client: state.http().clone(),
+        url: format!("{}/chat/completions", provider.base_url.trim_end_matches('/')),
+        api_key,
+        model: choice.model.clone().unwrap_or_default(),
+        temperature: choice.temperature,
+        max_tokens: choice.max_tokens,
+        idle_timeout: state.settings().provider_idle_timeout,
+    }))
+}
+
+/// Where a turn's reply goes: the user's conversation, or nowhere (stateless).
+struct ReplySink {
+    scope: UserScope,
+    conversation: Conversation,
+    reply_id: Uuid,
 }
 
 async fn turn(
     state: AppState,
-    scope: UserScope,
+    caller: Caller,
     agent_id: Uuid,
     format: Format,
     stream_param: Option<bool>,
     body: serde_json::Value,
 ) -> Result<Response> {
-    let agent = user_agent(&state, &scope, agent_id).await?;
     let request: TurnRequest = format.parse(body)?;
     let stream = stream_param.or(request.stream).unwrap_or(format.streams_by_default());
     for message in &request.user_messages {
@@ -153,18 +237,121 @@ async fn turn(
     if let Some(id) = &request.conversation_id {
         validate_conversation_id(id)?;
     }
-    let model = model_for(&agent)?;
     let external_id = request
         .conversation_id
         .clone()
         .unwrap_or_else(|| Uuid::now_v7().to_string());
+    let reply_id = Uuid::now_v7();
+
+    let (agent, prompt, sink) = match caller {
+        Caller::User(scope) => {
+            let agent = user_agent(&state, &scope, agent_id).await?;
+            let conversation = store_user_messages(&state, &scope, &agent, &external_id, &request).await?;
+            let use_memory = agent.memory && request.memory != Some(false);
+            let query_text = request
+                .user_messages
+                .last()
+                .map(|m| m.content.as_str())
+                .unwrap_or_default();
+            let prompt = build_prompt(&state, &scope, &agent, &conversation, use_memory, query_text).await?;
+            (
+                agent,
+                prompt,
+                Some(ReplySink {
+                    scope,
+                    conversation,
+                    reply_id,
+                }),
+            )
+        }
+        Caller::Stateless(key) => {
+            let agent = agents::find(state.db(), key.application_id, agent_id)
+                .await?
+                .ok_or_else(|| Error::not_found("agent"))?;
+            if key.agent_ids.as_ref().is_some_and(|ids| !ids.contains(&agent.id)) {
+                return Err(Error::AgentNotInScope("this API key does not cover this agent".into()));
+            }
+            let mut prompt = instructions(&agent);
+            prompt.extend(request.history.iter().map(|m: &ClientMessage| PromptMessage {
+                role: m.role,
+                content: m.content.clone(),
+            }));
+            (agent, prompt, None)
+        }
+    };
+
+    // Start the model before answering: a provider that refuses is an ordinary 502, and the user
+    // message stays stored with no assistant message.
+    let model = resolve_model(&state, &agent).await?;
+    let events = model.start(&prompt).await.map_err(|e| Error::Upstream(e.0))?;
+
+    let meta = TurnMeta {
+        conversation_id: external_id.clone(),
+        message_id: reply_id.to_string(),
+        model: model.name().to_owned(),
+        created: chrono::Utc::now().timestamp(),
+    };
+    let encoder = format.encoder(meta);
+    let conversation_header = HeaderValue::from_str(&external_id).map_err(Error::internal)?;
+    let task = TurnTask {
+        state: state.clone(),
+        sink,
+    };
+
+    if stream {
+        let content_type = encoder.content_type();
+        let extra = encoder.stream_headers();
+        let (frames_tx, frames_rx) = mpsc::channel::<Result<String, std::io::Error>>(32);
+        tokio::spawn(task.stream(events, encoder, frames_tx, state.settings().keepalive_interval));
+        let body = futures_util::stream::unfold(
+            frames_rx,
+            |mut rx| async move { rx.recv().await.map(|frame| (frame, rx)) },
+        );
+        let mut response = Response::new(Body::from_stream(body));
+        let h = response.headers_mut();
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        h.insert(
+            HeaderName::from_static("x-accel-buffering"),
+            HeaderValue::from_static("no"),
+        );
+        h.insert(HeaderName::from_static("x-conversation-id"), conversation_header);
+        for (name, value) in extra {
+            h.insert(HeaderName::from_static(name), HeaderValue::from_static(value));
+        }
+        Ok(response)
+    } else {
+        let (done_tx, done_rx) = oneshot::channel();
+        // Run in its own task so the reply is stored even if this request is dropped.
+        tokio::spawn(task.whole(events, done_tx));
+        let (text, outcome) = done_rx.await.map_err(Error::internal)?;
+        match outcome {
+            Outcome::Complete { reason, usage } => {
+                let mut response = axum::Json(encoder.whole(&text, reason, usage)).into_response();
+                response
+                    .headers_mut()
+                    .insert(HeaderName::from_static("x-conversation-id"), conversation_header);
+                Ok(response)
+            }
+            Outcome::Failed(message) => Err(Error::Upstream(message)),
+        }
+    }
+}
+
+/// Opens (or starts) the user's conversation and appends the messages it has not stored yet.
+async fn store_user_messages(
+    state: &AppState,
+    scope: &UserScope,
+    agent: &Agent,
+    external_id: &str,
+    request: &TurnRequest,
+) -> Result<Conversation> {
     let title = request
         .user_messages
         .last()
         .map(|m| m.content.chars().take(80).collect::<String>());
-
     let conversation =
-        match user_data::open_conversation(state.db(), &scope, agent.id, &external_id, title.as_deref()).await? {
+        match user_data::open_conversation(state.db(), scope, agent.id, external_id, title.as_deref()).await? {
             OpenedConversation::Existing(c) | OpenedConversation::Created(c) => c,
             OpenedConversation::OtherAgent => {
                 return Err(Error::Conflict(
@@ -183,75 +370,18 @@ async fn turn(
             client_id: m.client_id.clone(),
         })
         .collect();
-    user_data::append_messages(state.db(), &scope, &conversation, &new).await?;
+    user_data::append_messages(state.db(), scope, &conversation, &new).await?;
+    Ok(conversation)
+}
 
-    let use_memory = agent.memory && request.memory != Some(false);
-    let query_text = request
-        .user_messages
-        .last()
-        .map(|m| m.content.as_str())
-        .unwrap_or_default();
-    let prompt = build_prompt(&state, &scope, &agent, &conversation, use_memory, query_text).await?;
-
-    // The assistant message's id is fixed now, so the client sees the id it is stored under.
-    let reply_id = Uuid::now_v7();
-    let meta = TurnMeta {
-        conversation_id: external_id.clone(),
-        message_id: reply_id.to_string(),
-        model: agent
-            .model
-            .0
-            .model
-            .clone()
-            .unwrap_or_else(|| agent.model.0.provider.clone()),
-        created: chrono::Utc::now().timestamp(),
-    };
-    let encoder = format.encoder(meta);
-    let conversation_header = HeaderValue::from_str(&external_id).map_err(Error::internal)?;
-    let events = model.stream(&prompt);
-    let turn = TurnTask {
-        state: state.clone(),
-        scope,
-        conversation,
-        reply_id,
-    };
-
-    if stream {
-        let headers = encoder.stream_headers();
-        let (frames_tx, frames_rx) = mpsc::channel::<Result<String, std::io::Error>>(32);
-        tokio::spawn(turn.stream(events, encoder, frames_tx));
-        let body = futures_util::stream::unfold(
-            frames_rx,
-            |mut rx| async move { rx.recv().await.map(|frame| (frame, rx)) },
-        );
-        let mut response = Response::new(Body::from_stream(body));
-        let h = response.headers_mut();
-        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
-        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-        h.insert(
-            HeaderName::from_static("x-accel-buffering"),
-            HeaderValue::from_static("no"),
-        );
-        h.insert(HeaderName::from_static("x-conversation-id"), conversation_header);
-        for (name, value) in headers {
-            h.insert(HeaderName::from_static(name), HeaderValue::from_static(value));
-        }
-        Ok(response)
+fn instructions(agent: &Agent) -> Vec<PromptMessage> {
+    if agent.instructions.trim().is_empty() {
+        Vec::new()
     } else {
-        let (done_tx, done_rx) = oneshot::channel();
-        // Run in its own task so the reply is stored even if this request is dropped.
-        tokio::spawn(turn.whole(events, done_tx));
-        let (text, outcome) = done_rx.await.map_err(Error::internal)?;
-        match outcome {
-            Outcome::Complete { reason, usage } => {
-                let mut response = axum::Json(encoder.whole(&text, reason, usage)).into_response();
-                response
-                    .headers_mut()
-                    .insert(HeaderName::from_static("x-conversation-id"), conversation_header);
-                Ok(response)
-            }
-            Outcome::Failed(message) => Err(Error::Upstream(message)),
-        }
+        vec![PromptMessage {
+            role: "system",
+            content: agent.instructions.clone(),
+        }]
     }
 }
 
@@ -264,13 +394,7 @@ async fn build_prompt(
     use_memory: bool,
     query_text: &str,
 ) -> Result<Vec<PromptMessage>> {
-    let mut prompt = Vec::new();
-    if !agent.instructions.trim().is_empty() {
-        prompt.push(PromptMessage {
-            role: "system",
-            content: agent.instructions.clone(),
-        });
-    }
+    let mut prompt = instructions(agent);
     if use_memory {
         let terms = user_data::search_terms(query_text);
         let memories = user_data::search_memories(
@@ -316,33 +440,29 @@ async fn build_prompt(
 /// Owns one turn's reply: pulls the model's events and stores the assistant message at the end.
 struct TurnTask {
     state: AppState,
-    scope: UserScope,
-    conversation: Conversation,
-    reply_id: Uuid,
+    sink: Option<ReplySink>,
 }
+
+type Frames = mpsc::Sender<Result<String, std::io::Error>>;
 
 impl TurnTask {
     async fn store(&self, text: String, complete: bool) {
+        let Some(sink) = &self.sink else { return };
         let message = NewMessage {
-            id: self.reply_id,
+            id: sink.reply_id,
             role: "assistant",
             content: text,
             status: if complete { "complete" } else { "incomplete" },
-            client_id: None,
+            client_id: Some(sink.reply_id.to_string()),
         };
         if let Err(error) =
-            user_data::append_messages(self.state.db(), &self.scope, &self.conversation, &[message]).await
+            user_data::append_messages(self.state.db(), &sink.scope, &sink.conversation, &[message]).await
         {
             tracing::error!(%error, "could not store the assistant's reply");
         }
     }
 
-    async fn whole(
-        self,
-        events: impl futures_util::Stream<Item = ModelEvent> + Send + 'static,
-        done: oneshot::Sender<(String, Outcome)>,
-    ) {
-        let mut events = std::pin::pin!(events);
+    async fn whole(self, mut events: ModelStream, done: oneshot::Sender<(String, Outcome)>) {
         let mut text = String::new();
         let outcome = loop {
             match events.next().await {
@@ -359,52 +479,62 @@ impl TurnTask {
 
     async fn stream(
         self,
-        events: impl futures_util::Stream<Item = ModelEvent> + Send + 'static,
+        mut events: ModelStream,
         mut encoder: Box<dyn Encoder>,
-        frames: mpsc::Sender<Result<String, std::io::Error>>,
+        frames: Frames,
+        keepalive: std::time::Duration,
     ) {
-        let mut events = std::pin::pin!(events);
         let mut text = String::new();
         if frames.send(Ok(encoder.start())).await.is_err() {
             return self.store(text, false).await;
         }
+        let mut quiet_until = Instant::now() + keepalive;
         loop {
             let event = tokio::select! {
-                // The client went away: stop pulling from the model at once.
-                () = frames.closed() => return self.store(text, false).await,
-                event = events.next() => event,
-            };
-            let (reason, usage): (FinishReason, Usage) = match event {
-                Some(ModelEvent::Delta(delta)) => {
-                    let frame = encoder.delta(&delta);
-                    text.push_str(&delta);
-                    if frames.send(Ok(frame)).await.is_err() {
+                // The client went away: stop pulling from the model at once (dropping the stream
+                // closes the upstream connection).
+                () = frames.closed() => {
+                    drop(events);
+                    return self.store(text, false).await;
+                }
+                () = sleep_until(quiet_until), if encoder.keep_alive().is_some() => {
+                    quiet_until = Instant::now() + keepalive;
+                    let comment = encoder.keep_alive().unwrap_or_default().to_owned();
+                    if frames.send(Ok(comment)).await.is_err() {
+                        drop(events);
                         return self.store(text, false).await;
                     }
                     continue;
                 }
-                Some(ModelEvent::Finish { reason, usage }) => (reason, usage),
+                event = events.next() => event,
+            };
+            quiet_until = Instant::now() + keepalive;
+            match event {
+                Some(ModelEvent::Delta(delta)) => {
+                    let frame = encoder.delta(&delta);
+                    text.push_str(&delta);
+                    if frames.send(Ok(frame)).await.is_err() {
+                        drop(events);
+                        return self.store(text, false).await;
+                    }
+                }
+                Some(ModelEvent::Finish { reason, usage }) => {
+                    // Stored before the stream ends, so a client that saw the end can read it back.
+                    self.store(text, true).await;
+                    let _ = frames.send(Ok(encoder.finish(reason, usage))).await;
+                    return;
+                }
                 Some(ModelEvent::Error(message)) => return self.fail(text, &message, encoder.as_mut(), &frames).await,
                 None => {
                     return self
                         .fail(text, "the model ended without finishing", encoder.as_mut(), &frames)
                         .await;
                 }
-            };
-            // Stored before the stream ends, so a client that saw the end can read it back.
-            self.store(text, true).await;
-            let _ = frames.send(Ok(encoder.finish(reason, usage))).await;
-            return;
+            }
         }
     }
 
-    async fn fail(
-        self,
-        text: String,
-        message: &str,
-        encoder: &mut dyn Encoder,
-        frames: &mpsc::Sender<Result<String, std::io::Error>>,
-    ) {
+    async fn fail(self, text: String, message: &str, encoder: &mut dyn Encoder, frames: &Frames) {
         tracing::warn!(message, "the model failed mid-stream");
         self.store(text, false).await;
         let frame = match encoder.error(message) {

@@ -102,7 +102,7 @@ fn validate_provider_name(name: &str) -> Result<String> {
     Ok(name.to_owned())
 }
 
-fn validate_base_url(text: &str) -> Result<String> {
+fn validate_base_url(state: &AppState, text: &str) -> Result<String> {
     let invalid = || Error::invalid_field("base_url", "must be an absolute http(s) URL without credentials");
     let url = url::Url::parse(text.trim()).map_err(|_| invalid())?;
     if !matches!(url.scheme(), "http" | "https")
@@ -114,6 +114,12 @@ fn validate_base_url(text: &str) -> Result<String> {
     }
     if text.len() > 2048 {
         return Err(Error::invalid_field("base_url", "must be at most 2048 characters"));
+    }
+    if !state.settings().provider_hosts.allows_url(url.as_str()) {
+        return Err(Error::invalid_field(
+            "base_url",
+            "this host is not allowed by the server's CONFIDANT_PROVIDER_ALLOWED_HOSTS",
+        ));
     }
     Ok(url.as_str().trim_end_matches('/').to_owned())
 }
@@ -144,7 +150,7 @@ async fn create_provider(
 ) -> Result<(StatusCode, Json<ProviderView>)> {
     principal.access(&state, app_id).await?;
     let name = validate_provider_name(&body.name)?;
-    let base_url = validate_base_url(&body.base_url)?;
+    let base_url = validate_base_url(&state, &body.base_url)?;
     let id = Uuid::now_v7();
     let api_key_encrypted = match &body.api_key {
         Some(key) => {
@@ -235,7 +241,11 @@ async fn update_provider(
     };
     let changes = ProviderChanges {
         name: body.name.as_deref().map(validate_provider_name).transpose()?,
-        base_url: body.base_url.as_deref().map(validate_base_url).transpose()?,
+        base_url: body
+            .base_url
+            .as_deref()
+            .map(|url| validate_base_url(&state, url))
+            .transpose()?,
         api_key_encrypted,
     };
     let provider = providers::update(state.db(), app_id, provider_id, changes)

@@ -4,6 +4,9 @@
 //! (`http::completions`) knows only `TurnRequest` and `Encoder`, so adding a format touches
 //! neither the driver nor the other formats.
 
+pub mod ai_sdk;
+pub mod ai_sdk_4;
+pub mod deltakit;
 pub mod openai;
 
 use serde::Deserialize;
@@ -15,44 +18,89 @@ use crate::error::{Error, Result};
 /// The formats the completions endpoint speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema)]
 pub enum Format {
+    /// Vercel AI SDK 5+ UI message stream (`useChat`).
+    #[serde(rename = "ai-sdk")]
+    AiSdk,
+    /// Vercel AI SDK 4 data stream.
+    #[serde(rename = "ai-sdk-4")]
+    AiSdk4,
     /// OpenAI chat completions (`chat.completion` / `chat.completion.chunk`).
     #[serde(rename = "openai")]
     OpenAi,
+    /// DeltaKit's `text_delta` events; the client sends only the new message.
+    #[serde(rename = "deltakit")]
+    DeltaKit,
 }
 
 impl Format {
     /// Reads `?format=` (or Algolia's `compatibilityMode=`).
     pub fn from_name(name: &str) -> Result<Self> {
         match name {
+            "ai-sdk" | "ai-sdk-5" => Ok(Self::AiSdk),
+            "ai-sdk-4" => Ok(Self::AiSdk4),
             "openai" => Ok(Self::OpenAi),
+            "deltakit" => Ok(Self::DeltaKit),
             other => Err(Error::InvalidRequest(format!(
-                "unsupported format `{other}` (supported: openai)"
+                "unsupported format `{other}` (supported: ai-sdk, ai-sdk-5, ai-sdk-4, openai, deltakit)"
             ))),
         }
     }
 
-    /// Infers the format from the body when the client did not name one.
-    pub fn infer(_body: &serde_json::Value) -> Self {
+    /// Infers the format from the body when the client did not name one: `message` as a string is
+    /// DeltaKit; messages with `parts`, or a `trigger`, are the AI SDK 5; anything else OpenAI.
+    pub fn infer(body: &serde_json::Value) -> Self {
+        if body.get("message").is_some_and(serde_json::Value::is_string) {
+            return Self::DeltaKit;
+        }
+        let has_parts = body
+            .get("messages")
+            .and_then(serde_json::Value::as_array)
+            .is_some_and(|messages| messages.iter().any(|m| m.get("parts").is_some()));
+        if has_parts || body.get("trigger").is_some() {
+            return Self::AiSdk;
+        }
         Self::OpenAi
     }
 
-    /// Whether a turn streams when neither the query nor the body says.
+    /// Whether a turn streams when neither the query nor the body says (as each client expects).
     pub fn streams_by_default(self) -> bool {
-        match self {
-            Self::OpenAi => false,
-        }
+        !matches!(self, Self::OpenAi)
     }
 
     pub fn parse(self, body: serde_json::Value) -> Result<TurnRequest> {
         match self {
+            Self::AiSdk => ai_sdk::parse(body),
+            Self::AiSdk4 => ai_sdk_4::parse(body),
             Self::OpenAi => openai::parse(body),
+            Self::DeltaKit => deltakit::parse(body),
         }
     }
 
     pub fn encoder(self, meta: TurnMeta) -> Box<dyn Encoder> {
         match self {
+            Self::AiSdk => Box::new(ai_sdk::AiSdkEncoder::new(meta)),
+            Self::AiSdk4 => Box::new(ai_sdk_4::AiSdk4Encoder::new(meta)),
             Self::OpenAi => Box::new(openai::OpenAiEncoder::new(meta)),
+            Self::DeltaKit => Box::new(deltakit::DeltaKitEncoder::new(meta)),
         }
+    }
+}
+
+/// A message of the history a client sent (the model's context when nothing is stored, for
+/// stateless calls).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientMessage {
+    pub role: &'static str,
+    pub content: String,
+}
+
+/// Maps a client's role name to ours; other roles (system, tool) are dropped: the agent's
+/// instructions are the system message.
+pub fn known_role(role: &str) -> Option<&'static str> {
+    match role {
+        "user" => Some("user"),
+        "assistant" => Some("assistant"),
+        _ => None,
     }
 }
 
@@ -66,6 +114,8 @@ pub struct TurnRequest {
     pub stream: Option<bool>,
     /// `false` turns memory off for this call.
     pub memory: Option<bool>,
+    /// The whole conversation as the client sent it, oldest first (user and assistant turns).
+    pub history: Vec<ClientMessage>,
 }
 
 #[derive(Debug, Clone)]
@@ -87,11 +137,20 @@ pub struct TurnMeta {
     pub created: i64,
 }
 
-/// Writes one turn's events in a format. Streamed frames are complete SSE events (`data: …\n\n`).
+/// Writes one turn's events in a format. Streamed frames are complete events of the format's
+/// framing (SSE `data: …\n\n` for all but the AI SDK 4 data stream).
 pub trait Encoder: Send + 'static {
     /// Extra response headers of this format's stream.
     fn stream_headers(&self) -> &'static [(&'static str, &'static str)] {
         &[]
+    }
+    fn content_type(&self) -> &'static str {
+        "text/event-stream"
+    }
+    /// What to send while the model is silent, so proxies keep the connection open; `None` where
+    /// the framing has no room for it.
+    fn keep_alive(&self) -> Option<&'static str> {
+        Some(": keep-alive\n\n")
     }
     /// Frames sent before any text.
     fn start(&mut self) -> String;

@@ -7,7 +7,7 @@
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{Encoder, IncomingMessage, TurnMeta, TurnRequest, sse_data};
+use super::{ClientMessage, Encoder, IncomingMessage, TurnMeta, TurnRequest, known_role, sse_data};
 use crate::completions::{FinishReason, Usage};
 use crate::error::{Error, Result};
 
@@ -62,18 +62,29 @@ impl Content {
 pub fn parse(body: Value) -> Result<TurnRequest> {
     let body: Body =
         serde_json::from_value(body).map_err(|e| Error::InvalidRequest(format!("invalid openai request: {e}")))?;
-    let last_user = body.messages.into_iter().rev().find(|m| m.role == "user");
-    let Some(content) = last_user.and_then(|m| m.content).map(Content::into_text) else {
+    let history: Vec<ClientMessage> = body
+        .messages
+        .into_iter()
+        .filter_map(|m| {
+            let content = m.content.map(Content::into_text).unwrap_or_default();
+            Some(ClientMessage {
+                role: known_role(&m.role)?,
+                content,
+            })
+        })
+        .collect();
+    let Some(last_user) = history.iter().rev().find(|m| m.role == "user") else {
         return Err(Error::invalid_field("messages", "must hold a user message"));
     };
     Ok(TurnRequest {
         conversation_id: body.conversation_id,
         user_messages: vec![IncomingMessage {
-            content,
+            content: last_user.content.clone(),
             client_id: None,
         }],
         stream: body.stream,
         memory: body.memory,
+        history,
     })
 }
 

@@ -1,0 +1,178 @@
+//! The Vercel AI SDK 4 data stream: one `code:json` line per part.
+//!
+//! Request: `{id, messages: [{role, content}]}` (the whole history; `id` is the conversation).
+//! Response lines: `f:{messageId}`, `0:"text"`…, `e:{finish of the step}`, `d:{finish of the
+//! message}`; a failure is `3:"message"`. The format has no comments, so no keep-alives.
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{ClientMessage, Encoder, IncomingMessage, TurnMeta, TurnRequest, known_role};
+use crate::completions::{FinishReason, Usage};
+use crate::error::{Error, Result};
+
+#[derive(Deserialize)]
+struct Body {
+    #[serde(default)]
+    id: Option<String>,
+    messages: Vec<Message>,
+    #[serde(default)]
+    stream: Option<bool>,
+    #[serde(default)]
+    memory: Option<bool>,
+}
+
+#[derive(Deserialize)]
+struct Message {
+    #[serde(default)]
+    id: Option<String>,
+    role: String,
+    #[serde(default)]
+    content: Value,
+}
+
+fn text_of(content: &Value) -> String {
+    match content {
+        Value::String(text) => text.clone(),
+        Value::Array(parts) => parts
+            .iter()
+            .filter(|p| p.get("type").and_then(Value::as_str) == Some("text"))
+            .filter_map(|p| p.get("text").and_then(Value::as_str))
+            .collect(),
+        _ => String::new(),
+    }
+}
+
+pub fn parse(body: Value) -> Result<TurnRequest> {
+    let body: Body =
+        serde_json::from_value(body).map_err(|e| Error::InvalidRequest(format!("invalid ai-sdk-4 request: {e}")))?;
+    let history: Vec<ClientMessage> = body
+        .messages
+        .iter()
+        .filter_map(|m| {
+            Some(ClientMessage {
+                role: known_role(&m.role)?,
+                content: text_of(&m.content),
+            })
+        })
+        .collect();
+    let users: Vec<&Message> = body.messages.iter().filter(|m| m.role == "user").collect();
+    let Some(last) = users.last() else {
+        return Err(Error::invalid_field("messages", "must hold a user message"));
+    };
+    let user_messages = if users
+        .iter()
+        .all(|m| m.id.as_deref().is_some_and(|id| !id.is_empty() && id.len() <= 200))
+    {
+        users
+            .iter()
+            .map(|m| IncomingMessage {
+                content: text_of(&m.content),
+                client_id: m.id.clone(),
+            })
+            .collect()
+    } else {
+        vec![IncomingMessage {
+            content: text_of(&last.content),
+            client_id: None,
+        }]
+    };
+    Ok(TurnRequest {
+        conversation_id: body.id,
+        user_messages,
+        stream: body.stream,
+        memory: body.memory,
+        history,
+    })
+}
+
+pub struct AiSdk4Encoder {
+    meta: TurnMeta,
+}
+
+impl AiSdk4Encoder {
+    pub fn new(meta: TurnMeta) -> Self {
+        Self { meta }
+    }
+}
+
+fn line(code: char, value: &Value) -> String {
+    format!("{code}:{value}\n")
+}
+
+fn finish_json(reason: FinishReason, usage: Usage) -> Value {
+    json!({"finishReason": reason, "usage": {"promptTokens": usage.prompt_tokens, "completionTokens": usage.completion_tokens}})
+}
+
+impl Encoder for AiSdk4Encoder {
+    fn stream_headers(&self) -> &'static [(&'static str, &'static str)] {
+        &[("x-vercel-ai-data-stream", "v1")]
+    }
+
+    fn content_type(&self) -> &'static str {
+        "text/plain; charset=utf-8"
+    }
+
+    fn keep_alive(&self) -> Option<&'static str> {
+        None
+    }
+
+    fn start(&mut self) -> String {
+        line('f', &json!({"messageId": self.meta.message_id}))
+    }
+
+    fn delta(&mut self, text: &str) -> String {
+        line('0', &Value::String(text.to_owned()))
+    }
+
+    fn finish(&mut self, reason: FinishReason, usage: Usage) -> String {
+        let mut step = finish_json(reason, usage);
+        step["isContinued"] = json!(false);
+        let mut frames = line('e', &step);
+        frames.push_str(&line('d', &finish_json(reason, usage)));
+        frames
+    }
+
+    fn error(&mut self, message: &str) -> Option<String> {
+        Some(line('3', &Value::String(message.to_owned())))
+    }
+
+    fn whole(&self, text: &str, reason: FinishReason, usage: Usage) -> Value {
+        json!({
+            "id": self.meta.message_id,
+            "role": "assistant",
+            "content": text,
+            "conversation_id": self.meta.conversation_id,
+            "finishReason": reason,
+            "usage": {"promptTokens": usage.prompt_tokens, "completionTokens": usage.completion_tokens},
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_carry_codes_and_json() {
+        let meta = TurnMeta {
+            conversation_id: "c".into(),
+            message_id: "m".into(),
+            model: "echo".into(),
+            created: 0,
+        };
+        let mut encoder = AiSdk4Encoder::new(meta);
+        assert_eq!(encoder.start(), "f:{\"messageId\":\"m\"}\n");
+        assert_eq!(encoder.delta("a \"quote\"\n"), "0:\"a \\\"quote\\\"\\n\"\n");
+        let end = encoder.finish(
+            FinishReason::Stop,
+            Usage {
+                prompt_tokens: 1,
+                completion_tokens: 2,
+            },
+        );
+        let lines: Vec<&str> = end.lines().collect();
+        assert!(lines[0].starts_with("e:") && lines[1].starts_with("d:"));
+        assert_eq!(encoder.error("boom").unwrap(), "3:\"boom\"\n");
+    }
+}
