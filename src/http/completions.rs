@@ -246,14 +246,20 @@ async fn turn(
     let (agent, prompt, sink) = match caller {
         Caller::User(scope) => {
             let agent = user_agent(&state, &scope, agent_id).await?;
-            let conversation = store_user_messages(&state, &scope, &agent, &external_id, &request).await?;
+            let (conversation, last_seq) = store_user_messages(&state, &scope, &agent, &external_id, &request).await?;
             let use_memory = agent.memory && request.memory != Some(false);
             let query_text = request
                 .user_messages
                 .last()
                 .map(|m| m.content.as_str())
                 .unwrap_or_default();
-            let prompt = build_prompt(&state, &scope, &agent, &conversation, use_memory, query_text).await?;
+            let context = Context {
+                conversation: &conversation,
+                up_to: last_seq,
+                use_memory,
+                query_text,
+            };
+            let prompt = build_prompt(&state, &scope, &agent, context).await?;
             (
                 agent,
                 prompt,
@@ -338,14 +344,15 @@ async fn turn(
     }
 }
 
-/// Opens (or starts) the user's conversation and appends the messages it has not stored yet.
+/// Opens (or starts) the user's conversation and appends the messages it has not stored yet;
+/// returns the conversation and the sequence number of the last message this turn stored.
 async fn store_user_messages(
     state: &AppState,
     scope: &UserScope,
     agent: &Agent,
     external_id: &str,
     request: &TurnRequest,
-) -> Result<Conversation> {
+) -> Result<(Conversation, Option<i64>)> {
     let title = request
         .user_messages
         .last()
@@ -370,8 +377,8 @@ async fn store_user_messages(
             client_id: m.client_id.clone(),
         })
         .collect();
-    user_data::append_messages(state.db(), scope, &conversation, &new).await?;
-    Ok(conversation)
+    let stored = user_data::append_messages(state.db(), scope, &conversation, &new).await?;
+    Ok((conversation, stored.last().map(|m| m.seq)))
 }
 
 fn instructions(agent: &Agent) -> Vec<PromptMessage> {
@@ -386,14 +393,28 @@ fn instructions(agent: &Agent) -> Vec<PromptMessage> {
 }
 
 /// The model's context: instructions, then relevant memory, then the conversation's history.
+/// What a user turn's prompt is built from.
+struct Context<'a> {
+    conversation: &'a Conversation,
+    /// The history ends at this turn's last message (later turns of concurrent calls stay out).
+    up_to: Option<i64>,
+    use_memory: bool,
+    /// The text memory is searched with.
+    query_text: &'a str,
+}
+
 async fn build_prompt(
     state: &AppState,
     scope: &UserScope,
     agent: &Agent,
-    conversation: &Conversation,
-    use_memory: bool,
-    query_text: &str,
+    context: Context<'_>,
 ) -> Result<Vec<PromptMessage>> {
+    let Context {
+        conversation,
+        up_to,
+        use_memory,
+        query_text,
+    } = context;
     let mut prompt = instructions(agent);
     if use_memory {
         let terms = user_data::search_terms(query_text);
@@ -420,8 +441,14 @@ async fn build_prompt(
             });
         }
     }
-    let history =
-        user_data::recent_messages(state.db(), scope, conversation, state.settings().history_messages).await?;
+    let history = user_data::recent_messages(
+        state.db(),
+        scope,
+        conversation,
+        up_to,
+        state.settings().history_messages,
+    )
+    .await?;
     for message in history {
         let role = match message.role.as_str() {
             "assistant" => "assistant",

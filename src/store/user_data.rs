@@ -222,14 +222,19 @@ pub async fn messages(db: &Db, scope: &UserScope, conversation: &Conversation) -
     db.fetch_all(&query).await
 }
 
-/// The last `limit` messages of the conversation, oldest first (the model's context window).
+/// The last `limit` messages of the conversation up to sequence number `up_to` (inclusive),
+/// oldest first: the model's context window as of one turn, untouched by turns that came later.
 pub async fn recent_messages(
     db: &Db,
     scope: &UserScope,
     conversation: &Conversation,
+    up_to: Option<i64>,
     limit: u64,
 ) -> StoreResult<Vec<Message>> {
     let mut query = messages_of(scope, conversation);
+    if let Some(up_to) = up_to {
+        query.and_where(Expr::col(Messages::Seq).lte(up_to));
+    }
     query.order_by(Messages::Seq, Order::Desc).limit(limit);
     let mut rows: Vec<Message> = db.fetch_all(&query).await?;
     rows.reverse();

@@ -156,6 +156,7 @@ pub struct TestApp {
     pub database: TestDatabase,
     pub master_key: String,
     pub db: Db,
+    pub settings: Settings,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<()>>,
 }
@@ -191,10 +192,15 @@ impl Reply {
 
 impl TestApp {
     pub async fn spawn(backend: Backend) -> Option<Self> {
+        Self::spawn_with(backend, Settings::default()).await
+    }
+
+    /// Starts the service with these settings on a fresh database of this kind.
+    pub async fn spawn_with(backend: Backend, settings: Settings) -> Option<Self> {
         init_logging();
         let database = TestDatabase::create(backend).await?;
         let master_key = MasterKey::generate_base64();
-        let (db, address, shutdown, server) = start(&database.url, &master_key).await;
+        let (db, address, shutdown, server) = start(&database.url, &master_key, settings.clone()).await;
         confidant::ensure_operator(&db, ADMIN_EMAIL, ADMIN_PASSWORD)
             .await
             .expect("first operator");
@@ -204,6 +210,7 @@ impl TestApp {
             database,
             master_key,
             db,
+            settings,
             shutdown: Some(shutdown),
             server: Some(server),
         })
@@ -216,7 +223,7 @@ impl TestApp {
     /// Stops the server and closes the database, then starts both again on the same data.
     pub async fn restart(&mut self) {
         self.stop().await;
-        let (db, address, shutdown, server) = start(&self.database.url, &self.master_key).await;
+        let (db, address, shutdown, server) = start(&self.database.url, &self.master_key, self.settings.clone()).await;
         self.db = db;
         self.address = address;
         self.shutdown = Some(shutdown);
@@ -345,14 +352,14 @@ impl TestApp {
     }
 }
 
-async fn start(url: &str, master_key: &str) -> (Db, SocketAddr, oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
+async fn start(
+    url: &str,
+    master_key: &str,
+    settings: Settings,
+) -> (Db, SocketAddr, oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
     let db = Db::connect(url, &DbOptions::default()).await.expect("database opens");
     db.migrate().await.expect("migrations run");
-    let state = AppState::new(
-        db.clone(),
-        MasterKey::from_base64(master_key).unwrap(),
-        Settings::default(),
-    );
+    let state = AppState::new(db.clone(), MasterKey::from_base64(master_key).unwrap(), settings);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let address = listener.local_addr().unwrap();
     let (tx, rx) = oneshot::channel();
@@ -431,4 +438,23 @@ pub fn raw_jwt(header: &Value, claims: &Value, secret: &[u8], algorithm: jsonweb
 
 pub fn now() -> i64 {
     chrono::Utc::now().timestamp()
+}
+
+impl TestApp {
+    /// How many rows a table holds (for checks that nothing was stored).
+    pub async fn count_rows(&self, table: &str) -> i64 {
+        let sql = sqlx::AssertSqlSafe(format!("SELECT COUNT(*) FROM {table}"));
+        match &self.db {
+            Db::Sqlite { read, .. } => sqlx::query_scalar(sql).fetch_one(read).await.unwrap(),
+            Db::Postgres(pool) => sqlx::query_scalar(sql).fetch_one(pool).await.unwrap(),
+        }
+    }
+}
+
+impl TestApp {
+    /// Restarts the service on the same data with other settings.
+    pub async fn reconfigure(&mut self, settings: Settings) {
+        self.settings = settings;
+        self.restart().await;
+    }
 }

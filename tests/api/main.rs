@@ -7,8 +7,11 @@ mod harness;
 
 mod admin_plane;
 mod cli;
+mod clients;
+mod completions;
 mod data_plane;
 mod errors;
+mod fake_provider;
 mod isolation;
 mod operator_auth;
 mod storage;
