@@ -24,6 +24,8 @@ db_tests!(
     silent_models_get_keep_alives,
     stateless_completions_store_nothing,
     provider_hosts_can_be_restricted,
+    a_provider_silent_beyond_the_idle_timeout_fails_the_turn,
+    history_sent_upstream_is_capped,
 );
 
 const FORMATS: [&str; 4] = ["ai-sdk", "ai-sdk-4", "openai", "deltakit"];
@@ -646,4 +648,49 @@ async fn provider_hosts_can_be_restricted(mut app: TestApp) {
         TestApp::read(post_turn(&app, &token, &agent, "openai", false, &body_for("openai", "hi", "c")).await).await;
     reply.assert_error(502, "upstream_error");
     assert_eq!(fake.requests().len(), before);
+}
+
+async fn a_provider_silent_beyond_the_idle_timeout_fails_the_turn(mut app: TestApp) {
+    let mut settings = app.settings.clone();
+    settings.provider_idle_timeout = Duration::from_millis(300);
+    app.reconfigure(settings).await;
+    let fake = FakeProvider::start(Script::Hang(vec!["half".into()])).await;
+    let (_, tenant, agent) = provider_agent(&app, &fake, false).await;
+    let token = user_token(&tenant.all_key, "alice");
+    let started = std::time::Instant::now();
+    let (body, _) =
+        read_stream(post_turn(&app, &token, &agent, "ai-sdk", true, &body_for("ai-sdk", "q", "idle")).await).await;
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let assembled = parse("ai-sdk", &body);
+    assert_eq!(assembled.text, "half");
+    assert!(assembled.error.is_some(), "{body}");
+    assert_eq!(
+        messages(&app, &token, &agent, "idle").await[1],
+        ("assistant".into(), "half".into(), "incomplete".into())
+    );
+}
+
+async fn history_sent_upstream_is_capped(mut app: TestApp) {
+    let mut settings = app.settings.clone();
+    settings.history_messages = 3;
+    app.reconfigure(settings).await;
+    let fake = FakeProvider::start(Script::Reply {
+        chunks: vec!["ok".into()],
+        delay: Duration::ZERO,
+    })
+    .await;
+    let (_, tenant, agent) = provider_agent(&app, &fake, false).await;
+    let token = user_token(&tenant.all_key, "alice");
+    for text in ["one", "two", "three"] {
+        post_turn(&app, &token, &agent, "openai", false, &body_for("openai", text, "long")).await;
+    }
+    let sent = fake.requests().pop().unwrap().1;
+    let contents: Vec<&str> = sent["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["content"].as_str().unwrap())
+        .collect();
+    // The instructions, then the three most recent messages ending with this turn's question.
+    assert_eq!(contents, ["You are the test agent.", "two", "ok", "three"]);
 }
