@@ -4,11 +4,12 @@ CARGO ?= cargo
 PG_URL ?= postgres://postgres@127.0.0.1:5432/postgres
 export CONFIDANT_TEST_POSTGRES_URL ?= $(PG_URL)
 
-.PHONY: run test test-sqlite openapi fmt lint check clean-db help
+.PHONY: run test test-clients openapi fmt lint clean-db help
 
 help:
 	@echo "make run      start Confidant on sqlite://confidant.db at http://127.0.0.1:8080"
 	@echo "make test     run every test (PostgreSQL half skipped, with a notice, if it is not running)"
+	@echo "make test-clients  only the real-client tests (Node 20, Python 3)"
 	@echo "make openapi  regenerate openapi/openapi.json from the code"
 	@echo "make lint     rustfmt and clippy"
 
@@ -36,8 +37,13 @@ test:
 	else \
 	  $(CARGO) test --workspace --no-fail-fast; \
 	fi
+	tests/clients/run
 	@if [ -f .postgres-skipped ]; then rm -f .postgres-skipped; \
 	  echo "!! Reminder: the PostgreSQL half of the tests was SKIPPED (PostgreSQL not reachable)."; fi
+
+# Only the real-client tests (AI SDK, OpenAI SDK, generated TypeScript and Python clients).
+test-clients:
+	tests/clients/run
 
 openapi:
 	$(CARGO) run --quiet --bin confidant -- openapi > openapi/openapi.json.tmp

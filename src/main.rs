@@ -183,7 +183,10 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
-    tracing::info!(address = %args.listen, backend = ?db.backend(), "confidant is listening");
+    let address = listener
+        .local_addr()
+        .map_err(|e| format!("cannot read the listening address: {e}"))?;
+    tracing::info!(%address, backend = ?db.backend(), "confidant is listening");
     let state = AppState::new(db.clone(), master_key, settings);
     confidant::serve(listener, state, shutdown_signal())
         .await

@@ -9,7 +9,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::{Json, ListParams, Page, Path, Query, timestamp, validate_name};
+use super::{AgentPage, Json, ListParams, Path, Query, timestamp, validate_name};
 use crate::AppState;
 use crate::auth::extract::Principal;
 use crate::error::{Error, Result};
@@ -149,17 +149,17 @@ async fn create_agent(
     get, path = "/v1/applications/{app_id}/agents", tag = "agents",
     params(("app_id" = Uuid, Path, description = "Application id"), ListParams),
     security(("operator" = []), ("api_key" = []), ("api_key_bearer" = [])),
-    responses((status = 200, description = "A page of agents", body = Page<AgentView>))
+    responses((status = 200, description = "A page of agents", body = AgentPage))
 )]
 async fn list_agents(
     State(state): State<AppState>,
     principal: Principal,
     Path(app_id): Path<Uuid>,
     Query(params): Query<ListParams>,
-) -> Result<Json<Page<AgentView>>> {
+) -> Result<Json<AgentPage>> {
     principal.access(&state, app_id).await?;
     let (rows, next) = agents::list(state.db(), app_id, params.page()?).await?;
-    Ok(Json(Page::new(rows, next, AgentView::from)))
+    Ok(Json(AgentPage::new(rows, next, AgentView::from)))
 }
 
 /// Get an agent.

@@ -9,7 +9,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::{Json, ListParams, Page, Path, Query, timestamp, validate_name};
+use super::{ApplicationPage, Json, ListParams, MemberPage, Path, Query, timestamp, validate_name};
 use crate::AppState;
 use crate::auth::extract::Principal;
 use crate::error::{Error, Result};
@@ -74,13 +74,13 @@ async fn create_application(
     get, path = "/v1/applications", tag = "applications",
     params(ListParams),
     security(("operator" = []), ("api_key" = []), ("api_key_bearer" = [])),
-    responses((status = 200, description = "A page of applications", body = Page<ApplicationView>))
+    responses((status = 200, description = "A page of applications", body = ApplicationPage))
 )]
 async fn list_applications(
     State(state): State<AppState>,
     principal: Principal,
     Query(params): Query<ListParams>,
-) -> Result<Json<Page<ApplicationView>>> {
+) -> Result<Json<ApplicationPage>> {
     let page = params.page()?;
     let (apps, next) = match &principal {
         Principal::Operator { id, .. } => applications::list_for_operator(state.db(), *id, page).await?,
@@ -91,7 +91,7 @@ async fn list_applications(
             (app.into_iter().collect(), None)
         }
     };
-    Ok(Json(Page::new(apps, next, ApplicationView::from)))
+    Ok(Json(ApplicationPage::new(apps, next, ApplicationView::from)))
 }
 
 /// Get an application.
@@ -248,17 +248,17 @@ async fn add_member(
     get, path = "/v1/applications/{app_id}/members", tag = "applications",
     params(("app_id" = Uuid, Path, description = "Application id"), ListParams),
     security(("operator" = []), ("api_key" = []), ("api_key_bearer" = [])),
-    responses((status = 200, description = "A page of members", body = Page<MemberView>))
+    responses((status = 200, description = "A page of members", body = MemberPage))
 )]
 async fn list_members(
     State(state): State<AppState>,
     principal: Principal,
     Path(app_id): Path<Uuid>,
     Query(params): Query<ListParams>,
-) -> Result<Json<Page<MemberView>>> {
+) -> Result<Json<MemberPage>> {
     principal.access(&state, app_id).await?;
     let (members, next) = applications::list_members(state.db(), app_id, params.page()?).await?;
-    Ok(Json(Page::new(members, next, MemberView::from)))
+    Ok(Json(MemberPage::new(members, next, MemberView::from)))
 }
 
 /// Remove a member (owners only; any member may remove themselves). The last owner cannot leave.

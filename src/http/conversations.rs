@@ -94,6 +94,8 @@ pub struct ConversationWithMessages {
 #[derive(Serialize, ToSchema)]
 pub struct ConversationPage {
     pub data: Vec<ConversationView>,
+    /// Pass as `cursor` to get the next page; `null` on the last page.
+    #[schema(required = true)]
     pub next_cursor: Option<String>,
 }
 

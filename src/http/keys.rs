@@ -11,7 +11,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::{Json, ListParams, Page, Path, Query, timestamp, validate_name};
+use super::{ApiKeyPage, AuthenticationKeyPage, Json, ListParams, Path, Query, timestamp, validate_name};
 use crate::AppState;
 use crate::auth::extract::{ACL_ADMIN, ACL_COMPLETIONS, Principal};
 use crate::auth::{new_api_key, new_authentication_secret};
@@ -185,17 +185,21 @@ async fn create_authentication_key(
     get, path = "/v1/applications/{app_id}/authentication-keys", tag = "authentication-keys",
     params(("app_id" = Uuid, Path, description = "Application id"), ListParams),
     security(("operator" = []), ("api_key" = []), ("api_key_bearer" = [])),
-    responses((status = 200, description = "A page of keys", body = Page<AuthenticationKeyView>))
+    responses((status = 200, description = "A page of keys", body = AuthenticationKeyPage))
 )]
 async fn list_authentication_keys(
     State(state): State<AppState>,
     principal: Principal,
     Path(app_id): Path<Uuid>,
     Query(params): Query<ListParams>,
-) -> Result<Json<Page<AuthenticationKeyView>>> {
+) -> Result<Json<AuthenticationKeyPage>> {
     principal.access(&state, app_id).await?;
     let (rows, next) = keys::list_authentication_keys(state.db(), app_id, params.page()?).await?;
-    Ok(Json(Page::new(rows, next, AuthenticationKeyView::from)))
+    Ok(Json(AuthenticationKeyPage::new(
+        rows,
+        next,
+        AuthenticationKeyView::from,
+    )))
 }
 
 /// Delete an authentication key: tokens it signed stop verifying at once.
@@ -341,17 +345,17 @@ async fn create_api_key(
     get, path = "/v1/applications/{app_id}/api-keys", tag = "api-keys",
     params(("app_id" = Uuid, Path, description = "Application id"), ListParams),
     security(("operator" = []), ("api_key" = []), ("api_key_bearer" = [])),
-    responses((status = 200, description = "A page of API keys", body = Page<ApiKeyView>))
+    responses((status = 200, description = "A page of API keys", body = ApiKeyPage))
 )]
 async fn list_api_keys(
     State(state): State<AppState>,
     principal: Principal,
     Path(app_id): Path<Uuid>,
     Query(params): Query<ListParams>,
-) -> Result<Json<Page<ApiKeyView>>> {
+) -> Result<Json<ApiKeyPage>> {
     principal.access(&state, app_id).await?;
     let (rows, next) = keys::list_api_keys(state.db(), app_id, params.page()?).await?;
-    Ok(Json(Page::new(rows, next, ApiKeyView::from)))
+    Ok(Json(ApiKeyPage::new(rows, next, ApiKeyView::from)))
 }
 
 /// Delete an API key: it stops working at once.

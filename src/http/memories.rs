@@ -12,7 +12,7 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::conversations::user_agent;
-use super::{Json, ListParams, Page, Path, Query, timestamp};
+use super::{Json, ListParams, MemoryPage, Path, Query, timestamp};
 use crate::AppState;
 use crate::error::{Error, Result};
 use crate::scope::UserScope;
@@ -148,13 +148,13 @@ fn empty_as_none<'de, D: Deserializer<'de>>(deserializer: D) -> std::result::Res
     get, path = "/v1/memories", tag = "memories",
     params(MemoryParams),
     security(("user_token" = []), ("user_token_header" = [])),
-    responses((status = 200, description = "A page of records (search: the best matches, `next_cursor` null)", body = Page<MemoryView>))
+    responses((status = 200, description = "A page of records (search: the best matches, `next_cursor` null)", body = MemoryPage))
 )]
 async fn list_memories(
     State(state): State<AppState>,
     scope: UserScope,
     Query(params): Query<MemoryParams>,
-) -> Result<Json<Page<MemoryView>>> {
+) -> Result<Json<MemoryPage>> {
     let page = ListParams {
         limit: params.limit,
         cursor: params.cursor.clone(),
@@ -173,10 +173,10 @@ async fn list_memories(
         }
         let terms = user_data::search_terms(q);
         let rows = user_data::search_memories(state.db(), &scope, filter, &terms, page.limit).await?;
-        return Ok(Json(Page::new(rows, None, MemoryView::from)));
+        return Ok(Json(MemoryPage::new(rows, None, MemoryView::from)));
     }
     let (rows, next) = user_data::list_memories(state.db(), &scope, filter, page).await?;
-    Ok(Json(Page::new(rows, next, MemoryView::from)))
+    Ok(Json(MemoryPage::new(rows, next, MemoryView::from)))
 }
 
 /// One of the user's memory records.

@@ -96,21 +96,36 @@ fn encode_cursor(id: Uuid) -> String {
     URL_SAFE_NO_PAD.encode(id.as_bytes())
 }
 
-/// One page of a listing.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct Page<T: ToSchema> {
-    pub data: Vec<T>,
-    /// Pass as `cursor` to get the next page; `null` on the last page.
-    pub next_cursor: Option<String>,
+/// Declares the page type of a listing: `{"data": [...], "next_cursor": "..." | null}`. Concrete
+/// types (rather than a generic `Page<T>`) make the OpenAPI document reference the item schema, so
+/// generated clients get one model per resource.
+macro_rules! page_of {
+    ($($page:ident => $item:ty),* $(,)?) => {$(
+        #[doc = concat!("One page of a listing of `", stringify!($item), "`.")]
+        #[derive(Serialize, ToSchema)]
+        pub struct $page {
+            pub data: Vec<$item>,
+            /// Pass as `cursor` to get the next page; `null` on the last page.
+            #[schema(required = true)]
+            pub next_cursor: Option<String>,
+        }
+
+        impl $page {
+            pub fn new<R>(rows: Vec<R>, next: Option<Uuid>, view: impl FnMut(R) -> $item) -> Self {
+                Self { data: rows.into_iter().map(view).collect(), next_cursor: next.map(encode_cursor) }
+            }
+        }
+    )*};
 }
 
-impl<T: ToSchema> Page<T> {
-    pub fn new<R>(rows: Vec<R>, next: Option<Uuid>, view: impl FnMut(R) -> T) -> Self {
-        Self {
-            data: rows.into_iter().map(view).collect(),
-            next_cursor: next.map(encode_cursor),
-        }
-    }
+page_of! {
+    ApplicationPage => applications::ApplicationView,
+    MemberPage => applications::MemberView,
+    AgentPage => agents::AgentView,
+    AuthenticationKeyPage => keys::AuthenticationKeyView,
+    ApiKeyPage => keys::ApiKeyView,
+    ProviderPage => providers::ProviderView,
+    MemoryPage => memories::MemoryView,
 }
 
 /// Checks a display name: 1..=200 characters, not blank.

@@ -10,7 +10,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::{Json, ListParams, Page, Path, Query, timestamp};
+use super::{Json, ListParams, Path, ProviderPage, Query, timestamp};
 use crate::AppState;
 use crate::auth::extract::Principal;
 use crate::error::{Error, Result};
@@ -180,17 +180,17 @@ async fn create_provider(
     get, path = "/v1/applications/{app_id}/providers", tag = "providers",
     params(("app_id" = Uuid, Path, description = "Application id"), ListParams),
     security(("operator" = []), ("api_key" = []), ("api_key_bearer" = [])),
-    responses((status = 200, description = "A page of providers", body = Page<ProviderView>))
+    responses((status = 200, description = "A page of providers", body = ProviderPage))
 )]
 async fn list_providers(
     State(state): State<AppState>,
     principal: Principal,
     Path(app_id): Path<Uuid>,
     Query(params): Query<ListParams>,
-) -> Result<Json<Page<ProviderView>>> {
+) -> Result<Json<ProviderPage>> {
     principal.access(&state, app_id).await?;
     let (rows, next) = providers::list(state.db(), app_id, params.page()?).await?;
-    Ok(Json(Page::new(rows, next, ProviderView::from)))
+    Ok(Json(ProviderPage::new(rows, next, ProviderView::from)))
 }
 
 /// Get a provider.
