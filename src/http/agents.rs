@@ -23,6 +23,7 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(create_agent, list_agents))
         .routes(routes!(get_agent, update_agent, delete_agent))
+        .routes(routes!(agent_stats))
 }
 
 #[derive(Serialize, ToSchema)]
@@ -243,4 +244,71 @@ async fn delete_agent(
     }
     tracing::info!(application.id = %app_id, agent.id = %agent_id, "agent deleted");
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct StatsParams {
+    /// How many days of `per_day` (1..=365, default 30), ending today (UTC).
+    #[param(minimum = 1, maximum = 365)]
+    pub days: Option<u32>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct DayCount {
+    /// `YYYY-MM-DD` (UTC).
+    #[schema(example = "2026-11-23")]
+    pub day: String,
+    pub conversations: i64,
+}
+
+#[derive(Serialize, ToSchema)]
+#[schema(example = json!({"conversations": 42, "users": 17, "per_day": [{"day": "2026-11-22", "conversations": 3}, {"day": "2026-11-23", "conversations": 5}]}))]
+pub struct AgentStatsView {
+    /// Conversations with this agent, all time.
+    pub conversations: i64,
+    /// Distinct end users who talked to it, all time.
+    pub users: i64,
+    /// Conversations started per day, every day of the window (zeros included).
+    pub per_day: Vec<DayCount>,
+}
+
+/// Usage of an agent: conversations, users, and conversations started per day.
+#[utoipa::path(
+    get, path = "/v1/applications/{app_id}/agents/{agent_id}/stats", tag = "agents",
+    params(("app_id" = Uuid, Path, description = "Application id"), ("agent_id" = Uuid, Path, description = "Agent id"), StatsParams),
+    security(("operator" = []), ("api_key" = []), ("api_key_bearer" = [])),
+    responses((status = 200, description = "The agent's usage", body = AgentStatsView))
+)]
+async fn agent_stats(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path((app_id, agent_id)): Path<(Uuid, Uuid)>,
+    Query(params): Query<StatsParams>,
+) -> Result<Json<AgentStatsView>> {
+    let access = principal.access(&state, app_id).await?;
+    let days = i64::from(params.days.unwrap_or(30));
+    if !(1..=365).contains(&days) {
+        return Err(Error::InvalidRequest("days must be between 1 and 365".into()));
+    }
+    agents::find(state.db(), app_id, agent_id)
+        .await?
+        .ok_or_else(|| Error::not_found("agent"))?;
+    let today = chrono::Utc::now().timestamp_micros().div_euclid(86_400_000_000);
+    let first = today - days + 1;
+    let stats = crate::store::user_data::agent_stats(state.db(), &access, agent_id, first * 86_400_000_000).await?;
+    let per_day = (first..=today)
+        .map(|day| DayCount {
+            day: chrono::DateTime::from_timestamp(day * 86_400, 0)
+                .unwrap_or_default()
+                .format("%Y-%m-%d")
+                .to_string(),
+            conversations: stats.per_day.iter().find(|(d, _)| *d == day).map_or(0, |(_, n)| *n),
+        })
+        .collect();
+    Ok(Json(AgentStatsView {
+        conversations: stats.conversations,
+        users: stats.users,
+        per_day,
+    }))
 }

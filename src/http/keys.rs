@@ -27,6 +27,7 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(create_authentication_key, list_authentication_keys))
         .routes(routes!(delete_authentication_key))
+        .routes(routes!(mint_user_token))
         .routes(routes!(create_api_key, list_api_keys))
         .routes(routes!(delete_api_key))
 }
@@ -376,4 +377,65 @@ async fn delete_api_key(
     }
     tracing::info!(application.id = %app_id, key.id = %key_id, "API key deleted");
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Longest lifetime of a token minted by the server (for trying an agent out).
+const MAX_MINTED_TTL_SECONDS: u64 = 900;
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"sub": "dashboard-test-user", "ttl_seconds": 600}))]
+pub struct MintUserToken {
+    /// The end user the token is for.
+    pub sub: String,
+    /// Lifetime in seconds, 1..=900 (default 600).
+    pub ttl_seconds: Option<u64>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct MintedUserToken {
+    /// A secure user token signed with this key.
+    pub token: String,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// Sign a short-lived secure user token with this key, for trying an agent out (the dashboard's
+/// "try it" panel). Production tokens are signed by your backend with the key's secret.
+#[utoipa::path(
+    post, path = "/v1/applications/{app_id}/authentication-keys/{key_id}/tokens", tag = "authentication-keys",
+    params(("app_id" = Uuid, Path, description = "Application id"), ("key_id" = Uuid, Path, description = "Key id")),
+    request_body = MintUserToken,
+    security(("operator" = []), ("api_key" = []), ("api_key_bearer" = [])),
+    responses((status = 201, description = "A token valid for at most 15 minutes", body = MintedUserToken))
+)]
+async fn mint_user_token(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path((app_id, key_id)): Path<(Uuid, Uuid)>,
+    Json(body): Json<MintUserToken>,
+) -> Result<(StatusCode, Json<MintedUserToken>)> {
+    principal.access(&state, app_id).await?;
+    crate::scope::validate_sub(&body.sub).map_err(|problem| Error::invalid_field("sub", problem))?;
+    let ttl = body.ttl_seconds.unwrap_or(600);
+    if !(1..=MAX_MINTED_TTL_SECONDS).contains(&ttl) {
+        return Err(Error::invalid_field("ttl_seconds", "must be between 1 and 900"));
+    }
+    let key = keys::find_authentication_key(state.db(), key_id)
+        .await?
+        .filter(|k| k.application_id == app_id)
+        .ok_or_else(|| Error::not_found("authentication key"))?;
+    let secret = state
+        .master_key()
+        .open(&authentication_key_seal_context(app_id, key_id), &key.secret_encrypted)
+        .map_err(Error::internal)?;
+    let secret = String::from_utf8(secret).map_err(Error::internal)?;
+    let token = crate::auth::mint_user_token(
+        &key_id.to_string(),
+        &secret,
+        &body.sub,
+        std::time::Duration::from_secs(ttl),
+    )
+    .map_err(Error::internal)?;
+    let expires_at = chrono::Utc::now() + chrono::Duration::seconds(ttl as i64);
+    Ok((StatusCode::CREATED, Json(MintedUserToken { token, expires_at })))
 }

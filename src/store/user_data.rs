@@ -782,3 +782,68 @@ pub async fn erase(db: &Db, scope: &UserScope) -> StoreResult<Erased> {
         memories,
     })
 }
+
+// ---------------------------------------------------------------------------------------------
+// Aggregates for the application's administrators (no user's content, only counts)
+
+/// How much one agent is used.
+#[derive(Debug, Clone, Default)]
+pub struct AgentStats {
+    pub conversations: i64,
+    pub users: i64,
+    /// (day number since the Unix epoch, conversations started that day), oldest first.
+    pub per_day: Vec<(i64, i64)>,
+}
+
+/// Counts over every user of the agent. Takes the caller's `AppAccess`: only administrators of
+/// the agent's application see them.
+pub async fn agent_stats(
+    db: &Db,
+    access: &crate::auth::extract::AppAccess,
+    agent_id: Uuid,
+    since: i64,
+) -> StoreResult<AgentStats> {
+    #[derive(sqlx::FromRow)]
+    struct Totals {
+        conversations: i64,
+        users: i64,
+    }
+    #[derive(sqlx::FromRow)]
+    struct Day {
+        day: i64,
+        n: i64,
+    }
+    const MICROS_PER_DAY: i64 = 86_400_000_000;
+    let of_agent = Condition::all()
+        .add(Expr::col(Conversations::ApplicationId).eq(access.app_id))
+        .add(Expr::col(Conversations::AgentId).eq(agent_id));
+    let totals: Totals = db
+        .fetch_one(
+            Query::select()
+                .expr_as(Expr::col(Conversations::Id).count(), "conversations")
+                .expr_as(Expr::col(Conversations::Sub).count_distinct(), "users")
+                .from(Conversations::Table)
+                .cond_where(of_agent.clone()),
+        )
+        .await?;
+    // A literal divisor, not a bound parameter: PostgreSQL must see the same expression in
+    // SELECT and GROUP BY.
+    let day = Expr::cust(format!("created_at / {MICROS_PER_DAY}"));
+    let per_day: Vec<Day> = db
+        .fetch_all(
+            Query::select()
+                .expr_as(day.clone(), "day")
+                .expr_as(Expr::col(Conversations::Id).count(), "n")
+                .from(Conversations::Table)
+                .cond_where(of_agent)
+                .and_where(Expr::col(Conversations::CreatedAt).gte(since))
+                .add_group_by([day.clone()])
+                .order_by_expr(day, Order::Asc),
+        )
+        .await?;
+    Ok(AgentStats {
+        conversations: totals.conversations,
+        users: totals.users,
+        per_day: per_day.into_iter().map(|d| (d.day, d.n)).collect(),
+    })
+}

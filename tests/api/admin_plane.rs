@@ -23,6 +23,8 @@ db_tests!(
     api_key_last_use_is_recorded_without_a_write_per_request,
     providers_keep_their_api_key_write_only,
     provider_names_and_urls_are_validated,
+    agent_stats_count_conversations_users_and_days,
+    keys_mint_short_lived_user_tokens_for_trying_agents,
 );
 
 async fn applications_can_be_created_listed_renamed_and_deleted(app: TestApp) {
@@ -574,4 +576,89 @@ async fn provider_names_and_urls_are_validated(app: TestApp) {
     app.post(&providers, &token, make("ok", "http://127.0.0.1:11434/v1"))
         .await
         .assert_error(409, "conflict");
+}
+
+async fn agent_stats_count_conversations_users_and_days(app: TestApp) {
+    let owner = app.owner_token().await;
+    let tenant = app.tenant(&owner, "Acme", 2).await;
+    let (x, y) = (&tenant.agents[0], &tenant.agents[1]);
+    for (sub, agent, n) in [("alice", x, 2), ("bob", x, 1), ("carol", y, 1)] {
+        let token = crate::harness::user_token(&tenant.all_key, sub);
+        for _ in 0..n {
+            let body = json!({"messages": [{"role": "user", "content": "hi"}]});
+            app.post(&format!("/v1/agents/{agent}/completions"), &token, body)
+                .await
+                .assert_status(200);
+        }
+    }
+    let stats = app
+        .get(
+            &format!("/v1/applications/{}/agents/{x}/stats?days=7", tenant.app_id),
+            &owner,
+        )
+        .await;
+    let stats = stats.assert_status(200).clone();
+    assert_eq!(stats["conversations"], 3);
+    assert_eq!(stats["users"], 2);
+    let days = stats["per_day"].as_array().unwrap();
+    assert_eq!(days.len(), 7);
+    let today = chrono::Utc::now().format("%Y-%m-%d").to_string();
+    assert_eq!(days[6]["day"], today.as_str());
+    assert_eq!(days[6]["conversations"], 3);
+    assert_eq!(
+        days[..6]
+            .iter()
+            .map(|d| d["conversations"].as_i64().unwrap())
+            .sum::<i64>(),
+        0
+    );
+    app.get(
+        &format!("/v1/applications/{}/agents/{x}/stats?days=0", tenant.app_id),
+        &owner,
+    )
+    .await
+    .assert_error(400, "invalid_request");
+    let stranger = app.other_operator("stranger@example.com").await;
+    app.get(
+        &format!("/v1/applications/{}/agents/{x}/stats", tenant.app_id),
+        &stranger,
+    )
+    .await
+    .assert_error(403, "forbidden");
+}
+
+async fn keys_mint_short_lived_user_tokens_for_trying_agents(app: TestApp) {
+    let owner = app.owner_token().await;
+    let tenant = app.tenant(&owner, "Acme", 1).await;
+    let agent = &tenant.agents[0];
+    let path = format!(
+        "/v1/applications/{}/authentication-keys/{}/tokens",
+        tenant.app_id, tenant.all_key.0
+    );
+    let minted = app
+        .post(&path, &owner, json!({"sub": "try-it", "ttl_seconds": 60}))
+        .await;
+    let token = minted.assert_status(201)["token"].as_str().unwrap().to_owned();
+    let body = json!({"messages": [{"role": "user", "content": "trying"}]});
+    app.post(&format!("/v1/agents/{agent}/completions"), &token, body)
+        .await
+        .assert_status(200);
+    app.post(&path, &owner, json!({"sub": "x", "ttl_seconds": 3600}))
+        .await
+        .assert_error(422, "validation_failed");
+    app.post(&path, &owner, json!({"sub": ""}))
+        .await
+        .assert_error(422, "validation_failed");
+    let other = app.tenant(&owner, "Other", 0).await;
+    let foreign = format!(
+        "/v1/applications/{}/authentication-keys/{}/tokens",
+        other.app_id, tenant.all_key.0
+    );
+    app.post(&foreign, &owner, json!({"sub": "x"}))
+        .await
+        .assert_error(404, "not_found");
+    let stranger = app.other_operator("stranger@example.com").await;
+    app.post(&path, &stranger, json!({"sub": "x"}))
+        .await
+        .assert_error(403, "forbidden");
 }
