@@ -187,6 +187,7 @@ pub fn router(state: AppState) -> axum::Router {
     let max_body = state.settings().max_body_bytes;
     routes
         .merge(service::docs_router())
+        .merge(service::dashboard_router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))

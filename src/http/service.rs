@@ -23,6 +23,45 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(openapi_json))
 }
 
+/// `/dashboard`: the operator web app, built into the binary. It uses only the public API.
+pub fn dashboard_router() -> axum::Router<AppState> {
+    use axum::routing::get;
+    fn asset(content_type: &'static str, body: &'static str) -> impl IntoResponse + Clone {
+        (
+            [
+                (header::CONTENT_TYPE, content_type),
+                (header::CACHE_CONTROL, "no-cache"),
+                // Only this server's own scripts, styles and API: no inline code, no third parties.
+                (
+                    header::CONTENT_SECURITY_POLICY,
+                    "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; frame-ancestors 'none'",
+                ),
+                (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+                (header::REFERRER_POLICY, "no-referrer"),
+            ],
+            body,
+        )
+    }
+    let index = asset("text/html; charset=utf-8", include_str!("../../dashboard/index.html"));
+    axum::Router::new()
+        .route("/dashboard", get(index.clone()))
+        .route("/dashboard/", get(index))
+        .route(
+            "/dashboard/app.js",
+            get(asset(
+                "text/javascript; charset=utf-8",
+                include_str!("../../dashboard/app.js"),
+            )),
+        )
+        .route(
+            "/dashboard/app.css",
+            get(asset(
+                "text/css; charset=utf-8",
+                include_str!("../../dashboard/app.css"),
+            )),
+        )
+}
+
 /// `/docs`: Swagger UI with its assets built into the binary, reading `/openapi.json`.
 pub fn docs_router() -> axum::Router<AppState> {
     SwaggerUi::new("/docs").config(Config::new(["/openapi.json"])).into()

@@ -1,0 +1,722 @@
+// Confidant's operator dashboard: a small app on the public REST API, with the operator's access
+// token (refreshed when it expires). Every element is built with DOM calls, never from HTML
+// strings, so names and secrets from the API cannot inject markup.
+
+const state = { access: null, refresh: null, me: null, appId: null, tab: "agents", agents: [], keys: [] };
+
+// ---------------------------------------------------------------------------------------------
+// DOM helpers
+
+function h(tag, attrs = {}, ...children) {
+  const el = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs)) {
+    if (value === undefined || value === null || value === false) continue;
+    if (key.startsWith("on")) el.addEventListener(key.slice(2), value);
+    else if (key === "text") el.textContent = value;
+    else el.setAttribute(key, value === true ? "" : value);
+  }
+  for (const child of children.flat()) {
+    if (child === null || child === undefined || child === false) continue;
+    el.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return el;
+}
+
+const $ = (id) => document.getElementById(id);
+let fieldIds = 0;
+
+/** A labelled form field. */
+function field(label, input, inline = false) {
+  const id = input.id || `f${++fieldIds}`;
+  input.id = id;
+  return inline ? h("div", { class: "field inline" }, input, h("label", { for: id }, label)) : h("div", { class: "field" }, h("label", { for: id }, label), input);
+}
+
+function status(message, isError = false) {
+  const el = $("status");
+  el.textContent = message || "";
+  el.className = isError ? "error" : "";
+}
+
+function when(iso) {
+  return iso ? new Date(iso).toLocaleString() : "never";
+}
+
+// ---------------------------------------------------------------------------------------------
+// API access with refresh
+
+class ApiError extends Error {
+  constructor(status, body) {
+    super(body?.message || `HTTP ${status}`);
+    this.status = status;
+    this.code = body?.error;
+  }
+}
+
+function saveSession() {
+  if (state.access) {
+    sessionStorage.setItem("confidant.session", JSON.stringify({ access: state.access, refresh: state.refresh }));
+  } else {
+    sessionStorage.removeItem("confidant.session");
+  }
+}
+
+async function refreshTokens() {
+  if (!state.refresh) return false;
+  const response = await fetch("/v1/auth/refresh", {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ refresh: state.refresh }),
+  });
+  if (!response.ok) return false;
+  const body = await response.json();
+  state.access = body.access;
+  state.refresh = body.refresh;
+  saveSession();
+  return true;
+}
+
+async function api(method, path, body, retried = false) {
+  const headers = { authorization: `Bearer ${state.access}` };
+  if (body !== undefined) headers["content-type"] = "application/json";
+  const response = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+  if (response.status === 401 && !retried && (await refreshTokens())) return api(method, path, body, true);
+  if (response.status === 204) return null;
+  const data = await response.json().catch(() => null);
+  if (!response.ok) {
+    if (response.status === 401) {
+      endSession();
+      renderLogin("Your session has ended; log in again.");
+    }
+    throw new ApiError(response.status, data);
+  }
+  return data;
+}
+
+/** Runs an action, reporting failures in the status line. */
+async function attempt(action, done) {
+  try {
+    const result = await action();
+    if (done) status(done);
+    return result;
+  } catch (error) {
+    status(error.message, true);
+    return undefined;
+  }
+}
+
+function endSession() {
+  state.access = state.refresh = state.me = state.appId = null;
+  saveSession();
+  $("logout").hidden = true;
+  $("app-switch").hidden = true;
+  $("who").textContent = "";
+}
+
+// ---------------------------------------------------------------------------------------------
+// Dialogs
+
+function showDialog(title, body, actions) {
+  const dialog = $("dialog");
+  $("dialog-title").textContent = title;
+  $("dialog-body").replaceChildren(...[body].flat());
+  $("dialog-actions").replaceChildren(
+    ...actions.map(([label, value, cls]) => h("button", { value, class: cls, type: value === "cancel" ? "submit" : "submit" }, label)),
+  );
+  return new Promise((resolve) => {
+    dialog.addEventListener(
+      "close",
+      () => {
+        // Emptied so closed dialogs leave no fields behind (callers keep their own references).
+        $("dialog-body").replaceChildren();
+        resolve(dialog.returnValue);
+      },
+      { once: true },
+    );
+    dialog.showModal();
+  });
+}
+
+async function confirmAction(title, message, confirmLabel) {
+  const answer = await showDialog(title, h("p", { text: message }), [
+    ["Cancel", "cancel"],
+    [confirmLabel, "confirm", "danger"],
+  ]);
+  return answer === "confirm";
+}
+
+/** Shows a secret once, with a copy button. */
+async function showSecret(title, label, secret, extra = []) {
+  const copied = h("span", { role: "status", "aria-live": "polite", class: "muted" });
+  const copy = h("button", {
+    type: "button",
+    onclick: async () => {
+      try {
+        await navigator.clipboard.writeText(secret);
+        copied.textContent = "Copied.";
+      } catch {
+        copied.textContent = "Copy failed: select the text and copy it by hand.";
+      }
+    },
+  }, "Copy");
+  const body = [
+    h("p", { class: "warning", text: "Copy it now: you will not see this again." }),
+    h("div", { class: "secret" }, h("div", { text: label, class: "muted" }), h("code", { id: "shown-secret", text: secret })),
+    h("p", { class: "row" }, copy, copied),
+    ...extra,
+  ];
+  await showDialog(title, body, [["I have stored it", "ok", "primary"]]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Login
+
+function renderLogin(message) {
+  const email = h("input", { type: "email", name: "email", autocomplete: "username", required: true });
+  const password = h("input", { type: "password", name: "password", autocomplete: "current-password", required: true });
+  const form = h(
+    "form",
+    {
+      class: "card",
+      onsubmit: async (event) => {
+        event.preventDefault();
+        const response = await fetch("/v1/auth/login", {
+          method: "POST",
+          headers: { "content-type": "application/json" },
+          body: JSON.stringify({ email: email.value, password: password.value }),
+        });
+        const body = await response.json().catch(() => null);
+        if (!response.ok) {
+          status(body?.message || "Login failed.", true);
+          return;
+        }
+        state.access = body.access;
+        state.refresh = body.refresh;
+        saveSession();
+        status("");
+        await start();
+      },
+    },
+    h("h1", { text: "Log in" }),
+    field("Email", email),
+    field("Password", password),
+    h("button", { class: "primary", type: "submit" }, "Log in"),
+  );
+  $("main").replaceChildren(h("section", { class: "login" }, form));
+  status(message || "");
+  email.focus();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Frame: applications and tabs
+
+async function start() {
+  state.me = await attempt(() => api("GET", "/v1/auth/me"));
+  if (!state.me) return;
+  $("who").textContent = state.me.email;
+  $("logout").hidden = false;
+  $("app-switch").hidden = false;
+  const select = $("application");
+  select.replaceChildren(...state.me.applications.map((a) => h("option", { value: a.id }, a.name)));
+  const remembered = sessionStorage.getItem("confidant.app");
+  state.appId = state.me.applications.some((a) => a.id === remembered) ? remembered : state.me.applications[0]?.id ?? null;
+  if (state.appId) select.value = state.appId;
+  await render();
+}
+
+async function render() {
+  if (!state.appId) {
+    $("main").replaceChildren(
+      h("section", { class: "card" }, h("h1", { text: "No application yet" }), h("p", { text: "Create one to define agents and keys." })),
+    );
+    return;
+  }
+  sessionStorage.setItem("confidant.app", state.appId);
+  const tabs = [
+    ["agents", "Agents"],
+    ["authentication-keys", "Authentication keys"],
+    ["api-keys", "API keys"],
+    ["providers", "Providers"],
+  ];
+  const nav = h(
+    "nav",
+    { class: "tabs", role: "tablist", "aria-label": "Sections" },
+    tabs.map(([id, label]) =>
+      h("button", { type: "button", role: "tab", "aria-selected": String(state.tab === id), onclick: () => { state.tab = id; render(); } }, label),
+    ),
+  );
+  const panel = h("div", { role: "tabpanel" });
+  $("main").replaceChildren(nav, panel);
+  const views = { agents: renderAgents, "authentication-keys": renderAuthenticationKeys, "api-keys": renderApiKeys, providers: renderProviders };
+  await views[state.tab](panel);
+}
+
+const appPath = (suffix = "") => `/v1/applications/${state.appId}${suffix}`;
+
+// ---------------------------------------------------------------------------------------------
+// Agents
+
+async function loadProviders() {
+  const page = await api("GET", appPath("/providers?limit=100"));
+  return page.data;
+}
+
+function modelFields(providers, model = { provider: "echo" }) {
+  const provider = h("select", {}, h("option", { value: "echo" }, "echo (built in)"), providers.map((p) => h("option", { value: p.name }, p.name)));
+  provider.value = model.provider;
+  const modelId = h("input", { type: "text", placeholder: "e.g. gpt-4o-mini", value: model.model ?? "" });
+  const read = () => (provider.value === "echo" ? { provider: "echo" } : { provider: provider.value, model: modelId.value.trim() });
+  return { nodes: [field("Model provider", provider), field("Model id (for a provider)", modelId)], read };
+}
+
+async function renderAgents(panel) {
+  const [agents, providers] = await Promise.all([api("GET", appPath("/agents?limit=100")), loadProviders()]);
+  state.agents = agents.data;
+  const name = h("input", { type: "text", required: true });
+  const instructions = h("textarea", {});
+  const memory = h("input", { type: "checkbox" });
+  const model = modelFields(providers);
+  const form = h(
+    "form",
+    {
+      onsubmit: async (event) => {
+        event.preventDefault();
+        const body = { name: name.value, instructions: instructions.value, memory: memory.checked, model: model.read() };
+        if (await attempt(() => api("POST", appPath("/agents"), body), `Agent “${name.value}” created.`)) render();
+      },
+    },
+    h("h2", { text: "New agent" }),
+    field("Name", name),
+    field("Instructions (system prompt)", instructions),
+    model.nodes,
+    field("Give the model the user's memory", memory, true),
+    h("button", { class: "primary", type: "submit" }, "Create agent"),
+  );
+  const rows = state.agents.map((agent) =>
+    h(
+      "tr",
+      {},
+      h("td", {}, h("button", { type: "button", onclick: () => renderAgent(agent.id) }, agent.name)),
+      h("td", { class: "mono", text: agent.model.provider + (agent.model.model ? ` / ${agent.model.model}` : "") }),
+      h("td", { text: agent.memory ? "on" : "off" }),
+      h("td", { text: when(agent.created_at) }),
+      h(
+        "td",
+        {},
+        h("button", {
+          type: "button",
+          class: "danger",
+          "aria-label": `Delete agent ${agent.name}`,
+          onclick: async () => {
+            if (!(await confirmAction("Delete agent", `Delete “${agent.name}” with all its conversations?`, "Delete agent"))) return;
+            if ((await attempt(() => api("DELETE", appPath(`/agents/${agent.id}`)), "Agent deleted.")) !== undefined) render();
+          },
+        }, "Delete"),
+      ),
+    ),
+  );
+  panel.append(
+    h(
+      "section",
+      { class: "card" },
+      h("h2", { text: "Agents" }),
+      rows.length
+        ? h("table", {}, h("thead", {}, h("tr", {}, ["Name", "Model", "Memory", "Created", ""].map((t) => h("th", { text: t })))), h("tbody", {}, rows))
+        : h("p", { class: "muted", text: "No agents yet." }),
+    ),
+    h("section", { class: "card" }, form),
+  );
+}
+
+function chart(perDay) {
+  const max = Math.max(1, ...perDay.map((d) => d.conversations));
+  const width = 600;
+  const bar = width / perDay.length;
+  const svg = document.createElementNS("http://www.w3.org/2000/svg", "svg");
+  svg.setAttribute("viewBox", `0 0 ${width} 100`);
+  svg.setAttribute("class", "chart");
+  svg.setAttribute("role", "img");
+  svg.setAttribute("aria-label", `Conversations per day over the last ${perDay.length} days`);
+  perDay.forEach((day, i) => {
+    const height = (day.conversations / max) * 95;
+    const rect = document.createElementNS("http://www.w3.org/2000/svg", "rect");
+    rect.setAttribute("x", String(i * bar + 1));
+    rect.setAttribute("y", String(100 - height));
+    rect.setAttribute("width", String(Math.max(1, bar - 2)));
+    rect.setAttribute("height", String(height));
+    const title = document.createElementNS("http://www.w3.org/2000/svg", "title");
+    title.textContent = `${day.day}: ${day.conversations}`;
+    rect.append(title);
+    svg.append(rect);
+  });
+  return svg;
+}
+
+async function renderAgent(agentId) {
+  const [agent, stats, providers, keys] = await Promise.all([
+    api("GET", appPath(`/agents/${agentId}`)),
+    api("GET", appPath(`/agents/${agentId}/stats?days=30`)),
+    loadProviders(),
+    api("GET", appPath("/authentication-keys?limit=100")),
+  ]);
+  const name = h("input", { type: "text", value: agent.name, required: true });
+  const instructions = h("textarea", {});
+  instructions.value = agent.instructions;
+  const memory = h("input", { type: "checkbox", checked: agent.memory });
+  const model = modelFields(providers, agent.model);
+  const edit = h(
+    "form",
+    {
+      onsubmit: async (event) => {
+        event.preventDefault();
+        const body = { name: name.value, instructions: instructions.value, memory: memory.checked, model: model.read() };
+        await attempt(() => api("PATCH", appPath(`/agents/${agentId}`), body), "Agent saved.");
+      },
+    },
+    h("h2", { text: "Settings" }),
+    field("Name", name),
+    field("Instructions (system prompt)", instructions),
+    model.nodes,
+    field("Give the model the user's memory", memory, true),
+    h("button", { class: "primary", type: "submit" }, "Save"),
+  );
+  const usage = h(
+    "section",
+    { class: "card" },
+    h("h2", { text: "Usage" }),
+    h(
+      "div",
+      { class: "stats" },
+      h("div", { class: "stat" }, h("strong", { id: "stat-conversations", text: stats.conversations }), "conversations"),
+      h("div", { class: "stat" }, h("strong", { id: "stat-users", text: stats.users }), "users"),
+    ),
+    h("p", { class: "muted", text: "Conversations per day, last 30 days" }),
+    chart(stats.per_day),
+  );
+  const usable = keys.data.filter((k) => k.scope.all_agents || (k.scope.agents || []).includes(agentId));
+  $("main").replaceChildren(
+    h("p", {}, h("button", { type: "button", onclick: () => { state.tab = "agents"; render(); } }, "← All agents")),
+    h("h1", { text: agent.name }),
+    h("div", { class: "grid2" }, h("section", { class: "card" }, edit), usage),
+    tryIt(agentId, usable),
+  );
+}
+
+/** The try-it panel: a short-lived token for a test user, then a streamed chat. */
+function tryIt(agentId, keys) {
+  const section = h("section", { class: "card", "aria-labelledby": "try-title" }, h("h2", { id: "try-title", text: "Try it" }));
+  if (!keys.length) {
+    section.append(h("p", { class: "muted", text: "Create an authentication key that covers this agent to try it." }));
+    return section;
+  }
+  const key = h("select", {}, keys.map((k) => h("option", { value: k.id }, k.name)));
+  const sub = h("input", { type: "text", value: "dashboard-test-user" });
+  const log = h("div", { class: "chat", id: "chat-log", "aria-live": "polite" });
+  const message = h("input", { type: "text", placeholder: "Say something to the agent" });
+  const send = h("button", { class: "primary", type: "submit" }, "Send");
+  let token = null;
+  let expires = 0;
+  const conversation = `dashboard-${Date.now()}`;
+  const form = h(
+    "form",
+    {
+      onsubmit: async (event) => {
+        event.preventDefault();
+        const text = message.value.trim();
+        if (!text) return;
+        if (!token || Date.now() > expires - 30_000) {
+          const minted = await attempt(() => api("POST", appPath(`/authentication-keys/${key.value}/tokens`), { sub: sub.value, ttl_seconds: 600 }));
+          if (!minted) return;
+          token = minted.token;
+          expires = Date.parse(minted.expires_at);
+        }
+        message.value = "";
+        log.append(h("div", { class: "msg" }, h("span", { class: "who", text: "You:" }), text));
+        const reply = h("span", { class: "reply" });
+        log.append(h("div", { class: "msg" }, h("span", { class: "who", text: "Agent:" }), reply));
+        send.disabled = true;
+        try {
+          await streamReply(agentId, token, text, conversation, (delta) => {
+            reply.textContent += delta;
+            log.scrollTop = log.scrollHeight;
+          });
+          status("");
+        } catch (error) {
+          status(error.message, true);
+        } finally {
+          send.disabled = false;
+          message.focus();
+        }
+      },
+    },
+    h("div", { class: "row" }, field("Key", key), field("Test user (sub)", sub)),
+    log,
+    h("div", { class: "row grow" }, field("Message", message), send),
+  );
+  section.append(form);
+  return section;
+}
+
+/** One streamed turn in DeltaKit's format: `text_delta` events, then `[DONE]`. */
+async function streamReply(agentId, token, text, conversation, onDelta) {
+  const response = await fetch(`/v1/agents/${agentId}/completions?format=deltakit`, {
+    method: "POST",
+    headers: { "content-type": "application/json", "x-secure-user-token": token },
+    body: JSON.stringify({ message: text, conversation_id: conversation }),
+  });
+  if (!response.ok) {
+    const body = await response.json().catch(() => null);
+    throw new ApiError(response.status, body);
+  }
+  const reader = response.body.getReader();
+  const decoder = new TextDecoder();
+  let buffer = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    buffer += decoder.decode(value, { stream: true });
+    let end;
+    while ((end = buffer.indexOf("\n\n")) >= 0) {
+      const event = buffer.slice(0, end);
+      buffer = buffer.slice(end + 2);
+      for (const line of event.split("\n")) {
+        if (!line.startsWith("data:")) continue;
+        const data = line.slice(5).trim();
+        if (data === "[DONE]") return;
+        try {
+          const parsed = JSON.parse(data);
+          if (parsed.type === "text_delta") onDelta(parsed.delta);
+        } catch {
+          // not JSON: skipped, as DeltaKit does
+        }
+      }
+    }
+  }
+  throw new Error("The reply was cut short.");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Authentication keys
+
+function scopeText(scope) {
+  if (scope.all_agents) return "all agents";
+  const names = (scope.agents || []).map((id) => state.agents.find((a) => a.id === id)?.name ?? id);
+  return names.join(", ");
+}
+
+function agentChecklist(legend) {
+  const boxes = state.agents.map((agent) => {
+    const box = h("input", { type: "checkbox", value: agent.id });
+    return { box, node: field(agent.name, box, true) };
+  });
+  const node = h("fieldset", {}, h("legend", { text: legend }), boxes.length ? boxes.map((b) => b.node) : h("p", { class: "muted", text: "No agents yet." }));
+  return { node, chosen: () => boxes.filter((b) => b.box.checked).map((b) => b.box.value) };
+}
+
+function deleteButton(label, what, path) {
+  return h("button", {
+    type: "button",
+    class: "danger",
+    "aria-label": `Delete ${label}`,
+    onclick: async () => {
+      if (!(await confirmAction(`Delete ${what}`, `Delete ${label}? Anything using it stops working at once.`, `Delete ${what}`))) return;
+      if ((await attempt(() => api("DELETE", appPath(path)), `Deleted ${label}.`)) !== undefined) render();
+    },
+  }, "Delete");
+}
+
+async function renderAuthenticationKeys(panel) {
+  const [keys, agents] = await Promise.all([api("GET", appPath("/authentication-keys?limit=100")), api("GET", appPath("/agents?limit=100"))]);
+  state.agents = agents.data;
+  const rows = await Promise.all(
+    keys.data.map(async (key) =>
+      h(
+        "tr",
+        {},
+        h("td", { text: key.name }),
+        h("td", { class: "mono", text: key.id }),
+        h("td", { text: scopeText(key.scope) }),
+        h("td", { text: when(key.last_used_at) }),
+        h("td", {}, deleteButton(`key ${key.name}`, "key", `/authentication-keys/${key.id}`)),
+      ),
+    ),
+  );
+  const name = h("input", { type: "text", required: true });
+  const all = h("input", { type: "radio", name: "scope", value: "all", checked: true });
+  const some = h("input", { type: "radio", name: "scope", value: "some" });
+  const checklist = agentChecklist("Agents this key covers");
+  const form = h(
+    "form",
+    {
+      onsubmit: async (event) => {
+        event.preventDefault();
+        const scope = all.checked ? { all_agents: true } : { agents: checklist.chosen() };
+        const created = await attempt(() => api("POST", appPath("/authentication-keys"), { name: name.value, scope }));
+        if (!created) return;
+        await showSecret("Authentication key created", "Secret (sign secure user tokens with it; the key id is the token's kid)", created.secret, [
+          h("p", {}, "Key id (kid): ", h("code", { text: created.id })),
+        ]);
+        render();
+      },
+    },
+    h("h2", { text: "New authentication key" }),
+    field("Name", name),
+    h("fieldset", {}, h("legend", { text: "Scope" }), field("All agents", all, true), field("Chosen agents", some, true)),
+    checklist.node,
+    h("button", { class: "primary", type: "submit" }, "Create key"),
+  );
+  panel.append(
+    h(
+      "section",
+      { class: "card" },
+      h("h2", { text: "Authentication keys" }),
+      h("p", { class: "muted", text: "Your backend signs secure user tokens (HS256 JWT, kid = key id) with a key's secret." }),
+      rows.length
+        ? h("table", {}, h("thead", {}, h("tr", {}, ["Name", "Key id (kid)", "Scope", "Last used", ""].map((t) => h("th", { text: t })))), h("tbody", {}, rows))
+        : h("p", { class: "muted", text: "No keys yet." }),
+    ),
+    h("section", { class: "card" }, form),
+  );
+}
+
+// ---------------------------------------------------------------------------------------------
+// API keys
+
+async function renderApiKeys(panel) {
+  const [keys, agents] = await Promise.all([api("GET", appPath("/api-keys?limit=100")), api("GET", appPath("/agents?limit=100"))]);
+  state.agents = agents.data;
+  const rows = await Promise.all(
+    keys.data.map(async (key) =>
+      h(
+        "tr",
+        {},
+        h("td", { text: key.name }),
+        h("td", { class: "mono", text: `${key.prefix}…` }),
+        h("td", { text: key.acl.join(", ") }),
+        h("td", { text: key.agents ? scopeText({ agents: key.agents }) : "all agents" }),
+        h("td", { text: when(key.last_used_at) }),
+        h("td", {}, deleteButton(`API key ${key.name}`, "API key", `/api-keys/${key.id}`)),
+      ),
+    ),
+  );
+  const name = h("input", { type: "text", required: true });
+  const admin = h("input", { type: "checkbox", value: "admin" });
+  const completions = h("input", { type: "checkbox", value: "completions", checked: true });
+  const checklist = agentChecklist("Limit completions to these agents (none checked: all)");
+  const form = h(
+    "form",
+    {
+      onsubmit: async (event) => {
+        event.preventDefault();
+        const acl = [admin, completions].filter((b) => b.checked).map((b) => b.value);
+        const chosen = checklist.chosen();
+        const body = { name: name.value, acl, agents: chosen.length ? chosen : null };
+        const created = await attempt(() => api("POST", appPath("/api-keys"), body));
+        if (!created) return;
+        await showSecret("API key created", "API key (send as X-API-Key)", created.key);
+        render();
+      },
+    },
+    h("h2", { text: "New API key" }),
+    field("Name", name),
+    h("fieldset", {}, h("legend", { text: "Access" }), field("admin: manage this application", admin, true), field("completions: call agents without a user token", completions, true)),
+    checklist.node,
+    h("button", { class: "primary", type: "submit" }, "Create API key"),
+  );
+  panel.append(
+    h(
+      "section",
+      { class: "card" },
+      h("h2", { text: "API keys" }),
+      rows.length
+        ? h("table", {}, h("thead", {}, h("tr", {}, ["Name", "Prefix", "Access", "Agents", "Last used", ""].map((t) => h("th", { text: t })))), h("tbody", {}, rows))
+        : h("p", { class: "muted", text: "No API keys yet." }),
+    ),
+    h("section", { class: "card" }, form),
+  );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Providers
+
+async function renderProviders(panel) {
+  const providers = await loadProviders();
+  const rows = await Promise.all(
+    providers.map(async (p) =>
+      h(
+        "tr",
+        {},
+        h("td", { text: p.name }),
+        h("td", { class: "mono", text: p.base_url }),
+        h("td", { text: p.has_api_key ? "stored" : "none" }),
+        h("td", {}, deleteButton(`provider ${p.name}`, "provider", `/providers/${p.id}`)),
+      ),
+    ),
+  );
+  const name = h("input", { type: "text", required: true, placeholder: "openai" });
+  const baseUrl = h("input", { type: "url", required: true, placeholder: "https://api.openai.com/v1" });
+  const apiKey = h("input", { type: "password", autocomplete: "off" });
+  const form = h(
+    "form",
+    {
+      onsubmit: async (event) => {
+        event.preventDefault();
+        const body = { name: name.value, kind: "openai-compatible", base_url: baseUrl.value, api_key: apiKey.value || null };
+        if (await attempt(() => api("POST", appPath("/providers"), body), `Provider “${name.value}” added.`)) render();
+      },
+    },
+    h("h2", { text: "New provider (OpenAI-compatible)" }),
+    field("Name (what agents name as their provider)", name),
+    field("Base URL", baseUrl),
+    field("API key (stored encrypted, never shown again)", apiKey),
+    h("button", { class: "primary", type: "submit" }, "Add provider"),
+  );
+  panel.append(
+    h(
+      "section",
+      { class: "card" },
+      h("h2", { text: "Providers" }),
+      rows.length
+        ? h("table", {}, h("thead", {}, h("tr", {}, ["Name", "Base URL", "API key", ""].map((t) => h("th", { text: t })))), h("tbody", {}, rows))
+        : h("p", { class: "muted", text: "No providers yet: agents use the built-in echo model." }),
+    ),
+    h("section", { class: "card" }, form),
+  );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Wiring
+
+$("logout").addEventListener("click", async () => {
+  await api("POST", "/v1/auth/logout").catch(() => null);
+  endSession();
+  renderLogin("Logged out.");
+});
+
+$("application").addEventListener("change", (event) => {
+  state.appId = event.target.value;
+  state.tab = "agents";
+  render();
+});
+
+$("new-application").addEventListener("click", async () => {
+  const name = h("input", { type: "text", required: true });
+  const answer = await showDialog("New application", field("Name", name), [
+    ["Cancel", "cancel"],
+    ["Create", "create", "primary"],
+  ]);
+  if (answer !== "create" || !name.value.trim()) return;
+  const app = await attempt(() => api("POST", "/v1/applications", { name: name.value }), "Application created.");
+  if (!app) return;
+  sessionStorage.setItem("confidant.app", app.id);
+  await start();
+});
+
+const saved = JSON.parse(sessionStorage.getItem("confidant.session") || "null");
+if (saved?.access) {
+  state.access = saved.access;
+  state.refresh = saved.refresh;
+  start();
+} else {
+  renderLogin();
+}

@@ -1,0 +1,124 @@
+// The operator dashboard in a real browser (Debian's chromium driven by playwright-core): log in,
+// create an application, an agent and a key, copy the secret, chat in the try-it panel, delete the
+// key. Screenshots go to $SCREENSHOTS (default: screenshots/). Fails on any console error.
+
+import assert from "node:assert/strict";
+import { mkdirSync } from "node:fs";
+import { join } from "node:path";
+import { after, before, test } from "node:test";
+
+import { chromium, type Browser, type Page } from "playwright-core";
+
+const BASE = process.env.CONFIDANT_URL ?? "http://127.0.0.1:8080";
+const EMAIL = process.env.CONFIDANT_ADMIN_EMAIL ?? "admin@example.com";
+const PASSWORD = process.env.CONFIDANT_ADMIN_PASSWORD ?? "confidant-dev-password";
+const CHROMIUM = process.env.CHROMIUM ?? "/usr/bin/chromium";
+const SHOTS = process.env.SCREENSHOTS ?? "screenshots";
+
+const skip = process.env.SKIP_BROWSER ? `no browser: ${process.env.SKIP_BROWSER}` : false;
+let browser: Browser;
+let page: Page;
+const consoleErrors: string[] = [];
+
+async function shot(name: string) {
+  await page.screenshot({ path: join(SHOTS, `${name}.png`), fullPage: true });
+}
+
+before(async () => {
+  if (skip) return;
+  mkdirSync(SHOTS, { recursive: true });
+  browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"],
+  });
+  const context = await browser.newContext({ viewport: { width: 1366, height: 900 } });
+  await context.grantPermissions(["clipboard-read", "clipboard-write"], { origin: BASE });
+  page = await context.newPage();
+  page.on("console", (message) => {
+    if (message.type() === "error") consoleErrors.push(message.text());
+  });
+  page.on("pageerror", (error) => consoleErrors.push(String(error)));
+});
+
+after(async () => {
+  await browser?.close();
+});
+
+test("an operator manages an agent and its keys and chats with it", { skip }, async () => {
+  await page.goto(`${BASE}/dashboard`);
+  await page.getByLabel("Email").fill(EMAIL);
+  await page.getByLabel("Password").fill(PASSWORD);
+  await shot("01-login");
+  await page.getByRole("button", { name: "Log in" }).click();
+  await page.getByText(EMAIL).waitFor();
+
+  // A fresh application for this run.
+  await page.getByRole("button", { name: "New application" }).click();
+  const appName = `Dashboard ${Date.now()}`;
+  await page.getByRole("dialog").getByLabel("Name").fill(appName);
+  await page.getByRole("button", { name: "Create", exact: true }).click();
+  await page.getByRole("heading", { name: "New agent" }).waitFor();
+  assert.equal(await page.getByLabel("Application").locator("option:checked").textContent(), appName);
+
+  // An agent.
+  await page.getByLabel("Name", { exact: true }).fill("Support");
+  await page.getByLabel("Instructions (system prompt)").fill("Help Acme's customers.");
+  await page.getByLabel("Give the model the user's memory").check();
+  await page.getByRole("button", { name: "Create agent" }).click();
+  await page.getByRole("button", { name: "Support", exact: true }).waitFor();
+  await shot("02-agents");
+
+  // An authentication key scoped to that agent; its secret shown once and copied.
+  await page.getByRole("tab", { name: "Authentication keys" }).click();
+  await page.getByLabel("Name", { exact: true }).fill("backend");
+  await page.getByLabel("Chosen agents").check();
+  await page.getByLabel("Support").check();
+  await page.getByRole("button", { name: "Create key" }).click();
+  const dialog = page.getByRole("dialog");
+  await dialog.getByText("you will not see this again").waitFor();
+  const secret = (await page.locator("#shown-secret").textContent()) ?? "";
+  assert.match(secret, /^sk-cfd-/);
+  await dialog.getByRole("button", { name: "Copy" }).click();
+  await dialog.getByText("Copied.").waitFor();
+  assert.equal(await page.evaluate(() => navigator.clipboard.readText()), secret);
+  await shot("03-secret-shown-once");
+  await dialog.getByRole("button", { name: "I have stored it" }).click();
+  const row = page.getByRole("row", { name: /backend/ });
+  await row.waitFor();
+  assert.match((await row.textContent()) ?? "", /Support/);
+  assert.ok(!(await page.content()).includes(secret), "the secret must not be listed");
+
+  // Try it: a short-lived token for a test user, then a streamed reply from the echo model.
+  await page.getByRole("tab", { name: "Agents" }).click();
+  await page.getByRole("button", { name: "Support", exact: true }).click();
+  await page.getByRole("heading", { name: "Try it" }).waitFor();
+  await page.getByLabel("Message").fill("hello from the browser");
+  await page.getByRole("button", { name: "Send" }).click();
+  await page.locator("#chat-log .reply", { hasText: "hello from the browser" }).waitFor();
+  await page.getByLabel("Message").fill("and once more");
+  await page.getByRole("button", { name: "Send" }).click();
+  await page.locator("#chat-log .reply", { hasText: "and once more" }).waitFor();
+  // The usage numbers count the conversation after a reload of the page.
+  await page.getByRole("button", { name: "← All agents" }).click();
+  await page.getByRole("button", { name: "Support", exact: true }).click();
+  await page.locator("#stat-conversations", { hasText: "1" }).waitFor();
+  assert.equal(await page.locator("#stat-users").textContent(), "1");
+  await shot("04-agent-try-it");
+
+  // Delete the key, after confirming.
+  await page.getByRole("button", { name: "← All agents" }).click();
+  await page.getByRole("tab", { name: "Authentication keys" }).click();
+  await page.getByRole("button", { name: "Delete key backend" }).click();
+  await page.getByRole("dialog").getByRole("button", { name: "Delete key" }).click();
+  await page.getByText("No keys yet.").waitFor();
+  await shot("05-key-deleted");
+
+  // Keyboard: the tabs are buttons reachable and usable without a mouse.
+  await page.getByRole("tab", { name: "Providers" }).focus();
+  await page.keyboard.press("Enter");
+  await page.getByRole("heading", { name: "New provider (OpenAI-compatible)" }).waitFor();
+
+  await page.getByRole("button", { name: "Log out" }).click();
+  await page.getByRole("heading", { name: "Log in" }).waitFor();
+  assert.deepEqual(consoleErrors, []);
+});
