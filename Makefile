@@ -4,12 +4,14 @@ CARGO ?= cargo
 PG_URL ?= postgres://postgres@127.0.0.1:5432/postgres
 export CONFIDANT_TEST_POSTGRES_URL ?= $(PG_URL)
 
-.PHONY: run test test-clients openapi fmt lint clean-db help
+.PHONY: run test test-clients bench microbench openapi fmt lint clean-db help
 
 help:
 	@echo "make run      start Confidant on sqlite://confidant.db at http://127.0.0.1:8080"
 	@echo "make test     run every test (PostgreSQL half skipped, with a notice, if it is not running)"
 	@echo "make test-clients  only the real-client tests (Node 20, Python 3)"
+	@echo "make bench    load-test the release build over loopback (BENCH_ARGS=\"--postgres URL --scale\")"
+	@echo "make microbench  criterion benchmarks of the hot paths"
 	@echo "make openapi  regenerate openapi/openapi.json from the code"
 	@echo "make lint     rustfmt and clippy"
 
@@ -44,6 +46,18 @@ test:
 # Only the real-client tests (AI SDK, OpenAI SDK, generated TypeScript and Python clients).
 test-clients:
 	tests/clients/run
+
+# Load test over loopback (release build, fresh SQLite; BENCH_ARGS="--postgres URL" adds PostgreSQL,
+# "--scale" seeds 10 million messages first). Prints a table and saves results/bench-*.json.
+bench:
+	@command -v wrk >/dev/null 2>&1 || { echo "installing wrk (Debian)"; \
+	  if [ "$$(id -u)" = 0 ]; then apt-get install -y -qq wrk >/dev/null; else sudo apt-get install -y -qq wrk >/dev/null; fi; }
+	$(CARGO) build --release --bin confidant
+	python3 bench/bench.py $(BENCH_ARGS)
+
+# Criterion micro-benchmarks: token verification, wire-format encoders, the scoped list query.
+microbench:
+	$(CARGO) bench
 
 openapi:
 	$(CARGO) run --quiet --bin confidant -- openapi > openapi/openapi.json.tmp

@@ -68,6 +68,7 @@ struct StateInner {
     access_tokens: AccessTokens,
     usage: KeyUsage,
     user_keys: AuthenticationKeyCache,
+    agents: store::agents::AgentCache,
     http: reqwest::Client,
     settings: Settings,
 }
@@ -82,6 +83,7 @@ impl AppState {
             access_tokens,
             usage: KeyUsage::default(),
             user_keys: AuthenticationKeyCache::default(),
+            agents: store::agents::AgentCache::default(),
             http,
             settings,
         }))
@@ -110,6 +112,11 @@ impl AppState {
     /// Decrypted authentication keys, for verifying secure user tokens.
     pub fn user_keys(&self) -> &AuthenticationKeyCache {
         &self.0.user_keys
+    }
+
+    /// Agents by id, for the data plane.
+    pub fn agents(&self) -> &store::agents::AgentCache {
+        &self.0.agents
     }
 
     /// The HTTP client for model providers (one connection pool for the process).

@@ -242,6 +242,7 @@ async fn delete_agent(
     if !agents::delete(state.db(), app_id, agent_id).await? {
         return Err(Error::not_found("agent"));
     }
+    state.agents().invalidate(agent_id);
     tracing::info!(application.id = %app_id, agent.id = %agent_id, "agent deleted");
     Ok(StatusCode::NO_CONTENT)
 }

@@ -162,6 +162,7 @@ async fn delete_application(
     for key_id in key_ids {
         state.user_keys().invalidate(key_id);
     }
+    state.agents().invalidate_application(app_id);
     tracing::info!(application.id = %app_id, "application deleted");
     Ok(StatusCode::NO_CONTENT)
 }

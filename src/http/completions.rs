@@ -26,7 +26,7 @@ use crate::completions::models::{Model, ModelStream, ProviderCall};
 use crate::completions::{ModelEvent, Outcome, PromptMessage};
 use crate::error::{Error, Result};
 use crate::scope::UserScope;
-use crate::store::agents::{self, Agent, AgentModel};
+use crate::store::agents::{Agent, AgentModel};
 use crate::store::providers::{self, seal_context};
 use crate::store::user_data::{self, Conversation, MemoryFilter, NewMessage, OpenedConversation};
 
@@ -271,7 +271,9 @@ async fn turn(
             )
         }
         Caller::Stateless(key) => {
-            let agent = agents::find(state.db(), key.application_id, agent_id)
+            let agent = state
+                .agents()
+                .get(state.db(), key.application_id, agent_id)
                 .await?
                 .ok_or_else(|| Error::not_found("agent"))?;
             if key.agent_ids.as_ref().is_some_and(|ids| !ids.contains(&agent.id)) {

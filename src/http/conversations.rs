@@ -15,7 +15,9 @@ use super::{Json, ListParams, Path, Query, timestamp};
 use crate::AppState;
 use crate::error::{Error, Result};
 use crate::scope::UserScope;
-use crate::store::agents::{self, Agent};
+use std::sync::Arc;
+
+use crate::store::agents::Agent;
 use crate::store::user_data::{self, Conversation, ConversationCursor, Message};
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -28,8 +30,10 @@ pub fn router() -> OpenApiRouter<AppState> {
 
 /// The agent named in a user-plane path: of the token's application (else `not_found`) and within
 /// its key's scope (else `agent_not_in_scope`).
-pub async fn user_agent(state: &AppState, scope: &UserScope, agent_id: Uuid) -> Result<Agent> {
-    let agent = agents::find(state.db(), scope.application_id(), agent_id)
+pub async fn user_agent(state: &AppState, scope: &UserScope, agent_id: Uuid) -> Result<Arc<Agent>> {
+    let agent = state
+        .agents()
+        .get(state.db(), scope.application_id(), agent_id)
         .await?
         .ok_or_else(|| Error::not_found("agent"))?;
     scope.require_agent(agent.id)?;

@@ -178,3 +178,48 @@ pub async fn update(db: &Db, app_id: Uuid, id: Uuid, changes: AgentChanges<'_>) 
 pub async fn delete(db: &Db, app_id: Uuid, id: Uuid) -> StoreResult<bool> {
     super::delete_in_application(db, Agents::Table, Agents::ApplicationId, Agents::Id, app_id, id).await
 }
+
+/// Agents by id, kept in memory for the data plane (every user request names an agent).
+///
+/// Entries live a few seconds, so a change made through another server instance is seen soon;
+/// changes through this instance evict at once.
+#[derive(Default)]
+pub struct AgentCache {
+    entries: std::sync::RwLock<std::collections::HashMap<Uuid, (std::time::Instant, std::sync::Arc<Agent>)>>,
+}
+
+impl AgentCache {
+    const TTL: std::time::Duration = std::time::Duration::from_secs(5);
+    const MAX_ENTRIES: usize = 100_000;
+
+    /// The agent, if it belongs to this application.
+    pub async fn get(&self, db: &Db, app_id: Uuid, id: Uuid) -> StoreResult<Option<std::sync::Arc<Agent>>> {
+        if let Some((at, agent)) = self.entries.read().expect("agent cache lock").get(&id) {
+            if at.elapsed() < Self::TTL {
+                return Ok((agent.application_id == app_id).then(|| agent.clone()));
+            }
+        }
+        let Some(agent) = find(db, app_id, id).await? else {
+            return Ok(None);
+        };
+        let agent = std::sync::Arc::new(agent);
+        let mut entries = self.entries.write().expect("agent cache lock");
+        if entries.len() >= Self::MAX_ENTRIES {
+            entries.clear();
+        }
+        entries.insert(id, (std::time::Instant::now(), agent.clone()));
+        Ok(Some(agent))
+    }
+
+    pub fn invalidate(&self, id: Uuid) {
+        self.entries.write().expect("agent cache lock").remove(&id);
+    }
+
+    /// Forgets every agent of an application (it was deleted).
+    pub fn invalidate_application(&self, app_id: Uuid) {
+        self.entries
+            .write()
+            .expect("agent cache lock")
+            .retain(|_, (_, agent)| agent.application_id != app_id);
+    }
+}

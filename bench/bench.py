@@ -1,0 +1,313 @@
+#!/usr/bin/env python3
+"""`make bench`: Confidant under load, through its real HTTP API, with real secure user tokens.
+
+Starts the release binary on a fresh SQLite database (or PostgreSQL with --postgres URL), seeds
+an application, an agent, a key and N users with conversations and memory, then drives four
+workloads with wrk over loopback: list my conversations, get one conversation, one completion
+turn (echo model, both messages stored), memory search. Prints one table (requests/s, p50/p99,
+errors, the server's peak resident memory) and saves it as JSON under results/.
+
+--scale seeds MESSAGES messages (default 10 million) straight into the SQLite file first and runs
+list/get again, to show their latency does not grow with the table.
+
+Only the standard library is used; wrk comes from Debian (installed by the Makefile if missing).
+"""
+
+import argparse
+import base64
+import hashlib
+import hmac
+import json
+import os
+import random
+import re
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BINARY = os.path.join(ROOT, "target", "release", "confidant")
+EMAIL, PASSWORD = "bench@example.com", "bench-password-123"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Api:
+    def __init__(self, base):
+        self.base = base
+
+    def call(self, method, path, body=None, token=None):
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(self.base + path, data=data, method=method)
+        if body is not None:
+            request.add_header("content-type", "application/json")
+        if token:
+            request.add_header("authorization", f"Bearer {token}")
+        try:
+            with urllib.request.urlopen(request) as response:
+                text = response.read()
+                return json.loads(text) if text else None
+        except urllib.error.HTTPError as error:
+            raise SystemExit(f"{method} {path}: {error.code} {error.read().decode()}")
+
+
+def b64(data):
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def user_token(kid, secret, sub, ttl=24 * 3600):
+    """HS256, as any company backend signs it."""
+    header = b64(json.dumps({"alg": "HS256", "typ": "JWT", "kid": kid}).encode())
+    claims = b64(json.dumps({"sub": sub, "iat": int(time.time()), "exp": int(time.time()) + ttl}).encode())
+    signature = hmac.new(secret.encode(), f"{header}.{claims}".encode(), hashlib.sha256).digest()
+    return f"{header}.{claims}.{b64(signature)}"
+
+
+class Server:
+    def __init__(self, database_url, workdir, master_key):
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        env = dict(os.environ, CONFIDANT_DATABASE_URL=database_url, CONFIDANT_ADMIN_EMAIL=EMAIL,
+                   CONFIDANT_ADMIN_PASSWORD=PASSWORD, CONFIDANT_MASTER_KEY=master_key, RUST_LOG="warn")
+        self.log = open(os.path.join(workdir, "server.log"), "ab")
+        self.process = subprocess.Popen([BINARY, "serve", "--listen", f"127.0.0.1:{self.port}"], env=env,
+                                        stdout=self.log, stderr=self.log)
+        for _ in range(200):
+            try:
+                urllib.request.urlopen(self.base + "/readyz").read()
+                return
+            except OSError:
+                if self.process.poll() is not None:
+                    raise SystemExit("the server did not start; see " + self.log.name)
+                time.sleep(0.05)
+        raise SystemExit("the server did not become ready")
+
+    def rss_kib(self):
+        try:
+            with open(f"/proc/{self.process.pid}/status") as status:
+                for line in status:
+                    if line.startswith("VmRSS:"):
+                        return int(line.split()[1])
+        except OSError:
+            pass
+        return 0
+
+    def stop(self):
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
+def seed(api, users, conversations):
+    session = api.call("POST", "/v1/auth/login", {"email": EMAIL, "password": PASSWORD})
+    access = session["access"]
+    app = api.call("POST", "/v1/applications", {"name": "bench"}, access)
+    agent = api.call("POST", f"/v1/applications/{app['id']}/agents",
+                     {"name": "echo", "instructions": "Repeat.", "memory": True}, access)
+    key = api.call("POST", f"/v1/applications/{app['id']}/authentication-keys",
+                   {"name": "bench", "scope": {"all_agents": True}}, access)
+    tokens = []
+    for u in range(users):
+        token = user_token(key["id"], key["secret"], f"user-{u}")
+        tokens.append(token)
+        for c in range(conversations):
+            for turn in range(2):
+                api.call("POST", f"/v1/agents/{agent['id']}/completions",
+                         {"messages": [{"role": "user", "content": f"question {turn} of conversation {c}"}],
+                          "conversation_id": f"c{c}"}, token)
+        for text in ("likes green tea", "works in Lisbon", "prefers short answers"):
+            api.call("POST", "/v1/memories", {"content": f"user {u} {text}"}, token)
+    return app, agent, key, tokens
+
+
+LUA = r"""
+local tokens = {}
+local method, path, body = "%(method)s", "%(path)s", %(body)s
+init = function(args)
+  for line in io.lines("%(tokens)s") do tokens[#tokens + 1] = line end
+end
+request = function()
+  local i = math.random(#tokens)
+  local headers = { ["authorization"] = "Bearer " .. tokens[i] }
+  local p = string.gsub(path, "{u}", tostring(i - 1))
+  local b = body
+  if b then
+    headers["content-type"] = "application/json"
+    b = string.gsub(b, "{u}", tostring(i - 1))
+  end
+  return wrk.format(method, p, headers, b)
+end
+"""
+
+
+def seconds(text):
+    number, unit = re.match(r"([\d.]+)(\w+)", text).groups()
+    return float(number) * {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0}[unit]
+
+
+def run_wrk(server, workdir, name, method, path, body, tokens_file, duration, connections):
+    script = os.path.join(workdir, f"{name}.lua")
+    with open(script, "w") as f:
+        f.write(LUA % {"method": method, "path": path, "tokens": tokens_file,
+                       "body": "nil" if body is None else "[[" + json.dumps(body) + "]]"})
+    peak = [server.rss_kib()]
+    done = threading.Event()
+
+    def sample():
+        while not done.is_set():
+            peak[0] = max(peak[0], server.rss_kib())
+            time.sleep(0.05)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    out = subprocess.run(["wrk", "-t2", f"-c{connections}", f"-d{duration}s", "--latency", "-s", script, server.base],
+                         capture_output=True, text=True).stdout
+    done.set()
+    sampler.join()
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    p50 = seconds(re.search(r"\s50%\s+(\S+)", out).group(1))
+    p99 = seconds(re.search(r"\s99%\s+(\S+)", out).group(1))
+    total = int(re.search(r"(\d+) requests in", out).group(1))
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    socket_errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    errors = (int(non2xx.group(1)) if non2xx else 0) + (sum(map(int, socket_errors.groups())) if socket_errors else 0)
+    return {"workload": name, "requests": total, "rps": round(rps), "p50_ms": round(p50 * 1000, 2),
+            "p99_ms": round(p99 * 1000, 2), "errors": errors, "peak_rss_mib": round(peak[0] / 1024, 1)}
+
+
+def seed_messages(db_path, app_id, agent_id, total, users):
+    """Bulk-inserts `total` messages (in 1,000-message conversations) straight into SQLite."""
+    connection = sqlite3.connect(db_path)
+    connection.execute("PRAGMA journal_mode=WAL")
+    connection.execute("PRAGMA synchronous=OFF")
+    app, agent = uuid.UUID(app_id).bytes, uuid.UUID(agent_id).bytes
+    per_conversation = 1000
+    now = int(time.time() * 1e6)
+    started = time.time()
+    for first in range(0, total, per_conversation):
+        sub = f"filler-{(first // per_conversation) % max(users, 1)}"
+        conversation = uuid.uuid4().bytes
+        connection.execute(
+            "INSERT INTO conversations (id, application_id, sub, external_id, agent_id, title, created_at, updated_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (conversation, app, sub, f"bulk-{first}", agent, "bulk", now - first, now - first))
+        connection.executemany(
+            "INSERT INTO messages (id, conversation_id, application_id, sub, seq, role, content, status, client_id, created_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, 'complete', NULL, ?)",
+            ((uuid.uuid4().bytes, conversation, app, sub, i + 1, "user" if i % 2 == 0 else "assistant",
+              "a stored message of ordinary length for the scale benchmark", now - first)
+             for i in range(min(per_conversation, total - first))))
+        if first % 1_000_000 == 0 and first:
+            connection.commit()
+            print(f"  {first:,} messages ({time.time() - started:.0f} s)", flush=True)
+    connection.commit()
+    connection.close()
+    print(f"  {total:,} messages in {time.time() - started:.0f} s", flush=True)
+
+
+def table(rows):
+    header = f"{'database':<10} {'workload':<26} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} {'peak RSS MiB':>13}"
+    lines = [header, "-" * len(header)]
+    for r in rows:
+        lines.append(f"{r['database']:<10} {r['workload']:<26} {r['rps']:>9,} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} "
+                     f"{r['errors']:>7} {r['peak_rss_mib']:>13.1f}")
+    return "\n".join(lines)
+
+
+def bench_database(label, database_url, workdir, args, sqlite_path=None):
+    master_key = base64.b64encode(os.urandom(32)).decode()
+    server = Server(database_url, workdir, master_key)
+    rows = []
+    try:
+        api = Api(server.base)
+        print(f"[{label}] seeding {args.users} users x {args.conversations} conversations ...", flush=True)
+        app, agent, _, tokens = seed(api, args.users, args.conversations)
+        tokens_file = os.path.join(workdir, "tokens.txt")
+        with open(tokens_file, "w") as f:
+            f.write("\n".join(tokens) + "\n")
+        a = agent["id"]
+        workloads = [
+            ("list my conversations", "GET", f"/v1/agents/{a}/conversations", None),
+            ("get one conversation", "GET", f"/v1/agents/{a}/conversations/c0", None),
+            ("completion turn (echo)", "POST", f"/v1/agents/{a}/completions",
+             {"messages": [{"role": "user", "content": "hello benchmark"}], "conversation_id": "turns"}),
+            ("memory search", "GET", "/v1/memories?q=green%20tea", None),
+        ]
+        for name, method, path, body in workloads:
+            print(f"[{label}] {name} ({args.duration} s, {args.connections} connections) ...", flush=True)
+            row = run_wrk(server, workdir, name.split()[0], method, path, body, tokens_file, args.duration, args.connections)
+            row.update(workload=name, database=label)
+            rows.append(row)
+        if args.scale and sqlite_path:
+            server.stop()
+            print(f"[{label}] scale: seeding {args.messages:,} messages ...", flush=True)
+            seed_messages(sqlite_path, app["id"], a, args.messages, args.users)
+            server = Server(database_url, workdir, master_key)
+            for name, method, path in [("list my conversations", "GET", f"/v1/agents/{a}/conversations"),
+                                       ("get one conversation", "GET", f"/v1/agents/{a}/conversations/c0")]:
+                print(f"[{label}+{args.messages // 1_000_000}M] {name} ...", flush=True)
+                row = run_wrk(server, workdir, name.split()[0], method, path, None, tokens_file, args.duration, args.connections)
+                row.update(workload=name, database=f"{label}+{args.messages / 1e6:g}M")
+                rows.append(row)
+    finally:
+        server.stop()
+    return rows
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--postgres", metavar="URL", help="also run against this PostgreSQL database (it is wiped)")
+    parser.add_argument("--users", type=int, default=100)
+    parser.add_argument("--conversations", type=int, default=3, help="per user")
+    parser.add_argument("--duration", type=int, default=10, help="seconds per workload")
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--scale", action="store_true", help="then seed --messages messages and measure list/get again")
+    parser.add_argument("--messages", type=int, default=10_000_000)
+    args = parser.parse_args()
+    if not os.path.exists(BINARY):
+        raise SystemExit(f"{BINARY} is missing: run `cargo build --release` (make bench does)")
+    if not shutil.which("wrk"):
+        raise SystemExit("wrk is missing: `apt-get install wrk` (make bench does)")
+    random.seed(7)
+    rows = []
+    with tempfile.TemporaryDirectory() as workdir:
+        sqlite_path = os.path.join(workdir, "bench.db")
+        rows += bench_database("sqlite", f"sqlite://{sqlite_path}", workdir, args, sqlite_path)
+        if args.postgres:
+            reset_postgres(args.postgres)
+            rows += bench_database("postgres", args.postgres, workdir, args)
+    print()
+    print(table(rows))
+    os.makedirs(os.path.join(ROOT, "results"), exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    path = os.path.join(ROOT, "results", f"bench-{stamp}.json")
+    with open(path, "w") as f:
+        json.dump({"when": stamp, "machine": {"cpus": os.cpu_count(), "uname": " ".join(os.uname())},
+                   "settings": vars(args), "results": rows}, f, indent=2)
+    print(f"\nsaved {os.path.relpath(path, ROOT)}")
+
+
+def reset_postgres(url):
+    """Empties the database the URL names (drops and recreates its public schema)."""
+    if not shutil.which("psql"):
+        raise SystemExit("psql is needed to reset the PostgreSQL database")
+    subprocess.run(["psql", url, "-q", "-c", "DROP SCHEMA public CASCADE; CREATE SCHEMA public;"], check=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

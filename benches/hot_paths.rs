@@ -1,0 +1,147 @@
+//! The other hot pieces: each wire format's encoder, and the scoped "list my conversations" query.
+
+use std::time::Duration;
+
+use confidant::auth::user_token::verify;
+use confidant::completions::formats::{Format, TurnMeta};
+use confidant::completions::{FinishReason, Usage};
+use confidant::crypto::{MASTER_KEY_VERSION, MasterKey};
+use confidant::scope::UserScope;
+use confidant::store::user_data::{self, NewMessage, OpenedConversation};
+use confidant::store::{Db, DbOptions, agents, applications, keys, now_micros};
+use confidant::{AppState, Settings};
+use criterion::{Criterion, criterion_group, criterion_main};
+use uuid::Uuid;
+
+fn encoders(c: &mut Criterion) {
+    let meta = TurnMeta {
+        conversation_id: "conversation-1".into(),
+        message_id: Uuid::now_v7().to_string(),
+        model: "echo".into(),
+        created: 0,
+    };
+    for (name, format) in [
+        ("ai-sdk", Format::AiSdk),
+        ("ai-sdk-4", Format::AiSdk4),
+        ("openai", Format::OpenAi),
+        ("deltakit", Format::DeltaKit),
+    ] {
+        c.bench_function(&format!("encode a 50-delta reply: {name}"), |b| {
+            b.iter(|| {
+                let mut encoder = format.encoder(meta.clone());
+                let mut bytes = encoder.start().len();
+                for _ in 0..50 {
+                    bytes += encoder.delta(std::hint::black_box("word ")).len();
+                }
+                bytes
+                    + encoder
+                        .finish(
+                            FinishReason::Stop,
+                            Usage {
+                                prompt_tokens: 10,
+                                completion_tokens: 50,
+                            },
+                        )
+                        .len()
+            })
+        });
+    }
+}
+
+fn scoped_list(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (db, scope, agent_id) = runtime.block_on(async {
+        let db = Db::connect(
+            &format!("sqlite://{}", dir.path().join("bench.db").display()),
+            &DbOptions::default(),
+        )
+        .await
+        .unwrap();
+        db.migrate().await.unwrap();
+        let app = applications::create(&db, "bench", None).await.unwrap();
+        // Scopes come from verified tokens, as in a request.
+        let master = MasterKey::from_bytes(&[3; 32]);
+        let key_id = Uuid::now_v7();
+        let secret = confidant::auth::new_authentication_secret();
+        let key = keys::AuthenticationKey {
+            id: key_id,
+            application_id: app.id,
+            name: "bench".into(),
+            agent_ids: None,
+            secret_encrypted: master.seal(
+                &keys::authentication_key_seal_context(app.id, key_id),
+                secret.as_bytes(),
+            ),
+            master_key_version: MASTER_KEY_VERSION,
+            created_at: now_micros(),
+            last_used_at: None,
+        };
+        keys::create_authentication_key(&db, &key).await.unwrap();
+        let state = AppState::new(db.clone(), master, Settings::default());
+        let model = agents::AgentModel::echo();
+        let agent = agents::create(
+            &db,
+            app.id,
+            agents::NewAgent {
+                name: "a",
+                instructions: "",
+                model: &model,
+                memory: false,
+            },
+        )
+        .await
+        .unwrap();
+        let mut chosen = None;
+        for user in 0..100 {
+            let token = confidant::auth::mint_user_token(
+                &key_id.to_string(),
+                &secret,
+                &format!("user-{user}"),
+                Duration::from_secs(3600),
+            )
+            .unwrap();
+            let scope = verify(&state, &token).await.unwrap();
+            for c in 0..5 {
+                let OpenedConversation::Created(conversation) =
+                    user_data::open_conversation(&db, &scope, agent.id, &format!("c{c}"), Some("title"))
+                        .await
+                        .unwrap()
+                else {
+                    unreachable!()
+                };
+                let message = |role| NewMessage {
+                    id: Uuid::now_v7(),
+                    role,
+                    content: "hello".into(),
+                    status: "complete",
+                    client_id: None,
+                };
+                user_data::append_messages(&db, &scope, &conversation, &[message("user"), message("assistant")])
+                    .await
+                    .unwrap();
+            }
+            chosen = Some(scope);
+        }
+        (db, chosen.unwrap(), agent.id)
+    });
+    let scope: UserScope = scope;
+    c.bench_function("list my conversations (SQLite, 100 users x 5)", |b| {
+        b.to_async(&runtime).iter(|| async {
+            user_data::list_conversations(&db, &scope, agent_id, 20, None)
+                .await
+                .unwrap()
+        })
+    });
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1));
+    targets = encoders, scoped_list
+}
+criterion_main!(benches);
