@@ -146,6 +146,7 @@ macro_rules! migrations {
 // Both backends share one list, so a migration cannot exist for one database and not the other.
 migrations! {
     1 "0001_initial",
+    2 "0002_conversation_last_seq",
 }
 
 /// Tunables for opening the database.

@@ -27,6 +27,7 @@ mod tables {
         Title,
         CreatedAt,
         UpdatedAt,
+        LastSeq,
     }
 
     #[derive(Iden, Clone, Copy)]
@@ -397,8 +398,9 @@ pub struct NewMessage {
 }
 
 /// Appends messages to one of the user's conversations, in order, skipping any whose `client_id`
-/// is already stored. Runs in one transaction that first locks the conversation row, so
-/// concurrent appends to one conversation get distinct, ordered sequence numbers.
+/// is already stored. One transaction: the conversation row's `last_seq` hands out the sequence
+/// numbers (`UPDATE … RETURNING`, which also locks the row on PostgreSQL; SQLite has one writer),
+/// so concurrent appends to one conversation get distinct, ordered numbers.
 pub async fn append_messages(
     db: &Db,
     scope: &UserScope,
@@ -406,100 +408,115 @@ pub async fn append_messages(
     new: &[NewMessage],
 ) -> StoreResult<Vec<Message>> {
     let now = now_micros();
+    let owned = || {
+        Condition::all()
+            .add(Expr::col(Conversations::Id).eq(conversation.id))
+            .add(Expr::col(Conversations::ApplicationId).eq(scope.application_id()))
+            .add(Expr::col(Conversations::Sub).eq(scope.sub()))
+    };
     let mut tx = db.begin().await?;
-    // Touching the row takes its lock (PostgreSQL); SQLite has a single writer.
-    let touched = tx
-        .execute(
+    let client_ids: Vec<String> = new.iter().filter_map(|m| m.client_id.clone()).collect();
+    let fresh: Vec<&NewMessage> = if client_ids.is_empty() {
+        new.iter().collect()
+    } else {
+        // Lock the row before looking, so two requests carrying the same message can't both add it.
+        let touched = tx
+            .execute(
+                Query::update()
+                    .table(Conversations::Table)
+                    .value(Conversations::UpdatedAt, now)
+                    .cond_where(owned()),
+            )
+            .await?;
+        if touched == 0 {
+            return Err(StoreError::NotFound);
+        }
+        let known: Vec<ClientId> = tx
+            .fetch_all(
+                Query::select()
+                    .column(Messages::ClientId)
+                    .from(Messages::Table)
+                    .and_where(Expr::col(Messages::ConversationId).eq(conversation.id))
+                    .and_where(Expr::col(Messages::ClientId).is_in(client_ids)),
+            )
+            .await?;
+        new.iter()
+            .filter(|m| {
+                !m.client_id
+                    .as_ref()
+                    .is_some_and(|id| known.iter().any(|k| k.client_id.as_ref() == Some(id)))
+            })
+            .collect()
+    };
+    if fresh.is_empty() {
+        tx.commit().await?;
+        return Ok(Vec::new());
+    }
+    let reserved: Option<LastSeq> = tx
+        .write_returning(
             Query::update()
                 .table(Conversations::Table)
                 .value(Conversations::UpdatedAt, now)
-                .and_where(Expr::col(Conversations::Id).eq(conversation.id))
-                .and_where(Expr::col(Conversations::ApplicationId).eq(scope.application_id()))
-                .and_where(Expr::col(Conversations::Sub).eq(scope.sub())),
+                .value(
+                    Conversations::LastSeq,
+                    Expr::col(Conversations::LastSeq).add(fresh.len() as i64),
+                )
+                .cond_where(owned())
+                .returning_col(Conversations::LastSeq),
         )
         .await?;
-    if touched == 0 {
+    let Some(reserved) = reserved else {
         return Err(StoreError::NotFound);
-    }
-    let last: Option<MaxSeq> = tx
-        .fetch_optional(
-            Query::select()
-                .expr_as(Expr::col(Messages::Seq).max(), "seq")
-                .from(Messages::Table)
-                .and_where(Expr::col(Messages::ConversationId).eq(conversation.id)),
-        )
-        .await?;
-    let mut seq = last.and_then(|l| l.seq).unwrap_or(0);
-    let client_ids: Vec<String> = new.iter().filter_map(|m| m.client_id.clone()).collect();
-    let known: Vec<ClientId> = if client_ids.is_empty() {
-        Vec::new()
-    } else {
-        tx.fetch_all(
-            Query::select()
-                .column(Messages::ClientId)
-                .from(Messages::Table)
-                .and_where(Expr::col(Messages::ConversationId).eq(conversation.id))
-                .and_where(Expr::col(Messages::ClientId).is_in(client_ids)),
-        )
-        .await?
     };
-    let mut stored = Vec::new();
-    for message in new {
-        if message
-            .client_id
-            .as_ref()
-            .is_some_and(|id| known.iter().any(|k| k.client_id.as_ref() == Some(id)))
-        {
-            continue;
-        }
-        seq += 1;
-        let row = Message {
-            id: message.id,
-            seq,
-            role: message.role.to_owned(),
-            content: message.content.clone(),
-            status: message.status.to_owned(),
-            client_id: message.client_id.clone(),
+    let first = reserved.last_seq - fresh.len() as i64 + 1;
+    let rows: Vec<Message> = fresh
+        .iter()
+        .enumerate()
+        .map(|(i, m)| Message {
+            id: m.id,
+            seq: first + i as i64,
+            role: m.role.to_owned(),
+            content: m.content.clone(),
+            status: m.status.to_owned(),
+            client_id: m.client_id.clone(),
             created_at: now,
-        };
-        tx.execute(
-            Query::insert()
-                .into_table(Messages::Table)
-                .columns([
-                    Messages::Id,
-                    Messages::ConversationId,
-                    Messages::ApplicationId,
-                    Messages::Sub,
-                    Messages::Seq,
-                    Messages::Role,
-                    Messages::Content,
-                    Messages::Status,
-                    Messages::ClientId,
-                    Messages::CreatedAt,
-                ])
-                .values_panic([
-                    row.id.into(),
-                    conversation.id.into(),
-                    scope.application_id().into(),
-                    scope.sub().into(),
-                    row.seq.into(),
-                    row.role.clone().into(),
-                    row.content.clone().into(),
-                    row.status.clone().into(),
-                    row.client_id.clone().into(),
-                    now.into(),
-                ]),
-        )
-        .await?;
-        stored.push(row);
+        })
+        .collect();
+    let mut insert = Query::insert();
+    insert.into_table(Messages::Table).columns([
+        Messages::Id,
+        Messages::ConversationId,
+        Messages::ApplicationId,
+        Messages::Sub,
+        Messages::Seq,
+        Messages::Role,
+        Messages::Content,
+        Messages::Status,
+        Messages::ClientId,
+        Messages::CreatedAt,
+    ]);
+    for row in &rows {
+        insert.values_panic([
+            row.id.into(),
+            conversation.id.into(),
+            scope.application_id().into(),
+            scope.sub().into(),
+            row.seq.into(),
+            row.role.clone().into(),
+            row.content.clone().into(),
+            row.status.clone().into(),
+            row.client_id.clone().into(),
+            now.into(),
+        ]);
     }
+    tx.execute(insert).await?;
     tx.commit().await?;
-    Ok(stored)
+    Ok(rows)
 }
 
 #[derive(sqlx::FromRow)]
-struct MaxSeq {
-    seq: Option<i64>,
+struct LastSeq {
+    last_seq: i64,
 }
 
 #[derive(sqlx::FromRow)]
