@@ -153,6 +153,8 @@ migrations! {
 #[derive(Debug, Clone)]
 pub struct DbOptions {
     pub max_connections: u32,
+    /// Reader connections of a SQLite database (its writer is always one).
+    pub sqlite_readers: u32,
     pub acquire_timeout: Duration,
 }
 
@@ -161,6 +163,7 @@ impl Default for DbOptions {
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get() as u32);
         Self {
             max_connections: (cores * 4).max(8),
+            sqlite_readers: (cores * 2).max(2),
             acquire_timeout: Duration::from_secs(5),
         }
     }
@@ -183,8 +186,11 @@ impl Db {
                     .acquire_timeout(options.acquire_timeout.max(Duration::from_secs(30)))
                     .connect_with(connect.clone())
                     .await?;
+                // Each SQLite connection is a thread with its own page cache: a few readers per core
+                // keep the cores busy without paying memory for idle ones.
+                let readers = options.max_connections.min(options.sqlite_readers);
                 let read = SqlitePoolOptions::new()
-                    .max_connections(options.max_connections)
+                    .max_connections(readers)
                     .acquire_timeout(options.acquire_timeout)
                     .connect_with(connect.read_only(true))
                     .await?;
@@ -323,6 +329,39 @@ impl Db {
                     .await?
             }
         })
+    }
+}
+
+impl Db {
+    /// SQLite only: runs `statements` as one transaction in a single call to the writer
+    /// connection (`BEGIN; …; COMMIT`), binding `values` across them in order, and decodes the
+    /// rows they return. Each statement sent separately costs a round trip to the connection's
+    /// thread; a write path taken on every request can pay one instead. On failure the
+    /// transaction is rolled back before the connection goes back to the pool.
+    pub async fn sqlite_script<T: Record>(&self, statements: &[&(dyn Write + Sync)]) -> StoreResult<Vec<T>> {
+        let Self::Sqlite { write, .. } = self else {
+            return Err(StoreError::Other("sqlite_script needs a SQLite database".into()));
+        };
+        let mut sql = String::from("BEGIN IMMEDIATE;\n");
+        let mut values = Vec::new();
+        for statement in statements {
+            let (text, bound) = statement.build(Backend::Sqlite);
+            sql.push_str(&text);
+            sql.push_str(";\n");
+            values.extend(bound.0.0);
+        }
+        sql.push_str("COMMIT;");
+        let mut connection = write.acquire().await?;
+        let result = sqlx::query_as_with::<_, T, _>(AssertSqlSafe(sql), SqlxValues(sea_query::Values(values)))
+            .fetch_all(&mut *connection)
+            .await;
+        match result {
+            Ok(rows) => Ok(rows),
+            Err(error) => {
+                let _ = sqlx::query("ROLLBACK").execute(&mut *connection).await;
+                Err(error.into())
+            }
+        }
     }
 }
 

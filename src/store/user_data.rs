@@ -414,8 +414,11 @@ pub async fn append_messages(
             .add(Expr::col(Conversations::ApplicationId).eq(scope.application_id()))
             .add(Expr::col(Conversations::Sub).eq(scope.sub()))
     };
-    let mut tx = db.begin().await?;
     let client_ids: Vec<String> = new.iter().filter_map(|m| m.client_id.clone()).collect();
+    if client_ids.is_empty() && db.backend() == Backend::Sqlite && !new.is_empty() {
+        return append_in_one_call(db, scope, conversation, new, now, owned()).await;
+    }
+    let mut tx = db.begin().await?;
     let fresh: Vec<&NewMessage> = if client_ids.is_empty() {
         new.iter().collect()
     } else {
@@ -483,18 +486,7 @@ pub async fn append_messages(
         })
         .collect();
     let mut insert = Query::insert();
-    insert.into_table(Messages::Table).columns([
-        Messages::Id,
-        Messages::ConversationId,
-        Messages::ApplicationId,
-        Messages::Sub,
-        Messages::Seq,
-        Messages::Role,
-        Messages::Content,
-        Messages::Status,
-        Messages::ClientId,
-        Messages::CreatedAt,
-    ]);
+    insert.into_table(Messages::Table).columns(MESSAGE_INSERT_COLUMNS);
     for row in &rows {
         insert.values_panic([
             row.id.into(),
@@ -518,6 +510,99 @@ pub async fn append_messages(
 struct LastSeq {
     last_seq: i64,
 }
+
+async fn find_by_id(db: &Db, scope: &UserScope, id: Uuid) -> StoreResult<Option<Conversation>> {
+    let mut query = conversations_of(scope);
+    query.and_where(Expr::col((Conversations::Table, Conversations::Id)).eq(id));
+    db.fetch_optional(&query).await
+}
+
+/// The common append on SQLite (no client ids to check): reserve the sequence numbers and insert
+/// the rows in one call to the writer. Each row's `seq` is read back from the row just updated,
+/// inside the same transaction.
+async fn append_in_one_call(
+    db: &Db,
+    scope: &UserScope,
+    conversation: &Conversation,
+    new: &[NewMessage],
+    now: i64,
+    owned: Condition,
+) -> StoreResult<Vec<Message>> {
+    let count = new.len() as i64;
+    let reserve = Query::update()
+        .table(Conversations::Table)
+        .value(Conversations::UpdatedAt, now)
+        .value(Conversations::LastSeq, Expr::col(Conversations::LastSeq).add(count))
+        .cond_where(owned)
+        .returning_col(Conversations::LastSeq)
+        .to_owned();
+    let mut insert = Query::insert();
+    insert.into_table(Messages::Table).columns(MESSAGE_INSERT_COLUMNS);
+    for (i, m) in new.iter().enumerate() {
+        // NULL (refused by NOT NULL) unless the conversation is this user's.
+        let seq = Expr::cust_with_values(
+            "(SELECT last_seq FROM conversations WHERE id = ? AND application_id = ? AND sub = ?) - ?",
+            [
+                sea_query::Value::from(conversation.id),
+                sea_query::Value::from(scope.application_id()),
+                sea_query::Value::from(scope.sub()),
+                sea_query::Value::from(count - 1 - i as i64),
+            ],
+        );
+        insert.values_panic([
+            m.id.into(),
+            conversation.id.into(),
+            scope.application_id().into(),
+            scope.sub().into(),
+            seq,
+            m.role.into(),
+            m.content.clone().into(),
+            m.status.into(),
+            m.client_id.clone().into(),
+            now.into(),
+        ]);
+    }
+    let returned: Vec<LastSeq> = match db.sqlite_script(&[&reserve, &insert]).await {
+        Ok(rows) => rows,
+        // The conversation went away meanwhile (deleted): say so rather than fail.
+        Err(StoreError::Other(_)) if find_by_id(db, scope, conversation.id).await?.is_none() => {
+            return Err(StoreError::NotFound);
+        }
+        Err(error) => return Err(error),
+    };
+    // No row: not this user's conversation. Nothing was inserted then either: the rows' seq
+    // would have been NULL, which the NOT NULL constraint refuses (and the script rolls back).
+    let Some(reserved) = returned.first() else {
+        return Err(StoreError::NotFound);
+    };
+    let first = reserved.last_seq - count + 1;
+    Ok(new
+        .iter()
+        .enumerate()
+        .map(|(i, m)| Message {
+            id: m.id,
+            seq: first + i as i64,
+            role: m.role.to_owned(),
+            content: m.content.clone(),
+            status: m.status.to_owned(),
+            client_id: m.client_id.clone(),
+            created_at: now,
+        })
+        .collect())
+}
+
+const MESSAGE_INSERT_COLUMNS: [Messages; 10] = [
+    Messages::Id,
+    Messages::ConversationId,
+    Messages::ApplicationId,
+    Messages::Sub,
+    Messages::Seq,
+    Messages::Role,
+    Messages::Content,
+    Messages::Status,
+    Messages::ClientId,
+    Messages::CreatedAt,
+];
 
 #[derive(sqlx::FromRow)]
 struct ClientId {
