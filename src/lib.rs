@@ -8,6 +8,7 @@ pub mod config;
 pub mod crypto;
 pub mod error;
 pub mod http;
+pub mod metrics;
 pub mod scope;
 pub mod store;
 
@@ -69,6 +70,7 @@ struct StateInner {
     usage: KeyUsage,
     user_keys: AuthenticationKeyCache,
     agents: store::agents::AgentCache,
+    metrics: metrics::Metrics,
     http: reqwest::Client,
     settings: Settings,
 }
@@ -84,6 +86,7 @@ impl AppState {
             usage: KeyUsage::default(),
             user_keys: AuthenticationKeyCache::default(),
             agents: store::agents::AgentCache::default(),
+            metrics: metrics::Metrics::default(),
             http,
             settings,
         }))
@@ -117,6 +120,10 @@ impl AppState {
     /// Agents by id, for the data plane.
     pub fn agents(&self) -> &store::agents::AgentCache {
         &self.0.agents
+    }
+
+    pub fn metrics(&self) -> &metrics::Metrics {
+        &self.0.metrics
     }
 
     /// The HTTP client for model providers (one connection pool for the process).

@@ -476,6 +476,12 @@ type Frames = mpsc::Sender<Result<String, std::io::Error>>;
 
 impl TurnTask {
     async fn store(&self, text: String, complete: bool) {
+        let end = if complete {
+            crate::metrics::ReplyEnd::Complete
+        } else {
+            crate::metrics::ReplyEnd::Incomplete
+        };
+        self.state.metrics().observe_reply(end);
         let Some(sink) = &self.sink else { return };
         let message = NewMessage {
             id: sink.reply_id,

@@ -172,6 +172,20 @@ async fn method_not_allowed() -> Error {
     Error::MethodNotAllowed
 }
 
+/// Counts every answered request for `/metrics` (time to the response head).
+async fn count_request(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let started = std::time::Instant::now();
+    let response = next.run(request).await;
+    state
+        .metrics()
+        .observe_request(response.status().as_u16(), started.elapsed());
+    response
+}
+
 /// Answers a panic with the contract's `internal` body; the panic itself is logged.
 fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
     let detail = panic
@@ -191,6 +205,7 @@ pub fn router(state: AppState) -> axum::Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), count_request))
         .layer(CatchPanicLayer::custom(panic_response))
         .layer(
             TraceLayer::new_for_http()

@@ -20,6 +20,7 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(healthz))
         .routes(routes!(readyz))
+        .routes(routes!(metrics))
         .routes(routes!(openapi_json))
 }
 
@@ -90,6 +91,20 @@ async fn readyz(State(state): State<AppState>) -> Result<Json<Health>> {
     } else {
         Err(Error::Unavailable)
     }
+}
+
+/// Prometheus metrics (text exposition format): requests by status class, request latency,
+/// completion replies by status, database connections.
+#[utoipa::path(
+    get, path = "/metrics", tag = "service",
+    responses((status = 200, description = "Prometheus text format", content_type = "text/plain; version=0.0.4", body = String))
+)]
+async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    let body = state.metrics().render(&state.db().pool_state());
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        body,
+    )
 }
 
 /// This API's OpenAPI 3.1 document.

@@ -194,10 +194,10 @@ impl AgentCache {
 
     /// The agent, if it belongs to this application.
     pub async fn get(&self, db: &Db, app_id: Uuid, id: Uuid) -> StoreResult<Option<std::sync::Arc<Agent>>> {
-        if let Some((at, agent)) = self.entries.read().expect("agent cache lock").get(&id) {
-            if at.elapsed() < Self::TTL {
-                return Ok((agent.application_id == app_id).then(|| agent.clone()));
-            }
+        if let Some((at, agent)) = self.entries.read().expect("agent cache lock").get(&id)
+            && at.elapsed() < Self::TTL
+        {
+            return Ok((agent.application_id == app_id).then(|| agent.clone()));
         }
         let Some(agent) = find(db, app_id, id).await? else {
             return Ok(None);

@@ -237,6 +237,29 @@ impl Db {
         result.is_ok()
     }
 
+    /// (labels, connections) of each pool, for `/metrics`.
+    pub fn pool_state(&self) -> Vec<(&'static str, u64)> {
+        fn of<D: sqlx::Database>(
+            pool: &sqlx::Pool<D>,
+            open: &'static str,
+            idle: &'static str,
+        ) -> [(&'static str, u64); 2] {
+            [(open, u64::from(pool.size())), (idle, pool.num_idle() as u64)]
+        }
+        match self {
+            Self::Sqlite { read, write } => {
+                let mut state = of(read, "pool=\"read\",state=\"open\"", "pool=\"read\",state=\"idle\"").to_vec();
+                state.extend(of(
+                    write,
+                    "pool=\"write\",state=\"open\"",
+                    "pool=\"write\",state=\"idle\"",
+                ));
+                state
+            }
+            Self::Postgres(pool) => of(pool, "pool=\"main\",state=\"open\"", "pool=\"main\",state=\"idle\"").to_vec(),
+        }
+    }
+
     pub async fn close(&self) {
         match self {
             Self::Sqlite { read, write } => {

@@ -188,3 +188,32 @@ async fn unreachable_database_is_503_unavailable() {
     // The process itself is still up.
     app.call(Method::GET, "/healthz", None, None).await.assert_status(200);
 }
+
+#[tokio::test]
+async fn metrics_are_prometheus_text_and_count_requests() {
+    let app = TestApp::spawn(crate::harness::Backend::Sqlite).await.unwrap();
+    app.call(Method::GET, "/healthz", None, None).await.assert_status(200);
+    app.call(Method::GET, "/nope", None, None)
+        .await
+        .assert_error(404, "not_found");
+    let response = app.client.get(app.url("/metrics")).send().await.unwrap();
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
+    let text = response.text().await.unwrap();
+    let count = |class: &str| -> u64 {
+        let prefix = format!("confidant_http_requests_total{{status=\"{class}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    assert!(count("2xx") >= 1, "{text}");
+    assert!(count("4xx") >= 1, "{text}");
+    assert!(text.contains("# TYPE confidant_http_request_duration_seconds histogram"));
+    assert!(text.contains("confidant_db_connections{pool=\"write\",state=\"open\"}"));
+}

@@ -1,0 +1,136 @@
+//! Prometheus metrics: a few counters and one latency histogram, kept in atomics (no lock, no
+//! allocation per request) and written in the text exposition format by `GET /metrics`.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Upper bounds of the request-duration histogram, in seconds.
+const BUCKETS: [f64; 12] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+];
+const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+/// The process's counters.
+#[derive(Default)]
+pub struct Metrics {
+    requests: [AtomicU64; 5],
+    duration_buckets: [AtomicU64; BUCKETS.len()],
+    duration_count: AtomicU64,
+    duration_micros: AtomicU64,
+    completions_complete: AtomicU64,
+    completions_incomplete: AtomicU64,
+}
+
+/// How a completion's reply ended, for the counters.
+#[derive(Debug, Clone, Copy)]
+pub enum ReplyEnd {
+    Complete,
+    Incomplete,
+}
+
+impl Metrics {
+    /// Counts one finished request.
+    pub fn observe_request(&self, status: u16, elapsed: Duration) {
+        let class = (usize::from(status / 100)).clamp(1, 5) - 1;
+        self.requests[class].fetch_add(1, Ordering::Relaxed);
+        let seconds = elapsed.as_secs_f64();
+        if let Some(bucket) = BUCKETS.iter().position(|bound| seconds <= *bound) {
+            self.duration_buckets[bucket].fetch_add(1, Ordering::Relaxed);
+        }
+        self.duration_count.fetch_add(1, Ordering::Relaxed);
+        self.duration_micros
+            .fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    pub fn observe_reply(&self, end: ReplyEnd) {
+        match end {
+            ReplyEnd::Complete => &self.completions_complete,
+            ReplyEnd::Incomplete => &self.completions_incomplete,
+        }
+        .fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The text exposition, with the database pool's state appended by the caller.
+    pub fn render(&self, pool: &[(&str, u64)]) -> String {
+        let mut out = String::with_capacity(2048);
+        let _ = writeln!(
+            out,
+            "# HELP confidant_http_requests_total HTTP requests answered, by status class."
+        );
+        let _ = writeln!(out, "# TYPE confidant_http_requests_total counter");
+        for (class, counter) in STATUS_CLASSES.iter().zip(&self.requests) {
+            let _ = writeln!(
+                out,
+                "confidant_http_requests_total{{status=\"{class}\"}} {}",
+                counter.load(Ordering::Relaxed)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP confidant_http_request_duration_seconds Time to the response head (streams keep going after it)."
+        );
+        let _ = writeln!(out, "# TYPE confidant_http_request_duration_seconds histogram");
+        let mut cumulative = 0;
+        for (bound, counter) in BUCKETS.iter().zip(&self.duration_buckets) {
+            cumulative += counter.load(Ordering::Relaxed);
+            let _ = writeln!(
+                out,
+                "confidant_http_request_duration_seconds_bucket{{le=\"{bound}\"}} {cumulative}"
+            );
+        }
+        let count = self.duration_count.load(Ordering::Relaxed);
+        let _ = writeln!(
+            out,
+            "confidant_http_request_duration_seconds_bucket{{le=\"+Inf\"}} {count}"
+        );
+        let sum = self.duration_micros.load(Ordering::Relaxed) as f64 / 1e6;
+        let _ = writeln!(out, "confidant_http_request_duration_seconds_sum {sum}");
+        let _ = writeln!(out, "confidant_http_request_duration_seconds_count {count}");
+        let _ = writeln!(
+            out,
+            "# HELP confidant_completion_replies_total Assistant replies stored, by status."
+        );
+        let _ = writeln!(out, "# TYPE confidant_completion_replies_total counter");
+        let _ = writeln!(
+            out,
+            "confidant_completion_replies_total{{status=\"complete\"}} {}",
+            self.completions_complete.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "confidant_completion_replies_total{{status=\"incomplete\"}} {}",
+            self.completions_incomplete.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP confidant_db_connections Database connections, by pool and state."
+        );
+        let _ = writeln!(out, "# TYPE confidant_db_connections gauge");
+        for (labels, value) in pool {
+            let _ = writeln!(out, "confidant_db_connections{{{labels}}} {value}");
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_land_in_their_class_and_bucket() {
+        let metrics = Metrics::default();
+        metrics.observe_request(200, Duration::from_micros(300));
+        metrics.observe_request(404, Duration::from_millis(20));
+        metrics.observe_reply(ReplyEnd::Incomplete);
+        let text = metrics.render(&[("pool=\"read\",state=\"idle\"", 3)]);
+        assert!(text.contains("confidant_http_requests_total{status=\"2xx\"} 1"));
+        assert!(text.contains("confidant_http_requests_total{status=\"4xx\"} 1"));
+        assert!(text.contains("confidant_http_request_duration_seconds_bucket{le=\"0.0005\"} 1"));
+        assert!(text.contains("confidant_http_request_duration_seconds_bucket{le=\"0.025\"} 2"));
+        assert!(text.contains("confidant_http_request_duration_seconds_count 2"));
+        assert!(text.contains("confidant_completion_replies_total{status=\"incomplete\"} 1"));
+        assert!(text.contains("confidant_db_connections{pool=\"read\",state=\"idle\"} 3"));
+    }
+}
