@@ -260,7 +260,7 @@ def bench_database(label, database_url, workdir, args, sqlite_path=None):
             server = Server(database_url, workdir, master_key)
             for name, method, path in [("list my conversations", "GET", f"/v1/agents/{a}/conversations"),
                                        ("get one conversation", "GET", f"/v1/agents/{a}/conversations/c0")]:
-                print(f"[{label}+{args.messages // 1_000_000}M] {name} ...", flush=True)
+                print(f"[{label}+{args.messages / 1e6:g}M] {name} ...", flush=True)
                 row = run_wrk(server, workdir, name.split()[0], method, path, None, tokens_file, args.duration, args.connections)
                 row.update(workload=name, database=f"{label}+{args.messages / 1e6:g}M")
                 rows.append(row)
