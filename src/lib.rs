@@ -8,6 +8,7 @@ pub mod config;
 pub mod crypto;
 pub mod error;
 pub mod http;
+pub mod invalidation;
 pub mod metrics;
 pub mod scope;
 pub mod store;
@@ -156,10 +157,14 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let flusher = state.usage().spawn_flusher(state.db().clone(), Duration::from_secs(5));
+    let invalidations = invalidation::spawn_listener(state.clone());
     let result = axum::serve(listener, app(state.clone()))
         .with_graceful_shutdown(shutdown)
         .await;
     flusher.abort();
+    if let Some(listener) = invalidations {
+        listener.abort();
+    }
     state.usage().flush(state.db()).await;
     result
 }

@@ -111,6 +111,21 @@ impl AuthenticationKeyCache {
         keys.remove(&id);
         self.unknown.write().expect("key cache lock").remove(&id);
     }
+
+    /// Forgets every key of an application (it was deleted).
+    pub fn invalidate_application(&self, app_id: Uuid) {
+        let mut keys = self.keys.write().expect("key cache lock");
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        keys.retain(|_, key| key.application_id != app_id);
+    }
+
+    /// Forgets everything (changes may have been missed).
+    pub fn clear(&self) {
+        let mut keys = self.keys.write().expect("key cache lock");
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        keys.clear();
+        self.unknown.write().expect("key cache lock").clear();
+    }
 }
 
 fn invalid(message: &str) -> Error {

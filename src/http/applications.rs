@@ -14,7 +14,7 @@ use crate::AppState;
 use crate::auth::extract::Principal;
 use crate::error::{Error, Result};
 use crate::store::applications::{self, Application, Member, RemoveMember};
-use crate::store::{keys, operators};
+use crate::store::operators;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -154,15 +154,11 @@ async fn delete_application(
     Path(app_id): Path<Uuid>,
 ) -> Result<StatusCode> {
     principal.access(&state, app_id).await?.require_owner()?;
-    let key_ids = keys::authentication_key_ids(state.db(), app_id).await?;
     if !applications::delete(state.db(), app_id).await? {
         return Err(Error::not_found("application"));
     }
-    // Its keys went with it (cascade): stop them verifying at once.
-    for key_id in key_ids {
-        state.user_keys().invalidate(key_id);
-    }
-    state.agents().invalidate_application(app_id);
+    // Its keys and agents went with it (cascade): forget them here and on every other instance.
+    crate::invalidation::publish(&state, crate::invalidation::Invalidation::Application { app_id }).await;
     tracing::info!(application.id = %app_id, "application deleted");
     Ok(StatusCode::NO_CONTENT)
 }

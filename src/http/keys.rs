@@ -219,8 +219,8 @@ async fn delete_authentication_key(
     if !keys::delete_authentication_key(state.db(), app_id, key_id).await? {
         return Err(Error::not_found("authentication key"));
     }
-    // Tokens signed with it stop verifying now, not when the cache would next reload.
-    state.user_keys().invalidate(key_id);
+    // Tokens signed with it stop verifying now, here and on every other instance.
+    crate::invalidation::publish(&state, crate::invalidation::Invalidation::AuthenticationKey(key_id)).await;
     tracing::info!(application.id = %app_id, key.id = %key_id, "authentication key deleted");
     Ok(StatusCode::NO_CONTENT)
 }

@@ -215,6 +215,11 @@ impl AgentCache {
         self.entries.write().expect("agent cache lock").remove(&id);
     }
 
+    /// Forgets everything (changes may have been missed).
+    pub fn clear(&self) {
+        self.entries.write().expect("agent cache lock").clear();
+    }
+
     /// Forgets every agent of an application (it was deleted).
     pub fn invalidate_application(&self, app_id: Uuid) {
         self.entries

@@ -89,23 +89,6 @@ pub async fn find_authentication_key(db: &Db, id: Uuid) -> StoreResult<Option<Au
     .await
 }
 
-/// The ids of every authentication key of an application.
-pub async fn authentication_key_ids(db: &Db, app_id: Uuid) -> StoreResult<Vec<Uuid>> {
-    #[derive(sqlx::FromRow)]
-    struct Row {
-        id: Uuid,
-    }
-    let rows: Vec<Row> = db
-        .fetch_all(
-            Query::select()
-                .column(AuthenticationKeys::Id)
-                .from(AuthenticationKeys::Table)
-                .and_where(Expr::col(AuthenticationKeys::ApplicationId).eq(app_id)),
-        )
-        .await?;
-    Ok(rows.into_iter().map(|r| r.id).collect())
-}
-
 pub async fn delete_authentication_key(db: &Db, app_id: Uuid, id: Uuid) -> StoreResult<bool> {
     super::delete_in_application(
         db,

@@ -458,3 +458,40 @@ impl TestApp {
         self.restart().await;
     }
 }
+
+/// Another server process's worth of state on the same database (as behind a load balancer).
+pub struct OtherInstance {
+    pub address: SocketAddr,
+    db: Db,
+    shutdown: Option<oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl OtherInstance {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.address, path)
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        if let Some(server) = self.server.take() {
+            let _ = server.await;
+        }
+        self.db.close().await;
+    }
+}
+
+impl TestApp {
+    /// Starts a second instance of the service on this test's database.
+    pub async fn other_instance(&self) -> OtherInstance {
+        let (db, address, shutdown, server) = start(&self.database.url, &self.master_key, self.settings.clone()).await;
+        OtherInstance {
+            address,
+            db,
+            shutdown: Some(shutdown),
+            server: Some(server),
+        }
+    }
+}

@@ -14,5 +14,6 @@ mod errors;
 mod fake_provider;
 mod isolation;
 mod operator_auth;
+mod scale_out;
 mod storage;
 mod user_tokens;
