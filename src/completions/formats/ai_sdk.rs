@@ -9,7 +9,7 @@
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{ClientMessage, Encoder, IncomingMessage, TurnMeta, TurnRequest, known_role, sse_data};
+use super::{Encoder, SentMessage, TurnMeta, TurnRequest, sse_data, whole_history_turn};
 use crate::completions::{FinishReason, Usage};
 use crate::error::{Error, Result};
 
@@ -44,52 +44,19 @@ impl UiMessage {
     }
 }
 
-/// Longest client message id kept (AI SDK ids are short).
-const MAX_CLIENT_ID: usize = 200;
-
 pub fn parse(body: Value) -> Result<TurnRequest> {
     let body: Body =
         serde_json::from_value(body).map_err(|e| Error::InvalidRequest(format!("invalid ai-sdk request: {e}")))?;
-    let history: Vec<ClientMessage> = body
+    let messages = body
         .messages
         .iter()
-        .filter_map(|m| {
-            Some(ClientMessage {
-                role: known_role(&m.role)?,
-                content: m.text(),
-            })
+        .map(|m| SentMessage {
+            id: m.id.clone(),
+            role: m.role.clone(),
+            text: m.text(),
         })
         .collect();
-    let users: Vec<&UiMessage> = body.messages.iter().filter(|m| m.role == "user").collect();
-    let Some(last) = users.last() else {
-        return Err(Error::invalid_field("messages", "must hold a user message"));
-    };
-    // With ids, every user message is a candidate and the store skips the known ones; without,
-    // only the last one is new.
-    let user_messages = if users.iter().all(|m| {
-        m.id.as_deref()
-            .is_some_and(|id| !id.is_empty() && id.len() <= MAX_CLIENT_ID)
-    }) {
-        users
-            .iter()
-            .map(|m| IncomingMessage {
-                content: m.text(),
-                client_id: m.id.clone(),
-            })
-            .collect()
-    } else {
-        vec![IncomingMessage {
-            content: last.text(),
-            client_id: None,
-        }]
-    };
-    Ok(TurnRequest {
-        conversation_id: body.id,
-        user_messages,
-        stream: body.stream,
-        memory: body.memory,
-        history,
-    })
+    whole_history_turn(body.id, messages, body.stream, body.memory)
 }
 
 pub struct AiSdkEncoder {

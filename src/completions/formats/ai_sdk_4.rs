@@ -7,7 +7,7 @@
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{ClientMessage, Encoder, IncomingMessage, TurnMeta, TurnRequest, known_role};
+use super::{Encoder, SentMessage, TurnMeta, TurnRequest, whole_history_turn};
 use crate::completions::{FinishReason, Usage};
 use crate::error::{Error, Result};
 
@@ -46,44 +46,16 @@ fn text_of(content: &Value) -> String {
 pub fn parse(body: Value) -> Result<TurnRequest> {
     let body: Body =
         serde_json::from_value(body).map_err(|e| Error::InvalidRequest(format!("invalid ai-sdk-4 request: {e}")))?;
-    let history: Vec<ClientMessage> = body
+    let messages = body
         .messages
         .iter()
-        .filter_map(|m| {
-            Some(ClientMessage {
-                role: known_role(&m.role)?,
-                content: text_of(&m.content),
-            })
+        .map(|m| SentMessage {
+            id: m.id.clone(),
+            role: m.role.clone(),
+            text: text_of(&m.content),
         })
         .collect();
-    let users: Vec<&Message> = body.messages.iter().filter(|m| m.role == "user").collect();
-    let Some(last) = users.last() else {
-        return Err(Error::invalid_field("messages", "must hold a user message"));
-    };
-    let user_messages = if users
-        .iter()
-        .all(|m| m.id.as_deref().is_some_and(|id| !id.is_empty() && id.len() <= 200))
-    {
-        users
-            .iter()
-            .map(|m| IncomingMessage {
-                content: text_of(&m.content),
-                client_id: m.id.clone(),
-            })
-            .collect()
-    } else {
-        vec![IncomingMessage {
-            content: text_of(&last.content),
-            client_id: None,
-        }]
-    };
-    Ok(TurnRequest {
-        conversation_id: body.id,
-        user_messages,
-        stream: body.stream,
-        memory: body.memory,
-        history,
-    })
+    whole_history_turn(body.id, messages, body.stream, body.memory)
 }
 
 pub struct AiSdk4Encoder {

@@ -94,6 +94,65 @@ pub struct ClientMessage {
     pub content: String,
 }
 
+/// One message of a client that sends the whole history each time (the AI SDKs).
+pub struct SentMessage {
+    /// The client's id for the message, if it gives one.
+    pub id: Option<String>,
+    pub role: String,
+    pub text: String,
+}
+
+/// Longest client message id kept (AI SDK ids are short).
+const MAX_CLIENT_ID: usize = 200;
+
+/// The turn of a whole-history client: with ids on every user message, each is a candidate and the
+/// store skips those it has; without, only the last user message is new.
+pub fn whole_history_turn(
+    conversation_id: Option<String>,
+    messages: Vec<SentMessage>,
+    stream: Option<bool>,
+    memory: Option<bool>,
+) -> Result<TurnRequest> {
+    let history: Vec<ClientMessage> = messages
+        .iter()
+        .filter_map(|m| {
+            Some(ClientMessage {
+                role: known_role(&m.role)?,
+                content: m.text.clone(),
+            })
+        })
+        .collect();
+    let users: Vec<&SentMessage> = messages.iter().filter(|m| m.role == "user").collect();
+    let Some(last) = users.last() else {
+        return Err(Error::invalid_field("messages", "must hold a user message"));
+    };
+    let all_have_ids = users.iter().all(|m| {
+        m.id.as_deref()
+            .is_some_and(|id| !id.is_empty() && id.len() <= MAX_CLIENT_ID)
+    });
+    let user_messages = if all_have_ids {
+        users
+            .iter()
+            .map(|m| IncomingMessage {
+                content: m.text.clone(),
+                client_id: m.id.clone(),
+            })
+            .collect()
+    } else {
+        vec![IncomingMessage {
+            content: last.text.clone(),
+            client_id: None,
+        }]
+    };
+    Ok(TurnRequest {
+        conversation_id,
+        user_messages,
+        stream,
+        memory,
+        history,
+    })
+}
+
 /// Maps a client's role name to ours; other roles (system, tool) are dropped: the agent's
 /// instructions are the system message.
 pub fn known_role(role: &str) -> Option<&'static str> {
