@@ -29,6 +29,16 @@ async fn setup(app: &TestApp) -> (String, crate::harness::Tenant, String) {
     (owner, tenant, token)
 }
 
+/// The `content` of each item of a listing's `data`.
+fn contents_of(page: &Value) -> Vec<&str> {
+    page["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["content"].as_str().unwrap())
+        .collect()
+}
+
 fn ask(text: &str) -> Value {
     json!({"messages": [{"role": "user", "content": text}]})
 }
@@ -446,12 +456,7 @@ async fn memory_search_ranks_matches_and_survives_query_syntax(app: TestApp) {
             .assert_status(201);
     }
     let found = app.get("/v1/memories?q=green%20tea", &token).await;
-    let contents: Vec<&str> = found.assert_status(200)["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["content"].as_str().unwrap())
-        .collect();
+    let contents = contents_of(found.assert_status(200));
     assert_eq!(contents.len(), 2, "{contents:?}");
     assert!(contents.iter().all(|c| c.contains("tea")));
     assert!(found.body["next_cursor"].is_null());
@@ -488,12 +493,7 @@ async fn memory_search_ranks_matches_and_survives_query_syntax(app: TestApp) {
     .await
     .assert_status(201);
     let ranked = app.get("/v1/memories?q=oolong", &token).await;
-    let contents: Vec<&str> = ranked.assert_status(200)["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["content"].as_str().unwrap())
-        .collect();
+    let contents = contents_of(ranked.assert_status(200));
     assert_eq!(contents.first(), Some(&"oolong oolong oolong"), "{contents:?}");
     assert_eq!(contents.len(), 2);
 }
@@ -511,12 +511,7 @@ async fn memory_filter_by_agent_and_scoped_keys(app: TestApp) {
         .await
         .assert_status(201);
     let only_x = app.get(&format!("/v1/memories?agent_id={x}"), &token).await;
-    let contents: Vec<&str> = only_x.assert_status(200)["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["content"].as_str().unwrap())
-        .collect();
+    let contents = contents_of(only_x.assert_status(200));
     assert_eq!(contents, vec!["for x"]);
 
     let key = app
@@ -524,12 +519,7 @@ async fn memory_filter_by_agent_and_scoped_keys(app: TestApp) {
         .await;
     let scoped = user_token(&key, "alice");
     let visible = app.get("/v1/memories", &scoped).await;
-    let contents: Vec<&str> = visible.assert_status(200)["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["content"].as_str().unwrap())
-        .collect();
+    let contents = contents_of(visible.assert_status(200));
     assert_eq!(contents, vec!["for x"]);
     app.get(&format!("/v1/memories?agent_id={y}"), &scoped)
         .await
