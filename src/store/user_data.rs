@@ -10,6 +10,7 @@ use serde_json::Value;
 use sqlx::types::Json;
 use uuid::Uuid;
 
+use super::lite;
 use super::{Backend, Count, Db, StoreError, StoreResult, now_micros};
 use crate::scope::{AgentAccess, UserScope};
 
@@ -188,7 +189,7 @@ pub async fn list_conversations(
         .order_by(Conversations::UpdatedAt, Order::Desc)
         .order_by(Conversations::Id, Order::Desc)
         .limit(limit + 1);
-    let mut rows: Vec<Conversation> = db.fetch_all(&query).await?;
+    let mut rows: Vec<Conversation> = db.rows(&query).await?;
     let more = rows.len() as u64 > limit;
     rows.truncate(limit as usize);
     let next = if more {
@@ -213,14 +214,14 @@ pub async fn find_conversation(
     query
         .and_where(Expr::col((Conversations::Table, Conversations::AgentId)).eq(agent_id))
         .and_where(Expr::col((Conversations::Table, Conversations::ExternalId)).eq(external_id));
-    db.fetch_optional(&query).await
+    db.row(&query).await
 }
 
 /// The conversation's messages, oldest first.
 pub async fn messages(db: &Db, scope: &UserScope, conversation: &Conversation) -> StoreResult<Vec<Message>> {
     let mut query = messages_of(scope, conversation);
     query.order_by(Messages::Seq, Order::Asc);
-    db.fetch_all(&query).await
+    db.rows(&query).await
 }
 
 /// The last `limit` messages of the conversation up to sequence number `up_to` (inclusive),
@@ -237,7 +238,7 @@ pub async fn recent_messages(
         query.and_where(Expr::col(Messages::Seq).lte(up_to));
     }
     query.order_by(Messages::Seq, Order::Desc).limit(limit);
-    let mut rows: Vec<Message> = db.fetch_all(&query).await?;
+    let mut rows: Vec<Message> = db.rows(&query).await?;
     rows.reverse();
     Ok(rows)
 }
@@ -308,7 +309,7 @@ pub async fn open_conversation(
             .and_where(Expr::col(Conversations::Sub).eq(scope.sub()))
             .and_where(Expr::col(Conversations::ExternalId).eq(external_id))
             .to_owned();
-        if let Some(existing) = db.fetch_optional::<Conversation>(&any_agent).await? {
+        if let Some(existing) = db.row::<Conversation>(&any_agent).await? {
             return Ok(if existing.agent_id == agent_id {
                 OpenedConversation::Existing(existing)
             } else {
@@ -407,188 +408,161 @@ pub async fn append_messages(
     conversation: &Conversation,
     new: &[NewMessage],
 ) -> StoreResult<Vec<Message>> {
-    let now = now_micros();
-    let owned = || {
-        Condition::all()
-            .add(Expr::col(Conversations::Id).eq(conversation.id))
-            .add(Expr::col(Conversations::ApplicationId).eq(scope.application_id()))
-            .add(Expr::col(Conversations::Sub).eq(scope.sub()))
+    let append = Append {
+        scope: scope.clone(),
+        conversation: conversation.clone(),
+        new: new.to_vec(),
+        now: now_micros(),
     };
-    let client_ids: Vec<String> = new.iter().filter_map(|m| m.client_id.clone()).collect();
-    if client_ids.is_empty() && db.backend() == Backend::Sqlite && !new.is_empty() {
-        return append_in_one_call(db, scope, conversation, new, now, owned()).await;
+    if let Some(lite) = db.lite() {
+        // On SQLite, the whole append is one job for the writer thread, which holds the write lock.
+        return lite.write(move |connection| append.on_sqlite(connection)).await;
     }
     let mut tx = db.begin().await?;
-    let fresh: Vec<&NewMessage> = if client_ids.is_empty() {
-        new.iter().collect()
-    } else {
+    let fresh = if append.has_client_ids() {
         // Lock the row before looking, so two requests carrying the same message can't both add it.
-        let touched = tx
-            .execute(
-                Query::update()
-                    .table(Conversations::Table)
-                    .value(Conversations::UpdatedAt, now)
-                    .cond_where(owned()),
-            )
-            .await?;
-        if touched == 0 {
+        if tx.execute(append.touch()).await? == 0 {
             return Err(StoreError::NotFound);
         }
-        let known: Vec<ClientId> = tx
-            .fetch_all(
-                Query::select()
-                    .column(Messages::ClientId)
-                    .from(Messages::Table)
-                    .and_where(Expr::col(Messages::ConversationId).eq(conversation.id))
-                    .and_where(Expr::col(Messages::ClientId).is_in(client_ids)),
-            )
-            .await?;
-        new.iter()
+        let known: Vec<ClientId> = tx.fetch_all(&append.known_client_ids()).await?;
+        append.fresh(&known)
+    } else {
+        append.new.iter().collect()
+    };
+    if fresh.is_empty() {
+        tx.commit().await?;
+        return Ok(Vec::new());
+    }
+    let reserved: Option<LastSeq> = tx.write_returning(append.reserve(fresh.len())).await?;
+    let rows = append.rows(&fresh, reserved.ok_or(StoreError::NotFound)?);
+    tx.execute(append.insert(&rows)).await?;
+    tx.commit().await?;
+    Ok(rows)
+}
+
+/// One append's statements, shared by both backends.
+struct Append {
+    scope: UserScope,
+    conversation: Conversation,
+    new: Vec<NewMessage>,
+    now: i64,
+}
+
+impl Append {
+    /// The same steps as the PostgreSQL path, run by SQLite's writer inside its transaction
+    /// (which already holds the write lock, so nothing needs locking first).
+    fn on_sqlite(&self, connection: &rusqlite::Connection) -> StoreResult<Vec<Message>> {
+        let fresh = if self.has_client_ids() {
+            let known: Vec<ClientId> = lite::select(connection, &self.known_client_ids())?;
+            self.fresh(&known)
+        } else {
+            self.new.iter().collect()
+        };
+        if fresh.is_empty() {
+            return Ok(Vec::new());
+        }
+        let reserved: Option<LastSeq> = lite::returning(connection, lite::Built::of(&self.reserve(fresh.len())))?;
+        let rows = self.rows(&fresh, reserved.ok_or(StoreError::NotFound)?);
+        lite::execute(connection, lite::Built::of(&self.insert(&rows)))?;
+        Ok(rows)
+    }
+
+    fn has_client_ids(&self) -> bool {
+        self.new.iter().any(|m| m.client_id.is_some())
+    }
+
+    /// The conversation row, if it is this user's.
+    fn owned(&self) -> Condition {
+        Condition::all()
+            .add(Expr::col(Conversations::Id).eq(self.conversation.id))
+            .add(Expr::col(Conversations::ApplicationId).eq(self.scope.application_id()))
+            .add(Expr::col(Conversations::Sub).eq(self.scope.sub()))
+    }
+
+    fn touch(&self) -> sea_query::UpdateStatement {
+        Query::update()
+            .table(Conversations::Table)
+            .value(Conversations::UpdatedAt, self.now)
+            .cond_where(self.owned())
+            .to_owned()
+    }
+
+    fn known_client_ids(&self) -> SelectStatement {
+        let ids: Vec<String> = self.new.iter().filter_map(|m| m.client_id.clone()).collect();
+        Query::select()
+            .column(Messages::ClientId)
+            .from(Messages::Table)
+            .and_where(Expr::col(Messages::ConversationId).eq(self.conversation.id))
+            .and_where(Expr::col(Messages::ClientId).is_in(ids))
+            .to_owned()
+    }
+
+    fn fresh(&self, known: &[ClientId]) -> Vec<&NewMessage> {
+        self.new
+            .iter()
             .filter(|m| {
                 !m.client_id
                     .as_ref()
                     .is_some_and(|id| known.iter().any(|k| k.client_id.as_ref() == Some(id)))
             })
             .collect()
-    };
-    if fresh.is_empty() {
-        tx.commit().await?;
-        return Ok(Vec::new());
     }
-    let reserved: Option<LastSeq> = tx
-        .write_returning(
-            Query::update()
-                .table(Conversations::Table)
-                .value(Conversations::UpdatedAt, now)
-                .value(
-                    Conversations::LastSeq,
-                    Expr::col(Conversations::LastSeq).add(fresh.len() as i64),
-                )
-                .cond_where(owned())
-                .returning_col(Conversations::LastSeq),
-        )
-        .await?;
-    let Some(reserved) = reserved else {
-        return Err(StoreError::NotFound);
-    };
-    let first = reserved.last_seq - fresh.len() as i64 + 1;
-    let rows: Vec<Message> = fresh
-        .iter()
-        .enumerate()
-        .map(|(i, m)| Message {
-            id: m.id,
-            seq: first + i as i64,
-            role: m.role.to_owned(),
-            content: m.content.clone(),
-            status: m.status.to_owned(),
-            client_id: m.client_id.clone(),
-            created_at: now,
-        })
-        .collect();
-    let mut insert = Query::insert();
-    insert.into_table(Messages::Table).columns(MESSAGE_INSERT_COLUMNS);
-    for row in &rows {
-        insert.values_panic([
-            row.id.into(),
-            conversation.id.into(),
-            scope.application_id().into(),
-            scope.sub().into(),
-            row.seq.into(),
-            row.role.clone().into(),
-            row.content.clone().into(),
-            row.status.clone().into(),
-            row.client_id.clone().into(),
-            now.into(),
-        ]);
+
+    /// Reserves `count` sequence numbers; returns the last one (no row: not this user's).
+    fn reserve(&self, count: usize) -> sea_query::UpdateStatement {
+        Query::update()
+            .table(Conversations::Table)
+            .value(Conversations::UpdatedAt, self.now)
+            .value(
+                Conversations::LastSeq,
+                Expr::col(Conversations::LastSeq).add(count as i64),
+            )
+            .cond_where(self.owned())
+            .returning_col(Conversations::LastSeq)
+            .to_owned()
     }
-    tx.execute(insert).await?;
-    tx.commit().await?;
-    Ok(rows)
+
+    fn rows(&self, fresh: &[&NewMessage], reserved: LastSeq) -> Vec<Message> {
+        let first = reserved.last_seq - fresh.len() as i64 + 1;
+        fresh
+            .iter()
+            .enumerate()
+            .map(|(i, m)| Message {
+                id: m.id,
+                seq: first + i as i64,
+                role: m.role.to_owned(),
+                content: m.content.clone(),
+                status: m.status.to_owned(),
+                client_id: m.client_id.clone(),
+                created_at: self.now,
+            })
+            .collect()
+    }
+
+    fn insert(&self, rows: &[Message]) -> sea_query::InsertStatement {
+        let mut insert = Query::insert();
+        insert.into_table(Messages::Table).columns(MESSAGE_INSERT_COLUMNS);
+        for row in rows {
+            insert.values_panic([
+                row.id.into(),
+                self.conversation.id.into(),
+                self.scope.application_id().into(),
+                self.scope.sub().into(),
+                row.seq.into(),
+                row.role.clone().into(),
+                row.content.clone().into(),
+                row.status.clone().into(),
+                row.client_id.clone().into(),
+                self.now.into(),
+            ]);
+        }
+        insert
+    }
 }
 
 #[derive(sqlx::FromRow)]
 struct LastSeq {
     last_seq: i64,
-}
-
-async fn find_by_id(db: &Db, scope: &UserScope, id: Uuid) -> StoreResult<Option<Conversation>> {
-    let mut query = conversations_of(scope);
-    query.and_where(Expr::col((Conversations::Table, Conversations::Id)).eq(id));
-    db.fetch_optional(&query).await
-}
-
-/// The common append on SQLite (no client ids to check): reserve the sequence numbers and insert
-/// the rows in one call to the writer. Each row's `seq` is read back from the row just updated,
-/// inside the same transaction.
-async fn append_in_one_call(
-    db: &Db,
-    scope: &UserScope,
-    conversation: &Conversation,
-    new: &[NewMessage],
-    now: i64,
-    owned: Condition,
-) -> StoreResult<Vec<Message>> {
-    let count = new.len() as i64;
-    let reserve = Query::update()
-        .table(Conversations::Table)
-        .value(Conversations::UpdatedAt, now)
-        .value(Conversations::LastSeq, Expr::col(Conversations::LastSeq).add(count))
-        .cond_where(owned)
-        .returning_col(Conversations::LastSeq)
-        .to_owned();
-    let mut insert = Query::insert();
-    insert.into_table(Messages::Table).columns(MESSAGE_INSERT_COLUMNS);
-    for (i, m) in new.iter().enumerate() {
-        // NULL (refused by NOT NULL) unless the conversation is this user's.
-        let seq = Expr::cust_with_values(
-            "(SELECT last_seq FROM conversations WHERE id = ? AND application_id = ? AND sub = ?) - ?",
-            [
-                sea_query::Value::from(conversation.id),
-                sea_query::Value::from(scope.application_id()),
-                sea_query::Value::from(scope.sub()),
-                sea_query::Value::from(count - 1 - i as i64),
-            ],
-        );
-        insert.values_panic([
-            m.id.into(),
-            conversation.id.into(),
-            scope.application_id().into(),
-            scope.sub().into(),
-            seq,
-            m.role.into(),
-            m.content.clone().into(),
-            m.status.into(),
-            m.client_id.clone().into(),
-            now.into(),
-        ]);
-    }
-    let returned: Vec<LastSeq> = match db.sqlite_script(&[&reserve, &insert]).await {
-        Ok(rows) => rows,
-        // The conversation went away meanwhile (deleted): say so rather than fail.
-        Err(StoreError::Other(_)) if find_by_id(db, scope, conversation.id).await?.is_none() => {
-            return Err(StoreError::NotFound);
-        }
-        Err(error) => return Err(error),
-    };
-    // No row: not this user's conversation. Nothing was inserted then either: the rows' seq
-    // would have been NULL, which the NOT NULL constraint refuses (and the script rolls back).
-    let Some(reserved) = returned.first() else {
-        return Err(StoreError::NotFound);
-    };
-    let first = reserved.last_seq - count + 1;
-    Ok(new
-        .iter()
-        .enumerate()
-        .map(|(i, m)| Message {
-            id: m.id,
-            seq: first + i as i64,
-            role: m.role.to_owned(),
-            content: m.content.clone(),
-            status: m.status.to_owned(),
-            client_id: m.client_id.clone(),
-            created_at: now,
-        })
-        .collect())
 }
 
 const MESSAGE_INSERT_COLUMNS: [Messages; 10] = [
@@ -680,7 +654,7 @@ pub async fn create_memory(
 pub async fn find_memory(db: &Db, scope: &UserScope, id: Uuid) -> StoreResult<Option<Memory>> {
     let mut query = memories_of(scope);
     query.and_where(Expr::col((Memories::Table, Memories::Id)).eq(id));
-    db.fetch_optional(&query).await
+    db.row(&query).await
 }
 
 pub async fn update_memory(
@@ -753,7 +727,7 @@ pub async fn list_memories(
     let mut query = memories_of(scope);
     apply_filter(&mut query, filter);
     page.apply(&mut query, (Memories::Table, Memories::Id));
-    Ok(page.finish(db.fetch_all(&query).await?, |m: &Memory| m.id))
+    Ok(page.finish(db.rows(&query).await?, |m: &Memory| m.id))
 }
 
 /// Full-text search over the user's memories, best match first. `terms` are plain words; they are
@@ -801,7 +775,7 @@ pub async fn search_memories(
     query
         .order_by((Memories::Table, Memories::Id), Order::Desc)
         .limit(limit);
-    db.fetch_all(&query).await
+    db.rows(&query).await
 }
 
 /// Splits free text into search terms: runs of letters and digits, lower-cased, at most 32.
@@ -828,7 +802,7 @@ pub struct Export {
 pub async fn export(db: &Db, scope: &UserScope) -> StoreResult<Export> {
     let mut query = conversations_of(scope);
     query.order_by((Conversations::Table, Conversations::Id), Order::Asc);
-    let conversations: Vec<Conversation> = db.fetch_all(&query).await?;
+    let conversations: Vec<Conversation> = db.rows(&query).await?;
     let mut with_messages = Vec::with_capacity(conversations.len());
     for conversation in conversations {
         let messages = messages(db, scope, &conversation).await?;
@@ -838,7 +812,7 @@ pub async fn export(db: &Db, scope: &UserScope) -> StoreResult<Export> {
     query.order_by((Memories::Table, Memories::Id), Order::Asc);
     Ok(Export {
         conversations: with_messages,
-        memories: db.fetch_all(&query).await?,
+        memories: db.rows(&query).await?,
     })
 }
 
@@ -948,4 +922,66 @@ pub async fn agent_stats(
         users: totals.users,
         per_day: per_day.into_iter().map(|d| (d.day, d.n)).collect(),
     })
+}
+
+// ---------------------------------------------------------------------------------------------
+// The same rows as SQLite's hot path (`lite`) decodes them (sqlx derives its own above).
+
+impl lite::FromRow for Conversation {
+    fn from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
+        Ok(Self {
+            id: lite::uuid(row, "id")?,
+            external_id: row.get("external_id")?,
+            agent_id: lite::uuid(row, "agent_id")?,
+            title: row.get("title")?,
+            created_at: row.get("created_at")?,
+            updated_at: row.get("updated_at")?,
+        })
+    }
+}
+
+impl lite::FromRow for Message {
+    fn from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
+        Ok(Self {
+            id: lite::uuid(row, "id")?,
+            seq: row.get("seq")?,
+            role: row.get("role")?,
+            content: row.get("content")?,
+            status: row.get("status")?,
+            client_id: row.get("client_id")?,
+            created_at: row.get("created_at")?,
+        })
+    }
+}
+
+impl lite::FromRow for Memory {
+    fn from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
+        let metadata: String = row.get("metadata")?;
+        let metadata = serde_json::from_str(&metadata)
+            .map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e)))?;
+        Ok(Self {
+            id: lite::uuid(row, "id")?,
+            agent_id: lite::uuid_opt(row, "agent_id")?,
+            content: row.get("content")?,
+            metadata: Json(metadata),
+            created_at: row.get("created_at")?,
+            updated_at: row.get("updated_at")?,
+        })
+    }
+}
+
+impl lite::FromRow for ClientId {
+    fn from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
+        Ok(Self {
+            client_id: row.get("client_id")?,
+        })
+    }
+}
+
+impl lite::FromRow for LastSeq {
+    fn from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
+        Ok(Self {
+            last_seq: row.get("last_seq")?,
+        })
+    }
 }
