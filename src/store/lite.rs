@@ -359,3 +359,136 @@ impl From<rusqlite::Error> for StoreError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use sea_query::{Alias, Expr, ExprTrait, Query};
+
+    use super::*;
+
+    fn database() -> (tempfile::TempDir, Lite) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("lite.db");
+        let setup = Connection::open(&path).expect("create");
+        setup
+            .execute_batch(
+                "PRAGMA journal_mode=WAL; CREATE TABLE t (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE);",
+            )
+            .expect("schema");
+        drop(setup);
+        let lite = Lite::open(&path, 2).expect("open");
+        (dir, lite)
+    }
+
+    fn insert(id: i64, name: &str) -> Built {
+        Built::of(
+            &Query::insert()
+                .into_table(Alias::new("t"))
+                .columns([Alias::new("id"), Alias::new("name")])
+                .values_panic([id.into(), name.into()])
+                .to_owned(),
+        )
+    }
+
+    struct Name(String);
+    impl FromRow for Name {
+        fn from_row(row: &Row<'_>) -> rusqlite::Result<Self> {
+            Ok(Self(row.get("name")?))
+        }
+    }
+
+    fn names(lite: &Lite) -> Vec<String> {
+        let query = Query::select()
+            .column(Alias::new("name"))
+            .from(Alias::new("t"))
+            .order_by(Alias::new("id"), sea_query::Order::Asc)
+            .to_owned();
+        lite.read(|c| select::<Name>(c, &query))
+            .expect("read")
+            .into_iter()
+            .map(|n| n.0)
+            .collect()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failing_write_is_rolled_back_alone_and_the_others_in_its_group_commit() {
+        let (_dir, lite) = database();
+        let lite = std::sync::Arc::new(lite);
+        lite.write(|c| Ok(execute(c, insert(0, "name-0"))?))
+            .await
+            .expect("first");
+        // Many writes at once so the writer takes them in groups; every tenth one collides with
+        // the first name and must fail alone, also when it ran half-way (two rows, one taken).
+        let writes = (1..200i64).map(|i| {
+            let lite = lite.clone();
+            tokio::spawn(async move {
+                lite.write(move |c| {
+                    if i % 10 == 9 {
+                        execute(c, insert(1000 + i, &format!("extra-{i}")))?;
+                        execute(c, insert(2000 + i, "name-0"))?;
+                    } else {
+                        execute(c, insert(i, &format!("name-{i}")))?;
+                    }
+                    Ok(i)
+                })
+                .await
+            })
+        });
+        let mut failed = Vec::new();
+        let writes: Vec<_> = writes.collect();
+        for (i, write) in (1..).zip(writes) {
+            match write.await.expect("task") {
+                Ok(n) => assert_eq!(n, i),
+                Err(StoreError::Conflict(_)) => failed.push(i),
+                Err(other) => panic!("write {i}: {other}"),
+            }
+        }
+        assert_eq!(failed, (1..200).filter(|i| i % 10 == 9).collect::<Vec<_>>());
+        let stored = names(&lite);
+        assert_eq!(stored.len(), 180);
+        assert!(stored.iter().all(|n| n.starts_with("name-")), "{stored:?}");
+    }
+
+    #[tokio::test]
+    async fn a_panicking_write_fails_alone_and_the_writer_keeps_going() {
+        let (_dir, lite) = database();
+        let failed = lite
+            .write(|c| -> StoreResult<()> {
+                execute(c, insert(1, "before the panic"))?;
+                panic!("a bug in a write");
+            })
+            .await;
+        assert!(matches!(failed, Err(StoreError::Other(_))), "{failed:?}");
+        lite.write(|c| Ok(execute(c, insert(2, "after"))?))
+            .await
+            .expect("writer still running");
+        assert_eq!(names(&lite), ["after"]);
+    }
+
+    #[tokio::test]
+    async fn a_write_is_visible_to_other_connections_once_answered_and_none_after_close() {
+        let (dir, lite) = database();
+        let update = Query::update()
+            .table(Alias::new("t"))
+            .value(Alias::new("name"), "renamed")
+            .and_where(Expr::col(Alias::new("id")).eq(7))
+            .to_owned();
+        lite.write(|c| Ok(execute(c, insert(7, "seven"))?))
+            .await
+            .expect("insert");
+        let touched = lite
+            .write(move |c| Ok(execute(c, Built::of(&update))?))
+            .await
+            .expect("update");
+        assert_eq!(touched, 1);
+        // A connection that is not `lite`'s sees the committed row.
+        let other = Connection::open(dir.path().join("lite.db")).expect("open");
+        let name: String = other
+            .query_row("SELECT name FROM t WHERE id = 7", [], |r| r.get(0))
+            .expect("row");
+        assert_eq!(name, "renamed");
+        lite.close();
+        let refused = lite.write(|c| Ok(execute(c, insert(8, "late"))?)).await;
+        assert!(matches!(refused, Err(StoreError::Unavailable(_))), "{refused:?}");
+    }
+}
