@@ -154,13 +154,6 @@ async fn list_conversations(
     }))
 }
 
-async fn find(state: &AppState, scope: &UserScope, agent_id: Uuid, conversation_id: &str) -> Result<Conversation> {
-    user_agent(state, scope, agent_id).await?;
-    user_data::find_conversation(state.db(), scope, agent_id, conversation_id)
-        .await?
-        .ok_or_else(|| Error::not_found("conversation"))
-}
-
 /// One of the user's conversations, with its messages.
 #[utoipa::path(
     get, path = "/v1/agents/{agent_id}/conversations/{conversation_id}", tag = "conversations",
@@ -173,8 +166,11 @@ async fn get_conversation(
     scope: UserScope,
     Path((agent_id, conversation_id)): Path<(Uuid, String)>,
 ) -> Result<Json<ConversationWithMessages>> {
-    let conversation = find(&state, &scope, agent_id, &conversation_id).await?;
-    let messages = user_data::messages(state.db(), &scope, &conversation).await?;
+    user_agent(&state, &scope, agent_id).await?;
+    let (conversation, messages) =
+        user_data::conversation_with_messages(state.db(), &scope, agent_id, &conversation_id)
+            .await?
+            .ok_or_else(|| Error::not_found("conversation"))?;
     Ok(Json(ConversationWithMessages {
         conversation: ConversationView::from(&conversation),
         messages: messages.into_iter().map(MessageView::from).collect(),

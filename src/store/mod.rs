@@ -27,6 +27,7 @@ use std::time::Duration;
 
 use sea_query::{
     DeleteStatement, InsertStatement, PostgresQueryBuilder, SelectStatement, SqliteQueryBuilder, UpdateStatement,
+    WithQuery,
 };
 use sea_query_sqlx::{SqlxBinder, SqlxValues};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
@@ -155,6 +156,7 @@ macro_rules! migrations {
 migrations! {
     1 "0001_initial",
     2 "0002_conversation_last_seq",
+    3 "0003_messages_owner_index",
 }
 
 /// Tunables for opening the database.
@@ -510,7 +512,7 @@ macro_rules! impl_write {
         }
     )*};
 }
-impl_write!(InsertStatement, UpdateStatement, DeleteStatement);
+impl_write!(InsertStatement, UpdateStatement, DeleteStatement, WithQuery);
 
 /// Deletes the row of `table` with this id if it belongs to this application (the shape of every
 /// admin-plane delete). Returns whether a row went.

@@ -5,7 +5,7 @@
 //! `memories_of` / `messages_of`, the only places that start a query on these tables. A reviewer
 //! can check isolation by reading this file alone.
 
-use sea_query::{Condition, Expr, ExprTrait, Order, Query, SelectStatement};
+use sea_query::{Condition, Expr, ExprTrait, Order, Query, SelectExprTrait, SelectStatement};
 use serde_json::Value;
 use sqlx::types::Json;
 use uuid::Uuid;
@@ -217,6 +217,79 @@ pub async fn find_conversation(
     db.row(&query).await
 }
 
+/// One of the user's conversations with this agent and its messages (oldest first), in one query.
+pub async fn conversation_with_messages(
+    db: &Db,
+    scope: &UserScope,
+    agent_id: Uuid,
+    external_id: &str,
+) -> StoreResult<Option<(Conversation, Vec<Message>)>> {
+    let mut query = conversations_of(scope);
+    query
+        .exprs([
+            Expr::col((Messages::Table, Messages::Id)).alias("message_id"),
+            Expr::col((Messages::Table, Messages::Seq)).alias("message_seq"),
+            Expr::col((Messages::Table, Messages::Role)).alias("message_role"),
+            Expr::col((Messages::Table, Messages::Content)).alias("message_content"),
+            Expr::col((Messages::Table, Messages::Status)).alias("message_status"),
+            Expr::col((Messages::Table, Messages::ClientId)).alias("message_client_id"),
+            Expr::col((Messages::Table, Messages::CreatedAt)).alias("message_created_at"),
+        ])
+        // The messages carry their owner too: the join repeats the scope's filter on them.
+        .left_join(
+            Messages::Table,
+            Condition::all()
+                .add(
+                    Expr::col((Messages::Table, Messages::ConversationId))
+                        .equals((Conversations::Table, Conversations::Id)),
+                )
+                .add(
+                    Expr::col((Messages::Table, Messages::ApplicationId))
+                        .equals((Conversations::Table, Conversations::ApplicationId)),
+                )
+                .add(Expr::col((Messages::Table, Messages::Sub)).equals((Conversations::Table, Conversations::Sub))),
+        )
+        .and_where(Expr::col((Conversations::Table, Conversations::AgentId)).eq(agent_id))
+        .and_where(Expr::col((Conversations::Table, Conversations::ExternalId)).eq(external_id))
+        .order_by((Messages::Table, Messages::Seq), Order::Asc);
+    let rows: Vec<ConversationMessage> = db.rows(&query).await?;
+    let Some(first) = rows.first() else {
+        return Ok(None);
+    };
+    let conversation = first.conversation.clone();
+    let messages = rows.into_iter().filter_map(ConversationMessage::message).collect();
+    Ok(Some((conversation, messages)))
+}
+
+/// A row of `conversation_with_messages`: the conversation, and one of its messages (none when it
+/// has no messages: a left join).
+#[derive(sqlx::FromRow)]
+struct ConversationMessage {
+    #[sqlx(flatten)]
+    conversation: Conversation,
+    message_id: Option<Uuid>,
+    message_seq: Option<i64>,
+    message_role: Option<String>,
+    message_content: Option<String>,
+    message_status: Option<String>,
+    message_client_id: Option<String>,
+    message_created_at: Option<i64>,
+}
+
+impl ConversationMessage {
+    fn message(self) -> Option<Message> {
+        Some(Message {
+            id: self.message_id?,
+            seq: self.message_seq?,
+            role: self.message_role?,
+            content: self.message_content?,
+            status: self.message_status?,
+            client_id: self.message_client_id,
+            created_at: self.message_created_at?,
+        })
+    }
+}
+
 /// The conversation's messages, oldest first.
 pub async fn messages(db: &Db, scope: &UserScope, conversation: &Conversation) -> StoreResult<Vec<Message>> {
     let mut query = messages_of(scope, conversation);
@@ -408,6 +481,9 @@ pub async fn append_messages(
     conversation: &Conversation,
     new: &[NewMessage],
 ) -> StoreResult<Vec<Message>> {
+    if new.is_empty() {
+        return Ok(Vec::new());
+    }
     let append = Append {
         scope: scope.clone(),
         conversation: conversation.clone(),
@@ -417,6 +493,12 @@ pub async fn append_messages(
     if let Some(lite) = db.lite() {
         // On SQLite, the whole append is one job for the writer thread, which holds the write lock.
         return lite.write(move |connection| append.on_sqlite(connection)).await;
+    }
+    if !append.has_client_ids() {
+        // PostgreSQL, nothing to deduplicate: reserve and insert in one statement, one round trip.
+        let reserved: Option<LastSeq> = db.write_returning(append.reserve_and_insert()?).await?;
+        let fresh: Vec<&NewMessage> = append.new.iter().collect();
+        return Ok(append.rows(&fresh, reserved.ok_or(StoreError::NotFound)?));
     }
     let mut tx = db.begin().await?;
     let fresh = if append.has_client_ids() {
@@ -520,6 +602,54 @@ impl Append {
             .cond_where(self.owned())
             .returning_col(Conversations::LastSeq)
             .to_owned()
+    }
+
+    /// PostgreSQL: `WITH reserved AS (<reserve>), inserted AS (INSERT … SELECT … FROM reserved)
+    /// SELECT last_seq FROM reserved`. No row: not this user's conversation, and nothing inserted
+    /// (the insert selects from the empty `reserved`).
+    fn reserve_and_insert(&self) -> StoreResult<sea_query::WithQuery> {
+        use sea_query::{CommonTableExpression, UnionType, WithClause};
+        let count = self.new.len() as i64;
+        let reserved = CommonTableExpression::new()
+            .query(self.reserve(self.new.len()))
+            .table_name("reserved")
+            .to_owned();
+        let mut rows = self.new.iter().enumerate().map(|(i, m)| {
+            Query::select()
+                .exprs([
+                    Expr::val(m.id),
+                    Expr::val(self.conversation.id),
+                    Expr::val(self.scope.application_id()),
+                    Expr::val(self.scope.sub()),
+                    Expr::col(("reserved", "last_seq")).sub(count - 1 - i as i64),
+                    Expr::val(m.role),
+                    Expr::val(m.content.clone()),
+                    Expr::val(m.status),
+                    Expr::val(m.client_id.clone()),
+                    Expr::val(self.now),
+                ])
+                .from("reserved")
+                .to_owned()
+        });
+        let mut select = rows.next().ok_or(StoreError::Other("nothing to append".into()))?;
+        for row in rows {
+            select.union(UnionType::All, row);
+        }
+        let mut insert = Query::insert();
+        insert
+            .into_table(Messages::Table)
+            .columns(MESSAGE_INSERT_COLUMNS)
+            .select_from(select)
+            .map_err(|e| StoreError::Other(Box::new(e)))?;
+        let inserted = CommonTableExpression::new()
+            .query(insert)
+            .table_name("inserted")
+            .to_owned();
+        Ok(Query::select()
+            .column(("reserved", "last_seq"))
+            .from("reserved")
+            .to_owned()
+            .with(WithClause::new().cte(reserved).cte(inserted).to_owned()))
     }
 
     fn rows(&self, fresh: &[&NewMessage], reserved: LastSeq) -> Vec<Message> {
@@ -966,6 +1096,21 @@ impl lite::FromRow for Memory {
             metadata: Json(metadata),
             created_at: row.get("created_at")?,
             updated_at: row.get("updated_at")?,
+        })
+    }
+}
+
+impl lite::FromRow for ConversationMessage {
+    fn from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
+        Ok(Self {
+            conversation: Conversation::from_row(row)?,
+            message_id: lite::uuid_opt(row, "message_id")?,
+            message_seq: row.get("message_seq")?,
+            message_role: row.get("message_role")?,
+            message_content: row.get("message_content")?,
+            message_status: row.get("message_status")?,
+            message_client_id: row.get("message_client_id")?,
+            message_created_at: row.get("message_created_at")?,
         })
     }
 }
