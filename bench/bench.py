@@ -191,7 +191,9 @@ def run_wrk(server, workdir, name, method, path, body, tokens_file, duration, co
 
 
 def seed_messages(db_path, app_id, agent_id, total, users):
-    """Bulk-inserts `total` messages (in 1,000-message conversations) straight into SQLite."""
+    """Bulk-inserts `total` messages (in 1,000-message conversations) straight into SQLite. They
+    belong to the benchmark's own users and agent, so the queries measured afterwards run over
+    users who each own ~total/users messages."""
     connection = sqlite3.connect(db_path)
     connection.execute("PRAGMA journal_mode=WAL")
     connection.execute("PRAGMA synchronous=OFF")
@@ -200,18 +202,20 @@ def seed_messages(db_path, app_id, agent_id, total, users):
     now = int(time.time() * 1e6)
     started = time.time()
     for first in range(0, total, per_conversation):
-        sub = f"filler-{(first // per_conversation) % max(users, 1)}"
+        sub = f"user-{(first // per_conversation) % max(users, 1)}"
         conversation = uuid.uuid4().bytes
+        count = min(per_conversation, total - first)
+        # Older than the seeded conversations, so "list" still shows those first.
         connection.execute(
-            "INSERT INTO conversations (id, application_id, sub, external_id, agent_id, title, created_at, updated_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (conversation, app, sub, f"bulk-{first}", agent, "bulk", now - first, now - first))
+            "INSERT INTO conversations (id, application_id, sub, external_id, agent_id, title, created_at, updated_at, last_seq)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (conversation, app, sub, f"bulk-{first}", agent, "bulk", now - 10**9 - first, now - 10**9 - first, count))
         connection.executemany(
             "INSERT INTO messages (id, conversation_id, application_id, sub, seq, role, content, status, client_id, created_at)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, 'complete', NULL, ?)",
             ((uuid.uuid4().bytes, conversation, app, sub, i + 1, "user" if i % 2 == 0 else "assistant",
               "a stored message of ordinary length for the scale benchmark", now - first)
-             for i in range(min(per_conversation, total - first))))
+             for i in range(count)))
         if first % 1_000_000 == 0 and first:
             connection.commit()
             print(f"  {first:,} messages ({time.time() - started:.0f} s)", flush=True)

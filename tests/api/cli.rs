@@ -118,3 +118,217 @@ fn token_mint_signs_a_token_any_hs256_library_verifies() {
     let lifetime = data.claims["exp"].as_i64().unwrap() - data.claims["iat"].as_i64().unwrap();
     assert_eq!(lifetime, 900);
 }
+
+/// Runs `confidant serve` with every log target at `trace`, exercises every kind of secret (operator
+/// password, access and refresh tokens, master key, authentication-key secret, user tokens, API
+/// key, provider API key, and wrong ones), and reads the whole log: none of them may appear.
+#[tokio::test]
+async fn no_secret_reaches_the_log_even_at_trace_level() {
+    use reqwest::StatusCode;
+    use serde_json::{Value, json};
+
+    let dir = tempfile::tempdir().unwrap();
+    let log_path = dir.path().join("server.log");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let base = format!("http://127.0.0.1:{port}");
+    let password = "operator-password-never-logged-7d1f";
+    let master_key = "bWFzdGVyLWtleS1uZXZlci1sb2dnZWQtMzItYnl0ZXM=";
+    let mut server = Command::new(BIN)
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .env(
+            "CONFIDANT_DATABASE_URL",
+            format!("sqlite://{}", dir.path().join("db.sqlite").display()),
+        )
+        .env("CONFIDANT_MASTER_KEY", master_key)
+        .env("CONFIDANT_ADMIN_EMAIL", "logs@example.com")
+        .env("CONFIDANT_ADMIN_PASSWORD", password)
+        .env("RUST_LOG", "trace")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .spawn()
+        .expect("the binary runs");
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let client = reqwest::Client::new();
+    let mut ready = false;
+    for _ in 0..200 {
+        if client
+            .get(format!("{base}/readyz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(ready, "the server did not start");
+
+    let call = |method: reqwest::Method, path: String, auth: Option<(&'static str, String)>, body: Option<Value>| {
+        let mut request = client.request(method, format!("{base}{path}"));
+        if let Some((header, value)) = auth {
+            request = request.header(header, value);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        async move {
+            let response = request.send().await.expect("request");
+            let status = response.status();
+            let body: Value = response.json().await.unwrap_or(Value::Null);
+            (status, body)
+        }
+    };
+    let bearer = |token: &str| Some(("authorization", format!("Bearer {token}")));
+    use reqwest::Method;
+
+    let wrong_password = "wrong-password-also-never-logged";
+    let (status, _) = call(
+        Method::POST,
+        "/v1/auth/login".into(),
+        None,
+        Some(json!({"email": "logs@example.com", "password": wrong_password})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, session) = call(
+        Method::POST,
+        "/v1/auth/login".into(),
+        None,
+        Some(json!({"email": "logs@example.com", "password": password})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{session}");
+    let access = session["access"].as_str().unwrap().to_owned();
+    let refresh = session["refresh"].as_str().unwrap().to_owned();
+    let (_, app) = call(
+        Method::POST,
+        "/v1/applications".into(),
+        bearer(&access),
+        Some(json!({"name": "logs"})),
+    )
+    .await;
+    let app_id = app["id"].as_str().unwrap().to_owned();
+    let (_, agent) = call(
+        Method::POST,
+        format!("/v1/applications/{app_id}/agents"),
+        bearer(&access),
+        Some(json!({"name": "echo", "instructions": "Repeat."})),
+    )
+    .await;
+    let agent_id = agent["id"].as_str().unwrap().to_owned();
+    let (_, key) = call(
+        Method::POST,
+        format!("/v1/applications/{app_id}/authentication-keys"),
+        bearer(&access),
+        Some(json!({"name": "backend", "scope": {"all_agents": true}})),
+    )
+    .await;
+    let (kid, secret) = (key["id"].as_str().unwrap(), key["secret"].as_str().unwrap().to_owned());
+    let (_, api_key) = call(
+        Method::POST,
+        format!("/v1/applications/{app_id}/api-keys"),
+        bearer(&access),
+        Some(json!({"name": "server", "acl": ["admin", "completions"]})),
+    )
+    .await;
+    let api_key = api_key["key"].as_str().expect("api key").to_owned();
+    let provider_key = "sk-provider-key-never-logged-5e2a";
+    let (status, _) = call(
+        Method::POST,
+        format!("/v1/applications/{app_id}/providers"),
+        bearer(&access),
+        Some(json!({"name": "upstream", "kind": "openai-compatible", "base_url": "http://127.0.0.1:9/v1", "api_key": provider_key})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+
+    let token = confidant::auth::mint_user_token(kid, &secret, "user-1", std::time::Duration::from_secs(600)).unwrap();
+    let (status, reply) = call(
+        Method::POST,
+        format!("/v1/agents/{agent_id}/completions"),
+        bearer(&token),
+        Some(json!({"message": "hello", "stream": false, "conversation_id": "c1"})),
+    )
+    .await;
+    assert!(status.is_success(), "{status} {reply}");
+    let (status, _) = call(
+        Method::GET,
+        format!("/v1/agents/{agent_id}/conversations"),
+        Some(("x-secure-user-token", token.clone())),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    // A token signed with a wrong key, and the API key in both of its headers.
+    let forged = confidant::auth::mint_user_token(
+        kid,
+        "sk-cfd-forged-secret-never-logged-000000000",
+        "user-1",
+        std::time::Duration::from_secs(600),
+    )
+    .unwrap();
+    let (status, _) = call(
+        Method::GET,
+        format!("/v1/agents/{agent_id}/conversations"),
+        bearer(&forged),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, _) = call(
+        Method::GET,
+        format!("/v1/applications/{app_id}/agents"),
+        Some(("x-api-key", api_key.clone())),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = call(
+        Method::GET,
+        format!("/v1/applications/{app_id}/agents"),
+        bearer(&api_key),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, rotated) = call(
+        Method::POST,
+        "/v1/auth/refresh".into(),
+        None,
+        Some(json!({"refresh": refresh})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let refreshed = rotated["refresh"].as_str().unwrap().to_owned();
+
+    server.kill().unwrap();
+    server.wait().unwrap();
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    // The log is really there and verbose (sqlx logs every statement at debug): it names the
+    // requests it saw.
+    assert!(
+        log.contains("/v1/auth/login") && log.contains("DEBUG sqlx::query"),
+        "unexpected log:\n{log}"
+    );
+    let signature = |jwt: &str| jwt.rsplit('.').next().unwrap().to_owned();
+    for (what, value) in [
+        ("operator password", password.to_owned()),
+        ("wrong password", wrong_password.to_owned()),
+        ("master key", master_key.to_owned()),
+        ("access token signature", signature(&access)),
+        ("refresh token", refresh.clone()),
+        ("rotated refresh token", refreshed),
+        ("authentication key secret", secret.clone()),
+        ("user token signature", signature(&token)),
+        ("forged token signature", signature(&forged)),
+        ("API key", api_key.clone()),
+        ("provider API key", provider_key.to_owned()),
+    ] {
+        assert!(!log.contains(&value), "the {what} is in the log");
+    }
+}

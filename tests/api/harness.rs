@@ -452,6 +452,16 @@ impl TestApp {
 }
 
 impl TestApp {
+    /// Runs raw SQL on the database (for putting it into states the API cannot reach).
+    pub async fn execute_sql(&self, sql: &str) {
+        let sql = sqlx::AssertSqlSafe(sql.to_owned());
+        match &self.db {
+            Db::Sqlite { write, .. } => sqlx::raw_sql(sql).execute(write).await.map(|_| ()),
+            Db::Postgres(pool) => sqlx::raw_sql(sql).execute(pool).await.map(|_| ()),
+        }
+        .unwrap_or_else(|e| panic!("SQL failed: {e}"));
+    }
+
     /// Restarts the service on the same data with other settings.
     pub async fn reconfigure(&mut self, settings: Settings) {
         self.settings = settings;

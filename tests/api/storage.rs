@@ -4,9 +4,13 @@
 use serde_json::json;
 
 use crate::db_tests;
-use crate::harness::{ADMIN_EMAIL, ADMIN_PASSWORD, Backend, TestApp};
+use crate::harness::{ADMIN_EMAIL, ADMIN_PASSWORD, Backend, TestApp, user_token};
 
-db_tests!(secrets_are_not_readable_from_the_database, restart_keeps_everything);
+db_tests!(
+    secrets_are_not_readable_from_the_database,
+    restart_keeps_everything,
+    later_migrations_upgrade_a_database_made_by_the_first
+);
 
 /// Every byte the database holds, as text we can search: the SQLite files, or a dump of every
 /// table's rows from PostgreSQL.
@@ -211,4 +215,37 @@ async fn served_openapi_document_is_the_committed_one_and_docs_work_offline() {
         .await
         .unwrap();
     assert!(initializer.contains("/openapi.json"));
+}
+
+/// A database made by migration 0001 holding conversations: 0002 (sequence numbers kept on the
+/// conversation) must backfill them, and 0003 (the messages index) must rebuild, so that the next
+/// turn continues each conversation's numbering instead of colliding with it.
+async fn later_migrations_upgrade_a_database_made_by_the_first(mut app: TestApp) {
+    let token = app.owner_token().await;
+    let tenant = app.tenant(&token, "Old data", 1).await;
+    let agent = &tenant.agents[0];
+    let user = user_token(&tenant.all_key, "user-1");
+    let turn = |text: &'static str| json!({"messages": [{"role": "user", "content": text}], "conversation_id": "kept"});
+    let path = format!("/v1/agents/{agent}/completions");
+    app.post(&path, &user, turn("one")).await.assert_status(200);
+    app.post(&path, &user, turn("two")).await.assert_status(200);
+
+    // Back to the schema of 0001, data kept: no last_seq, the old index, 0002 and 0003 unapplied.
+    app.execute_sql(
+        "DROP INDEX messages_user; CREATE INDEX messages_user ON messages (application_id, sub); \
+         ALTER TABLE conversations DROP COLUMN last_seq; \
+         DELETE FROM _sqlx_migrations WHERE version >= 2;",
+    )
+    .await;
+    app.restart().await;
+
+    app.post(&path, &user, turn("three")).await.assert_status(200);
+    let conversation = app.get(&format!("/v1/agents/{agent}/conversations/kept"), &user).await;
+    let contents: Vec<&str> = conversation.assert_status(200)["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["content"].as_str().unwrap())
+        .collect();
+    assert_eq!(contents, ["one", "one", "two", "two", "three", "three"]);
 }
