@@ -310,7 +310,8 @@ def reset_postgres(url):
     """Empties the database the URL names (drops and recreates its public schema)."""
     if not shutil.which("psql"):
         raise SystemExit("psql is needed to reset the PostgreSQL database")
-    subprocess.run(["psql", url, "-q", "-c", "DROP SCHEMA public CASCADE; CREATE SCHEMA public;"], check=True)
+    subprocess.run(["psql", url, "-q", "-c", "DROP SCHEMA public CASCADE; CREATE SCHEMA public;"], check=True,
+                   env=dict(os.environ, PGOPTIONS="--client-min-messages=warning"))
 
 
 if __name__ == "__main__":

@@ -15,6 +15,22 @@ pub struct DatabaseArgs {
     /// `sqlite://PATH` (created if missing) or `postgres://...`.
     #[arg(long, env = "CONFIDANT_DATABASE_URL", default_value = "sqlite://confidant.db")]
     pub database_url: String,
+
+    /// Most database connections this process opens (PostgreSQL; for SQLite, its readers).
+    /// Default: 4 per core, at least 8. Behind a load balancer, keep instances × this under the
+    /// server's `max_connections`.
+    #[arg(long, env = "CONFIDANT_DATABASE_MAX_CONNECTIONS", value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub database_max_connections: Option<u32>,
+}
+
+impl DatabaseArgs {
+    pub fn db_options(&self) -> crate::store::DbOptions {
+        let mut options = crate::store::DbOptions::default();
+        if let Some(max) = self.database_max_connections {
+            options.max_connections = max;
+        }
+        options
+    }
 }
 
 #[derive(Clone, Args)]

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use confidant::config::{self, DatabaseArgs, ServeArgs};
-use confidant::store::{Db, DbOptions};
+use confidant::store::Db;
 use confidant::{AppState, Settings};
 use tracing_subscriber::EnvFilter;
 
@@ -112,7 +112,7 @@ fn fail(message: String) -> ExitCode {
 }
 
 async fn open_database(database: &DatabaseArgs) -> Result<Db, String> {
-    let db = Db::connect(&database.database_url, &DbOptions::default())
+    let db = Db::connect(&database.database_url, &database.db_options())
         .await
         .map_err(|e| format!("cannot open the database: {e}"))?;
     db.migrate()

@@ -38,6 +38,13 @@ const STATEMENT_CACHE: usize = 64;
 const MAX_GROUP: usize = 256;
 /// Page cache per connection (KiB). The OS caches the file too; a small cache keeps memory low.
 const CACHE_KIB: i64 = 1024;
+/// The writer nudges the checkpointer at most this often: the WAL then holds about this much
+/// time's worth of writes, and checkpoints stay few under load.
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+/// The checkpointer also runs this often when nothing nudges it.
+const CHECKPOINT_IDLE: Duration = Duration::from_secs(5);
+/// The WAL file is cut back to this size after a checkpoint has emptied it.
+const WAL_LIMIT_BYTES: i64 = 64 << 20;
 
 /// A row type decoded from a `rusqlite` row, by column name.
 pub trait FromRow: Sized {
@@ -53,14 +60,35 @@ pub struct Lite {
 }
 
 impl Lite {
-    /// Opens the writer (a thread owning one connection); readers open on first use.
+    /// Opens the writer (a thread owning one connection) and the checkpointer (another); readers
+    /// open on first use.
     pub fn open(path: &Path, max_idle_readers: usize) -> StoreResult<Self> {
         let writer = connect(path, false).map_err(unavailable)?;
+        // Checkpoints (copying the WAL back into the database, with an fsync) run on their own
+        // thread, so no commit waits behind one.
+        writer
+            .pragma_update(None, "wal_autocheckpoint", 0)
+            .map_err(unavailable)?;
+        writer
+            .pragma_update(None, "journal_size_limit", WAL_LIMIT_BYTES)
+            .map_err(unavailable)?;
+        let checkpointer = connect(path, false).map_err(unavailable)?;
+        let (nudge, nudged) = mpsc::sync_channel::<()>(1);
         let (sender, receiver) = mpsc::channel::<Box<dyn Job>>();
-        std::thread::Builder::new()
-            .name("sqlite-writer".into())
-            .spawn(move || write_loop(&writer, &receiver))
-            .map_err(|e| StoreError::Unavailable(Box::new(e)))?;
+        let spawn = |name: &str, work: Box<dyn FnOnce() + Send>| {
+            std::thread::Builder::new()
+                .name(name.into())
+                .spawn(work)
+                .map_err(|e| StoreError::Unavailable(Box::new(e)))
+        };
+        spawn(
+            "sqlite-checkpoint",
+            Box::new(move || checkpoint_loop(&checkpointer, &nudged)),
+        )?;
+        spawn(
+            "sqlite-writer",
+            Box::new(move || write_loop(&writer, &receiver, &nudge)),
+        )?;
         Ok(Self {
             path: path.to_owned(),
             readers: Mutex::new(Vec::new()),
@@ -180,7 +208,8 @@ where
     }
 }
 
-fn write_loop(connection: &Connection, jobs: &mpsc::Receiver<Box<dyn Job>>) {
+fn write_loop(connection: &Connection, jobs: &mpsc::Receiver<Box<dyn Job>>, checkpoint: &mpsc::SyncSender<()>) {
+    let mut nudged = std::time::Instant::now();
     while let Ok(first) = jobs.recv() {
         let mut group = vec![first];
         while group.len() < MAX_GROUP {
@@ -195,6 +224,26 @@ fn write_loop(connection: &Connection, jobs: &mpsc::Receiver<Box<dyn Job>>) {
         }
         for job in group {
             job.finish(committed.as_ref().map(|_| ()).map_err(String::as_str));
+        }
+        if nudged.elapsed() >= CHECKPOINT_EVERY {
+            nudged = std::time::Instant::now();
+            // Full means a nudge is already pending.
+            let _ = checkpoint.try_send(());
+        }
+    }
+}
+
+/// Checkpoints the WAL when the writer nudges it and every few seconds, until the writer stops.
+/// `PASSIVE`: it never blocks the writer or the readers, and what it cannot copy yet (pages a
+/// reader still needs) waits for the next round.
+fn checkpoint_loop(connection: &Connection, nudged: &mpsc::Receiver<()>) {
+    loop {
+        match nudged.recv_timeout(CHECKPOINT_IDLE) {
+            Ok(()) | Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => return,
+        }
+        if let Err(error) = connection.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+            tracing::warn!(%error, "SQLite checkpoint failed");
         }
     }
 }
@@ -447,6 +496,33 @@ mod tests {
         let stored = names(&lite);
         assert_eq!(stored.len(), 180);
         assert!(stored.iter().all(|n| n.starts_with("name-")), "{stored:?}");
+    }
+
+    #[tokio::test]
+    async fn the_checkpointer_copies_committed_writes_into_the_database_file() {
+        let (dir, lite) = database();
+        let file = dir.path().join("lite.db");
+        let before = std::fs::metadata(&file).expect("file").len();
+        // 2 KiB rows, written for longer than the checkpointer's interval.
+        let started = std::time::Instant::now();
+        let mut i = 0;
+        while i < 128 || started.elapsed() < CHECKPOINT_EVERY + Duration::from_millis(100) {
+            let name = format!("{i:0>2048}");
+            lite.write(move |c| Ok(execute(c, insert(i, &name))?))
+                .await
+                .expect("write");
+            i += 1;
+        }
+        // The writer never checkpoints itself: only the checkpointer grows the main file.
+        let mut grown = 0;
+        for _ in 0..100 {
+            grown = std::fs::metadata(&file).expect("file").len() - before;
+            if grown > 200 * 1024 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(grown > 200 * 1024, "the database file grew by {grown} bytes only");
     }
 
     #[tokio::test]
