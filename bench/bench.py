@@ -276,6 +276,7 @@ def bench_database(label, database_url, workdir, args, sqlite_path=None):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--postgres", metavar="URL", help="also run against this PostgreSQL database (it is wiped)")
+    parser.add_argument("--postgres-only", action="store_true", help="with --postgres: skip the SQLite run")
     parser.add_argument("--users", type=int, default=100)
     parser.add_argument("--conversations", type=int, default=3, help="per user")
     parser.add_argument("--duration", type=int, default=10, help="seconds per workload")
@@ -291,7 +292,8 @@ def main():
     rows = []
     with tempfile.TemporaryDirectory() as workdir:
         sqlite_path = os.path.join(workdir, "bench.db")
-        rows += bench_database("sqlite", f"sqlite://{sqlite_path}", workdir, args, sqlite_path)
+        if not (args.postgres_only and args.postgres):
+            rows += bench_database("sqlite", f"sqlite://{sqlite_path}", workdir, args, sqlite_path)
         if args.postgres:
             reset_postgres(args.postgres)
             rows += bench_database("postgres", args.postgres, workdir, args)

@@ -157,6 +157,7 @@ migrations! {
     1 "0001_initial",
     2 "0002_conversation_last_seq",
     3 "0003_messages_owner_index",
+    4 "0004_memory_search_by_owner",
 }
 
 /// Tunables for opening the database.

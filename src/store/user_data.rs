@@ -876,17 +876,20 @@ pub async fn search_memories(
     apply_filter(&mut query, filter);
     match db.backend() {
         Backend::Sqlite => {
-            // Each term quoted as an FTS5 string: no query syntax reaches MATCH. (sea-query wants
-            // the backend's own placeholder in custom SQL: `?` here, `$1` for PostgreSQL.)
-            let expression = terms
+            // Each term quoted as an FTS5 string: no query syntax reaches MATCH. The owner token
+            // (see migration 0004) makes FTS5 walk only this user's memories. (sea-query wants the
+            // backend's own placeholder in custom SQL: `?` here, `$1` for PostgreSQL.)
+            let words = terms
                 .iter()
                 .map(|t| format!("\"{}\"", t.replace('"', "\"\"")))
                 .collect::<Vec<_>>()
                 .join(" OR ");
+            let expression = format!("search_owner : \"{}\" AND content : ({words})", search_owner(scope));
             query
                 .inner_join("memories_fts", Expr::cust("memories_fts.rowid = memories.rowid"))
                 .and_where(Expr::cust_with_values("memories_fts MATCH ?", [expression]))
-                .order_by_expr(Expr::cust("bm25(memories_fts)"), Order::Asc);
+                // Rank by the content alone: every row matches its owner once.
+                .order_by_expr(Expr::cust("bm25(memories_fts, 0.0, 1.0)"), Order::Asc);
         }
         Backend::Postgres => {
             // Terms hold only letters and digits (see `search_terms`), so `|` joins them safely.
@@ -906,6 +909,21 @@ pub async fn search_memories(
         .order_by((Memories::Table, Memories::Id), Order::Desc)
         .limit(limit);
     db.rows(&query).await
+}
+
+/// The owner token SQLite's full-text index holds for each memory: `lower(hex(application_id)) ||
+/// 'x' || lower(hex(sub))`, as the generated column `memories.search_owner` computes it.
+fn search_owner(scope: &UserScope) -> String {
+    use std::fmt::Write as _;
+    let mut owner = String::with_capacity(33 + 2 * scope.sub().len());
+    for byte in scope.application_id().as_bytes() {
+        let _ = write!(owner, "{byte:02x}");
+    }
+    owner.push('x');
+    for byte in scope.sub().as_bytes() {
+        let _ = write!(owner, "{byte:02x}");
+    }
+    owner
 }
 
 /// Splits free text into search terms: runs of letters and digits, lower-cased, at most 32.

@@ -444,7 +444,7 @@ async fn memory_has_full_crud_and_validates_input(app: TestApp) {
 }
 
 async fn memory_search_ranks_matches_and_survives_query_syntax(app: TestApp) {
-    let (_, _, token) = setup(&app).await;
+    let (_, tenant, token) = setup(&app).await;
     for content in [
         "alice likes green tea",
         "green tea and green tea again with tea",
@@ -496,6 +496,16 @@ async fn memory_search_ranks_matches_and_survives_query_syntax(app: TestApp) {
     let contents = contents_of(ranked.assert_status(200));
     assert_eq!(contents.first(), Some(&"oolong oolong oolong"), "{contents:?}");
     assert_eq!(contents.len(), 2);
+    // A user whose sub is not ASCII (SQLite's index keys memories by the hex of the owner's
+    // bytes): their search finds their memory, and only theirs; alice's is unchanged.
+    let zoe = user_token(&tenant.all_key, "Zoë 🚀 \"quoted\" x");
+    app.post("/v1/memories", &zoe, json!({"content": "green tea forever"}))
+        .await
+        .assert_status(201);
+    let theirs = app.get("/v1/memories?q=green%20tea", &zoe).await;
+    assert_eq!(contents_of(theirs.assert_status(200)), ["green tea forever"]);
+    let mine = app.get("/v1/memories?q=green%20tea", &token).await;
+    assert_eq!(contents_of(mine.assert_status(200)).len(), 2);
 }
 
 async fn memory_filter_by_agent_and_scoped_keys(app: TestApp) {

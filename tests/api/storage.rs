@@ -217,9 +217,10 @@ async fn served_openapi_document_is_the_committed_one_and_docs_work_offline() {
     assert!(initializer.contains("/openapi.json"));
 }
 
-/// A database made by migration 0001 holding conversations: 0002 (sequence numbers kept on the
-/// conversation) must backfill them, and 0003 (the messages index) must rebuild, so that the next
-/// turn continues each conversation's numbering instead of colliding with it.
+/// A database made by migration 0001 holding conversations and memory: 0002 (sequence numbers kept
+/// on the conversation) must backfill them, 0003 (the messages index) must rebuild, and 0004
+/// (SQLite: the owner in the full-text index) must index the memories already stored, so that the
+/// next turn continues each conversation's numbering and old memories are still found.
 async fn later_migrations_upgrade_a_database_made_by_the_first(mut app: TestApp) {
     let token = app.owner_token().await;
     let tenant = app.tenant(&token, "Old data", 1).await;
@@ -229,8 +230,27 @@ async fn later_migrations_upgrade_a_database_made_by_the_first(mut app: TestApp)
     let path = format!("/v1/agents/{agent}/completions");
     app.post(&path, &user, turn("one")).await.assert_status(200);
     app.post(&path, &user, turn("two")).await.assert_status(200);
+    app.post("/v1/memories", &user, json!({"content": "prefers green tea"}))
+        .await
+        .assert_status(201);
 
-    // Back to the schema of 0001, data kept: no last_seq, the old index, 0002 and 0003 unapplied.
+    // Back to the schema of 0001, data kept: no last_seq, the old indexes, 0002.. unapplied.
+    if app.backend() == Backend::Sqlite {
+        app.execute_sql(
+            "DROP TRIGGER memories_fts_insert; DROP TRIGGER memories_fts_delete; DROP TRIGGER memories_fts_update; \
+             DROP TABLE memories_fts; ALTER TABLE memories DROP COLUMN search_owner; \
+             CREATE VIRTUAL TABLE memories_fts USING fts5 (content, content = 'memories', content_rowid = 'rowid'); \
+             INSERT INTO memories_fts (memories_fts) VALUES ('rebuild'); \
+             CREATE TRIGGER memories_fts_insert AFTER INSERT ON memories BEGIN \
+                 INSERT INTO memories_fts (rowid, content) VALUES (new.rowid, new.content); END; \
+             CREATE TRIGGER memories_fts_delete AFTER DELETE ON memories BEGIN \
+                 INSERT INTO memories_fts (memories_fts, rowid, content) VALUES ('delete', old.rowid, old.content); END; \
+             CREATE TRIGGER memories_fts_update AFTER UPDATE OF content ON memories BEGIN \
+                 INSERT INTO memories_fts (memories_fts, rowid, content) VALUES ('delete', old.rowid, old.content); \
+                 INSERT INTO memories_fts (rowid, content) VALUES (new.rowid, new.content); END;",
+        )
+        .await;
+    }
     app.execute_sql(
         "DROP INDEX messages_user; CREATE INDEX messages_user ON messages (application_id, sub); \
          ALTER TABLE conversations DROP COLUMN last_seq; \
@@ -248,4 +268,6 @@ async fn later_migrations_upgrade_a_database_made_by_the_first(mut app: TestApp)
         .map(|m| m["content"].as_str().unwrap())
         .collect();
     assert_eq!(contents, ["one", "one", "two", "two", "three", "three"]);
+    let found = app.get("/v1/memories?q=tea", &user).await;
+    assert_eq!(found.assert_status(200)["data"][0]["content"], "prefers green tea");
 }
