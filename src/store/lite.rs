@@ -19,8 +19,8 @@
 
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
 use rusqlite::types::Value as SqlValue;
@@ -61,8 +61,8 @@ pub struct Lite {
 
 impl Lite {
     /// Opens the writer (a thread owning one connection) and the checkpointer (another); readers
-    /// open on first use.
-    pub fn open(path: &Path, max_idle_readers: usize) -> StoreResult<Self> {
+    /// open on first use. `maintenance` runs on the checkpointer's rounds, before each checkpoint.
+    pub fn open(path: &Path, max_idle_readers: usize, maintenance: &'static [&'static str]) -> StoreResult<Self> {
         let writer = connect(path, false).map_err(unavailable)?;
         // Checkpoints (copying the WAL back into the database, with an fsync) run on their own
         // thread, so no commit waits behind one.
@@ -74,6 +74,8 @@ impl Lite {
             .map_err(unavailable)?;
         let checkpointer = connect(path, false).map_err(unavailable)?;
         let (nudge, nudged) = mpsc::sync_channel::<()>(1);
+        let commits = Arc::new(AtomicU64::new(0));
+        let counted = commits.clone();
         let (sender, receiver) = mpsc::channel::<Box<dyn Job>>();
         let spawn = |name: &str, work: Box<dyn FnOnce() + Send>| {
             std::thread::Builder::new()
@@ -83,11 +85,11 @@ impl Lite {
         };
         spawn(
             "sqlite-checkpoint",
-            Box::new(move || checkpoint_loop(&checkpointer, &nudged)),
+            Box::new(move || checkpoint_loop(&checkpointer, &nudged, &counted, maintenance)),
         )?;
         spawn(
             "sqlite-writer",
-            Box::new(move || write_loop(&writer, &receiver, &nudge)),
+            Box::new(move || write_loop(&writer, &receiver, &nudge, &commits)),
         )?;
         Ok(Self {
             path: path.to_owned(),
@@ -208,7 +210,12 @@ where
     }
 }
 
-fn write_loop(connection: &Connection, jobs: &mpsc::Receiver<Box<dyn Job>>, checkpoint: &mpsc::SyncSender<()>) {
+fn write_loop(
+    connection: &Connection,
+    jobs: &mpsc::Receiver<Box<dyn Job>>,
+    checkpoint: &mpsc::SyncSender<()>,
+    commits: &AtomicU64,
+) {
     let mut nudged = std::time::Instant::now();
     while let Ok(first) = jobs.recv() {
         let mut group = vec![first];
@@ -219,8 +226,11 @@ fn write_loop(connection: &Connection, jobs: &mpsc::Receiver<Box<dyn Job>>, chec
             }
         }
         let committed = commit_group(connection, &mut group).map_err(|e| e.to_string());
-        if let Err(reason) = &committed {
-            tracing::error!(error = %reason, writes = group.len(), "SQLite group commit failed");
+        match &committed {
+            Ok(()) => {
+                commits.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(reason) => tracing::error!(error = %reason, writes = group.len(), "SQLite group commit failed"),
         }
         for job in group {
             job.finish(committed.as_ref().map(|_| ()).map_err(String::as_str));
@@ -235,12 +245,25 @@ fn write_loop(connection: &Connection, jobs: &mpsc::Receiver<Box<dyn Job>>, chec
 
 /// Checkpoints the WAL when the writer nudges it and every few seconds, until the writer stops.
 /// `PASSIVE`: it never blocks the writer or the readers, and what it cannot copy yet (pages a
-/// reader still needs) waits for the next round.
-fn checkpoint_loop(connection: &Connection, nudged: &mpsc::Receiver<()>) {
+/// reader still needs) waits for the next round. A round after which the writer committed
+/// nothing does nothing. Each round first runs the `maintenance` statements (small, bounded
+/// writes).
+fn checkpoint_loop(connection: &Connection, nudged: &mpsc::Receiver<()>, commits: &AtomicU64, maintenance: &[&str]) {
+    let mut seen = 0;
     loop {
         match nudged.recv_timeout(CHECKPOINT_IDLE) {
             Ok(()) | Err(mpsc::RecvTimeoutError::Timeout) => {}
             Err(mpsc::RecvTimeoutError::Disconnected) => return,
+        }
+        let now = commits.load(Ordering::Relaxed);
+        if now == seen {
+            continue;
+        }
+        seen = now;
+        for statement in maintenance {
+            if let Err(error) = connection.execute_batch(statement) {
+                tracing::warn!(%error, statement, "SQLite maintenance failed");
+            }
         }
         if let Err(error) = connection.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
             tracing::warn!(%error, "SQLite checkpoint failed");
@@ -416,6 +439,10 @@ mod tests {
     use super::*;
 
     fn database() -> (tempfile::TempDir, Lite) {
+        database_with(&[])
+    }
+
+    fn database_with(maintenance: &'static [&'static str]) -> (tempfile::TempDir, Lite) {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("lite.db");
         let setup = Connection::open(&path).expect("create");
@@ -425,7 +452,7 @@ mod tests {
             )
             .expect("schema");
         drop(setup);
-        let lite = Lite::open(&path, 2).expect("open");
+        let lite = Lite::open(&path, 2, maintenance).expect("open");
         (dir, lite)
     }
 
@@ -499,8 +526,8 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn the_checkpointer_copies_committed_writes_into_the_database_file() {
-        let (dir, lite) = database();
+    async fn the_checkpointer_runs_maintenance_and_copies_committed_writes_into_the_database_file() {
+        let (dir, lite) = database_with(&["INSERT OR IGNORE INTO t (id, name) VALUES (-1, 'maintained')"]);
         let file = dir.path().join("lite.db");
         let before = std::fs::metadata(&file).expect("file").len();
         // 2 KiB rows, written for longer than the checkpointer's interval.
@@ -523,6 +550,7 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         assert!(grown > 200 * 1024, "the database file grew by {grown} bytes only");
+        assert!(names(&lite).contains(&"maintained".to_owned()));
     }
 
     #[tokio::test]

@@ -160,6 +160,13 @@ migrations! {
     4 "0004_memory_search_by_owner",
 }
 
+/// Run by SQLite's checkpointer thread about once a second. Every memory insert leaves a small
+/// segment in the full-text index, and a search reads every segment: merging up to 64 pages per
+/// round (only levels with enough segments, so work stays proportional to what was written) keeps
+/// searches from slowing down as memories arrive one at a time (measured: 107 µs → 38 µs per
+/// search with 300 memories written one by one).
+const SQLITE_MAINTENANCE: &[&str] = &["INSERT INTO memories_fts (memories_fts, rank) VALUES ('merge', 64)"];
+
 /// Tunables for opening the database.
 #[derive(Debug, Clone)]
 pub struct DbOptions {
@@ -214,7 +221,7 @@ impl Db {
                     .acquire_timeout(options.acquire_timeout)
                     .connect_with(connect.read_only(true))
                     .await?;
-                let lite = Arc::new(lite::Lite::open(&path, readers as usize)?);
+                let lite = Arc::new(lite::Lite::open(&path, readers as usize, SQLITE_MAINTENANCE)?);
                 Ok(Self::Sqlite { read, write, lite })
             }
             Some(Backend::Postgres) => {
