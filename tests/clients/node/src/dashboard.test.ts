@@ -120,6 +120,25 @@ test("an operator manages an agent and its keys and chats with it", { skip }, as
   await page.keyboard.press("Enter");
   await page.getByRole("heading", { name: "New provider (OpenAI-compatible)" }).waitFor();
 
+  // An access token the server refuses (as an expired one is) is refreshed once, transparently:
+  // the page loads as usual and the refresh token has rotated.
+  const session = () => page.evaluate(() => JSON.parse(sessionStorage.getItem("confidant.session") ?? "null"));
+  const stale = await session();
+  await page.evaluate(() => {
+    const saved = JSON.parse(sessionStorage.getItem("confidant.session") ?? "null");
+    sessionStorage.setItem("confidant.session", JSON.stringify({ ...saved, access: "not.a.valid-token" }));
+  });
+  const errorsBefore = consoleErrors.length;
+  await page.reload();
+  await page.getByRole("tab", { name: "Authentication keys" }).waitFor();
+  await page.getByText(EMAIL).waitFor();
+  const fresh = await session();
+  assert.notEqual(fresh.access, "not.a.valid-token");
+  assert.notEqual(fresh.refresh, stale.refresh);
+  // The browser logs the one refused request; nothing else may go wrong.
+  const refused = consoleErrors.splice(errorsBefore);
+  assert.ok(refused.every((text) => text.includes("401")), `unexpected console errors: ${refused}`);
+
   await page.getByRole("button", { name: "Log out" }).click();
   await page.getByRole("heading", { name: "Log in" }).waitFor();
   assert.deepEqual(consoleErrors, []);
