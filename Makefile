@@ -39,6 +39,8 @@ test:
 	else \
 	  $(CARGO) test --workspace --no-fail-fast; \
 	fi
+	# The benchmarks are not run here, but they must keep compiling.
+	$(CARGO) check --benches --quiet
 	tests/clients/run
 	@if [ -f .postgres-skipped ]; then rm -f .postgres-skipped; \
 	  echo "!! Reminder: the PostgreSQL half of the tests was SKIPPED (PostgreSQL not reachable)."; fi

@@ -5,13 +5,15 @@ use std::time::Duration;
 use confidant::auth::user_token::verify;
 use confidant::completions::formats::{Format, TurnMeta};
 use confidant::completions::{FinishReason, Usage};
-use confidant::crypto::{MASTER_KEY_VERSION, MasterKey};
+use confidant::crypto::MasterKey;
 use confidant::scope::UserScope;
+use confidant::store::agents;
 use confidant::store::user_data::{self, NewMessage, OpenedConversation};
-use confidant::store::{Db, DbOptions, agents, applications, keys, now_micros};
 use confidant::{AppState, Settings};
 use criterion::{Criterion, criterion_group, criterion_main};
 use uuid::Uuid;
+
+mod support;
 
 fn encoders(c: &mut Criterion) {
     let meta = TurnMeta {
@@ -56,37 +58,19 @@ fn scoped_list(c: &mut Criterion) {
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let (db, scope, agent_id) = runtime.block_on(async {
-        let db = Db::connect(
-            &format!("sqlite://{}", dir.path().join("bench.db").display()),
-            &DbOptions::default(),
-        )
-        .await
-        .unwrap();
-        db.migrate().await.unwrap();
-        let app = applications::create(&db, "bench", None).await.unwrap();
         // Scopes come from verified tokens, as in a request.
         let master = MasterKey::from_bytes(&[3; 32]);
-        let key_id = Uuid::now_v7();
-        let secret = confidant::auth::new_authentication_secret();
-        let key = keys::AuthenticationKey {
-            id: key_id,
-            application_id: app.id,
-            name: "bench".into(),
-            agent_ids: None,
-            secret_encrypted: master.seal(
-                &keys::authentication_key_seal_context(app.id, key_id),
-                secret.as_bytes(),
-            ),
-            master_key_version: MASTER_KEY_VERSION,
-            created_at: now_micros(),
-            last_used_at: None,
-        };
-        keys::create_authentication_key(&db, &key).await.unwrap();
+        let support::Fixture {
+            db,
+            app_id,
+            key_id,
+            secret,
+        } = support::fixture(dir.path(), &master).await;
         let state = AppState::new(db.clone(), master, Settings::default());
         let model = agents::AgentModel::echo();
         let agent = agents::create(
             &db,
-            app.id,
+            app_id,
             agents::NewAgent {
                 name: "a",
                 instructions: "",

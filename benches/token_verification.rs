@@ -4,11 +4,10 @@
 use std::time::Duration;
 
 use confidant::auth::user_token::{AuthenticationKeyCache, VerifyOptions, verify_token};
-use confidant::crypto::{MASTER_KEY_VERSION, MasterKey};
-use confidant::store::keys::{self, AuthenticationKey, authentication_key_seal_context};
-use confidant::store::{Db, DbOptions, applications, now_micros};
+use confidant::crypto::MasterKey;
 use criterion::{Criterion, criterion_group, criterion_main};
-use uuid::Uuid;
+
+mod support;
 
 fn bench(c: &mut Criterion) {
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -17,30 +16,8 @@ fn bench(c: &mut Criterion) {
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let master = MasterKey::from_bytes(&[7; 32]);
-    let (db, kid, secret) = runtime.block_on(async {
-        let db = Db::connect(
-            &format!("sqlite://{}", dir.path().join("bench.db").display()),
-            &DbOptions::default(),
-        )
-        .await
-        .unwrap();
-        db.migrate().await.unwrap();
-        let app = applications::create(&db, "bench", None).await.unwrap();
-        let secret = confidant::auth::new_authentication_secret();
-        let id = Uuid::now_v7();
-        let key = AuthenticationKey {
-            id,
-            application_id: app.id,
-            name: "bench".into(),
-            agent_ids: None,
-            secret_encrypted: master.seal(&authentication_key_seal_context(app.id, id), secret.as_bytes()),
-            master_key_version: MASTER_KEY_VERSION,
-            created_at: now_micros(),
-            last_used_at: None,
-        };
-        keys::create_authentication_key(&db, &key).await.unwrap();
-        (db, id.to_string(), secret)
-    });
+    let support::Fixture { db, key_id, secret, .. } = runtime.block_on(support::fixture(dir.path(), &master));
+    let kid = key_id.to_string();
     let cache = AuthenticationKeyCache::default();
     let options = VerifyOptions {
         max_ttl: Duration::from_secs(7 * 86_400),

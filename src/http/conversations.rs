@@ -1,5 +1,7 @@
 //! The end user's conversations with an agent (secure user token).
 
+use std::sync::Arc;
+
 use axum::extract::State;
 use axum::http::StatusCode;
 use base64::Engine;
@@ -15,8 +17,6 @@ use super::{Json, ListParams, Path, Query, timestamp};
 use crate::AppState;
 use crate::error::{Error, Result};
 use crate::scope::UserScope;
-use std::sync::Arc;
-
 use crate::store::agents::Agent;
 use crate::store::user_data::{self, Conversation, ConversationCursor, Message};
 

@@ -160,11 +160,11 @@ migrations! {
     4 "0004_memory_search_by_owner",
 }
 
-/// Run by SQLite's writer thread about once a second while writes arrive. Every memory insert leaves a small
-/// segment in the full-text index, and a search reads every segment: merging up to 64 pages per
-/// round (only levels with enough segments, so work stays proportional to what was written) keeps
-/// searches from slowing down as memories arrive one at a time (measured: 107 µs → 38 µs per
-/// search with 300 memories written one by one).
+/// Run by SQLite's writer thread about once a second while writes arrive. Every memory insert
+/// leaves a small segment in the full-text index, and a search reads every segment: merging up to
+/// 64 pages per round (only levels with enough segments, so work stays proportional to what was
+/// written) keeps searches from slowing down as memories arrive one at a time (measured: 107 µs →
+/// 38 µs per search with 300 memories written one by one).
 const SQLITE_MAINTENANCE: &[&str] = &["INSERT INTO memories_fts (memories_fts, rank) VALUES ('merge', 64)"];
 
 /// Tunables for opening the database.

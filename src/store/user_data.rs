@@ -569,14 +569,12 @@ impl Append {
             .to_owned()
     }
 
+    /// Which of the new messages' client ids the conversation already holds.
     fn known_client_ids(&self) -> SelectStatement {
         let ids: Vec<String> = self.new.iter().filter_map(|m| m.client_id.clone()).collect();
-        Query::select()
-            .column(Messages::ClientId)
-            .from(Messages::Table)
-            .and_where(Expr::col(Messages::ConversationId).eq(self.conversation.id))
-            .and_where(Expr::col(Messages::ClientId).is_in(ids))
-            .to_owned()
+        let mut query = messages_of(&self.scope, &self.conversation);
+        query.and_where(Expr::col(Messages::ClientId).is_in(ids));
+        query
     }
 
     fn fresh(&self, known: &[ClientId]) -> Vec<&NewMessage> {
