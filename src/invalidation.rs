@@ -11,7 +11,6 @@ use std::time::Duration;
 use uuid::Uuid;
 
 use crate::AppState;
-use crate::store::Db;
 
 const CHANNEL: &str = "confidant_invalidate";
 
@@ -62,7 +61,7 @@ fn apply(state: &AppState, what: Invalidation) {
 /// Applies a change here and tells the other instances.
 pub async fn publish(state: &AppState, what: Invalidation) {
     apply(state, what);
-    if let Db::Postgres(pool) = state.db() {
+    if let Some(pool) = state.db().postgres() {
         let sent = sqlx::query("SELECT pg_notify($1, $2)")
             .bind(CHANNEL)
             .bind(what.encode())
@@ -76,9 +75,7 @@ pub async fn publish(state: &AppState, what: Invalidation) {
 
 /// On PostgreSQL, listens for other instances' changes until the process ends.
 pub fn spawn_listener(state: AppState) -> Option<tokio::task::JoinHandle<()>> {
-    let Db::Postgres(pool) = state.db().clone() else {
-        return None;
-    };
+    let pool = state.db().postgres().cloned()?;
     Some(tokio::spawn(async move {
         loop {
             let mut listener = match sqlx::postgres::PgListener::connect_with(&pool).await {

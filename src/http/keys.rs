@@ -1,11 +1,11 @@
 //! Authentication keys (they sign secure user tokens) and API keys (server-to-server). Both show
 //! their secret once, in the create response.
 
+use crate::store::Json as SqlJson;
 use axum::extract::State;
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use sqlx::types::Json as SqlJson;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;

@@ -2,12 +2,11 @@
 
 use sea_query::{Expr, ExprTrait, Query};
 use serde::{Deserialize, Serialize};
-use sqlx::types::Json;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::schema::Agents;
-use super::{Db, PageRequest, StoreResult, now_micros};
+use super::{Db, Json, PageRequest, StoreResult, now_micros};
 
 /// Which model answers for an agent: `{"provider": "echo"}` (built in) or a provider of the
 /// application by name, with a model id and options.
@@ -39,7 +38,7 @@ impl AgentModel {
     }
 }
 
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct Agent {
     pub id: Uuid,
     pub application_id: Uuid,
@@ -50,6 +49,17 @@ pub struct Agent {
     pub created_at: i64,
     pub updated_at: i64,
 }
+
+crate::from_row!(Agent {
+    id,
+    application_id,
+    name,
+    instructions,
+    model,
+    memory,
+    created_at,
+    updated_at
+});
 
 const COLUMNS: [Agents; 8] = [
     Agents::Id,
@@ -106,7 +116,7 @@ pub async fn create(db: &Db, app_id: Uuid, new: NewAgent<'_>) -> StoreResult<Age
 
 /// The agent, if it belongs to this application.
 pub async fn find(db: &Db, app_id: Uuid, id: Uuid) -> StoreResult<Option<Agent>> {
-    db.fetch_optional(
+    db.row(
         Query::select()
             .columns(COLUMNS)
             .from(Agents::Table)
@@ -123,17 +133,17 @@ pub async fn list(db: &Db, app_id: Uuid, page: PageRequest) -> StoreResult<(Vec<
         .and_where(Expr::col(Agents::ApplicationId).eq(app_id))
         .to_owned();
     page.apply(&mut query, Agents::Id);
-    Ok(page.finish(db.fetch_all(&query).await?, |a: &Agent| a.id))
+    Ok(page.finish(db.rows(&query).await?, |a: &Agent| a.id))
 }
 
 /// Which of `ids` are agents of this application.
 pub async fn existing_ids(db: &Db, app_id: Uuid, ids: &[Uuid]) -> StoreResult<Vec<Uuid>> {
-    #[derive(sqlx::FromRow)]
     struct Row {
         id: Uuid,
     }
+    crate::from_row!(Row { id });
     let rows: Vec<Row> = db
-        .fetch_all(
+        .rows(
             Query::select()
                 .column(Agents::Id)
                 .from(Agents::Table)
@@ -171,7 +181,7 @@ pub async fn update(db: &Db, app_id: Uuid, id: Uuid, changes: AgentChanges<'_>) 
         .and_where(Expr::col(Agents::ApplicationId).eq(app_id))
         .and_where(Expr::col(Agents::Id).eq(id))
         .returning(Query::returning().columns(COLUMNS));
-    db.write_returning(update).await
+    db.returning(update).await
 }
 
 /// Deletes an agent; its conversations and agent-bound memory go with it (cascade).

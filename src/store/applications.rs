@@ -4,15 +4,22 @@ use sea_query::{Expr, ExprTrait, LockType, Query};
 use uuid::Uuid;
 
 use super::schema::{Applications, Memberships, Operators};
-use super::{Db, PageRequest, StoreResult, now_micros};
+use super::{Db, PageRequest, StoreError, StoreResult, now_micros};
 
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct Application {
     pub id: Uuid,
     pub name: String,
     pub created_at: i64,
     pub updated_at: i64,
 }
+
+crate::from_row!(Application {
+    id,
+    name,
+    created_at,
+    updated_at
+});
 
 const COLUMNS: [Applications; 4] = [
     Applications::Id,
@@ -37,23 +44,27 @@ pub async fn create(db: &Db, name: &str, owner: Option<Uuid>) -> StoreResult<App
         created_at: now,
         updated_at: now,
     };
-    let mut tx = db.begin().await?;
-    tx.execute(
-        Query::insert()
-            .into_table(Applications::Table)
-            .columns(COLUMNS)
-            .values_panic([app.id.into(), app.name.clone().into(), now.into(), now.into()]),
-    )
+    let insert = Query::insert()
+        .into_table(Applications::Table)
+        .columns(COLUMNS)
+        .values_panic([app.id.into(), app.name.clone().into(), now.into(), now.into()])
+        .to_owned();
+    let membership = owner.map(|owner| insert_membership(app.id, owner, "owner", now));
+    db.transaction(move |tx| {
+        Box::pin(async move {
+            tx.execute(&insert).await?;
+            if let Some(membership) = membership {
+                tx.execute(&membership).await?;
+            }
+            Ok(())
+        })
+    })
     .await?;
-    if let Some(owner) = owner {
-        tx.execute(insert_membership(app.id, owner, "owner", now)).await?;
-    }
-    tx.commit().await?;
     Ok(app)
 }
 
 pub async fn find(db: &Db, id: Uuid) -> StoreResult<Option<Application>> {
-    db.fetch_optional(select().and_where(Expr::col((Applications::Table, Applications::Id)).eq(id)))
+    db.row(select().and_where(Expr::col((Applications::Table, Applications::Id)).eq(id)))
         .await
 }
 
@@ -71,11 +82,11 @@ pub async fn list_for_operator(
         .and_where(Expr::col((Memberships::Table, Memberships::OperatorId)).eq(operator_id))
         .to_owned();
     page.apply(&mut query, (Applications::Table, Applications::Id));
-    Ok(page.finish(db.fetch_all(&query).await?, |a: &Application| a.id))
+    Ok(page.finish(db.rows(&query).await?, |a: &Application| a.id))
 }
 
 pub async fn rename(db: &Db, id: Uuid, name: &str) -> StoreResult<Option<Application>> {
-    db.write_returning(
+    db.returning(
         Query::update()
             .table(Applications::Table)
             .value(Applications::Name, name)
@@ -98,13 +109,20 @@ pub async fn delete(db: &Db, id: Uuid) -> StoreResult<bool> {
         > 0)
 }
 
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct Member {
     pub operator_id: Uuid,
     pub email: String,
     pub role: String,
     pub created_at: i64,
 }
+
+crate::from_row!(Member {
+    operator_id,
+    email,
+    role,
+    created_at
+});
 
 fn insert_membership(app_id: Uuid, operator_id: Uuid, role: &str, now: i64) -> sea_query::InsertStatement {
     Query::insert()
@@ -121,12 +139,12 @@ fn insert_membership(app_id: Uuid, operator_id: Uuid, role: &str, now: i64) -> s
 
 /// The operator's role in the application, if they are a member.
 pub async fn role_of(db: &Db, app_id: Uuid, operator_id: Uuid) -> StoreResult<Option<String>> {
-    #[derive(sqlx::FromRow)]
     struct Row {
         role: String,
     }
+    crate::from_row!(Row { role });
     let row: Option<Row> = db
-        .fetch_optional(
+        .row(
             Query::select()
                 .column(Memberships::Role)
                 .from(Memberships::Table)
@@ -156,18 +174,19 @@ pub async fn list_members(db: &Db, app_id: Uuid, page: PageRequest) -> StoreResu
         .and_where(Expr::col((Memberships::Table, Memberships::ApplicationId)).eq(app_id))
         .to_owned();
     page.apply(&mut query, (Memberships::Table, Memberships::OperatorId));
-    Ok(page.finish(db.fetch_all(&query).await?, |m: &Member| m.operator_id))
+    Ok(page.finish(db.rows(&query).await?, |m: &Member| m.operator_id))
 }
 
 pub async fn add_member(db: &Db, app_id: Uuid, operator_id: Uuid, role: &str) -> StoreResult<Member> {
     db.execute(insert_membership(app_id, operator_id, role, now_micros()))
         .await?;
-    db.fetch_one(
+    db.row::<Member>(
         select_members()
             .and_where(Expr::col((Memberships::Table, Memberships::ApplicationId)).eq(app_id))
             .and_where(Expr::col((Memberships::Table, Memberships::OperatorId)).eq(operator_id)),
     )
-    .await
+    .await?
+    .ok_or(StoreError::NotFound)
 }
 
 /// Why a member could not be removed.
@@ -181,32 +200,30 @@ pub enum RemoveMember {
 /// Removes a member, refusing to leave the application without an owner. Runs in one transaction
 /// so two owners removing each other cannot both succeed.
 pub async fn remove_member(db: &Db, app_id: Uuid, operator_id: Uuid) -> StoreResult<RemoveMember> {
-    let mut tx = db.begin().await?;
-    let owners: Vec<Member> = tx
-        .fetch_all(
-            select_members()
-                .and_where(Expr::col((Memberships::Table, Memberships::ApplicationId)).eq(app_id))
-                .and_where(Expr::col((Memberships::Table, Memberships::Role)).eq("owner"))
-                // PostgreSQL: hold the owners' rows until commit (SQLite has one writer anyway).
-                .lock_with_tables(LockType::Update, [Memberships::Table]),
-        )
-        .await?;
-    let is_owner = owners.iter().any(|m| m.operator_id == operator_id);
-    if is_owner && owners.len() == 1 {
-        return Ok(RemoveMember::LastOwner);
-    }
-    let removed = tx
-        .execute(
-            Query::delete()
-                .from_table(Memberships::Table)
-                .and_where(Expr::col(Memberships::ApplicationId).eq(app_id))
-                .and_where(Expr::col(Memberships::OperatorId).eq(operator_id)),
-        )
-        .await?;
-    tx.commit().await?;
-    Ok(if removed > 0 {
-        RemoveMember::Removed
-    } else {
-        RemoveMember::NotAMember
+    let owners = select_members()
+        .and_where(Expr::col((Memberships::Table, Memberships::ApplicationId)).eq(app_id))
+        .and_where(Expr::col((Memberships::Table, Memberships::Role)).eq("owner"))
+        // PostgreSQL: hold the owners' rows until commit (SQLite has one writer anyway).
+        .lock_with_tables(LockType::Update, [Memberships::Table])
+        .to_owned();
+    let remove = Query::delete()
+        .from_table(Memberships::Table)
+        .and_where(Expr::col(Memberships::ApplicationId).eq(app_id))
+        .and_where(Expr::col(Memberships::OperatorId).eq(operator_id))
+        .to_owned();
+    db.transaction(move |tx| {
+        Box::pin(async move {
+            let owners: Vec<Member> = tx.rows(&owners).await?;
+            let is_owner = owners.iter().any(|m| m.operator_id == operator_id);
+            if is_owner && owners.len() == 1 {
+                return Ok(RemoveMember::LastOwner);
+            }
+            Ok(if tx.execute(&remove).await? > 0 {
+                RemoveMember::Removed
+            } else {
+                RemoveMember::NotAMember
+            })
+        })
     })
+    .await
 }

@@ -2,13 +2,12 @@
 //! (server-to-server; stored only as a SHA-256 hash).
 
 use sea_query::{Expr, ExprTrait, Query};
-use sqlx::types::Json;
 use uuid::Uuid;
 
 use super::schema::{ApiKeys, AuthenticationKeys};
-use super::{Db, PageRequest, StoreResult};
+use super::{Db, Json, PageRequest, StoreResult};
 
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct AuthenticationKey {
     pub id: Uuid,
     pub application_id: Uuid,
@@ -20,6 +19,17 @@ pub struct AuthenticationKey {
     pub created_at: i64,
     pub last_used_at: Option<i64>,
 }
+
+crate::from_row!(AuthenticationKey {
+    id,
+    application_id,
+    name,
+    agent_ids,
+    secret_encrypted,
+    master_key_version,
+    created_at,
+    last_used_at
+});
 
 const AUTH_KEY_COLUMNS: [AuthenticationKeys; 8] = [
     AuthenticationKeys::Id,
@@ -75,12 +85,12 @@ pub async fn list_authentication_keys(
         .and_where(Expr::col(AuthenticationKeys::ApplicationId).eq(app_id))
         .to_owned();
     page.apply(&mut query, AuthenticationKeys::Id);
-    Ok(page.finish(db.fetch_all(&query).await?, |k: &AuthenticationKey| k.id))
+    Ok(page.finish(db.rows(&query).await?, |k: &AuthenticationKey| k.id))
 }
 
 /// A live authentication key by id (the token's `kid`), whatever its application.
 pub async fn find_authentication_key(db: &Db, id: Uuid) -> StoreResult<Option<AuthenticationKey>> {
-    db.fetch_optional(
+    db.row(
         Query::select()
             .columns(AUTH_KEY_COLUMNS)
             .from(AuthenticationKeys::Table)
@@ -101,7 +111,7 @@ pub async fn delete_authentication_key(db: &Db, app_id: Uuid, id: Uuid) -> Store
     .await
 }
 
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct ApiKey {
     pub id: Uuid,
     pub application_id: Uuid,
@@ -113,6 +123,18 @@ pub struct ApiKey {
     pub created_at: i64,
     pub last_used_at: Option<i64>,
 }
+
+crate::from_row!(ApiKey {
+    id,
+    application_id,
+    name,
+    acl,
+    agent_ids,
+    prefix,
+    key_hash,
+    created_at,
+    last_used_at
+});
 
 const API_KEY_COLUMNS: [ApiKeys; 9] = [
     ApiKeys::Id,
@@ -154,12 +176,12 @@ pub async fn list_api_keys(db: &Db, app_id: Uuid, page: PageRequest) -> StoreRes
         .and_where(Expr::col(ApiKeys::ApplicationId).eq(app_id))
         .to_owned();
     page.apply(&mut query, ApiKeys::Id);
-    Ok(page.finish(db.fetch_all(&query).await?, |k: &ApiKey| k.id))
+    Ok(page.finish(db.rows(&query).await?, |k: &ApiKey| k.id))
 }
 
 /// The API key whose SHA-256 is `hash` (looked up through the unique index).
 pub async fn find_api_key_by_hash(db: &Db, hash: &[u8]) -> StoreResult<Option<ApiKey>> {
-    db.fetch_optional(
+    db.row(
         Query::select()
             .columns(API_KEY_COLUMNS)
             .from(ApiKeys::Table)
@@ -177,9 +199,9 @@ pub async fn record_last_used(db: &Db, table: KeyTable, uses: &[(Uuid, i64)]) ->
     if uses.is_empty() {
         return Ok(());
     }
-    let mut tx = db.begin().await?;
-    for (id, at) in uses {
-        let statement = match table {
+    let statements: Vec<_> = uses
+        .iter()
+        .map(|(id, at)| match table {
             KeyTable::Authentication => Query::update()
                 .table(AuthenticationKeys::Table)
                 .value(AuthenticationKeys::LastUsedAt, *at)
@@ -190,10 +212,17 @@ pub async fn record_last_used(db: &Db, table: KeyTable, uses: &[(Uuid, i64)]) ->
                 .value(ApiKeys::LastUsedAt, *at)
                 .and_where(Expr::col(ApiKeys::Id).eq(*id))
                 .to_owned(),
-        };
-        tx.execute(statement).await?;
-    }
-    tx.commit().await
+        })
+        .collect();
+    db.transaction(move |tx| {
+        Box::pin(async move {
+            for statement in &statements {
+                tx.execute(statement).await?;
+            }
+            Ok(())
+        })
+    })
+    .await
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -1,40 +1,39 @@
 //! Storage: one code path over SQLite and PostgreSQL.
 //!
-//! Queries are built once with sea-query, rendered for the connected backend and bound with
-//! sea-query-sqlx. Row types derive `sqlx::FromRow` and use only types both drivers decode (UUIDs,
-//! `i64` microsecond timestamps, text, JSON, bytes). A `match` on the backend appears only where the
-//! dialects truly differ.
+//! Statements are built once with sea-query and run through one small executor API whose names
+//! do not depend on the database: `Db::rows` / `Db::row` (reads), `Db::execute` (a write),
+//! `Db::transaction` (several statements, all or nothing; the body is the same `async` code on
+//! both). SQLite runs on rusqlite (`sqlite`: one group-committing writer thread, readers on the
+//! calling thread); PostgreSQL on sqlx (`postgres`). Each row type is decoded once (`row`). A
+//! `match` on the backend appears only where the dialects truly differ.
 //!
-//! SQLite allows one writer at a time, so it gets two pools: many readers, one writer. Writes queue
-//! in the writer pool instead of failing with `SQLITE_BUSY`. The queries behind every end-user
-//! request run on SQLite through `lite` instead (same sea-query statements, no thread hop per
-//! statement, writes committed in groups): `Db::rows`, `Db::row` and `Db::execute`.
+//! Each aggregate has its file; end users' data (`user_data`) is reached only through a
+//! `UserScope`.
 
 pub mod agents;
 pub mod applications;
 pub mod keys;
-pub mod lite;
+mod migrations;
 pub mod operators;
+mod postgres;
 pub mod providers;
+mod row;
 pub mod schema;
+pub mod sqlite;
 pub mod user_data;
 
-use std::borrow::Cow;
 use std::path::PathBuf;
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::future::BoxFuture;
 use sea_query::{
-    DeleteStatement, InsertStatement, PostgresQueryBuilder, SelectStatement, SqliteQueryBuilder, UpdateStatement,
-    WithQuery,
+    DeleteStatement, InsertStatement, QueryBuilder, QueryStatementWriter, SelectStatement, SqliteQueryBuilder,
+    UpdateStatement, Values, WithQuery,
 };
-use sea_query_sqlx::{SqlxBinder, SqlxValues};
-use sqlx::migrate::{Migration, MigrationType, Migrator};
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
-use sqlx::{AssertSqlSafe, FromRow, PgPool, SqlStr, SqlitePool};
+use sqlx::PgPool;
 
+pub use self::row::{Column, Count, FromRow, Json, Row};
 use crate::error::BoxError;
 
 /// Storage failures, kept apart from HTTP errors; `crate::error::Error` maps them.
@@ -53,50 +52,53 @@ pub enum StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
-impl From<sqlx::Error> for StoreError {
-    fn from(err: sqlx::Error) -> Self {
-        match err {
-            sqlx::Error::RowNotFound => Self::NotFound,
-            sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Tls(_) => {
-                Self::Unavailable(Box::new(err))
-            }
-            sqlx::Error::Database(ref db) => {
-                if db.is_unique_violation() {
-                    // SQLite reports no constraint name; its message names the table and columns.
-                    return Self::Conflict(conflict_message(db.constraint().unwrap_or(db.message())));
-                }
-                Self::Other(Box::new(err))
-            }
-            other => Self::Other(Box::new(other)),
-        }
-    }
-}
+/// The unique constraints a client can run into, by their PostgreSQL name and the columns SQLite
+/// names in its message, with what to tell the client.
+const CONSTRAINTS: &[(&str, &str, &str)] = &[
+    (
+        "agents_application_name_key",
+        "agents.application_id, agents.name",
+        "an agent with this name already exists in the application",
+    ),
+    (
+        "providers_application_name_key",
+        "providers.application_id, providers.name",
+        "a provider with this name already exists in the application",
+    ),
+    (
+        "authentication_keys_application_name_key",
+        "authentication_keys.application_id, authentication_keys.name",
+        "an authentication key with this name already exists in the application",
+    ),
+    (
+        "api_keys_application_name_key",
+        "api_keys.application_id, api_keys.name",
+        "an API key with this name already exists in the application",
+    ),
+    (
+        "memberships_pkey",
+        "memberships.application_id, memberships.operator_id",
+        "this operator is already a member of the application",
+    ),
+    (
+        "operators_email_key",
+        "operators.email",
+        "an operator with this email already exists",
+    ),
+    (
+        "conversations_user_external_id_key",
+        "conversations.application_id, conversations.sub, conversations.external_id",
+        "a conversation with this id already exists",
+    ),
+];
 
-/// Turns a unique-constraint name (PostgreSQL) or message (SQLite) into a sentence for the client.
-fn conflict_message(constraint: &str) -> String {
-    const KNOWN: &[(&str, &str)] = &[
-        ("agents", "an agent with this name already exists in the application"),
-        (
-            "providers",
-            "a provider with this name already exists in the application",
-        ),
-        (
-            "authentication_keys",
-            "an authentication key with this name already exists in the application",
-        ),
-        (
-            "api_keys",
-            "an API key with this name already exists in the application",
-        ),
-        ("memberships", "this operator is already a member of the application"),
-        ("operators", "an operator with this email already exists"),
-        ("conversations", "a conversation with this id already exists"),
-    ];
-    KNOWN
+/// A unique violation, named by a PostgreSQL constraint or SQLite's list of columns.
+fn constraint_conflict(constraint: &str) -> StoreError {
+    let message = CONSTRAINTS
         .iter()
-        .find(|(table, _)| constraint.contains(table))
-        .map(|(_, message)| (*message).to_owned())
-        .unwrap_or_else(|| "this conflicts with an existing record".to_owned())
+        .find(|(postgres, sqlite, _)| constraint == *postgres || constraint == *sqlite)
+        .map_or("this conflicts with an existing record", |(_, _, message)| message);
+    StoreError::Conflict(message.to_owned())
 }
 
 /// Which database a URL names.
@@ -104,17 +106,6 @@ fn conflict_message(constraint: &str) -> String {
 pub enum Backend {
     Sqlite,
     Postgres,
-}
-
-/// The connection pools of the configured database.
-#[derive(Clone)]
-pub enum Db {
-    Sqlite {
-        read: SqlitePool,
-        write: SqlitePool,
-        lite: Arc<lite::Lite>,
-    },
-    Postgres(PgPool),
 }
 
 /// Where the SQLite database file lives, if the URL names one.
@@ -134,44 +125,12 @@ pub fn backend_of(url: &str) -> Option<Backend> {
     }
 }
 
-macro_rules! migrations {
-    ($($version:literal $name:literal),* $(,)?) => {
-        fn migrator(backend: Backend) -> Migrator {
-            let migrations = match backend {
-                Backend::Sqlite => vec![$(
-                    Migration::new($version, Cow::Borrowed($name), MigrationType::Simple,
-                        SqlStr::from_static(include_str!(concat!("../../migrations/sqlite/", $name, ".sql"))), false),
-                )*],
-                Backend::Postgres => vec![$(
-                    Migration::new($version, Cow::Borrowed($name), MigrationType::Simple,
-                        SqlStr::from_static(include_str!(concat!("../../migrations/postgres/", $name, ".sql"))), false),
-                )*],
-            };
-            Migrator::with_migrations(migrations)
-        }
-    };
-}
-
-// Both backends share one list, so a migration cannot exist for one database and not the other.
-migrations! {
-    1 "0001_initial",
-    2 "0002_conversation_last_seq",
-    3 "0003_messages_owner_index",
-    4 "0004_memory_search_by_owner",
-}
-
-/// Run by SQLite's writer thread about once a second while writes arrive. Every memory insert
-/// leaves a small segment in the full-text index, and a search reads every segment: merging up to
-/// 64 pages per round (only levels with enough segments, so work stays proportional to what was
-/// written) keeps searches from slowing down as memories arrive one at a time (measured: 107 µs →
-/// 38 µs per search with 300 memories written one by one).
-const SQLITE_MAINTENANCE: &[&str] = &["INSERT INTO memories_fts (memories_fts, rank) VALUES ('merge', 64)"];
-
 /// Tunables for opening the database.
 #[derive(Debug, Clone)]
 pub struct DbOptions {
+    /// PostgreSQL pool size.
     pub max_connections: u32,
-    /// Reader connections of a SQLite database (its writer is always one).
+    /// Idle reader connections kept by a SQLite database (its writer is always one).
     pub sqlite_readers: u32,
     pub acquire_timeout: Duration,
 }
@@ -187,6 +146,71 @@ impl Default for DbOptions {
     }
 }
 
+/// A statement sea-query renders for either database.
+pub trait Statement: Send + Sync {
+    fn build_for(&self, builder: impl QueryBuilder) -> (String, Values);
+}
+
+macro_rules! statements {
+    ($($statement:ty),*) => {$(
+        impl Statement for $statement {
+            fn build_for(&self, builder: impl QueryBuilder) -> (String, Values) {
+                QueryStatementWriter::build(self, builder)
+            }
+        }
+    )*};
+}
+statements!(
+    SelectStatement,
+    InsertStatement,
+    UpdateStatement,
+    DeleteStatement,
+    WithQuery
+);
+
+impl<S: Statement> Statement for &S {
+    fn build_for(&self, builder: impl QueryBuilder) -> (String, Values) {
+        (**self).build_for(builder)
+    }
+}
+
+impl<S: Statement> Statement for &mut S {
+    fn build_for(&self, builder: impl QueryBuilder) -> (String, Values) {
+        (**self).build_for(builder)
+    }
+}
+
+/// A statement already rendered for SQLite, owned, so it can go to the writer thread. Only the
+/// SQLite engine uses it (it ignores the builder it is given).
+struct SqliteRendered(String, Values);
+
+impl SqliteRendered {
+    fn of(statement: &impl Statement) -> Self {
+        let (sql, values) = statement.build_for(SqliteQueryBuilder);
+        Self(sql, values)
+    }
+}
+
+impl Statement for SqliteRendered {
+    fn build_for(&self, _: impl QueryBuilder) -> (String, Values) {
+        (self.0.clone(), self.1.clone())
+    }
+}
+
+/// The body of a transaction: the same `async` code runs on both databases.
+pub trait Transaction<T>: for<'t> FnOnce(&'t mut Tx) -> BoxFuture<'t, StoreResult<T>> + Send + 'static {}
+impl<T, F> Transaction<T> for F where F: for<'t> FnOnce(&'t mut Tx) -> BoxFuture<'t, StoreResult<T>> + Send + 'static {}
+
+/// The configured database.
+#[derive(Clone)]
+pub struct Db(Engine);
+
+#[derive(Clone)]
+enum Engine {
+    Sqlite(Arc<sqlite::Sqlite>),
+    Postgres(PgPool),
+}
+
 impl Db {
     /// Opens the database the URL names (creating a SQLite file if missing) and checks it answers.
     pub async fn connect(url: &str, options: &DbOptions) -> StoreResult<Self> {
@@ -199,40 +223,14 @@ impl Db {
                         "SQLite needs a file path (sqlite://PATH); in-memory databases are not supported".into(),
                     ));
                 };
-                let connect = SqliteConnectOptions::from_str(url)
-                    .map_err(|e| StoreError::Unavailable(Box::new(e)))?
-                    .create_if_missing(true)
-                    .journal_mode(SqliteJournalMode::Wal)
-                    // Each commit is on disk before it is acknowledged.
-                    .synchronous(SqliteSynchronous::Full)
-                    .foreign_keys(true)
-                    .busy_timeout(Duration::from_secs(10));
-                let write = SqlitePoolOptions::new()
-                    .max_connections(1)
-                    .acquire_timeout(options.acquire_timeout.max(Duration::from_secs(30)))
-                    .connect_with(connect.clone())
-                    .await?;
-                // Each sqlx SQLite connection is a thread with its own page cache. The hot reads run
-                // on `lite`'s connections, so sqlx keeps only a couple, closed when idle.
-                let readers = options.max_connections.min(options.sqlite_readers);
-                let read = SqlitePoolOptions::new()
-                    .max_connections(readers.min(2))
-                    .idle_timeout(Duration::from_secs(60))
-                    .acquire_timeout(options.acquire_timeout)
-                    .connect_with(connect.read_only(true))
-                    .await?;
-                let lite = Arc::new(lite::Lite::open(&path, readers as usize, SQLITE_MAINTENANCE)?);
-                Ok(Self::Sqlite { read, write, lite })
+                let readers = options.sqlite_readers as usize;
+                let engine =
+                    tokio::task::spawn_blocking(move || sqlite::Sqlite::open(&path, readers, sqlite::MAINTENANCE))
+                        .await
+                        .map_err(|e| StoreError::Other(Box::new(e)))??;
+                Ok(Self(Engine::Sqlite(Arc::new(engine))))
             }
-            Some(Backend::Postgres) => {
-                let connect = PgConnectOptions::from_str(url).map_err(|e| StoreError::Unavailable(Box::new(e)))?;
-                let pool = PgPoolOptions::new()
-                    .max_connections(options.max_connections)
-                    .acquire_timeout(options.acquire_timeout)
-                    .connect_with(connect)
-                    .await?;
-                Ok(Self::Postgres(pool))
-            }
+            Some(Backend::Postgres) => Ok(Self(Engine::Postgres(postgres::connect(url, options).await?))),
             None => Err(StoreError::Unavailable(
                 "unsupported database URL (expected sqlite://PATH or postgres://...)".into(),
             )),
@@ -240,287 +238,194 @@ impl Db {
     }
 
     pub fn backend(&self) -> Backend {
-        match self {
-            Self::Sqlite { .. } => Backend::Sqlite,
-            Self::Postgres(_) => Backend::Postgres,
+        match self.0 {
+            Engine::Sqlite(_) => Backend::Sqlite,
+            Engine::Postgres(_) => Backend::Postgres,
+        }
+    }
+
+    /// The PostgreSQL pool, for what only PostgreSQL has (notifications).
+    pub fn postgres(&self) -> Option<&PgPool> {
+        match &self.0 {
+            Engine::Postgres(pool) => Some(pool),
+            Engine::Sqlite(_) => None,
         }
     }
 
     /// Applies the migrations this build carries that the database has not seen yet.
     pub async fn migrate(&self) -> StoreResult<()> {
-        let migrator = migrator(self.backend());
-        let result = match self {
-            Self::Sqlite { write, .. } => migrator.run(write).await,
-            Self::Postgres(pool) => migrator.run(pool).await,
-        };
-        result.map_err(|e| StoreError::Other(Box::new(e)))
+        match &self.0 {
+            Engine::Sqlite(sqlite) => sqlite.migrate().await,
+            Engine::Postgres(pool) => postgres::migrate(pool).await,
+        }
     }
 
     /// Whether the database answers a trivial query.
     pub async fn ping(&self) -> bool {
-        let result = match self {
-            Self::Sqlite { read, .. } => sqlx::query("SELECT 1").execute(read).await.map(|_| ()),
-            Self::Postgres(pool) => sqlx::query("SELECT 1").execute(pool).await.map(|_| ()),
-        };
-        result.is_ok()
+        let query = SelectStatement::new()
+            .expr_as(sea_query::Expr::val(1i64), "n")
+            .to_owned();
+        self.rows::<Count>(&query).await.is_ok()
     }
 
     /// (labels, connections) of each pool, for `/metrics`.
     pub fn pool_state(&self) -> Vec<(&'static str, u64)> {
-        fn of<D: sqlx::Database>(
-            pool: &sqlx::Pool<D>,
-            open: &'static str,
-            idle: &'static str,
-        ) -> [(&'static str, u64); 2] {
-            [(open, u64::from(pool.size())), (idle, pool.num_idle() as u64)]
-        }
-        match self {
-            Self::Sqlite { read, write, .. } => {
-                let mut state = of(read, "pool=\"read\",state=\"open\"", "pool=\"read\",state=\"idle\"").to_vec();
-                state.extend(of(
-                    write,
-                    "pool=\"write\",state=\"open\"",
-                    "pool=\"write\",state=\"idle\"",
-                ));
-                state
-            }
-            Self::Postgres(pool) => of(pool, "pool=\"main\",state=\"open\"", "pool=\"main\",state=\"idle\"").to_vec(),
+        match &self.0 {
+            Engine::Sqlite(sqlite) => vec![
+                ("pool=\"read\",state=\"idle\"", sqlite.idle_readers() as u64),
+                ("pool=\"write\",state=\"open\"", u64::from(sqlite.is_open())),
+            ],
+            Engine::Postgres(pool) => vec![
+                ("pool=\"main\",state=\"open\"", u64::from(pool.size())),
+                ("pool=\"main\",state=\"idle\"", pool.num_idle() as u64),
+            ],
         }
     }
 
     pub async fn close(&self) {
-        match self {
-            Self::Sqlite { read, write, lite } => {
-                lite.close();
-                read.close().await;
-                write.close().await;
+        match &self.0 {
+            Engine::Sqlite(sqlite) => {
+                let sqlite = sqlite.clone();
+                let _ = tokio::task::spawn_blocking(move || sqlite.close()).await;
             }
-            Self::Postgres(pool) => pool.close().await,
+            Engine::Postgres(pool) => pool.close().await,
         }
     }
 
-    /// Starts a transaction (on SQLite, on the writer connection, holding the write lock from the
-    /// start so it cannot fail half-way because another connection wrote first).
-    pub async fn begin(&self) -> StoreResult<Tx> {
-        Ok(match self {
-            Self::Sqlite { write, .. } => Tx::Sqlite(write.begin_with("BEGIN IMMEDIATE").await?),
-            Self::Postgres(pool) => Tx::Postgres(pool.begin().await?),
-        })
-    }
-
-    pub async fn fetch_all<T: Record>(&self, query: &SelectStatement) -> StoreResult<Vec<T>> {
-        Ok(match self {
-            Self::Sqlite { read, .. } => {
-                let (sql, values) = query.build_sqlx(SqliteQueryBuilder);
-                sqlx::query_as_with::<_, T, _>(AssertSqlSafe(sql), values)
-                    .fetch_all(read)
-                    .await?
+    /// Runs a query and decodes every row (on SQLite, on this thread, from a reader connection).
+    pub async fn rows<T: FromRow>(&self, query: &impl Statement) -> StoreResult<Vec<T>> {
+        match &self.0 {
+            Engine::Sqlite(sqlite) => {
+                let (sql, values) = query.build_for(SqliteQueryBuilder);
+                sqlite.read(|connection| sqlite::rows(connection, &sql, values))
             }
-            Self::Postgres(pool) => {
-                let (sql, values) = query.build_sqlx(PostgresQueryBuilder);
-                sqlx::query_as_with::<_, T, _>(AssertSqlSafe(sql), values)
-                    .fetch_all(pool)
-                    .await?
-            }
-        })
-    }
-
-    pub async fn fetch_optional<T: Record>(&self, query: &SelectStatement) -> StoreResult<Option<T>> {
-        Ok(match self {
-            Self::Sqlite { read, .. } => {
-                let (sql, values) = query.build_sqlx(SqliteQueryBuilder);
-                sqlx::query_as_with::<_, T, _>(AssertSqlSafe(sql), values)
-                    .fetch_optional(read)
-                    .await?
-            }
-            Self::Postgres(pool) => {
-                let (sql, values) = query.build_sqlx(PostgresQueryBuilder);
-                sqlx::query_as_with::<_, T, _>(AssertSqlSafe(sql), values)
-                    .fetch_optional(pool)
-                    .await?
-            }
-        })
-    }
-
-    pub async fn fetch_one<T: Record>(&self, query: &SelectStatement) -> StoreResult<T> {
-        self.fetch_optional(query).await?.ok_or(StoreError::NotFound)
-    }
-
-    /// The SQLite hot-path connections, if this is SQLite.
-    pub fn lite(&self) -> Option<&lite::Lite> {
-        match self {
-            Self::Sqlite { lite, .. } => Some(lite),
-            Self::Postgres(_) => None,
-        }
-    }
-
-    /// Runs a select whose rows both sqlx and `lite` decode (on SQLite, on this thread).
-    pub async fn rows<T: Row>(&self, query: &SelectStatement) -> StoreResult<Vec<T>> {
-        match self {
-            Self::Sqlite { lite, .. } => lite.read(|connection| lite::select(connection, query)),
-            Self::Postgres(_) => self.fetch_all(query).await,
+            Engine::Postgres(pool) => postgres::rows(pool, query).await,
         }
     }
 
     /// The first row of `rows`, if any.
-    pub async fn row<T: Row>(&self, query: &SelectStatement) -> StoreResult<Option<T>> {
+    pub async fn row<T: FromRow>(&self, query: &impl Statement) -> StoreResult<Option<T>> {
         Ok(self.rows(query).await?.into_iter().next())
     }
 
-    /// Runs a write and returns how many rows it touched (on SQLite, group-committed by `lite`).
-    pub async fn execute(&self, statement: impl Write) -> StoreResult<u64> {
-        Ok(match self {
-            Self::Sqlite { lite, .. } => {
-                let statement = lite::Built::of(&statement);
-                lite.write(move |connection| Ok(lite::execute(connection, statement)? as u64))
-                    .await?
+    /// Runs one write and returns how many rows it touched.
+    pub async fn execute(&self, statement: impl Statement) -> StoreResult<u64> {
+        match &self.0 {
+            Engine::Sqlite(sqlite) => {
+                let statement = SqliteRendered::of(&statement);
+                sqlite
+                    .transaction(move |tx| Box::pin(async move { tx.execute(&statement).await }))
+                    .await
             }
-            Self::Postgres(pool) => {
-                let (sql, values) = statement.build(Backend::Postgres);
-                sqlx::query_with(AssertSqlSafe(sql), values)
-                    .execute(pool)
-                    .await?
-                    .rows_affected()
-            }
-        })
+            Engine::Postgres(pool) => postgres::execute(pool, &statement).await,
+        }
     }
 
-    /// Runs a write with a `RETURNING` clause and decodes the row it returns, if any.
-    pub async fn write_returning<T: Record>(&self, statement: impl Write) -> StoreResult<Option<T>> {
-        Ok(match self {
-            Self::Sqlite { write, .. } => {
-                let (sql, values) = statement.build(Backend::Sqlite);
-                sqlx::query_as_with::<_, T, _>(AssertSqlSafe(sql), values)
-                    .fetch_optional(write)
-                    .await?
+    /// Runs one write with a `RETURNING` clause and decodes the row it returns, if any.
+    pub async fn returning<T: FromRow>(&self, statement: impl Statement) -> StoreResult<Option<T>> {
+        match &self.0 {
+            Engine::Sqlite(sqlite) => {
+                let statement = SqliteRendered::of(&statement);
+                sqlite
+                    .transaction(move |tx| Box::pin(async move { tx.row(&statement).await }))
+                    .await
             }
-            Self::Postgres(pool) => {
-                let (sql, values) = statement.build(Backend::Postgres);
-                sqlx::query_as_with::<_, T, _>(AssertSqlSafe(sql), values)
-                    .fetch_optional(pool)
-                    .await?
+            Engine::Postgres(pool) => Ok(postgres::rows(pool, &statement).await?.into_iter().next()),
+        }
+    }
+
+    /// Runs `body` in a transaction: committed if it returns `Ok`, rolled back if it returns an
+    /// error. On SQLite it runs on the writer thread, and must await nothing but `tx`.
+    pub async fn transaction<T, F>(&self, body: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: for<'t> FnOnce(&'t mut Tx) -> BoxFuture<'t, StoreResult<T>> + Send + 'static,
+    {
+        match &self.0 {
+            Engine::Sqlite(sqlite) => sqlite.transaction(body).await,
+            Engine::Postgres(pool) => {
+                let mut tx = Tx(TxEngine::Postgres(pool.begin().await?));
+                let outcome = body(&mut tx).await;
+                let TxEngine::Postgres(transaction) = tx.0 else {
+                    unreachable!("a PostgreSQL transaction");
+                };
+                match outcome {
+                    Ok(value) => {
+                        transaction.commit().await?;
+                        Ok(value)
+                    }
+                    Err(error) => {
+                        // Dropping it rolls back; say so now rather than when the pool notices.
+                        let _ = transaction.rollback().await;
+                        Err(error)
+                    }
+                }
             }
-        })
+        }
+    }
+
+    /// Runs a script of SQL statements in one transaction (for tests and tools, not requests).
+    pub async fn run_script(&self, sql: &str) -> StoreResult<()> {
+        match &self.0 {
+            Engine::Sqlite(sqlite) => sqlite.run_script(sql).await,
+            Engine::Postgres(pool) => {
+                let mut tx = pool.begin().await?;
+                sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
+                    .execute(&mut *tx)
+                    .await?;
+                Ok(tx.commit().await?)
+            }
+        }
     }
 }
 
-/// An open transaction on either backend.
-pub enum Tx {
-    Sqlite(sqlx::Transaction<'static, sqlx::Sqlite>),
+/// An open transaction on either database.
+pub struct Tx(TxEngine);
+
+enum TxEngine {
+    Sqlite(sqlite::WriterConnection),
     Postgres(sqlx::Transaction<'static, sqlx::Postgres>),
 }
 
 impl Tx {
-    pub async fn commit(self) -> StoreResult<()> {
-        match self {
-            Self::Sqlite(tx) => tx.commit().await?,
-            Self::Postgres(tx) => tx.commit().await?,
+    fn sqlite(connection: sqlite::WriterConnection) -> Self {
+        Self(TxEngine::Sqlite(connection))
+    }
+
+    pub fn backend(&self) -> Backend {
+        match self.0 {
+            TxEngine::Sqlite(_) => Backend::Sqlite,
+            TxEngine::Postgres(_) => Backend::Postgres,
         }
-        Ok(())
     }
 
-    pub async fn fetch_optional<T: Record>(&mut self, query: &SelectStatement) -> StoreResult<Option<T>> {
-        Ok(match self {
-            Self::Sqlite(tx) => {
-                let (sql, values) = query.build_sqlx(SqliteQueryBuilder);
-                sqlx::query_as_with::<_, T, _>(AssertSqlSafe(sql), values)
-                    .fetch_optional(&mut **tx)
-                    .await?
+    /// Runs a statement (a query, or a write with `RETURNING`) and decodes every row.
+    pub async fn rows<T: FromRow>(&mut self, statement: &impl Statement) -> StoreResult<Vec<T>> {
+        match &mut self.0 {
+            TxEngine::Sqlite(connection) => {
+                let (sql, values) = statement.build_for(SqliteQueryBuilder);
+                sqlite::rows(&connection.lock().unwrap_or_else(|e| e.into_inner()), &sql, values)
             }
-            Self::Postgres(tx) => {
-                let (sql, values) = query.build_sqlx(PostgresQueryBuilder);
-                sqlx::query_as_with::<_, T, _>(AssertSqlSafe(sql), values)
-                    .fetch_optional(&mut **tx)
-                    .await?
-            }
-        })
+            TxEngine::Postgres(tx) => postgres::rows(&mut **tx, statement).await,
+        }
     }
 
-    pub async fn fetch_all<T: Record>(&mut self, query: &SelectStatement) -> StoreResult<Vec<T>> {
-        Ok(match self {
-            Self::Sqlite(tx) => {
-                let (sql, values) = query.build_sqlx(SqliteQueryBuilder);
-                sqlx::query_as_with::<_, T, _>(AssertSqlSafe(sql), values)
-                    .fetch_all(&mut **tx)
-                    .await?
-            }
-            Self::Postgres(tx) => {
-                let (sql, values) = query.build_sqlx(PostgresQueryBuilder);
-                sqlx::query_as_with::<_, T, _>(AssertSqlSafe(sql), values)
-                    .fetch_all(&mut **tx)
-                    .await?
-            }
-        })
+    /// The first row of `rows`, if any.
+    pub async fn row<T: FromRow>(&mut self, statement: &impl Statement) -> StoreResult<Option<T>> {
+        Ok(self.rows(statement).await?.into_iter().next())
     }
 
-    pub async fn execute(&mut self, statement: impl Write) -> StoreResult<u64> {
-        Ok(match self {
-            Self::Sqlite(tx) => {
-                let (sql, values) = statement.build(Backend::Sqlite);
-                sqlx::query_with(AssertSqlSafe(sql), values)
-                    .execute(&mut **tx)
-                    .await?
-                    .rows_affected()
+    /// Runs a write and returns how many rows it touched.
+    pub async fn execute(&mut self, statement: &impl Statement) -> StoreResult<u64> {
+        match &mut self.0 {
+            TxEngine::Sqlite(connection) => {
+                let (sql, values) = statement.build_for(SqliteQueryBuilder);
+                sqlite::execute(&connection.lock().unwrap_or_else(|e| e.into_inner()), &sql, values)
             }
-            Self::Postgres(tx) => {
-                let (sql, values) = statement.build(Backend::Postgres);
-                sqlx::query_with(AssertSqlSafe(sql), values)
-                    .execute(&mut **tx)
-                    .await?
-                    .rows_affected()
-            }
-        })
-    }
-
-    pub async fn write_returning<T: Record>(&mut self, statement: impl Write) -> StoreResult<Option<T>> {
-        Ok(match self {
-            Self::Sqlite(tx) => {
-                let (sql, values) = statement.build(Backend::Sqlite);
-                sqlx::query_as_with::<_, T, _>(AssertSqlSafe(sql), values)
-                    .fetch_optional(&mut **tx)
-                    .await?
-            }
-            Self::Postgres(tx) => {
-                let (sql, values) = statement.build(Backend::Postgres);
-                sqlx::query_as_with::<_, T, _>(AssertSqlSafe(sql), values)
-                    .fetch_optional(&mut **tx)
-                    .await?
-            }
-        })
+            TxEngine::Postgres(tx) => postgres::execute(&mut **tx, statement).await,
+        }
     }
 }
-
-/// A row type both drivers can decode.
-pub trait Record: for<'r> FromRow<'r, SqliteRow> + for<'r> FromRow<'r, PgRow> + Send + Unpin {}
-impl<T> Record for T where T: for<'r> FromRow<'r, SqliteRow> + for<'r> FromRow<'r, PgRow> + Send + Unpin {}
-
-/// A row type of the hot paths: sqlx (PostgreSQL) and `lite` (SQLite) decode it.
-pub trait Row: Record + lite::FromRow {}
-impl<T: Record + lite::FromRow> Row for T {}
-
-/// A statement that changes rows: insert, update or delete.
-pub trait Write {
-    fn build(&self, backend: Backend) -> (String, SqlxValues);
-}
-
-macro_rules! impl_write {
-    ($($statement:ty),*) => {$(
-        impl Write for $statement {
-            fn build(&self, backend: Backend) -> (String, SqlxValues) {
-                match backend {
-                    Backend::Sqlite => self.build_sqlx(SqliteQueryBuilder),
-                    Backend::Postgres => self.build_sqlx(PostgresQueryBuilder),
-                }
-            }
-        }
-        impl Write for &mut $statement {
-            fn build(&self, backend: Backend) -> (String, SqlxValues) {
-                Write::build(&**self, backend)
-            }
-        }
-    )*};
-}
-impl_write!(InsertStatement, UpdateStatement, DeleteStatement, WithQuery);
 
 /// Deletes the row of `table` with this id if it belongs to this application (the shape of every
 /// admin-plane delete). Returns whether a row went.
@@ -541,7 +446,8 @@ where
             Query::delete()
                 .from_table(table)
                 .and_where(Expr::col(app_column).eq(app_id))
-                .and_where(Expr::col(id_column).eq(id)),
+                .and_where(Expr::col(id_column).eq(id))
+                .to_owned(),
         )
         .await?;
     Ok(deleted > 0)
@@ -550,12 +456,6 @@ where
 /// Microseconds since the Unix epoch: how every timestamp is stored.
 pub fn now_micros() -> i64 {
     chrono::Utc::now().timestamp_micros()
-}
-
-/// One count, for `SELECT COUNT(*) AS n`.
-#[derive(Debug, sqlx::FromRow)]
-pub struct Count {
-    pub n: i64,
 }
 
 /// A keyset page request over rows ordered by a UUIDv7 id, newest first.

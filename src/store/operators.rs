@@ -6,13 +6,20 @@ use uuid::Uuid;
 use super::schema::{OperatorSessions, Operators, RefreshTokens};
 use super::{Db, StoreError, StoreResult, now_micros};
 
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct Operator {
     pub id: Uuid,
     pub email: String,
     pub password_hash: String,
     pub created_at: i64,
 }
+
+crate::from_row!(Operator {
+    id,
+    email,
+    password_hash,
+    created_at
+});
 
 const OPERATOR_COLUMNS: [Operators; 4] = [
     Operators::Id,
@@ -44,7 +51,7 @@ pub async fn create(db: &Db, email: &str, password_hash: &str) -> StoreResult<Op
 }
 
 pub async fn find_by_email(db: &Db, email: &str) -> StoreResult<Option<Operator>> {
-    db.fetch_optional(
+    db.row(
         Query::select()
             .columns(OPERATOR_COLUMNS)
             .from(Operators::Table)
@@ -54,7 +61,7 @@ pub async fn find_by_email(db: &Db, email: &str) -> StoreResult<Option<Operator>
 }
 
 pub async fn find(db: &Db, id: Uuid) -> StoreResult<Option<Operator>> {
-    db.fetch_optional(
+    db.row(
         Query::select()
             .columns(OPERATOR_COLUMNS)
             .from(Operators::Table)
@@ -65,12 +72,12 @@ pub async fn find(db: &Db, id: Uuid) -> StoreResult<Option<Operator>> {
 
 /// The operator behind a session that is neither revoked nor past its absolute expiry.
 pub async fn live_session_operator(db: &Db, session_id: Uuid) -> StoreResult<Option<Uuid>> {
-    #[derive(sqlx::FromRow)]
     struct Row {
         operator_id: Uuid,
     }
+    crate::from_row!(Row { operator_id });
     let row: Option<Row> = db
-        .fetch_optional(
+        .row(
             Query::select()
                 .column(OperatorSessions::OperatorId)
                 .from(OperatorSessions::Table)
@@ -86,21 +93,25 @@ pub async fn live_session_operator(db: &Db, session_id: Uuid) -> StoreResult<Opt
 pub async fn open_session(db: &Db, operator_id: Uuid, expires_at: i64, refresh_hash: &[u8]) -> StoreResult<Uuid> {
     let session_id = Uuid::now_v7();
     let now = now_micros();
-    let mut tx = db.begin().await?;
-    tx.execute(
-        Query::insert()
-            .into_table(OperatorSessions::Table)
-            .columns([
-                OperatorSessions::Id,
-                OperatorSessions::OperatorId,
-                OperatorSessions::CreatedAt,
-                OperatorSessions::ExpiresAt,
-            ])
-            .values_panic([session_id.into(), operator_id.into(), now.into(), expires_at.into()]),
-    )
+    let session = Query::insert()
+        .into_table(OperatorSessions::Table)
+        .columns([
+            OperatorSessions::Id,
+            OperatorSessions::OperatorId,
+            OperatorSessions::CreatedAt,
+            OperatorSessions::ExpiresAt,
+        ])
+        .values_panic([session_id.into(), operator_id.into(), now.into(), expires_at.into()])
+        .to_owned();
+    let refresh = insert_refresh(session_id, refresh_hash, now);
+    db.transaction(move |tx| {
+        Box::pin(async move {
+            tx.execute(&session).await?;
+            tx.execute(&refresh).await?;
+            Ok(())
+        })
+    })
     .await?;
-    tx.execute(insert_refresh(session_id, refresh_hash, now)).await?;
-    tx.commit().await?;
     Ok(session_id)
 }
 
@@ -130,75 +141,73 @@ pub enum Rotation {
 /// Spends a refresh token and stores its successor, atomically: of two racing refreshes with one
 /// token exactly one wins, and the other counts as reuse.
 pub async fn rotate_refresh(db: &Db, presented_hash: &[u8], new_hash: &[u8]) -> StoreResult<Rotation> {
-    #[derive(sqlx::FromRow)]
     struct Spent {
         session_id: Uuid,
     }
-    #[derive(sqlx::FromRow)]
+    crate::from_row!(Spent { session_id });
     struct Session {
         operator_id: Uuid,
         expires_at: i64,
         revoked_at: Option<i64>,
     }
+    crate::from_row!(Session {
+        operator_id,
+        expires_at,
+        revoked_at
+    });
     let now = now_micros();
-    let mut tx = db.begin().await?;
-    let spent: Option<Spent> = tx
-        .write_returning(
-            Query::update()
+    let presented = presented_hash.to_vec();
+    let new_hash = new_hash.to_vec();
+    db.transaction(move |tx| {
+        Box::pin(async move {
+            let spend = Query::update()
                 .table(RefreshTokens::Table)
                 .value(RefreshTokens::SpentAt, now)
-                .and_where(Expr::col(RefreshTokens::TokenHash).eq(presented_hash.to_vec()))
+                .and_where(Expr::col(RefreshTokens::TokenHash).eq(presented.clone()))
                 .and_where(Expr::col(RefreshTokens::SpentAt).is_null())
-                .returning_col(RefreshTokens::SessionId),
-        )
-        .await?;
-    let Some(spent) = spent else {
-        // Spent before, or never issued?
-        let earlier: Option<Spent> = tx
-            .fetch_optional(
-                Query::select()
+                .returning_col(RefreshTokens::SessionId)
+                .to_owned();
+            let Some(spent) = tx.row::<Spent>(&spend).await? else {
+                // Spent before, or never issued?
+                let earlier = Query::select()
                     .column(RefreshTokens::SessionId)
                     .from(RefreshTokens::Table)
-                    .and_where(Expr::col(RefreshTokens::TokenHash).eq(presented_hash.to_vec())),
-            )
-            .await?;
-        let Some(earlier) = earlier else {
-            return Ok(Rotation::Invalid);
-        };
-        tx.execute(
-            Query::update()
-                .table(OperatorSessions::Table)
-                .value(OperatorSessions::RevokedAt, now)
-                .and_where(Expr::col(OperatorSessions::Id).eq(earlier.session_id))
-                .and_where(Expr::col(OperatorSessions::RevokedAt).is_null()),
-        )
-        .await?;
-        tx.commit().await?;
-        return Ok(Rotation::Reused);
-    };
-    let session: Session = tx
-        .fetch_optional(
-            Query::select()
+                    .and_where(Expr::col(RefreshTokens::TokenHash).eq(presented))
+                    .to_owned();
+                let Some(earlier) = tx.row::<Spent>(&earlier).await? else {
+                    return Ok(Rotation::Invalid);
+                };
+                let revoke = Query::update()
+                    .table(OperatorSessions::Table)
+                    .value(OperatorSessions::RevokedAt, now)
+                    .and_where(Expr::col(OperatorSessions::Id).eq(earlier.session_id))
+                    .and_where(Expr::col(OperatorSessions::RevokedAt).is_null())
+                    .to_owned();
+                tx.execute(&revoke).await?;
+                return Ok(Rotation::Reused);
+            };
+            let session = Query::select()
                 .columns([
                     OperatorSessions::OperatorId,
                     OperatorSessions::ExpiresAt,
                     OperatorSessions::RevokedAt,
                 ])
                 .from(OperatorSessions::Table)
-                .and_where(Expr::col(OperatorSessions::Id).eq(spent.session_id)),
-        )
-        .await?
-        .ok_or(StoreError::NotFound)?;
-    if session.revoked_at.is_some() || session.expires_at <= now {
-        // Leave the token unspent-looking state alone: the session is dead either way.
-        return Ok(Rotation::Invalid);
-    }
-    tx.execute(insert_refresh(spent.session_id, new_hash, now)).await?;
-    tx.commit().await?;
-    Ok(Rotation::Rotated {
-        session_id: spent.session_id,
-        operator_id: session.operator_id,
+                .and_where(Expr::col(OperatorSessions::Id).eq(spent.session_id))
+                .to_owned();
+            let session: Session = tx.row(&session).await?.ok_or(StoreError::NotFound)?;
+            if session.revoked_at.is_some() || session.expires_at <= now {
+                // The session is dead either way; the token stays spent.
+                return Ok(Rotation::Invalid);
+            }
+            tx.execute(&insert_refresh(spent.session_id, &new_hash, now)).await?;
+            Ok(Rotation::Rotated {
+                session_id: spent.session_id,
+                operator_id: session.operator_id,
+            })
+        })
     })
+    .await
 }
 
 /// Ends a session: its access and refresh tokens stop working.

@@ -6,7 +6,7 @@ use uuid::Uuid;
 use super::schema::Providers;
 use super::{Db, PageRequest, StoreResult, now_micros};
 
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct Provider {
     pub id: Uuid,
     pub application_id: Uuid,
@@ -17,6 +17,17 @@ pub struct Provider {
     pub created_at: i64,
     pub updated_at: i64,
 }
+
+crate::from_row!(Provider {
+    id,
+    application_id,
+    name,
+    kind,
+    base_url,
+    api_key_encrypted,
+    created_at,
+    updated_at
+});
 
 const COLUMNS: [Providers; 8] = [
     Providers::Id,
@@ -55,7 +66,7 @@ pub async fn create(db: &Db, provider: &Provider) -> StoreResult<()> {
 }
 
 pub async fn find(db: &Db, app_id: Uuid, id: Uuid) -> StoreResult<Option<Provider>> {
-    db.fetch_optional(
+    db.row(
         Query::select()
             .columns(COLUMNS)
             .from(Providers::Table)
@@ -66,7 +77,7 @@ pub async fn find(db: &Db, app_id: Uuid, id: Uuid) -> StoreResult<Option<Provide
 }
 
 pub async fn find_by_name(db: &Db, app_id: Uuid, name: &str) -> StoreResult<Option<Provider>> {
-    db.fetch_optional(
+    db.row(
         Query::select()
             .columns(COLUMNS)
             .from(Providers::Table)
@@ -83,7 +94,7 @@ pub async fn list(db: &Db, app_id: Uuid, page: PageRequest) -> StoreResult<(Vec<
         .and_where(Expr::col(Providers::ApplicationId).eq(app_id))
         .to_owned();
     page.apply(&mut query, Providers::Id);
-    Ok(page.finish(db.fetch_all(&query).await?, |p: &Provider| p.id))
+    Ok(page.finish(db.rows(&query).await?, |p: &Provider| p.id))
 }
 
 #[derive(Default)]
@@ -110,7 +121,7 @@ pub async fn update(db: &Db, app_id: Uuid, id: Uuid, changes: ProviderChanges) -
         .and_where(Expr::col(Providers::ApplicationId).eq(app_id))
         .and_where(Expr::col(Providers::Id).eq(id))
         .returning(Query::returning().columns(COLUMNS));
-    db.write_returning(update).await
+    db.returning(update).await
 }
 
 pub async fn delete(db: &Db, app_id: Uuid, id: Uuid) -> StoreResult<bool> {

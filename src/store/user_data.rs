@@ -7,11 +7,9 @@
 
 use sea_query::{Condition, Expr, ExprTrait, Order, Query, SelectExprTrait, SelectStatement};
 use serde_json::Value;
-use sqlx::types::Json;
 use uuid::Uuid;
 
-use super::lite;
-use super::{Backend, Count, Db, StoreError, StoreResult, now_micros};
+use super::{Backend, Count, Db, Json, StoreError, StoreResult, Tx, now_micros};
 use crate::scope::{AgentAccess, UserScope};
 
 mod tables {
@@ -136,7 +134,7 @@ fn messages_of(scope: &UserScope, conversation: &Conversation) -> SelectStatemen
 // ---------------------------------------------------------------------------------------------
 // Conversations
 
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct Conversation {
     /// Internal id; never shown.
     pub id: Uuid,
@@ -147,6 +145,15 @@ pub struct Conversation {
     pub created_at: i64,
     pub updated_at: i64,
 }
+
+crate::from_row!(Conversation {
+    id,
+    external_id,
+    agent_id,
+    title,
+    created_at,
+    updated_at
+});
 
 const CONVERSATION_COLUMNS: [Conversations; 6] = [
     Conversations::Id,
@@ -263,9 +270,7 @@ pub async fn conversation_with_messages(
 
 /// A row of `conversation_with_messages`: the conversation, and one of its messages (none when it
 /// has no messages: a left join).
-#[derive(sqlx::FromRow)]
 struct ConversationMessage {
-    #[sqlx(flatten)]
     conversation: Conversation,
     message_id: Option<Uuid>,
     message_seq: Option<i64>,
@@ -274,6 +279,21 @@ struct ConversationMessage {
     message_status: Option<String>,
     message_client_id: Option<String>,
     message_created_at: Option<i64>,
+}
+
+impl super::FromRow for ConversationMessage {
+    fn from_row(row: &super::Row<'_>) -> StoreResult<Self> {
+        Ok(Self {
+            conversation: Conversation::from_row(row)?,
+            message_id: row.get("message_id")?,
+            message_seq: row.get("message_seq")?,
+            message_role: row.get("message_role")?,
+            message_content: row.get("message_content")?,
+            message_status: row.get("message_status")?,
+            message_client_id: row.get("message_client_id")?,
+            message_created_at: row.get("message_created_at")?,
+        })
+    }
 }
 
 impl ConversationMessage {
@@ -439,7 +459,7 @@ pub async fn open_conversation(
 // ---------------------------------------------------------------------------------------------
 // Messages
 
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct Message {
     pub id: Uuid,
     pub seq: i64,
@@ -449,6 +469,16 @@ pub struct Message {
     pub client_id: Option<String>,
     pub created_at: i64,
 }
+
+crate::from_row!(Message {
+    id,
+    seq,
+    role,
+    content,
+    status,
+    client_id,
+    created_at
+});
 
 const MESSAGE_COLUMNS: [Messages; 7] = [
     Messages::Id,
@@ -490,36 +520,14 @@ pub async fn append_messages(
         new: new.to_vec(),
         now: now_micros(),
     };
-    if let Some(lite) = db.lite() {
-        // On SQLite, the whole append is one job for the writer thread, which holds the write lock.
-        return lite.write(move |connection| append.on_sqlite(connection)).await;
-    }
-    if !append.has_client_ids() {
-        // PostgreSQL, nothing to deduplicate: reserve and insert in one statement, one round trip.
-        let reserved: Option<LastSeq> = db.write_returning(append.reserve_and_insert()?).await?;
+    if db.backend() == Backend::Postgres && !append.has_client_ids() {
+        // Nothing to deduplicate: reserve and insert in one statement, one round trip.
+        let reserved: Option<LastSeq> = db.returning(append.reserve_and_insert()?).await?;
         let fresh: Vec<&NewMessage> = append.new.iter().collect();
         return Ok(append.rows(&fresh, reserved.ok_or(StoreError::NotFound)?));
     }
-    let mut tx = db.begin().await?;
-    let fresh = if append.has_client_ids() {
-        // Lock the row before looking, so two requests carrying the same message can't both add it.
-        if tx.execute(append.touch()).await? == 0 {
-            return Err(StoreError::NotFound);
-        }
-        let known: Vec<ClientId> = tx.fetch_all(&append.known_client_ids()).await?;
-        append.fresh(&known)
-    } else {
-        append.new.iter().collect()
-    };
-    if fresh.is_empty() {
-        tx.commit().await?;
-        return Ok(Vec::new());
-    }
-    let reserved: Option<LastSeq> = tx.write_returning(append.reserve(fresh.len())).await?;
-    let rows = append.rows(&fresh, reserved.ok_or(StoreError::NotFound)?);
-    tx.execute(append.insert(&rows)).await?;
-    tx.commit().await?;
-    Ok(rows)
+    db.transaction(move |tx| Box::pin(async move { append.run(tx).await }))
+        .await
 }
 
 /// One append's statements, shared by both backends.
@@ -531,11 +539,16 @@ struct Append {
 }
 
 impl Append {
-    /// The same steps as the PostgreSQL path, run by SQLite's writer inside its transaction
-    /// (which already holds the write lock, so nothing needs locking first).
-    fn on_sqlite(&self, connection: &rusqlite::Connection) -> StoreResult<Vec<Message>> {
+    /// Skips what is stored already, reserves sequence numbers, inserts: in the caller's
+    /// transaction.
+    async fn run(&self, tx: &mut Tx) -> StoreResult<Vec<Message>> {
         let fresh = if self.has_client_ids() {
-            let known: Vec<ClientId> = lite::select(connection, &self.known_client_ids())?;
+            // Lock the row before looking (PostgreSQL; SQLite has one writer), so two requests
+            // carrying the same message can't both add it.
+            if tx.row::<LastSeq>(&self.lock()).await?.is_none() {
+                return Err(StoreError::NotFound);
+            }
+            let known: Vec<ClientId> = tx.rows(&self.known_client_ids()).await?;
             self.fresh(&known)
         } else {
             self.new.iter().collect()
@@ -543,9 +556,9 @@ impl Append {
         if fresh.is_empty() {
             return Ok(Vec::new());
         }
-        let reserved: Option<LastSeq> = lite::returning(connection, lite::Built::of(&self.reserve(fresh.len())))?;
+        let reserved: Option<LastSeq> = tx.row(&self.reserve(fresh.len())).await?;
         let rows = self.rows(&fresh, reserved.ok_or(StoreError::NotFound)?);
-        lite::execute(connection, lite::Built::of(&self.insert(&rows)))?;
+        tx.execute(&self.insert(&rows)).await?;
         Ok(rows)
     }
 
@@ -561,11 +574,13 @@ impl Append {
             .add(Expr::col(Conversations::Sub).eq(self.scope.sub()))
     }
 
-    fn touch(&self) -> sea_query::UpdateStatement {
-        Query::update()
-            .table(Conversations::Table)
-            .value(Conversations::UpdatedAt, self.now)
+    /// `SELECT last_seq … FOR UPDATE` of the conversation row, if it is this user's.
+    fn lock(&self) -> SelectStatement {
+        Query::select()
+            .column(Conversations::LastSeq)
+            .from(Conversations::Table)
             .cond_where(self.owned())
+            .lock(sea_query::LockType::Update)
             .to_owned()
     }
 
@@ -688,10 +703,10 @@ impl Append {
     }
 }
 
-#[derive(sqlx::FromRow)]
 struct LastSeq {
     last_seq: i64,
 }
+crate::from_row!(LastSeq { last_seq });
 
 const MESSAGE_INSERT_COLUMNS: [Messages; 10] = [
     Messages::Id,
@@ -706,15 +721,15 @@ const MESSAGE_INSERT_COLUMNS: [Messages; 10] = [
     Messages::CreatedAt,
 ];
 
-#[derive(sqlx::FromRow)]
 struct ClientId {
     client_id: Option<String>,
 }
+crate::from_row!(ClientId { client_id });
 
 // ---------------------------------------------------------------------------------------------
 // Memory
 
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct Memory {
     pub id: Uuid,
     pub agent_id: Option<Uuid>,
@@ -723,6 +738,15 @@ pub struct Memory {
     pub created_at: i64,
     pub updated_at: i64,
 }
+
+crate::from_row!(Memory {
+    id,
+    agent_id,
+    content,
+    metadata,
+    created_at,
+    updated_at
+});
 
 const MEMORY_COLUMNS: [Memories; 6] = [
     Memories::Id,
@@ -972,37 +996,31 @@ pub struct Erased {
 
 /// Deletes everything stored for the user, in one transaction.
 pub async fn erase(db: &Db, scope: &UserScope) -> StoreResult<Erased> {
-    let mut tx = db.begin().await?;
-    let messages: Count = tx
-        .fetch_optional(
-            Query::select()
-                .expr_as(Expr::col(Messages::Id).count(), "n")
-                .from(Messages::Table)
-                .and_where(Expr::col(Messages::ApplicationId).eq(scope.application_id()))
-                .and_where(Expr::col(Messages::Sub).eq(scope.sub())),
-        )
-        .await?
-        .unwrap_or(Count { n: 0 });
-    let conversations = tx
-        .execute(
-            Query::delete()
-                .from_table(Conversations::Table)
-                .cond_where(conversation_condition(scope)),
-        )
-        .await?;
-    let memories = tx
-        .execute(
-            Query::delete()
-                .from_table(Memories::Table)
-                .cond_where(memory_condition(scope)),
-        )
-        .await?;
-    tx.commit().await?;
-    Ok(Erased {
-        conversations,
-        messages: messages.n as u64,
-        memories,
+    let count_messages = Query::select()
+        .expr_as(Expr::col(Messages::Id).count(), "n")
+        .from(Messages::Table)
+        .and_where(Expr::col(Messages::ApplicationId).eq(scope.application_id()))
+        .and_where(Expr::col(Messages::Sub).eq(scope.sub()))
+        .to_owned();
+    let delete_conversations = Query::delete()
+        .from_table(Conversations::Table)
+        .cond_where(conversation_condition(scope))
+        .to_owned();
+    let delete_memories = Query::delete()
+        .from_table(Memories::Table)
+        .cond_where(memory_condition(scope))
+        .to_owned();
+    db.transaction(move |tx| {
+        Box::pin(async move {
+            let messages = tx.row::<Count>(&count_messages).await?.map_or(0, |c| c.n);
+            Ok(Erased {
+                conversations: tx.execute(&delete_conversations).await?,
+                messages: messages as u64,
+                memories: tx.execute(&delete_memories).await?,
+            })
+        })
     })
+    .await
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1025,34 +1043,35 @@ pub async fn agent_stats(
     agent_id: Uuid,
     since: i64,
 ) -> StoreResult<AgentStats> {
-    #[derive(sqlx::FromRow)]
     struct Totals {
         conversations: i64,
         users: i64,
     }
-    #[derive(sqlx::FromRow)]
+    crate::from_row!(Totals { conversations, users });
     struct Day {
         day: i64,
         n: i64,
     }
+    crate::from_row!(Day { day, n });
     const MICROS_PER_DAY: i64 = 86_400_000_000;
     let of_agent = Condition::all()
         .add(Expr::col(Conversations::ApplicationId).eq(access.app_id))
         .add(Expr::col(Conversations::AgentId).eq(agent_id));
     let totals: Totals = db
-        .fetch_one(
+        .row(
             Query::select()
                 .expr_as(Expr::col(Conversations::Id).count(), "conversations")
                 .expr_as(Expr::col(Conversations::Sub).count_distinct(), "users")
                 .from(Conversations::Table)
                 .cond_where(of_agent.clone()),
         )
-        .await?;
+        .await?
+        .ok_or(StoreError::NotFound)?;
     // A literal divisor, not a bound parameter: PostgreSQL must see the same expression in
     // SELECT and GROUP BY.
     let day = Expr::cust(format!("created_at / {MICROS_PER_DAY}"));
     let per_day: Vec<Day> = db
-        .fetch_all(
+        .rows(
             Query::select()
                 .expr_as(day.clone(), "day")
                 .expr_as(Expr::col(Conversations::Id).count(), "n")
@@ -1068,81 +1087,4 @@ pub async fn agent_stats(
         users: totals.users,
         per_day: per_day.into_iter().map(|d| (d.day, d.n)).collect(),
     })
-}
-
-// ---------------------------------------------------------------------------------------------
-// The same rows as SQLite's hot path (`lite`) decodes them (sqlx derives its own above).
-
-impl lite::FromRow for Conversation {
-    fn from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
-        Ok(Self {
-            id: lite::uuid(row, "id")?,
-            external_id: row.get("external_id")?,
-            agent_id: lite::uuid(row, "agent_id")?,
-            title: row.get("title")?,
-            created_at: row.get("created_at")?,
-            updated_at: row.get("updated_at")?,
-        })
-    }
-}
-
-impl lite::FromRow for Message {
-    fn from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
-        Ok(Self {
-            id: lite::uuid(row, "id")?,
-            seq: row.get("seq")?,
-            role: row.get("role")?,
-            content: row.get("content")?,
-            status: row.get("status")?,
-            client_id: row.get("client_id")?,
-            created_at: row.get("created_at")?,
-        })
-    }
-}
-
-impl lite::FromRow for Memory {
-    fn from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
-        let metadata: String = row.get("metadata")?;
-        let metadata = serde_json::from_str(&metadata)
-            .map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e)))?;
-        Ok(Self {
-            id: lite::uuid(row, "id")?,
-            agent_id: lite::uuid_opt(row, "agent_id")?,
-            content: row.get("content")?,
-            metadata: Json(metadata),
-            created_at: row.get("created_at")?,
-            updated_at: row.get("updated_at")?,
-        })
-    }
-}
-
-impl lite::FromRow for ConversationMessage {
-    fn from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
-        Ok(Self {
-            conversation: Conversation::from_row(row)?,
-            message_id: lite::uuid_opt(row, "message_id")?,
-            message_seq: row.get("message_seq")?,
-            message_role: row.get("message_role")?,
-            message_content: row.get("message_content")?,
-            message_status: row.get("message_status")?,
-            message_client_id: row.get("message_client_id")?,
-            message_created_at: row.get("message_created_at")?,
-        })
-    }
-}
-
-impl lite::FromRow for ClientId {
-    fn from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
-        Ok(Self {
-            client_id: row.get("client_id")?,
-        })
-    }
-}
-
-impl lite::FromRow for LastSeq {
-    fn from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
-        Ok(Self {
-            last_seq: row.get("last_seq")?,
-        })
-    }
 }

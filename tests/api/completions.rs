@@ -218,17 +218,7 @@ async fn instructions_memory_and_history_go_upstream_in_order(app: TestApp) {
         assert_eq!(response.status().as_u16(), 200);
     }
     let requests = fake.requests();
-    let sent: Vec<(String, String)> = requests[1].1["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| {
-            (
-                m["role"].as_str().unwrap().to_owned(),
-                m["content"].as_str().unwrap().to_owned(),
-            )
-        })
-        .collect();
+    let sent = crate::harness::roles_and_contents(&requests[1].1["messages"]);
     assert_eq!(sent[0], ("system".into(), "You are the test agent.".into()));
     assert_eq!(sent[1].0, "system");
     assert!(

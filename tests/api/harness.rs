@@ -68,7 +68,7 @@ impl TestDatabase {
         confidant::store::sqlite_path(&self.url)
     }
 
-    async fn create(backend: Backend) -> Option<Self> {
+    pub async fn create(backend: Backend) -> Option<Self> {
         match backend {
             Backend::Sqlite => {
                 let dir = tempfile::tempdir().expect("temp dir");
@@ -417,6 +417,21 @@ impl TestApp {
     }
 }
 
+/// (role, content) of each message of a JSON array of messages.
+pub fn roles_and_contents(messages: &Value) -> Vec<(String, String)> {
+    messages
+        .as_array()
+        .expect("an array of messages")
+        .iter()
+        .map(|m| {
+            (
+                m["role"].as_str().unwrap().to_owned(),
+                m["content"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
 /// Signs a secure user token valid for an hour.
 pub fn user_token(key: &(String, String), sub: &str) -> String {
     confidant::auth::mint_user_token(&key.0, &key.1, sub, std::time::Duration::from_secs(3600)).expect("token")
@@ -443,23 +458,22 @@ pub fn now() -> i64 {
 impl TestApp {
     /// How many rows a table holds (for checks that nothing was stored).
     pub async fn count_rows(&self, table: &str) -> i64 {
-        let sql = sqlx::AssertSqlSafe(format!("SELECT COUNT(*) FROM {table}"));
-        match &self.db {
-            Db::Sqlite { read, .. } => sqlx::query_scalar(sql).fetch_one(read).await.unwrap(),
-            Db::Postgres(pool) => sqlx::query_scalar(sql).fetch_one(pool).await.unwrap(),
-        }
+        let query = sea_query::Query::select()
+            .expr_as(sea_query::Expr::cust("COUNT(*)"), "n")
+            .from(sea_query::Alias::new(table))
+            .to_owned();
+        let count: Option<confidant::store::Count> = self.db.row(&query).await.unwrap();
+        count.expect("a count").n
     }
 }
 
 impl TestApp {
     /// Runs raw SQL on the database (for putting it into states the API cannot reach).
     pub async fn execute_sql(&self, sql: &str) {
-        let sql = sqlx::AssertSqlSafe(sql.to_owned());
-        match &self.db {
-            Db::Sqlite { write, .. } => sqlx::raw_sql(sql).execute(write).await.map(|_| ()),
-            Db::Postgres(pool) => sqlx::raw_sql(sql).execute(pool).await.map(|_| ()),
-        }
-        .unwrap_or_else(|e| panic!("SQL failed: {e}"));
+        self.db
+            .run_script(sql)
+            .await
+            .unwrap_or_else(|e| panic!("SQL failed: {e}"));
     }
 
     /// Restarts the service on the same data with other settings.

@@ -10,6 +10,7 @@ mod cli;
 mod clients;
 mod completions;
 mod data_plane;
+mod durability;
 mod errors;
 mod fake_provider;
 mod isolation;

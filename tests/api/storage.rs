@@ -9,7 +9,8 @@ use crate::harness::{ADMIN_EMAIL, ADMIN_PASSWORD, Backend, TestApp, user_token};
 db_tests!(
     secrets_are_not_readable_from_the_database,
     restart_keeps_everything,
-    later_migrations_upgrade_a_database_made_by_the_first
+    later_migrations_upgrade_a_database_made_by_the_first,
+    a_database_made_by_release_0_1_opens_with_nothing_lost
 );
 
 /// Every byte the database holds, as text we can search: the SQLite files, or a dump of every
@@ -268,6 +269,97 @@ async fn later_migrations_upgrade_a_database_made_by_the_first(mut app: TestApp)
         .map(|m| m["content"].as_str().unwrap())
         .collect();
     assert_eq!(contents, ["one", "one", "two", "two", "three", "three"]);
+    let found = app.get("/v1/memories?q=tea", &user).await;
+    assert_eq!(found.assert_status(200)["data"][0]["content"], "prefers green tea");
+}
+
+/// `tests/fixtures/release-0.1/` holds a database of each kind made by release 0.1 (the last one
+/// that ran SQLite on sqlx), through its API: an operator, an application with an agent, an
+/// authentication key, an API key, a provider with a sealed key, a conversation of two turns and a
+/// memory; migrations recorded by sqlx's migrator. The JSON beside it holds the secrets it made.
+async fn a_database_made_by_release_0_1_opens_with_nothing_lost(mut app: TestApp) {
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/release-0.1");
+    let name = match app.backend() {
+        Backend::Sqlite => "sqlite",
+        Backend::Postgres => "postgres",
+    };
+    let made: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(fixtures.join(format!("{name}.json"))).unwrap()).unwrap();
+    let field = |key: &str| made[key].as_str().unwrap().to_owned();
+    app.stop().await;
+    match app.backend() {
+        Backend::Sqlite => {
+            let path = app.database.sqlite_path().unwrap();
+            for suffix in ["-wal", "-shm"] {
+                let mut file = path.clone().into_os_string();
+                file.push(suffix);
+                let _ = std::fs::remove_file(file);
+            }
+            std::fs::copy(fixtures.join("sqlite.db"), &path).unwrap();
+        }
+        Backend::Postgres => {
+            let dump = std::fs::read_to_string(fixtures.join("postgres.sql")).unwrap();
+            let pool = sqlx::PgPool::connect(&app.database.url).await.unwrap();
+            sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                "DROP SCHEMA public CASCADE; CREATE SCHEMA public; {dump}"
+            )))
+            .execute(&pool)
+            .await
+            .unwrap();
+            pool.close().await;
+        }
+    }
+    app.master_key = field("master_key");
+    app.restart().await;
+
+    // The operator logs in and finds the application, its agent, keys and provider.
+    let login = app.login_as(&field("email"), &field("password")).await;
+    let token = login["access"].as_str().unwrap().to_owned();
+    let (app_id, agent) = (field("application_id"), field("agent_id"));
+    let apps = app.get("/v1/applications", &token).await;
+    assert_eq!(apps.assert_status(200)["data"][0]["id"], app_id.as_str());
+    let agents = app.get(&format!("/v1/applications/{app_id}/agents"), &token).await;
+    assert_eq!(agents.assert_status(200)["data"][0]["name"], "helper");
+    let providers = app.get(&format!("/v1/applications/{app_id}/providers"), &token).await;
+    assert_eq!(providers.assert_status(200)["data"][0]["name"], "local");
+    // The API key still authenticates (its hash), the authentication key still verifies (its
+    // secret opens under the master key).
+    app.get(&format!("/v1/applications/{app_id}/agents"), &field("api_key"))
+        .await
+        .assert_status(200);
+    let user = user_token(&(field("kid"), field("secret")), "alice");
+    let path = format!("/v1/agents/{agent}/conversations/kept");
+    let contents = |reply: &crate::harness::Reply| -> Vec<String> {
+        reply.body["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["content"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let stored = app.get(&path, &user).await;
+    stored.assert_status(200);
+    assert_eq!(
+        contents(&stored),
+        [
+            "hello from the old release",
+            "hello from the old release",
+            "second turn",
+            "second turn"
+        ]
+    );
+    // The conversation goes on where it was, and memory search finds what was stored.
+    app.post(
+        &format!("/v1/agents/{agent}/completions?format=deltakit"),
+        &user,
+        json!({"message": "third turn", "conversation_id": "kept"}),
+    )
+    .await
+    .assert_status(200);
+    assert_eq!(
+        contents(&app.get(&path, &user).await)[4..],
+        ["third turn", "third turn"]
+    );
     let found = app.get("/v1/memories?q=tea", &user).await;
     assert_eq!(found.assert_status(200)["data"][0]["content"], "prefers green tea");
 }

@@ -1,0 +1,67 @@
+//! PostgreSQL on sqlx: a connection pool, statements bound through sea-query-sqlx, sqlx's
+//! migrator, and the mapping of its errors.
+
+use std::str::FromStr;
+
+use sea_query::PostgresQueryBuilder;
+use sea_query_sqlx::SqlxValues;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{AssertSqlSafe, PgPool, Postgres};
+
+use super::row::{FromRow, Row};
+use super::{DbOptions, Statement, StoreError, StoreResult, constraint_conflict};
+
+pub(super) async fn connect(url: &str, options: &DbOptions) -> StoreResult<PgPool> {
+    let connect = PgConnectOptions::from_str(url).map_err(|e| StoreError::Unavailable(Box::new(e)))?;
+    Ok(PgPoolOptions::new()
+        .max_connections(options.max_connections)
+        .acquire_timeout(options.acquire_timeout)
+        .connect_with(connect)
+        .await?)
+}
+
+/// Runs a statement and decodes every row it returns.
+pub(super) async fn rows<'e, T: FromRow>(
+    executor: impl sqlx::Executor<'e, Database = Postgres>,
+    statement: &impl Statement,
+) -> StoreResult<Vec<T>> {
+    let (sql, values) = statement.build_for(PostgresQueryBuilder);
+    let rows = sqlx::query_with(AssertSqlSafe(sql), SqlxValues(values))
+        .fetch_all(executor)
+        .await?;
+    rows.iter().map(|row| T::from_row(&Row::Postgres(row))).collect()
+}
+
+/// Runs an insert, update or delete and returns how many rows it touched.
+pub(super) async fn execute<'e>(
+    executor: impl sqlx::Executor<'e, Database = Postgres>,
+    statement: &impl Statement,
+) -> StoreResult<u64> {
+    let (sql, values) = statement.build_for(PostgresQueryBuilder);
+    Ok(sqlx::query_with(AssertSqlSafe(sql), SqlxValues(values))
+        .execute(executor)
+        .await?
+        .rows_affected())
+}
+
+pub(super) async fn migrate(pool: &PgPool) -> StoreResult<()> {
+    super::migrations::postgres_migrator()
+        .run(pool)
+        .await
+        .map_err(|e| StoreError::Other(Box::new(e)))
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(err: sqlx::Error) -> Self {
+        match err {
+            sqlx::Error::RowNotFound => Self::NotFound,
+            sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Tls(_) => {
+                Self::Unavailable(Box::new(err))
+            }
+            sqlx::Error::Database(ref db) if db.is_unique_violation() => {
+                constraint_conflict(db.constraint().unwrap_or_default())
+            }
+            other => Self::Other(Box::new(other)),
+        }
+    }
+}

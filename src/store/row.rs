@@ -1,0 +1,138 @@
+//! Rows decoded once for both databases.
+//!
+//! A row type implements `FromRow` once (usually with the `from_row!` macro), reading columns by
+//! name through `Row::get`; `Column` says how each Rust type is read from SQLite (rusqlite) and from
+//! PostgreSQL (sqlx). Values are stored alike on both: UUIDs (16-byte blobs on SQLite), `i64`
+//! microsecond timestamps, text, bytes, and JSON (text on SQLite).
+
+use serde::de::DeserializeOwned;
+use sqlx::Row as _;
+use sqlx::postgres::PgRow;
+use uuid::Uuid;
+
+use super::{StoreError, StoreResult};
+
+/// A JSON column's value, decoded into `T`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Json<T>(pub T);
+
+/// One result row, from either database.
+pub enum Row<'a> {
+    Sqlite(&'a rusqlite::Row<'a>),
+    Postgres(&'a PgRow),
+}
+
+impl Row<'_> {
+    /// The column called `name`, as a `T`.
+    pub fn get<T: Column>(&self, name: &str) -> StoreResult<T> {
+        match self {
+            Row::Sqlite(row) => T::from_sqlite(row, name).map_err(|e| decode_error(name, e)),
+            Row::Postgres(row) => T::from_postgres(row, name).map_err(|e| decode_error(name, e)),
+        }
+    }
+}
+
+fn decode_error(column: &str, error: impl std::error::Error + Send + Sync + 'static) -> StoreError {
+    StoreError::Other(format!("cannot decode column `{column}`: {error}").into())
+}
+
+/// A row type: how it is read from a result row of either database.
+pub trait FromRow: Sized + Send + 'static {
+    fn from_row(row: &Row<'_>) -> StoreResult<Self>;
+}
+
+/// Implements `FromRow` for a struct whose fields are named after the columns it reads.
+#[macro_export]
+macro_rules! from_row {
+    ($type:ty { $($field:ident),* $(,)? }) => {
+        impl $crate::store::FromRow for $type {
+            fn from_row(row: &$crate::store::Row<'_>) -> $crate::store::StoreResult<Self> {
+                Ok(Self { $($field: row.get(stringify!($field))?),* })
+            }
+        }
+    };
+}
+
+/// A Rust type a column is read as.
+pub trait Column: Sized {
+    fn from_sqlite(row: &rusqlite::Row<'_>, name: &str) -> rusqlite::Result<Self>;
+    fn from_postgres(row: &PgRow, name: &str) -> sqlx::Result<Self>;
+}
+
+/// Types both drivers read natively, and their nullable forms.
+macro_rules! native {
+    ($($type:ty),*) => {$(
+        impl Column for $type {
+            fn from_sqlite(row: &rusqlite::Row<'_>, name: &str) -> rusqlite::Result<Self> {
+                row.get(name)
+            }
+            fn from_postgres(row: &PgRow, name: &str) -> sqlx::Result<Self> {
+                row.try_get(name)
+            }
+        }
+        impl Column for Option<$type> {
+            fn from_sqlite(row: &rusqlite::Row<'_>, name: &str) -> rusqlite::Result<Self> {
+                row.get(name)
+            }
+            fn from_postgres(row: &PgRow, name: &str) -> sqlx::Result<Self> {
+                row.try_get(name)
+            }
+        }
+    )*};
+}
+native!(bool, i32, i64, f64, String, Vec<u8>);
+
+impl Column for Uuid {
+    fn from_sqlite(row: &rusqlite::Row<'_>, name: &str) -> rusqlite::Result<Self> {
+        let bytes: [u8; 16] = row.get(name)?;
+        Ok(Uuid::from_bytes(bytes))
+    }
+    fn from_postgres(row: &PgRow, name: &str) -> sqlx::Result<Self> {
+        row.try_get(name)
+    }
+}
+
+impl Column for Option<Uuid> {
+    fn from_sqlite(row: &rusqlite::Row<'_>, name: &str) -> rusqlite::Result<Self> {
+        let bytes: Option<[u8; 16]> = row.get(name)?;
+        Ok(bytes.map(Uuid::from_bytes))
+    }
+    fn from_postgres(row: &PgRow, name: &str) -> sqlx::Result<Self> {
+        row.try_get(name)
+    }
+}
+
+impl<T: DeserializeOwned> Column for Json<T> {
+    fn from_sqlite(row: &rusqlite::Row<'_>, name: &str) -> rusqlite::Result<Self> {
+        let text: String = row.get(name)?;
+        parse_json(&text)
+    }
+    fn from_postgres(row: &PgRow, name: &str) -> sqlx::Result<Self> {
+        let value: sqlx::types::Json<T> = row.try_get(name)?;
+        Ok(Json(value.0))
+    }
+}
+
+impl<T: DeserializeOwned> Column for Option<Json<T>> {
+    fn from_sqlite(row: &rusqlite::Row<'_>, name: &str) -> rusqlite::Result<Self> {
+        let text: Option<String> = row.get(name)?;
+        text.as_deref().map(parse_json).transpose()
+    }
+    fn from_postgres(row: &PgRow, name: &str) -> sqlx::Result<Self> {
+        let value: Option<sqlx::types::Json<T>> = row.try_get(name)?;
+        Ok(value.map(|v| Json(v.0)))
+    }
+}
+
+fn parse_json<T: DeserializeOwned>(text: &str) -> rusqlite::Result<Json<T>> {
+    serde_json::from_str(text)
+        .map(Json)
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e)))
+}
+
+/// `SELECT COUNT(*) AS n`.
+#[derive(Debug, Clone, Copy)]
+pub struct Count {
+    pub n: i64,
+}
+from_row!(Count { n });
