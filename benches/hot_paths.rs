@@ -6,9 +6,9 @@ use confidant::auth::user_token::verify;
 use confidant::completions::formats::{Format, TurnMeta};
 use confidant::completions::{FinishReason, Usage};
 use confidant::crypto::MasterKey;
-use confidant::scope::UserScope;
+use confidant::scope::AgentScope;
 use confidant::store::agents;
-use confidant::store::user_data::{self, NewMessage, OpenedConversation};
+use confidant::store::user_data::{self, MessageStatus, NewMessage, OpenedConversation};
 use confidant::{AppState, Settings};
 use criterion::{Criterion, criterion_group, criterion_main};
 use uuid::Uuid;
@@ -57,7 +57,7 @@ fn scoped_list(c: &mut Criterion) {
         .build()
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let (db, scope, agent_id) = runtime.block_on(async {
+    let (db, scope) = runtime.block_on(async {
         // Scopes come from verified tokens, as in a request.
         let master = MasterKey::from_bytes(&[3; 32]);
         let support::Fixture {
@@ -89,10 +89,12 @@ fn scoped_list(c: &mut Criterion) {
                 Duration::from_secs(3600),
             )
             .unwrap();
-            let scope = verify(&state, &token).await.unwrap();
+            let scope = AgentScope::check(&state, verify(&state, &token).await.unwrap(), agent.id)
+                .await
+                .unwrap();
             for c in 0..5 {
                 let OpenedConversation::Created(conversation) =
-                    user_data::open_conversation(&db, &scope, agent.id, &format!("c{c}"), Some("title"))
+                    user_data::open_conversation(&db, &scope, &format!("c{c}"), Some("title"))
                         .await
                         .unwrap()
                 else {
@@ -102,7 +104,7 @@ fn scoped_list(c: &mut Criterion) {
                     id: Uuid::now_v7(),
                     role,
                     content: "hello".into(),
-                    status: "complete",
+                    status: MessageStatus::Complete,
                     client_id: None,
                 };
                 user_data::append_messages(&db, &scope, &conversation, &[message("user"), message("assistant")])
@@ -111,15 +113,12 @@ fn scoped_list(c: &mut Criterion) {
             }
             chosen = Some(scope);
         }
-        (db, chosen.unwrap(), agent.id)
+        (db, chosen.unwrap())
     });
-    let scope: UserScope = scope;
+    let scope: AgentScope = scope;
     c.bench_function("list my conversations (SQLite, 100 users x 5)", |b| {
-        b.to_async(&runtime).iter(|| async {
-            user_data::list_conversations(&db, &scope, agent_id, 20, None)
-                .await
-                .unwrap()
-        })
+        b.to_async(&runtime)
+            .iter(|| async { user_data::list_conversations(&db, &scope, 20, None).await.unwrap() })
     });
 }
 

@@ -1,15 +1,61 @@
-//! `UserScope`: the one value that lets code touch an end user's data.
+//! The values that let code touch an end user's data.
 //!
-//! It is made only by verifying a secure user token (`auth::user_token`) or, for the admin plane's
-//! export and erase, from proof that the caller administers the application (`AppAccess`). Every
-//! store function on user data (`store::user_data`) takes it and applies its filter in one place.
+//! - `UserScope`: one end user (application, `sub`) and the agents their key reaches. Made only by
+//!   verifying a secure user token (`auth::user_token`) or, for the admin plane's export and erase,
+//!   from proof that the caller administers the application (`AppAccess`).
+//! - `AgentScope`: a `UserScope` and one agent of its application that the scope covers. Made only
+//!   by `AgentScope::check` (the extractor of every `/v1/agents/{agent_id}/…` route calls it).
+//! - `MemoryOwner`: whom a new memory belongs to (an agent of the scope, or the user app-wide).
+//! - `AppAccess`: proof that the caller administers one application (the admin plane's scope).
+//!
+//! Every store function on user data (`store::user_data`) takes one of them and builds its filter
+//! from it; their fields are private, so no other code can make one up.
 
 use std::sync::Arc;
 
 use uuid::Uuid;
 
-use crate::auth::extract::AppAccess;
+use crate::AppState;
 use crate::error::{Error, Result};
+use crate::store::agents::Agent;
+
+/// The caller's standing in one application.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Owner,
+    Admin,
+    /// An API key with the `admin` ACL: manages the application but not its membership.
+    ApiKey,
+}
+
+/// Proof that the caller may administer one application (made by `auth::extract::Principal`).
+#[derive(Debug, Clone, Copy)]
+pub struct AppAccess {
+    app_id: Uuid,
+    role: Role,
+}
+
+impl AppAccess {
+    /// Made only once the caller's membership (or API key) has been checked.
+    pub(crate) fn granted(app_id: Uuid, role: Role) -> Self {
+        Self { app_id, role }
+    }
+
+    pub fn app_id(&self) -> Uuid {
+        self.app_id
+    }
+
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    pub fn require_owner(&self) -> Result<()> {
+        match self.role {
+            Role::Owner => Ok(()),
+            _ => Err(Error::Forbidden("only an owner of the application may do this".into())),
+        }
+    }
+}
 
 /// Which agents a scope reaches.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,7 +100,7 @@ impl UserScope {
     pub fn for_administrator(access: &AppAccess, sub: &str) -> Result<Self> {
         validate_sub(sub).map_err(|problem| Error::invalid_field("sub", problem))?;
         Ok(Self {
-            application_id: access.app_id,
+            application_id: access.app_id(),
             sub: sub.into(),
             agents: AgentAccess::All,
         })
@@ -76,8 +122,7 @@ impl UserScope {
         self.agents == AgentAccess::All
     }
 
-    /// Whether this scope may reach `agent_id` (which the caller has checked is of this
-    /// application): `agent_not_in_scope` if not.
+    /// Whether this scope may reach `agent_id`: `agent_not_in_scope` if not.
     pub fn require_agent(&self, agent_id: Uuid) -> Result<()> {
         if self.agents.covers(agent_id) {
             Ok(())
@@ -85,6 +130,93 @@ impl UserScope {
             Err(Error::AgentNotInScope(
                 "the token's key does not cover this agent".into(),
             ))
+        }
+    }
+}
+
+/// One end user and one agent of their application that their key covers.
+#[derive(Debug, Clone)]
+pub struct AgentScope {
+    user: UserScope,
+    agent: Arc<Agent>,
+}
+
+impl AgentScope {
+    /// The agent `agent_id` for this user: `not_found` unless it is an agent of the user's
+    /// application, `agent_not_in_scope` unless the user's key covers it.
+    pub async fn check(state: &AppState, user: UserScope, agent_id: Uuid) -> Result<Self> {
+        let agent = state
+            .agents()
+            .get(state.db(), user.application_id(), agent_id)
+            .await?
+            .ok_or_else(|| Error::not_found("agent"))?;
+        user.require_agent(agent.id)?;
+        Ok(Self { user, agent })
+    }
+
+    pub fn user(&self) -> &UserScope {
+        &self.user
+    }
+
+    /// A scope for an agent made up on the spot, for unit tests of statements.
+    #[cfg(test)]
+    pub(crate) fn for_tests(user: UserScope, agent_id: Uuid) -> Self {
+        let agent = Agent {
+            id: agent_id,
+            application_id: user.application_id(),
+            name: "test".into(),
+            instructions: String::new(),
+            model: crate::store::Json(crate::store::agents::AgentModel::echo()),
+            memory: false,
+            created_at: 0,
+            updated_at: 0,
+        };
+        Self {
+            user,
+            agent: Arc::new(agent),
+        }
+    }
+
+    pub fn agent(&self) -> &Arc<Agent> {
+        &self.agent
+    }
+
+    pub fn agent_id(&self) -> Uuid {
+        self.agent.id
+    }
+}
+
+/// Whom a new memory record belongs to.
+#[derive(Debug, Clone)]
+pub enum MemoryOwner {
+    /// One agent's memory of the user.
+    Agent(AgentScope),
+    /// The user's, app-wide: only a key that covers all agents may write it.
+    User(UserScope),
+}
+
+impl MemoryOwner {
+    /// App-wide memory of this user: `agent_not_in_scope` unless the key covers all agents.
+    pub fn app_wide(user: UserScope) -> Result<Self> {
+        if !user.covers_all_agents() {
+            return Err(Error::AgentNotInScope(
+                "app-wide memory needs a key that covers all agents".into(),
+            ));
+        }
+        Ok(Self::User(user))
+    }
+
+    pub fn user(&self) -> &UserScope {
+        match self {
+            Self::Agent(scope) => scope.user(),
+            Self::User(user) => user,
+        }
+    }
+
+    pub fn agent_id(&self) -> Option<Uuid> {
+        match self {
+            Self::Agent(scope) => Some(scope.agent_id()),
+            Self::User(_) => None,
         }
     }
 }

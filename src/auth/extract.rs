@@ -9,6 +9,7 @@ use super::API_KEY_PREFIX;
 use crate::AppState;
 use crate::crypto;
 use crate::error::{Error, Result};
+use crate::scope::{AppAccess, Role};
 use crate::store::applications;
 use crate::store::keys::{self, KeyTable};
 
@@ -30,31 +31,6 @@ pub struct ApiKeyPrincipal {
     pub application_id: Uuid,
     pub acl: Vec<String>,
     pub agent_ids: Option<Vec<Uuid>>,
-}
-
-/// The caller's standing in one application.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    Owner,
-    Admin,
-    /// An API key with the `admin` ACL: manages the application but not its membership.
-    ApiKey,
-}
-
-/// Proof that the caller may administer `app_id`.
-#[derive(Debug, Clone, Copy)]
-pub struct AppAccess {
-    pub app_id: Uuid,
-    pub role: Role,
-}
-
-impl AppAccess {
-    pub fn require_owner(&self) -> Result<()> {
-        match self.role {
-            Role::Owner => Ok(()),
-            _ => Err(Error::Forbidden("only an owner of the application may do this".into())),
-        }
-    }
 }
 
 /// The credential a request carries, read without verifying it.
@@ -153,14 +129,8 @@ impl Principal {
     pub async fn access(&self, state: &AppState, app_id: Uuid) -> Result<AppAccess> {
         match self {
             Principal::Operator { id, .. } => match applications::role_of(state.db(), app_id, *id).await?.as_deref() {
-                Some("owner") => Ok(AppAccess {
-                    app_id,
-                    role: Role::Owner,
-                }),
-                Some(_) => Ok(AppAccess {
-                    app_id,
-                    role: Role::Admin,
-                }),
+                Some("owner") => Ok(AppAccess::granted(app_id, Role::Owner)),
+                Some(_) => Ok(AppAccess::granted(app_id, Role::Admin)),
                 None if applications::find(state.db(), app_id).await?.is_none() => Err(Error::not_found("application")),
                 None => Err(Error::Forbidden("you are not a member of this application".into())),
             },
@@ -171,10 +141,7 @@ impl Principal {
                 if !key.acl.iter().any(|a| a == ACL_ADMIN) {
                     return Err(Error::Forbidden("this API key lacks the `admin` ACL".into()));
                 }
-                Ok(AppAccess {
-                    app_id,
-                    role: Role::ApiKey,
-                })
+                Ok(AppAccess::granted(app_id, Role::ApiKey))
             }
         }
     }

@@ -1,6 +1,8 @@
 //! `POST /v1/agents/{agent_id}/completions`: one turn of a conversation, streamed or whole, in
 //! the wire format of the calling client.
 
+use std::sync::Arc;
+
 use axum::body::Body;
 use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
@@ -15,7 +17,6 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::conversations::user_agent;
 use super::{Json, Path, Query};
 use crate::AppState;
 use crate::auth::API_KEY_PREFIX;
@@ -25,10 +26,10 @@ use crate::completions::formats::{ClientMessage, Encoder, Format, TurnMeta, Turn
 use crate::completions::models::{Model, ModelStream, ProviderCall};
 use crate::completions::{ModelEvent, Outcome, PromptMessage};
 use crate::error::{Error, Result};
-use crate::scope::UserScope;
+use crate::scope::AgentScope;
 use crate::store::agents::{Agent, AgentModel};
 use crate::store::providers::{self, seal_context};
-use crate::store::user_data::{self, Conversation, MemoryFilter, NewMessage, OpenedConversation};
+use crate::store::user_data::{self, Conversation, MemoryFilter, MessageStatus, NewMessage, OpenedConversation};
 
 /// Most memory records given to the model per turn, and most characters of them.
 const MEMORY_RECORDS: u64 = 8;
@@ -45,8 +46,8 @@ pub fn router() -> OpenApiRouter<AppState> {
 /// Who is asking: an end user (the turn is stored in their conversation) or a server with a
 /// `completions` API key (stateless: nothing is stored).
 pub enum Caller {
-    User(UserScope),
-    Stateless(ApiKeyPrincipal),
+    User(AgentScope),
+    Stateless { key: ApiKeyPrincipal, agent: Arc<Agent> },
 }
 
 impl FromRequestParts<AppState> for Caller {
@@ -64,16 +65,23 @@ impl FromRequestParts<AppState> for Caller {
             }
             None => None,
         };
-        match api_key {
-            Some(key) => {
-                let key = authenticate_api_key(state, key.trim()).await?;
-                if !key.acl.iter().any(|a| a == ACL_COMPLETIONS) {
-                    return Err(Error::Forbidden("this API key lacks the `completions` ACL".into()));
-                }
-                Ok(Caller::Stateless(key))
-            }
-            None => UserScope::from_request_parts(parts, state).await.map(Caller::User),
+        let Some(key) = api_key else {
+            return AgentScope::from_request_parts(parts, state).await.map(Caller::User);
+        };
+        let key = authenticate_api_key(state, key.trim()).await?;
+        if !key.acl.iter().any(|a| a == ACL_COMPLETIONS) {
+            return Err(Error::Forbidden("this API key lacks the `completions` ACL".into()));
         }
+        let Path(agent_id) = Path::<Uuid>::from_request_parts(parts, state).await?;
+        let agent = state
+            .agents()
+            .get(state.db(), key.application_id, agent_id)
+            .await?
+            .ok_or_else(|| Error::not_found("agent"))?;
+        if key.agent_ids.as_ref().is_some_and(|ids| !ids.contains(&agent.id)) {
+            return Err(Error::AgentNotInScope("this API key does not cover this agent".into()));
+        }
+        Ok(Caller::Stateless { key, agent })
     }
 }
 
@@ -125,7 +133,6 @@ pub struct CompletionParams {
 async fn completions(
     State(state): State<AppState>,
     caller: Caller,
-    Path(agent_id): Path<Uuid>,
     Query(params): Query<CompletionParams>,
     Json(body): Json<serde_json::Value>,
 ) -> Result<Response> {
@@ -134,7 +141,7 @@ async fn completions(
         Some(name) => Format::from_name(name)?,
         None => Format::infer(&body),
     };
-    turn(state, caller, agent_id, format, params.stream, body).await
+    turn(state, caller, format, params.stream, body).await
 }
 
 /// The same endpoint fixed to the `openai` format, for OpenAI SDKs configured with
@@ -153,10 +160,9 @@ async fn completions(
 async fn chat_completions(
     State(state): State<AppState>,
     caller: Caller,
-    Path(agent_id): Path<Uuid>,
     Json(body): Json<serde_json::Value>,
 ) -> Result<Response> {
-    turn(state, caller, agent_id, Format::OpenAi, None, body).await
+    turn(state, caller, Format::OpenAi, None, body).await
 }
 
 /// A conversation id: 1–128 of `A-Za-z0-9_-`.
@@ -211,7 +217,7 @@ async fn resolve_model(state: &AppState, agent: &Agent) -> Result<Model> {
 
 /// Where a turn's reply goes: the user's conversation, or nowhere (stateless).
 struct ReplySink {
-    scope: UserScope,
+    scope: AgentScope,
     conversation: Conversation,
     reply_id: Uuid,
 }
@@ -219,7 +225,6 @@ struct ReplySink {
 async fn turn(
     state: AppState,
     caller: Caller,
-    agent_id: Uuid,
     format: Format,
     stream_param: Option<bool>,
     body: serde_json::Value,
@@ -245,8 +250,8 @@ async fn turn(
 
     let (agent, prompt, sink) = match caller {
         Caller::User(scope) => {
-            let agent = user_agent(&state, &scope, agent_id).await?;
-            let (conversation, last_seq) = store_user_messages(&state, &scope, &agent, &external_id, &request).await?;
+            let agent = scope.agent().clone();
+            let (conversation, last_seq) = store_user_messages(&state, &scope, &external_id, &request).await?;
             let use_memory = agent.memory && request.memory != Some(false);
             let query_text = request
                 .user_messages
@@ -270,15 +275,7 @@ async fn turn(
                 }),
             )
         }
-        Caller::Stateless(key) => {
-            let agent = state
-                .agents()
-                .get(state.db(), key.application_id, agent_id)
-                .await?
-                .ok_or_else(|| Error::not_found("agent"))?;
-            if key.agent_ids.as_ref().is_some_and(|ids| !ids.contains(&agent.id)) {
-                return Err(Error::AgentNotInScope("this API key does not cover this agent".into()));
-            }
+        Caller::Stateless { agent, .. } => {
             let mut prompt = instructions(&agent);
             prompt.extend(request.history.iter().map(|m: &ClientMessage| PromptMessage {
                 role: m.role,
@@ -350,8 +347,7 @@ async fn turn(
 /// returns the conversation and the sequence number of the last message this turn stored.
 async fn store_user_messages(
     state: &AppState,
-    scope: &UserScope,
-    agent: &Agent,
+    scope: &AgentScope,
     external_id: &str,
     request: &TurnRequest,
 ) -> Result<(Conversation, Option<i64>)> {
@@ -359,15 +355,14 @@ async fn store_user_messages(
         .user_messages
         .last()
         .map(|m| m.content.chars().take(80).collect::<String>());
-    let conversation =
-        match user_data::open_conversation(state.db(), scope, agent.id, external_id, title.as_deref()).await? {
-            OpenedConversation::Existing(c) | OpenedConversation::Created(c) => c,
-            OpenedConversation::OtherAgent => {
-                return Err(Error::Conflict(
-                    "this conversation id is already used with another agent".into(),
-                ));
-            }
-        };
+    let conversation = match user_data::open_conversation(state.db(), scope, external_id, title.as_deref()).await? {
+        OpenedConversation::Existing(c) | OpenedConversation::Created(c) => c,
+        OpenedConversation::OtherAgent => {
+            return Err(Error::Conflict(
+                "this conversation id is already used with another agent".into(),
+            ));
+        }
+    };
     let new: Vec<NewMessage> = request
         .user_messages
         .iter()
@@ -375,7 +370,7 @@ async fn store_user_messages(
             id: Uuid::now_v7(),
             role: "user",
             content: m.content.clone(),
-            status: "complete",
+            status: MessageStatus::Complete,
             client_id: m.client_id.clone(),
         })
         .collect();
@@ -407,7 +402,7 @@ struct Context<'a> {
 
 async fn build_prompt(
     state: &AppState,
-    scope: &UserScope,
+    scope: &AgentScope,
     agent: &Agent,
     context: Context<'_>,
 ) -> Result<Vec<PromptMessage>> {
@@ -422,7 +417,7 @@ async fn build_prompt(
         let terms = user_data::search_terms(query_text);
         let memories = user_data::search_memories(
             state.db(),
-            scope,
+            scope.user(),
             MemoryFilter::AgentOrShared(agent.id),
             &terms,
             MEMORY_RECORDS,
@@ -487,7 +482,11 @@ impl TurnTask {
             id: sink.reply_id,
             role: "assistant",
             content: text,
-            status: if complete { "complete" } else { "incomplete" },
+            status: if complete {
+                MessageStatus::Complete
+            } else {
+                MessageStatus::Incomplete
+            },
             client_id: Some(sink.reply_id.to_string()),
         };
         if let Err(error) =

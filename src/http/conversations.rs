@@ -1,7 +1,5 @@
 //! The end user's conversations with an agent (secure user token).
 
-use std::sync::Arc;
-
 use axum::extract::State;
 use axum::http::StatusCode;
 use base64::Engine;
@@ -16,8 +14,7 @@ use uuid::Uuid;
 use super::{Json, ListParams, Path, Query, timestamp};
 use crate::AppState;
 use crate::error::{Error, Result};
-use crate::scope::UserScope;
-use crate::store::agents::Agent;
+use crate::scope::AgentScope;
 use crate::store::user_data::{self, Conversation, ConversationCursor, Message};
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -28,16 +25,10 @@ pub fn router() -> OpenApiRouter<AppState> {
     ))
 }
 
-/// The agent named in a user-plane path: of the token's application (else `not_found`) and within
-/// its key's scope (else `agent_not_in_scope`).
-pub async fn user_agent(state: &AppState, scope: &UserScope, agent_id: Uuid) -> Result<Arc<Agent>> {
-    let agent = state
-        .agents()
-        .get(state.db(), scope.application_id(), agent_id)
-        .await?
-        .ok_or_else(|| Error::not_found("agent"))?;
-    scope.require_agent(agent.id)?;
-    Ok(agent)
+/// The `{conversation_id}` of a path.
+#[derive(Deserialize)]
+struct ConversationPath {
+    conversation_id: String,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -58,7 +49,7 @@ impl From<Message> for MessageView {
             id: m.id,
             role: m.role,
             content: m.content,
-            status: m.status,
+            status: m.status.as_str().to_owned(),
             created_at: timestamp(m.created_at),
         }
     }
@@ -78,11 +69,11 @@ pub struct ConversationView {
 impl From<&Conversation> for ConversationView {
     fn from(c: &Conversation) -> Self {
         Self {
-            id: c.external_id.clone(),
-            agent_id: c.agent_id,
-            title: c.title.clone(),
-            created_at: timestamp(c.created_at),
-            updated_at: timestamp(c.updated_at),
+            id: c.external_id().to_owned(),
+            agent_id: c.agent_id(),
+            title: c.title().map(str::to_owned),
+            created_at: timestamp(c.created_at()),
+            updated_at: timestamp(c.updated_at()),
         }
     }
 }
@@ -130,8 +121,7 @@ fn decode_cursor(text: &str) -> Result<ConversationCursor> {
 )]
 async fn list_conversations(
     State(state): State<AppState>,
-    scope: UserScope,
-    Path(agent_id): Path<Uuid>,
+    scope: AgentScope,
     Query(params): Query<ListParams>,
 ) -> Result<Json<ConversationPage>> {
     let limit = ListParams {
@@ -146,8 +136,7 @@ async fn list_conversations(
         .filter(|c| !c.is_empty())
         .map(decode_cursor)
         .transpose()?;
-    user_agent(&state, &scope, agent_id).await?;
-    let (rows, next) = user_data::list_conversations(state.db(), &scope, agent_id, limit, after).await?;
+    let (rows, next) = user_data::list_conversations(state.db(), &scope, limit, after).await?;
     Ok(Json(ConversationPage {
         data: rows.iter().map(ConversationView::from).collect(),
         next_cursor: next.map(encode_cursor),
@@ -163,14 +152,12 @@ async fn list_conversations(
 )]
 async fn get_conversation(
     State(state): State<AppState>,
-    scope: UserScope,
-    Path((agent_id, conversation_id)): Path<(Uuid, String)>,
+    scope: AgentScope,
+    Path(ConversationPath { conversation_id }): Path<ConversationPath>,
 ) -> Result<Json<ConversationWithMessages>> {
-    user_agent(&state, &scope, agent_id).await?;
-    let (conversation, messages) =
-        user_data::conversation_with_messages(state.db(), &scope, agent_id, &conversation_id)
-            .await?
-            .ok_or_else(|| Error::not_found("conversation"))?;
+    let (conversation, messages) = user_data::conversation_with_messages(state.db(), &scope, &conversation_id)
+        .await?
+        .ok_or_else(|| Error::not_found("conversation"))?;
     Ok(Json(ConversationWithMessages {
         conversation: ConversationView::from(&conversation),
         messages: messages.into_iter().map(MessageView::from).collect(),
@@ -195,8 +182,8 @@ pub struct RenameConversation {
 )]
 async fn rename_conversation(
     State(state): State<AppState>,
-    scope: UserScope,
-    Path((agent_id, conversation_id)): Path<(Uuid, String)>,
+    scope: AgentScope,
+    Path(ConversationPath { conversation_id }): Path<ConversationPath>,
     Json(body): Json<RenameConversation>,
 ) -> Result<Json<ConversationView>> {
     let title = body
@@ -204,8 +191,7 @@ async fn rename_conversation(
         .as_deref()
         .map(|t| super::validate_name("title", t))
         .transpose()?;
-    user_agent(&state, &scope, agent_id).await?;
-    let renamed = user_data::rename_conversation(state.db(), &scope, agent_id, &conversation_id, title.as_deref())
+    let renamed = user_data::rename_conversation(state.db(), &scope, &conversation_id, title.as_deref())
         .await?
         .ok_or_else(|| Error::not_found("conversation"))?;
     Ok(Json(ConversationView::from(&renamed)))
@@ -220,11 +206,10 @@ async fn rename_conversation(
 )]
 async fn delete_conversation(
     State(state): State<AppState>,
-    scope: UserScope,
-    Path((agent_id, conversation_id)): Path<(Uuid, String)>,
+    scope: AgentScope,
+    Path(ConversationPath { conversation_id }): Path<ConversationPath>,
 ) -> Result<StatusCode> {
-    user_agent(&state, &scope, agent_id).await?;
-    if !user_data::delete_conversation(state.db(), &scope, agent_id, &conversation_id).await? {
+    if !user_data::delete_conversation(state.db(), &scope, &conversation_id).await? {
         return Err(Error::not_found("conversation"));
     }
     Ok(StatusCode::NO_CONTENT)

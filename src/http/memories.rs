@@ -11,11 +11,10 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::conversations::user_agent;
 use super::{Json, ListParams, MemoryPage, Path, Query, timestamp};
 use crate::AppState;
 use crate::error::{Error, Result};
-use crate::scope::UserScope;
+use crate::scope::{AgentScope, MemoryOwner, UserScope};
 use crate::store::user_data::{self, Memory, MemoryFilter};
 
 /// Longest memory record, in bytes.
@@ -109,18 +108,11 @@ async fn create_memory(
     validate_content(&body.content)?;
     let metadata = body.metadata.unwrap_or_else(|| Value::Object(Default::default()));
     validate_metadata(&metadata)?;
-    match body.agent_id {
-        Some(agent_id) => {
-            user_agent(&state, &scope, agent_id).await?;
-        }
-        None if !scope.covers_all_agents() => {
-            return Err(Error::AgentNotInScope(
-                "app-wide memory needs a key that covers all agents".into(),
-            ));
-        }
-        None => {}
-    }
-    let memory = user_data::create_memory(state.db(), &scope, body.agent_id, &body.content, &metadata).await?;
+    let owner = match body.agent_id {
+        Some(agent_id) => MemoryOwner::Agent(AgentScope::check(&state, scope, agent_id).await?),
+        None => MemoryOwner::app_wide(scope)?,
+    };
+    let memory = user_data::create_memory(state.db(), &owner, &body.content, &metadata).await?;
     Ok((StatusCode::CREATED, Json(memory.into())))
 }
 

@@ -30,6 +30,7 @@ use uuid::Uuid;
 
 use crate::AppState;
 use crate::error::Error;
+use crate::scope::{AgentScope, UserScope};
 use crate::store::PageRequest;
 
 /// `axum::Json` whose rejections are the contract's `invalid_request` / `payload_too_large`.
@@ -40,6 +41,25 @@ pub struct Json<T>(pub T);
 impl<T: Serialize> IntoResponse for Json<T> {
     fn into_response(self) -> Response {
         axum::Json(self.0).into_response()
+    }
+}
+
+/// The `{agent_id}` of a data-plane path.
+#[derive(Deserialize)]
+struct AgentPath {
+    agent_id: Uuid,
+}
+
+/// Every `/v1/agents/{agent_id}/…` route: the verified secure user token, and the path's agent
+/// checked against it (`not_found` outside the token's application, `agent_not_in_scope` outside
+/// its key's agents).
+impl FromRequestParts<AppState> for AgentScope {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &AppState) -> Result<Self, Error> {
+        let user = UserScope::from_request_parts(parts, state).await?;
+        let Path(AgentPath { agent_id }) = Path::from_request_parts(parts, state).await?;
+        AgentScope::check(state, user, agent_id).await
     }
 }
 

@@ -136,3 +136,57 @@ pub struct Count {
     pub n: i64,
 }
 from_row!(Count { n });
+
+/// Defines an enum stored as text, with `as_str`, `parse` and its `Column` and `sea_query::Value`
+/// conversions.
+#[macro_export]
+macro_rules! text_enum {
+    ($(#[$meta:meta])* pub enum $name:ident { $($(#[$doc:meta])* $variant:ident = $text:literal),* $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum $name { $($(#[$doc])* $variant),* }
+
+        impl $name {
+            pub const fn as_str(self) -> &'static str {
+                match self { $(Self::$variant => $text),* }
+            }
+
+            pub fn parse(text: &str) -> Option<Self> {
+                match text { $($text => Some(Self::$variant),)* _ => None }
+            }
+        }
+
+        impl $crate::store::Column for $name {
+            fn from_sqlite(row: &rusqlite::Row<'_>, name: &str) -> rusqlite::Result<Self> {
+                $crate::store::row::text_from_sqlite(row, name, Self::parse)
+            }
+            fn from_postgres(row: &sqlx::postgres::PgRow, name: &str) -> sqlx::Result<Self> {
+                $crate::store::row::text_from_postgres(row, name, Self::parse)
+            }
+        }
+
+        impl From<$name> for sea_query::Value {
+            fn from(value: $name) -> Self {
+                value.as_str().into()
+            }
+        }
+    };
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("unexpected value `{0}`")]
+struct UnknownText(String);
+
+#[doc(hidden)]
+pub fn text_from_sqlite<T>(row: &rusqlite::Row<'_>, name: &str, parse: fn(&str) -> Option<T>) -> rusqlite::Result<T> {
+    let text: String = row.get(name)?;
+    parse(&text).ok_or_else(|| {
+        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(UnknownText(text)))
+    })
+}
+
+#[doc(hidden)]
+pub fn text_from_postgres<T>(row: &PgRow, name: &str, parse: fn(&str) -> Option<T>) -> sqlx::Result<T> {
+    let text: String = row.try_get(name)?;
+    parse(&text).ok_or_else(|| sqlx::Error::Decode(Box::new(UnknownText(text))))
+}

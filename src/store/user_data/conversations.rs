@@ -1,0 +1,331 @@
+//! The user's conversations with an agent.
+
+use sea_query::{Condition, Expr, ExprTrait, Order, SelectExprTrait, SelectStatement};
+use uuid::Uuid;
+
+use super::messages::{MESSAGE_COLUMNS, Message};
+use super::tables::{Conversations, Messages};
+use super::{insert, left_join_owned, select, update};
+use crate::scope::{AgentScope, UserScope};
+use crate::store::{Db, FromRow, Row, StoreError, StoreResult, now_micros};
+
+/// One of the user's conversations. Made only by the store, from a row its scope reached.
+#[derive(Debug, Clone)]
+pub struct Conversation {
+    /// Internal id; never shown.
+    pub(super) id: Uuid,
+    /// The id the client sees (per user).
+    pub(super) external_id: String,
+    pub(super) agent_id: Uuid,
+    pub(super) title: Option<String>,
+    pub(super) created_at: i64,
+    pub(super) updated_at: i64,
+}
+
+crate::from_row!(Conversation {
+    id,
+    external_id,
+    agent_id,
+    title,
+    created_at,
+    updated_at
+});
+
+impl Conversation {
+    /// The id the client knows it by.
+    pub fn external_id(&self) -> &str {
+        &self.external_id
+    }
+
+    pub fn agent_id(&self) -> Uuid {
+        self.agent_id
+    }
+
+    pub fn title(&self) -> Option<&str> {
+        self.title.as_deref()
+    }
+
+    pub fn created_at(&self) -> i64 {
+        self.created_at
+    }
+
+    pub fn updated_at(&self) -> i64 {
+        self.updated_at
+    }
+}
+
+pub(super) const CONVERSATION_COLUMNS: [Conversations; 6] = [
+    Conversations::Id,
+    Conversations::ExternalId,
+    Conversations::AgentId,
+    Conversations::Title,
+    Conversations::CreatedAt,
+    Conversations::UpdatedAt,
+];
+
+/// `SELECT <conversation> FROM conversations WHERE <owner>`: the user's conversations with every
+/// agent the scope reaches.
+pub(super) fn of_user(scope: &UserScope) -> SelectStatement {
+    select(scope, &CONVERSATION_COLUMNS)
+}
+
+/// The scope's conversations with its agent.
+fn of_agent(scope: &AgentScope) -> SelectStatement {
+    of_user(scope.user())
+        .and_where(Expr::col((Conversations::Table, Conversations::AgentId)).eq(scope.agent_id()))
+        .to_owned()
+}
+
+/// The scope's conversation with its agent that the client calls `external_id`.
+fn named(scope: &AgentScope, external_id: &str) -> SelectStatement {
+    of_agent(scope)
+        .and_where(Expr::col((Conversations::Table, Conversations::ExternalId)).eq(external_id))
+        .to_owned()
+}
+
+/// Where a page of conversations continues: after this (updated_at, id).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConversationCursor {
+    pub updated_at: i64,
+    pub id: Uuid,
+}
+
+fn list_statement(scope: &AgentScope, limit: u64, after: Option<ConversationCursor>) -> SelectStatement {
+    let mut query = of_agent(scope);
+    if let Some(after) = after {
+        query.cond_where(
+            Condition::any()
+                .add(Expr::col(Conversations::UpdatedAt).lt(after.updated_at))
+                .add(
+                    Condition::all()
+                        .add(Expr::col(Conversations::UpdatedAt).eq(after.updated_at))
+                        .add(Expr::col(Conversations::Id).lt(after.id)),
+                ),
+        );
+    }
+    query
+        .order_by(Conversations::UpdatedAt, Order::Desc)
+        .order_by(Conversations::Id, Order::Desc)
+        .limit(limit + 1);
+    query
+}
+
+/// The user's conversations with the scope's agent, most recently updated first.
+pub async fn list_conversations(
+    db: &Db,
+    scope: &AgentScope,
+    limit: u64,
+    after: Option<ConversationCursor>,
+) -> StoreResult<(Vec<Conversation>, Option<ConversationCursor>)> {
+    let mut rows: Vec<Conversation> = db.rows(&list_statement(scope, limit, after)).await?;
+    let more = rows.len() as u64 > limit;
+    rows.truncate(limit as usize);
+    let next = more.then(|| rows.last()).flatten().map(|c| ConversationCursor {
+        updated_at: c.updated_at,
+        id: c.id,
+    });
+    Ok((rows, next))
+}
+
+/// One of the user's conversations with the scope's agent, by the id the client knows.
+pub async fn find_conversation(db: &Db, scope: &AgentScope, external_id: &str) -> StoreResult<Option<Conversation>> {
+    db.row(&named(scope, external_id)).await
+}
+
+fn with_messages_statement(scope: &AgentScope, external_id: &str) -> SelectStatement {
+    let mut query = named(scope, external_id);
+    query.exprs(MESSAGE_COLUMNS.map(|column| {
+        Expr::col((Messages::Table, column)).alias(format!("message_{}", sea_query::Iden::to_string(&column)))
+    }));
+    // The messages carry their owner too: the join repeats the scope's filter on them.
+    left_join_owned::<Messages>(
+        &mut query,
+        scope.user(),
+        Condition::all().add(
+            Expr::col((Messages::Table, Messages::ConversationId)).equals((Conversations::Table, Conversations::Id)),
+        ),
+    );
+    query.order_by((Messages::Table, Messages::Seq), Order::Asc);
+    query
+}
+
+/// One of the user's conversations with the scope's agent and its messages (oldest first), in
+/// one query.
+pub async fn conversation_with_messages(
+    db: &Db,
+    scope: &AgentScope,
+    external_id: &str,
+) -> StoreResult<Option<(Conversation, Vec<Message>)>> {
+    let rows: Vec<ConversationMessage> = db.large_rows(&with_messages_statement(scope, external_id)).await?;
+    let Some(first) = rows.first() else {
+        return Ok(None);
+    };
+    let conversation = first.conversation.clone();
+    let messages = rows.into_iter().filter_map(|row| row.message).collect();
+    Ok(Some((conversation, messages)))
+}
+
+/// A row of `conversation_with_messages`: the conversation, and one of its messages (none when it
+/// has no messages: a left join).
+struct ConversationMessage {
+    conversation: Conversation,
+    message: Option<Message>,
+}
+
+impl FromRow for ConversationMessage {
+    fn from_row(row: &Row<'_>) -> StoreResult<Self> {
+        let id: Option<Uuid> = row.get("message_id")?;
+        let message = match id {
+            None => None,
+            Some(id) => Some(Message {
+                id,
+                seq: row.get("message_seq")?,
+                role: row.get("message_role")?,
+                content: row.get("message_content")?,
+                status: row.get("message_status")?,
+                client_id: row.get("message_client_id")?,
+                created_at: row.get("message_created_at")?,
+            }),
+        };
+        Ok(Self {
+            conversation: Conversation::from_row(row)?,
+            message,
+        })
+    }
+}
+
+/// Renames one of the user's conversations with the scope's agent.
+pub async fn rename_conversation(
+    db: &Db,
+    scope: &AgentScope,
+    external_id: &str,
+    title: Option<&str>,
+) -> StoreResult<Option<Conversation>> {
+    let Some(conversation) = find_conversation(db, scope, external_id).await? else {
+        return Ok(None);
+    };
+    let now = now_micros();
+    db.execute(rename_statement(scope, &conversation, title, now)).await?;
+    Ok(Some(Conversation {
+        title: title.map(str::to_owned),
+        updated_at: now,
+        ..conversation
+    }))
+}
+
+fn rename_statement(
+    scope: &AgentScope,
+    conversation: &Conversation,
+    title: Option<&str>,
+    now: i64,
+) -> sea_query::UpdateStatement {
+    update::<Conversations>(scope.user())
+        .value(Conversations::Title, title.map(str::to_owned))
+        .value(Conversations::UpdatedAt, now)
+        .and_where(Expr::col(Conversations::Id).eq(conversation.id))
+        .to_owned()
+}
+
+fn delete_statement(scope: &AgentScope, external_id: &str) -> sea_query::DeleteStatement {
+    super::delete::<Conversations>(scope.user())
+        .and_where(Expr::col(Conversations::AgentId).eq(scope.agent_id()))
+        .and_where(Expr::col(Conversations::ExternalId).eq(external_id))
+        .to_owned()
+}
+
+/// Deletes one of the user's conversations with the scope's agent; its messages go with it.
+pub async fn delete_conversation(db: &Db, scope: &AgentScope, external_id: &str) -> StoreResult<bool> {
+    Ok(db.execute(delete_statement(scope, external_id)).await? > 0)
+}
+
+/// The outcome of naming a conversation for a completion.
+pub enum OpenedConversation {
+    Existing(Conversation),
+    Created(Conversation),
+    /// The user has a conversation with this id, but with another agent.
+    OtherAgent,
+}
+
+/// The user's conversation with this id, whatever its agent (ids are unique per user).
+fn any_agent_statement(scope: &AgentScope, external_id: &str) -> SelectStatement {
+    of_user(scope.user())
+        .and_where(Expr::col((Conversations::Table, Conversations::ExternalId)).eq(external_id))
+        .to_owned()
+}
+
+fn insert_statement(scope: &AgentScope, conversation: &Conversation) -> sea_query::InsertStatement {
+    insert(
+        scope.user(),
+        &CONVERSATION_COLUMNS,
+        vec![vec![
+            Expr::val(conversation.id),
+            Expr::val(conversation.external_id.clone()),
+            Expr::val(scope.agent_id()),
+            Expr::val(conversation.title.clone()),
+            Expr::val(conversation.created_at),
+            Expr::val(conversation.updated_at),
+        ]],
+    )
+}
+
+/// Finds the user's conversation with this id and the scope's agent, or starts it.
+pub async fn open_conversation(
+    db: &Db,
+    scope: &AgentScope,
+    external_id: &str,
+    title: Option<&str>,
+) -> StoreResult<OpenedConversation> {
+    for _ in 0..2 {
+        if let Some(existing) = db.row::<Conversation>(&any_agent_statement(scope, external_id)).await? {
+            return Ok(if existing.agent_id == scope.agent_id() {
+                OpenedConversation::Existing(existing)
+            } else {
+                OpenedConversation::OtherAgent
+            });
+        }
+        let now = now_micros();
+        let conversation = Conversation {
+            id: Uuid::now_v7(),
+            external_id: external_id.to_owned(),
+            agent_id: scope.agent_id(),
+            title: title.map(str::to_owned),
+            created_at: now,
+            updated_at: now,
+        };
+        match db.execute(insert_statement(scope, &conversation)).await {
+            Ok(_) => return Ok(OpenedConversation::Created(conversation)),
+            // Another request created it first: read theirs.
+            Err(StoreError::Conflict(_)) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(StoreError::Conflict(
+        "the conversation is being created by another request".into(),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::{agent_scope_and_conversation, assert_owned};
+    use super::*;
+
+    #[test]
+    fn every_conversation_statement_is_owned() {
+        let (scope, conversation) = agent_scope_and_conversation();
+        let agent = scope.agent_id();
+        let cursor = ConversationCursor {
+            updated_at: 1,
+            id: agent,
+        };
+        assert_owned(&list_statement(&scope, 10, Some(cursor)), scope.user());
+        assert_owned(&named(&scope, "c"), scope.user());
+        assert_owned(&any_agent_statement(&scope, "c"), scope.user());
+        assert_owned(&insert_statement(&scope, &conversation), scope.user());
+        assert_owned(&rename_statement(&scope, &conversation, Some("t"), 1), scope.user());
+        assert_owned(&delete_statement(&scope, "c"), scope.user());
+        // The joined messages are filtered by owner too, not only the conversation.
+        let (sql, _) = with_messages_statement(&scope, "c").build(sea_query::SqliteQueryBuilder);
+        assert!(sql.contains("\"messages\".\"application_id\" ="), "{sql}");
+        assert!(sql.contains("\"messages\".\"sub\" ="), "{sql}");
+    }
+}

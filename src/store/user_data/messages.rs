@@ -1,0 +1,342 @@
+//! Messages of the user's conversations: appended in order, never twice, read back as the
+//! model's context.
+
+use sea_query::{CommonTableExpression, Expr, ExprTrait, Order, SelectStatement, WithClause, WithQuery};
+use uuid::Uuid;
+
+use super::conversations::Conversation;
+use super::tables::{Conversations, Messages};
+use super::{insert, insert_selected, select, update};
+use crate::scope::{AgentScope, UserScope};
+use crate::store::{Backend, Db, StoreError, StoreResult, Tx, now_micros};
+
+crate::text_enum! {
+    /// How a stored message ended.
+    pub enum MessageStatus {
+        Complete = "complete",
+        /// Cut short: the model failed, or the client went away.
+        Incomplete = "incomplete",
+    }
+}
+
+/// A stored message.
+#[derive(Debug, Clone)]
+pub struct Message {
+    pub id: Uuid,
+    pub seq: i64,
+    pub role: String,
+    pub content: String,
+    pub status: MessageStatus,
+    pub client_id: Option<String>,
+    pub created_at: i64,
+}
+
+crate::from_row!(Message {
+    id,
+    seq,
+    role,
+    content,
+    status,
+    client_id,
+    created_at
+});
+
+pub(super) const MESSAGE_COLUMNS: [Messages; 7] = [
+    Messages::Id,
+    Messages::Seq,
+    Messages::Role,
+    Messages::Content,
+    Messages::Status,
+    Messages::ClientId,
+    Messages::CreatedAt,
+];
+
+const INSERT_COLUMNS: [Messages; 8] = [
+    Messages::Id,
+    Messages::ConversationId,
+    Messages::Seq,
+    Messages::Role,
+    Messages::Content,
+    Messages::Status,
+    Messages::ClientId,
+    Messages::CreatedAt,
+];
+
+/// Messages of one of the user's conversations. Messages carry their owner's application and
+/// `sub` too, so the filter holds even for a conversation id from elsewhere.
+pub(super) fn of_conversation(scope: &UserScope, conversation: &Conversation) -> SelectStatement {
+    select(scope, &MESSAGE_COLUMNS)
+        .and_where(Expr::col(Messages::ConversationId).eq(conversation.id))
+        .to_owned()
+}
+
+fn recent_statement(
+    scope: &AgentScope,
+    conversation: &Conversation,
+    up_to: Option<i64>,
+    limit: u64,
+) -> SelectStatement {
+    let mut query = of_conversation(scope.user(), conversation);
+    if let Some(up_to) = up_to {
+        query.and_where(Expr::col(Messages::Seq).lte(up_to));
+    }
+    query.order_by(Messages::Seq, Order::Desc).limit(limit);
+    query
+}
+
+/// The last `limit` messages of the conversation up to sequence number `up_to` (inclusive),
+/// oldest first: the model's context window as of one turn, untouched by turns that came later.
+pub async fn recent_messages(
+    db: &Db,
+    scope: &AgentScope,
+    conversation: &Conversation,
+    up_to: Option<i64>,
+    limit: u64,
+) -> StoreResult<Vec<Message>> {
+    let mut rows: Vec<Message> = db.rows(&recent_statement(scope, conversation, up_to, limit)).await?;
+    rows.reverse();
+    Ok(rows)
+}
+
+/// A message to append.
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    pub id: Uuid,
+    pub role: &'static str,
+    pub content: String,
+    pub status: MessageStatus,
+    /// The client's own id for the message (AI SDK), used to never store it twice.
+    pub client_id: Option<String>,
+}
+
+/// Appends messages to one of the user's conversations with the scope's agent, in order,
+/// skipping any whose `client_id` is already stored. One transaction: the conversation row's
+/// `last_seq` hands out the sequence numbers (`UPDATE … RETURNING`, which also locks the row on
+/// PostgreSQL; SQLite has one writer), so concurrent appends to one conversation get distinct,
+/// ordered numbers.
+pub async fn append_messages(
+    db: &Db,
+    scope: &AgentScope,
+    conversation: &Conversation,
+    new: &[NewMessage],
+) -> StoreResult<Vec<Message>> {
+    if new.is_empty() {
+        return Ok(Vec::new());
+    }
+    if conversation.agent_id != scope.agent_id() {
+        return Err(StoreError::NotFound);
+    }
+    let append = Append {
+        scope: scope.user().clone(),
+        conversation: conversation.clone(),
+        new: new.to_vec(),
+        now: now_micros(),
+    };
+    if db.backend() == Backend::Postgres && !append.has_client_ids() {
+        // Nothing to deduplicate: reserve and insert in one statement, one round trip.
+        let reserved: Option<LastSeq> = db.returning(append.reserve_and_insert()).await?;
+        let fresh: Vec<&NewMessage> = append.new.iter().collect();
+        return Ok(append.rows(&fresh, reserved.ok_or(StoreError::NotFound)?));
+    }
+    db.transaction(move |tx| Box::pin(async move { append.run(tx).await }))
+        .await
+}
+
+/// One append's statements, shared by both backends.
+struct Append {
+    scope: UserScope,
+    conversation: Conversation,
+    new: Vec<NewMessage>,
+    now: i64,
+}
+
+struct LastSeq {
+    last_seq: i64,
+}
+crate::from_row!(LastSeq { last_seq });
+
+struct ClientId {
+    client_id: Option<String>,
+}
+crate::from_row!(ClientId { client_id });
+
+impl Append {
+    /// Skips what is stored already, reserves sequence numbers, inserts: in the caller's
+    /// transaction.
+    async fn run(&self, tx: &mut Tx) -> StoreResult<Vec<Message>> {
+        let fresh = if self.has_client_ids() {
+            // Lock the row before looking (PostgreSQL; SQLite has one writer), so two requests
+            // carrying the same message can't both add it.
+            if tx.row::<LastSeq>(&self.lock()).await?.is_none() {
+                return Err(StoreError::NotFound);
+            }
+            let known: Vec<ClientId> = tx.rows(&self.known_client_ids()).await?;
+            self.fresh(&known)
+        } else {
+            self.new.iter().collect()
+        };
+        if fresh.is_empty() {
+            return Ok(Vec::new());
+        }
+        let reserved: Option<LastSeq> = tx.row(&self.reserve(fresh.len())).await?;
+        let rows = self.rows(&fresh, reserved.ok_or(StoreError::NotFound)?);
+        tx.execute(&self.insert(&rows)).await?;
+        Ok(rows)
+    }
+
+    fn has_client_ids(&self) -> bool {
+        self.new.iter().any(|m| m.client_id.is_some())
+    }
+
+    /// `SELECT last_seq … FOR UPDATE` of the conversation row, if it is this user's.
+    fn lock(&self) -> SelectStatement {
+        select(&self.scope, &[Conversations::LastSeq])
+            .and_where(Expr::col((Conversations::Table, Conversations::Id)).eq(self.conversation.id))
+            .lock(sea_query::LockType::Update)
+            .to_owned()
+    }
+
+    /// Which of the new messages' client ids the conversation already holds.
+    fn known_client_ids(&self) -> SelectStatement {
+        let ids: Vec<String> = self.new.iter().filter_map(|m| m.client_id.clone()).collect();
+        let mut query = of_conversation(&self.scope, &self.conversation);
+        query.and_where(Expr::col(Messages::ClientId).is_in(ids));
+        query
+    }
+
+    fn fresh(&self, known: &[ClientId]) -> Vec<&NewMessage> {
+        self.new
+            .iter()
+            .filter(|m| {
+                !m.client_id
+                    .as_ref()
+                    .is_some_and(|id| known.iter().any(|k| k.client_id.as_ref() == Some(id)))
+            })
+            .collect()
+    }
+
+    /// Reserves `count` sequence numbers; returns the last one (no row: not this user's).
+    fn reserve(&self, count: usize) -> sea_query::UpdateStatement {
+        update::<Conversations>(&self.scope)
+            .value(Conversations::UpdatedAt, self.now)
+            .value(
+                Conversations::LastSeq,
+                Expr::col(Conversations::LastSeq).add(count as i64),
+            )
+            .and_where(Expr::col(Conversations::Id).eq(self.conversation.id))
+            .returning_col(Conversations::LastSeq)
+            .to_owned()
+    }
+
+    /// PostgreSQL: `WITH reserved AS (<reserve>), inserted AS (INSERT … SELECT … FROM reserved)
+    /// SELECT last_seq FROM reserved`. No row: not this user's conversation, and nothing inserted
+    /// (the insert selects from the empty `reserved`).
+    fn reserve_and_insert(&self) -> WithQuery {
+        let count = self.new.len() as i64;
+        let reserved = CommonTableExpression::new()
+            .query(self.reserve(self.new.len()))
+            .table_name("reserved")
+            .to_owned();
+        let rows = self
+            .new
+            .iter()
+            .enumerate()
+            .map(|(i, m)| {
+                vec![
+                    Expr::val(m.id),
+                    Expr::val(self.conversation.id),
+                    Expr::col(("reserved", "last_seq")).sub(count - 1 - i as i64),
+                    Expr::val(m.role),
+                    Expr::val(m.content.clone()),
+                    Expr::val(m.status),
+                    Expr::val(m.client_id.clone()),
+                    Expr::val(self.now),
+                ]
+            })
+            .collect();
+        let inserted = CommonTableExpression::new()
+            .query(insert_selected(&self.scope, &INSERT_COLUMNS, "reserved", rows))
+            .table_name("inserted")
+            .to_owned();
+        SelectStatement::new()
+            .column(("reserved", "last_seq"))
+            .from("reserved")
+            .to_owned()
+            .with(WithClause::new().cte(reserved).cte(inserted).to_owned())
+    }
+
+    fn rows(&self, fresh: &[&NewMessage], reserved: LastSeq) -> Vec<Message> {
+        let first = reserved.last_seq - fresh.len() as i64 + 1;
+        fresh
+            .iter()
+            .enumerate()
+            .map(|(i, m)| Message {
+                id: m.id,
+                seq: first + i as i64,
+                role: m.role.to_owned(),
+                content: m.content.clone(),
+                status: m.status,
+                client_id: m.client_id.clone(),
+                created_at: self.now,
+            })
+            .collect()
+    }
+
+    fn insert(&self, rows: &[Message]) -> sea_query::InsertStatement {
+        let values = rows
+            .iter()
+            .map(|row| {
+                vec![
+                    Expr::val(row.id),
+                    Expr::val(self.conversation.id),
+                    Expr::val(row.seq),
+                    Expr::val(row.role.clone()),
+                    Expr::val(row.content.clone()),
+                    Expr::val(row.status),
+                    Expr::val(row.client_id.clone()),
+                    Expr::val(self.now),
+                ]
+            })
+            .collect();
+        insert(&self.scope, &INSERT_COLUMNS, values)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::{agent_scope_and_conversation, assert_owned};
+    use super::*;
+
+    #[test]
+    fn every_message_statement_is_owned() {
+        let (scope, conversation) = agent_scope_and_conversation();
+        let agent = scope.agent_id();
+        let append = Append {
+            scope: scope.user().clone(),
+            conversation: conversation.clone(),
+            new: vec![NewMessage {
+                id: Uuid::now_v7(),
+                role: "user",
+                content: "hello".into(),
+                status: MessageStatus::Complete,
+                client_id: Some("m1".into()),
+            }],
+            now: 1,
+        };
+        let user = scope.user();
+        assert_owned(&recent_statement(&scope, &conversation, Some(3), 10), user);
+        assert_owned(&append.lock(), user);
+        assert_owned(&append.known_client_ids(), user);
+        assert_owned(&append.reserve(1), user);
+        let stored = append.rows(&append.new.iter().collect::<Vec<_>>(), LastSeq { last_seq: 1 });
+        assert_owned(&append.insert(&stored), user);
+        // Both the reservation and the insert of the single-statement append are owned.
+        let (sql, values) = append.reserve_and_insert().build(sea_query::PostgresQueryBuilder);
+        assert_eq!(sql.matches("\"application_id\"").count(), 2, "{sql}");
+        assert!(
+            values
+                .0
+                .contains(&sea_query::Value::String(Some(user.sub().to_owned())))
+        );
+    }
+}
