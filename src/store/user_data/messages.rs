@@ -310,7 +310,6 @@ mod tests {
     #[test]
     fn every_message_statement_is_owned() {
         let (scope, conversation) = agent_scope_and_conversation();
-        let agent = scope.agent_id();
         let append = Append {
             scope: scope.user().clone(),
             conversation: conversation.clone(),
