@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use confidant::crypto::{MASTER_KEY_VERSION, MasterKey};
-use confidant::store::keys::{self, AuthenticationKey, authentication_key_seal_context};
+use confidant::store::keys::{self, AuthenticationKey};
 use confidant::store::{Db, DbOptions, applications, now_micros};
 use uuid::Uuid;
 
@@ -33,7 +33,7 @@ pub async fn fixture(dir: &Path, master: &MasterKey) -> Fixture {
         application_id: app.id,
         name: "bench".into(),
         agent_ids: None,
-        secret_encrypted: master.seal(&authentication_key_seal_context(app.id, key_id), secret.as_bytes()),
+        secret_encrypted: keys::seal_secret(master, app.id, key_id, &secret),
         master_key_version: MASTER_KEY_VERSION,
         created_at: now_micros(),
         last_used_at: None,

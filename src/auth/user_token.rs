@@ -25,7 +25,7 @@ use crate::AppState;
 use crate::crypto::MasterKey;
 use crate::error::{Error, Result};
 use crate::scope::{AgentAccess, UserScope, validate_sub};
-use crate::store::keys::{self, KeyTable, authentication_key_seal_context};
+use crate::store::keys::{self, KeyTable};
 use crate::store::{Db, StoreResult};
 
 /// Tokens larger than this are refused before any parsing.
@@ -79,10 +79,7 @@ impl AuthenticationKeyCache {
             unknown.insert(id, Instant::now());
             return Ok(None);
         };
-        let context = authentication_key_seal_context(row.application_id, row.id);
-        let secret = master_key
-            .open(&context, &row.secret_encrypted)
-            .map_err(|e| crate::store::StoreError::Other(Box::new(e)))?;
+        let secret = keys::open_secret(master_key, &row).map_err(crate::store::StoreError::Other)?;
         let agents = match row.agent_ids {
             None => AgentAccess::All,
             Some(ids) => {
@@ -95,7 +92,7 @@ impl AuthenticationKeyCache {
             id: row.id,
             application_id: row.application_id,
             agents,
-            decoding: DecodingKey::from_secret(&secret),
+            decoding: DecodingKey::from_secret(secret.as_bytes()),
         });
         let mut keys = self.keys.write().expect("key cache lock");
         if self.generation.load(Ordering::Acquire) == generation {

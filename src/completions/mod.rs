@@ -1,14 +1,16 @@
-//! Completions: one internal event stream from the model, one encoder per wire format.
+//! Completions: one internal event stream from the model, one encoder per wire format, and the
+//! turn service between them.
 //!
-//! A turn goes: parse the client's body (the format's `parse`), store the new user message, build
-//! the model's context (instructions, memory, history), run the model, and encode its events for
-//! the client. A task owns the model stream and the reply: it stores the assistant message when
-//! the model finishes, fails, or the client goes away (as `incomplete`), so nothing is lost and
-//! nothing is half-written.
+//! A turn goes: parse the client's body (the format's `parse`, in the HTTP handler), then
+//! `turn::start`: store the new user message, build the model's context (`context`: instructions,
+//! memory, history), run the model (`models`, through `egress`'s address rules); then the handler
+//! encodes the turn's events for the client (`formats`).
 
+pub mod context;
 pub mod egress;
 pub mod formats;
 pub mod models;
+pub mod turn;
 
 use std::time::Duration;
 
@@ -63,15 +65,4 @@ impl Usage {
 pub struct PromptMessage {
     pub role: &'static str,
     pub content: String,
-}
-
-/// How the reply ended, for storage and for the encoders.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Outcome {
-    Complete {
-        reason: FinishReason,
-        usage: Usage,
-    },
-    /// The model failed mid-way.
-    Failed(String),
 }

@@ -2,16 +2,15 @@
 //! the wire format of the calling client.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderName, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use futures_util::StreamExt;
 use serde::Deserialize;
-use tokio::sync::{mpsc, oneshot};
-use tokio::time::{Instant, sleep_until};
+use tokio::sync::mpsc;
 use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -22,20 +21,12 @@ use crate::AppState;
 use crate::auth::API_KEY_PREFIX;
 use crate::auth::extract::{ACL_COMPLETIONS, ApiKeyPrincipal, authenticate_api_key};
 use crate::auth::user_token::user_token;
-use crate::completions::formats::{ClientMessage, Encoder, Format, TurnMeta, TurnRequest};
-use crate::completions::models::{Model, ModelStream, ProviderCall};
-use crate::completions::{ModelEvent, Outcome, PromptMessage};
+use crate::completions::ModelEvent;
+use crate::completions::formats::{Encoder, Format, TurnMeta, TurnRequest};
+use crate::completions::turn::{self, Detach, TurnCaller};
 use crate::error::{Error, Result};
 use crate::scope::AgentScope;
-use crate::store::agents::{Agent, AgentModel};
-use crate::store::providers::{self, seal_context};
-use crate::store::user_data::{self, Conversation, MemoryFilter, MessageStatus, NewMessage, OpenedConversation};
-
-/// Most memory records given to the model per turn, and most characters of them.
-const MEMORY_RECORDS: u64 = 8;
-const MEMORY_CHARS: usize = 4_000;
-/// Longest accepted user message, in bytes.
-const MAX_MESSAGE_BYTES: usize = 256 * 1024;
+use crate::store::agents::Agent;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -165,63 +156,7 @@ async fn chat_completions(
     turn(state, caller, Format::OpenAi, None, body).await
 }
 
-/// A conversation id: 1–128 of `A-Za-z0-9_-`.
-fn validate_conversation_id(id: &str) -> Result<()> {
-    let ok =
-        !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::invalid_field(
-            "conversation_id",
-            "must be 1 to 128 characters of A-Z, a-z, 0-9, '_' or '-'",
-        ))
-    }
-}
-
-/// The model behind an agent: `echo`, or its provider with the key decrypted for this call.
-async fn resolve_model(state: &AppState, agent: &Agent) -> Result<Model> {
-    let choice = &agent.model.0;
-    if choice.provider == AgentModel::ECHO {
-        return Ok(Model::Echo);
-    }
-    let provider = providers::find_by_name(state.db(), agent.application_id, &choice.provider)
-        .await?
-        .ok_or_else(|| Error::Upstream(format!("the agent's provider `{}` no longer exists", choice.provider)))?;
-    if !state.settings().provider_hosts.allows_url(&provider.base_url) {
-        tracing::warn!(provider.id = %provider.id, "provider host is not in CONFIDANT_PROVIDER_ALLOWED_HOSTS");
-        return Err(Error::Upstream(
-            "the provider's host is not allowed by this server's configuration".into(),
-        ));
-    }
-    let api_key = match &provider.api_key_encrypted {
-        Some(sealed) => {
-            let bytes = state
-                .master_key()
-                .open(&seal_context(provider.application_id, provider.id), sealed)
-                .map_err(Error::internal)?;
-            Some(String::from_utf8(bytes).map_err(Error::internal)?)
-        }
-        None => None,
-    };
-    Ok(Model::OpenAiCompatible(ProviderCall {
-        client: state.http().clone(),
-        url: format!("{}/chat/completions", provider.base_url.trim_end_matches('/')),
-        api_key,
-        model: choice.model.clone().unwrap_or_default(),
-        temperature: choice.temperature,
-        max_tokens: choice.max_tokens,
-        idle_timeout: state.settings().provider_idle_timeout,
-    }))
-}
-
-/// Where a turn's reply goes: the user's conversation, or nowhere (stateless).
-struct ReplySink {
-    scope: AgentScope,
-    conversation: Conversation,
-    reply_id: Uuid,
-}
-
+/// One turn: the body parsed in its format, the turn service run, its events encoded.
 async fn turn(
     state: AppState,
     caller: Caller,
@@ -231,351 +166,115 @@ async fn turn(
 ) -> Result<Response> {
     let request: TurnRequest = format.parse(body)?;
     let stream = stream_param.or(request.stream).unwrap_or(format.streams_by_default());
-    for message in &request.user_messages {
-        if message.content.len() > MAX_MESSAGE_BYTES {
-            return Err(Error::invalid_field(
-                "messages",
-                format!("a message may be at most {MAX_MESSAGE_BYTES} bytes"),
-            ));
-        }
-    }
-    if let Some(id) = &request.conversation_id {
-        validate_conversation_id(id)?;
-    }
-    let external_id = request
-        .conversation_id
-        .clone()
-        .unwrap_or_else(|| Uuid::now_v7().to_string());
-    let reply_id = Uuid::now_v7();
-
-    let (agent, prompt, sink) = match caller {
-        Caller::User(scope) => {
-            let agent = scope.agent().clone();
-            let (conversation, last_seq) = store_user_messages(&state, &scope, &external_id, &request).await?;
-            let use_memory = agent.memory && request.memory != Some(false);
-            let query_text = request
-                .user_messages
-                .last()
-                .map(|m| m.content.as_str())
-                .unwrap_or_default();
-            let context = Context {
-                conversation: &conversation,
-                up_to: last_seq,
-                use_memory,
-                query_text,
-            };
-            let prompt = build_prompt(&state, &scope, &agent, context).await?;
-            (
-                agent,
-                prompt,
-                Some(ReplySink {
-                    scope,
-                    conversation,
-                    reply_id,
-                }),
-            )
-        }
-        Caller::Stateless { agent, .. } => {
-            let mut prompt = instructions(&agent);
-            prompt.extend(request.history.iter().map(|m: &ClientMessage| PromptMessage {
-                role: m.role,
-                content: m.content.clone(),
-            }));
-            (agent, prompt, None)
-        }
+    let caller = match caller {
+        Caller::User(scope) => TurnCaller::User(scope),
+        Caller::Stateless { agent, .. } => TurnCaller::Stateless(agent),
     };
-
-    // Start the model before answering: a provider that refuses is an ordinary 502, and the user
-    // message stays stored with no assistant message.
-    let model = resolve_model(&state, &agent).await?;
-    let events = model.start(&prompt).await.map_err(|e| Error::Upstream(e.0))?;
-
-    let meta = TurnMeta {
-        conversation_id: external_id.clone(),
-        message_id: reply_id.to_string(),
-        model: model.name().to_owned(),
+    // A stream whose client leaves stops the model; a request waiting for the whole answer gets
+    // it stored even if it goes away.
+    let detach = if stream { Detach::Stop } else { Detach::Finish };
+    let turn = turn::start(&state, caller, request, detach).await?;
+    let encoder = format.encoder(TurnMeta {
+        conversation_id: turn.conversation_id.clone(),
+        message_id: turn.reply_id.to_string(),
+        model: turn.model.clone(),
         created: chrono::Utc::now().timestamp(),
-    };
-    let encoder = format.encoder(meta);
-    let conversation_header = HeaderValue::from_str(&external_id).map_err(Error::internal)?;
-    let task = TurnTask {
-        state: state.clone(),
-        sink,
-    };
-
-    if stream {
-        let content_type = encoder.content_type();
-        let extra = encoder.stream_headers();
-        let (frames_tx, frames_rx) = mpsc::channel::<Result<String, std::io::Error>>(32);
-        tokio::spawn(task.stream(events, encoder, frames_tx, state.settings().keepalive_interval));
-        let body = futures_util::stream::unfold(
-            frames_rx,
-            |mut rx| async move { rx.recv().await.map(|frame| (frame, rx)) },
-        );
-        let mut response = Response::new(Body::from_stream(body));
-        let h = response.headers_mut();
-        h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-        h.insert(
-            HeaderName::from_static("x-accel-buffering"),
-            HeaderValue::from_static("no"),
-        );
-        h.insert(HeaderName::from_static("x-conversation-id"), conversation_header);
-        for (name, value) in extra {
-            h.insert(HeaderName::from_static(name), HeaderValue::from_static(value));
-        }
-        Ok(response)
+    });
+    let conversation_header = HeaderValue::from_str(&turn.conversation_id).map_err(Error::internal)?;
+    let mut response = if stream {
+        streamed(turn.events, encoder, state.settings().keepalive_interval)
     } else {
-        let (done_tx, done_rx) = oneshot::channel();
-        // Run in its own task so the reply is stored even if this request is dropped.
-        tokio::spawn(task.whole(events, done_tx));
-        let (text, outcome) = done_rx.await.map_err(Error::internal)?;
-        match outcome {
-            Outcome::Complete { reason, usage } => {
-                let mut response = axum::Json(encoder.whole(&text, reason, usage)).into_response();
-                response
-                    .headers_mut()
-                    .insert(HeaderName::from_static("x-conversation-id"), conversation_header);
-                Ok(response)
-            }
-            Outcome::Failed(message) => Err(Error::Upstream(message)),
-        }
-    }
-}
-
-/// Opens (or starts) the user's conversation and appends the messages it has not stored yet;
-/// returns the conversation and the sequence number of the last message this turn stored.
-async fn store_user_messages(
-    state: &AppState,
-    scope: &AgentScope,
-    external_id: &str,
-    request: &TurnRequest,
-) -> Result<(Conversation, Option<i64>)> {
-    let title = request
-        .user_messages
-        .last()
-        .map(|m| m.content.chars().take(80).collect::<String>());
-    let conversation = match user_data::open_conversation(state.db(), scope, external_id, title.as_deref()).await? {
-        OpenedConversation::Existing(c) | OpenedConversation::Created(c) => c,
-        OpenedConversation::OtherAgent => {
-            return Err(Error::Conflict(
-                "this conversation id is already used with another agent".into(),
-            ));
-        }
+        whole(turn.events, encoder).await?
     };
-    let new: Vec<NewMessage> = request
-        .user_messages
-        .iter()
-        .map(|m| NewMessage {
-            id: Uuid::now_v7(),
-            role: "user",
-            content: m.content.clone(),
-            status: MessageStatus::Complete,
-            client_id: m.client_id.clone(),
-        })
-        .collect();
-    let stored = user_data::append_messages(state.db(), scope, &conversation, &new).await?;
-    Ok((conversation, stored.last().map(|m| m.seq)))
+    response
+        .headers_mut()
+        .insert(HeaderName::from_static("x-conversation-id"), conversation_header);
+    Ok(response)
 }
 
-fn instructions(agent: &Agent) -> Vec<PromptMessage> {
-    if agent.instructions.trim().is_empty() {
-        Vec::new()
-    } else {
-        vec![PromptMessage {
-            role: "system",
-            content: agent.instructions.clone(),
-        }]
+/// The turn's events as the format's stream, with keep-alive comments while the model is silent.
+fn streamed(events: mpsc::Receiver<ModelEvent>, encoder: Box<dyn Encoder>, keepalive: Duration) -> Response {
+    let content_type = encoder.content_type();
+    let extra = encoder.stream_headers();
+    let frames = Frames {
+        events,
+        encoder,
+        keepalive,
+        started: false,
+        ended: false,
+    };
+    let body = futures_util::stream::unfold(frames, |mut frames| async move {
+        let frame = frames.next().await?;
+        Some((frame, frames))
+    });
+    let mut response = Response::new(Body::from_stream(body));
+    let h = response.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    h.insert(
+        HeaderName::from_static("x-accel-buffering"),
+        HeaderValue::from_static("no"),
+    );
+    for (name, value) in extra {
+        h.insert(HeaderName::from_static(name), HeaderValue::from_static(value));
     }
+    response
 }
 
-/// The model's context: instructions, then relevant memory, then the conversation's history.
-/// What a user turn's prompt is built from.
-struct Context<'a> {
-    conversation: &'a Conversation,
-    /// The history ends at this turn's last message (later turns of concurrent calls stay out).
-    up_to: Option<i64>,
-    use_memory: bool,
-    /// The text memory is searched with.
-    query_text: &'a str,
+/// The frames of a streamed reply, one per event.
+struct Frames {
+    events: mpsc::Receiver<ModelEvent>,
+    encoder: Box<dyn Encoder>,
+    keepalive: Duration,
+    started: bool,
+    ended: bool,
 }
 
-async fn build_prompt(
-    state: &AppState,
-    scope: &AgentScope,
-    agent: &Agent,
-    context: Context<'_>,
-) -> Result<Vec<PromptMessage>> {
-    let Context {
-        conversation,
-        up_to,
-        use_memory,
-        query_text,
-    } = context;
-    let mut prompt = instructions(agent);
-    if use_memory {
-        let terms = user_data::search_terms(query_text);
-        let memories = user_data::search_memories(
-            state.db(),
-            scope.user(),
-            MemoryFilter::AgentOrShared(agent.id),
-            &terms,
-            MEMORY_RECORDS,
-        )
-        .await?;
-        if !memories.is_empty() {
-            let mut text = String::from("What you know about the user:");
-            for memory in memories {
-                if text.len() + memory.content.len() + 3 > MEMORY_CHARS {
-                    break;
-                }
-                text.push_str("\n- ");
-                text.push_str(&memory.content);
-            }
-            prompt.push(PromptMessage {
-                role: "system",
-                content: text,
-            });
+impl Frames {
+    async fn next(&mut self) -> Option<std::io::Result<String>> {
+        if self.ended {
+            return None;
         }
-    }
-    let history = user_data::recent_messages(
-        state.db(),
-        scope,
-        conversation,
-        up_to,
-        state.settings().history_messages,
-    )
-    .await?;
-    for message in history {
-        let role = match message.role.as_str() {
-            "assistant" => "assistant",
-            "system" => "system",
-            "tool" => "tool",
-            _ => "user",
-        };
-        prompt.push(PromptMessage {
-            role,
-            content: message.content,
-        });
-    }
-    Ok(prompt)
-}
-
-/// Owns one turn's reply: pulls the model's events and stores the assistant message at the end.
-struct TurnTask {
-    state: AppState,
-    sink: Option<ReplySink>,
-}
-
-type Frames = mpsc::Sender<Result<String, std::io::Error>>;
-
-impl TurnTask {
-    async fn store(&self, text: String, complete: bool) {
-        let end = if complete {
-            crate::metrics::ReplyEnd::Complete
-        } else {
-            crate::metrics::ReplyEnd::Incomplete
-        };
-        self.state.metrics().observe_reply(end);
-        let Some(sink) = &self.sink else { return };
-        let message = NewMessage {
-            id: sink.reply_id,
-            role: "assistant",
-            content: text,
-            status: if complete {
-                MessageStatus::Complete
-            } else {
-                MessageStatus::Incomplete
+        if !self.started {
+            self.started = true;
+            return Some(Ok(self.encoder.start()));
+        }
+        let event = match self.encoder.keep_alive() {
+            Some(comment) => match tokio::time::timeout(self.keepalive, self.events.recv()).await {
+                Ok(event) => event,
+                Err(_) => return Some(Ok(comment.to_owned())),
             },
-            client_id: Some(sink.reply_id.to_string()),
+            None => self.events.recv().await,
         };
-        if let Err(error) =
-            user_data::append_messages(self.state.db(), &sink.scope, &sink.conversation, &[message]).await
-        {
-            tracing::error!(%error, "could not store the assistant's reply");
-        }
-    }
-
-    async fn whole(self, mut events: ModelStream, done: oneshot::Sender<(String, Outcome)>) {
-        let mut text = String::new();
-        let outcome = loop {
-            match events.next().await {
-                Some(ModelEvent::Delta(delta)) => text.push_str(&delta),
-                Some(ModelEvent::Finish { reason, usage }) => break Outcome::Complete { reason, usage },
-                Some(ModelEvent::Error(message)) => break Outcome::Failed(message),
-                None => break Outcome::Failed("the model ended without finishing".into()),
+        let event = event.unwrap_or_else(|| ModelEvent::Error("the reply ended without finishing".into()));
+        Some(match event {
+            ModelEvent::Delta(delta) => Ok(self.encoder.delta(&delta)),
+            ModelEvent::Finish { reason, usage } => {
+                self.ended = true;
+                Ok(self.encoder.finish(reason, usage))
             }
-        };
-        self.store(text.clone(), matches!(outcome, Outcome::Complete { .. }))
-            .await;
-        let _ = done.send((text, outcome));
-    }
-
-    async fn stream(
-        self,
-        mut events: ModelStream,
-        mut encoder: Box<dyn Encoder>,
-        frames: Frames,
-        keepalive: std::time::Duration,
-    ) {
-        let mut text = String::new();
-        if frames.send(Ok(encoder.start())).await.is_err() {
-            return self.store(text, false).await;
-        }
-        let mut quiet_until = Instant::now() + keepalive;
-        loop {
-            let event = tokio::select! {
-                // The client went away: stop pulling from the model at once (dropping the stream
-                // closes the upstream connection).
-                () = frames.closed() => {
-                    drop(events);
-                    return self.store(text, false).await;
-                }
-                () = sleep_until(quiet_until), if encoder.keep_alive().is_some() => {
-                    quiet_until = Instant::now() + keepalive;
-                    let comment = encoder.keep_alive().unwrap_or_default().to_owned();
-                    if frames.send(Ok(comment)).await.is_err() {
-                        drop(events);
-                        return self.store(text, false).await;
-                    }
-                    continue;
-                }
-                event = events.next() => event,
-            };
-            quiet_until = Instant::now() + keepalive;
-            match event {
-                Some(ModelEvent::Delta(delta)) => {
-                    let frame = encoder.delta(&delta);
-                    text.push_str(&delta);
-                    if frames.send(Ok(frame)).await.is_err() {
-                        drop(events);
-                        return self.store(text, false).await;
-                    }
-                }
-                Some(ModelEvent::Finish { reason, usage }) => {
-                    // Stored before the stream ends, so a client that saw the end can read it back.
-                    self.store(text, true).await;
-                    let _ = frames.send(Ok(encoder.finish(reason, usage))).await;
-                    return;
-                }
-                Some(ModelEvent::Error(message)) => return self.fail(text, &message, encoder.as_mut(), &frames).await,
-                None => {
-                    return self
-                        .fail(text, "the model ended without finishing", encoder.as_mut(), &frames)
-                        .await;
-                }
+            ModelEvent::Error(message) => {
+                self.ended = true;
+                // No error event in this format: abort the body so the client sees a failed read.
+                self.encoder
+                    .error(&message)
+                    .ok_or_else(|| std::io::Error::other("the model failed"))
             }
-        }
+        })
     }
+}
 
-    async fn fail(self, text: String, message: &str, encoder: &mut dyn Encoder, frames: &Frames) {
-        tracing::warn!(message, "the model failed mid-stream");
-        self.store(text, false).await;
-        let frame = match encoder.error(message) {
-            Some(frame) => Ok(frame),
-            // No error event in this format: abort the body so the client sees a failed read.
-            None => Err(std::io::Error::other("the model failed")),
-        };
-        let _ = frames.send(frame).await;
+/// The whole reply as one JSON body, once the model has finished.
+async fn whole(mut events: mpsc::Receiver<ModelEvent>, encoder: Box<dyn Encoder>) -> Result<Response> {
+    let mut text = String::new();
+    loop {
+        match events.recv().await {
+            Some(ModelEvent::Delta(delta)) => text.push_str(&delta),
+            Some(ModelEvent::Finish { reason, usage }) => {
+                return Ok(axum::Json(encoder.whole(&text, reason, usage)).into_response());
+            }
+            Some(ModelEvent::Error(message)) => return Err(Error::Upstream(message)),
+            None => return Err(Error::Upstream("the model ended without finishing".into())),
+        }
     }
 }

@@ -17,7 +17,7 @@ use crate::auth::extract::{ACL_ADMIN, ACL_COMPLETIONS, Principal};
 use crate::auth::{new_api_key, new_authentication_secret};
 use crate::crypto::MASTER_KEY_VERSION;
 use crate::error::{Error, Result};
-use crate::store::keys::{self, ApiKey, AuthenticationKey, authentication_key_seal_context};
+use crate::store::keys::{self, ApiKey, AuthenticationKey};
 use crate::store::{agents, now_micros};
 
 /// Most agents one key may list.
@@ -159,9 +159,7 @@ async fn create_authentication_key(
         application_id: app_id,
         name,
         agent_ids: agent_ids.map(SqlJson),
-        secret_encrypted: state
-            .master_key()
-            .seal(&authentication_key_seal_context(app_id, id), secret.as_bytes()),
+        secret_encrypted: keys::seal_secret(state.master_key(), app_id, id, &secret),
         master_key_version: MASTER_KEY_VERSION,
         created_at: now_micros(),
         last_used_at: None,
@@ -424,11 +422,7 @@ async fn mint_user_token(
         .await?
         .filter(|k| k.application_id == app_id)
         .ok_or_else(|| Error::not_found("authentication key"))?;
-    let secret = state
-        .master_key()
-        .open(&authentication_key_seal_context(app_id, key_id), &key.secret_encrypted)
-        .map_err(Error::internal)?;
-    let secret = String::from_utf8(secret).map_err(Error::internal)?;
+    let secret = keys::open_secret(state.master_key(), &key).map_err(Error::internal)?;
     let token = crate::auth::mint_user_token(
         &key_id.to_string(),
         &secret,

@@ -16,7 +16,7 @@ use crate::auth::extract::Principal;
 use crate::error::{Error, Result};
 use crate::store::agents::AgentModel;
 use crate::store::now_micros;
-use crate::store::providers::{self, Provider, ProviderChanges, seal_context};
+use crate::store::providers::{self, Provider, ProviderChanges, seal_api_key};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -155,7 +155,7 @@ async fn create_provider(
     let api_key_encrypted = match &body.api_key {
         Some(key) => {
             validate_api_key(key)?;
-            Some(state.master_key().seal(&seal_context(app_id, id), key.as_bytes()))
+            Some(seal_api_key(state.master_key(), app_id, id, key))
         }
         None => None,
     };
@@ -232,11 +232,7 @@ async fn update_provider(
         Some(None) => Some(None),
         Some(Some(key)) => {
             validate_api_key(&key)?;
-            Some(Some(
-                state
-                    .master_key()
-                    .seal(&seal_context(app_id, provider_id), key.as_bytes()),
-            ))
+            Some(Some(seal_api_key(state.master_key(), app_id, provider_id, &key)))
         }
     };
     let changes = ProviderChanges {

@@ -6,6 +6,8 @@ use uuid::Uuid;
 
 use super::schema::{ApiKeys, AuthenticationKeys};
 use super::{Db, Json, PageRequest, StoreResult};
+use crate::crypto::MasterKey;
+use crate::error::BoxError;
 
 #[derive(Debug, Clone)]
 pub struct AuthenticationKey {
@@ -42,9 +44,21 @@ const AUTH_KEY_COLUMNS: [AuthenticationKeys; 8] = [
     AuthenticationKeys::LastUsedAt,
 ];
 
-/// The context an authentication key's secret is sealed under.
-pub fn authentication_key_seal_context(app_id: Uuid, key_id: Uuid) -> String {
+/// The context an authentication key's secret is sealed under: a ciphertext moved to another row
+/// won't open.
+fn seal_context(app_id: Uuid, key_id: Uuid) -> String {
     format!("confidant/authentication-key/{app_id}/{key_id}")
+}
+
+/// An authentication key's secret, sealed under the master key for its row.
+pub fn seal_secret(master_key: &MasterKey, app_id: Uuid, key_id: Uuid, secret: &str) -> Vec<u8> {
+    master_key.seal(&seal_context(app_id, key_id), secret.as_bytes())
+}
+
+/// The key's secret, opened to verify or sign tokens with it.
+pub fn open_secret(master_key: &MasterKey, key: &AuthenticationKey) -> Result<String, BoxError> {
+    let bytes = master_key.open(&seal_context(key.application_id, key.id), &key.secret_encrypted)?;
+    Ok(String::from_utf8(bytes)?)
 }
 
 fn agent_ids_value(agent_ids: &Option<Json<Vec<Uuid>>>) -> sea_query::Value {

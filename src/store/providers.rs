@@ -5,6 +5,8 @@ use uuid::Uuid;
 
 use super::schema::Providers;
 use super::{Db, PageRequest, StoreResult, now_micros};
+use crate::crypto::MasterKey;
+use crate::error::BoxError;
 
 #[derive(Debug, Clone)]
 pub struct Provider {
@@ -41,8 +43,22 @@ const COLUMNS: [Providers; 8] = [
 ];
 
 /// The context a provider's API key is sealed under: a ciphertext moved to another row won't open.
-pub fn seal_context(app_id: Uuid, provider_id: Uuid) -> String {
+fn seal_context(app_id: Uuid, provider_id: Uuid) -> String {
     format!("confidant/provider-api-key/{app_id}/{provider_id}")
+}
+
+/// A provider's API key, sealed under the master key for its row.
+pub fn seal_api_key(master_key: &MasterKey, app_id: Uuid, provider_id: Uuid, api_key: &str) -> Vec<u8> {
+    master_key.seal(&seal_context(app_id, provider_id), api_key.as_bytes())
+}
+
+/// The provider's API key, opened for one call (`None` if it has none).
+pub fn open_api_key(master_key: &MasterKey, provider: &Provider) -> Result<Option<String>, BoxError> {
+    let Some(sealed) = &provider.api_key_encrypted else {
+        return Ok(None);
+    };
+    let bytes = master_key.open(&seal_context(provider.application_id, provider.id), sealed)?;
+    Ok(Some(String::from_utf8(bytes)?))
 }
 
 pub async fn create(db: &Db, provider: &Provider) -> StoreResult<()> {

@@ -1,0 +1,305 @@
+//! The completion turn, as a service of its own: the HTTP handler parses the client's body into a
+//! `TurnRequest`, calls `start`, and encodes the events of the `Turn` it gets back.
+//!
+//! `start` stores the user's messages (before the model is called), builds the model's context,
+//! resolves and starts the model (a provider that refuses is an ordinary error, before any reply
+//! begins), then hands the model's stream to a task of its own. That task owns the reply: it
+//! forwards each event to the `Turn`'s receiver and stores the assistant message when the model
+//! finishes, fails, or the receiver goes away (as `incomplete`), so nothing is lost and nothing is
+//! half-written. Because the task, not the request, owns the reply, a reply can outlive its
+//! request (`Detach::Finish`); the turn loop of tools will run inside the same task.
+
+use std::sync::Arc;
+
+use futures_util::StreamExt;
+use tokio::sync::mpsc;
+use uuid::Uuid;
+
+use super::context::{self, Context};
+use super::formats::TurnRequest;
+use super::models::{Model, ModelStream, ProviderCall};
+use super::{ModelEvent, PromptMessage};
+use crate::AppState;
+use crate::error::{Error, Result};
+use crate::metrics::ReplyEnd;
+use crate::scope::AgentScope;
+use crate::store::agents::{Agent, AgentModel};
+use crate::store::providers;
+use crate::store::user_data::{self, Conversation, MessageStatus, NewMessage, OpenedConversation};
+
+/// Longest accepted user message, in bytes.
+const MAX_MESSAGE_BYTES: usize = 256 * 1024;
+/// Events buffered between the turn's task and its reader.
+const EVENT_BUFFER: usize = 32;
+
+/// Who takes the turn.
+pub enum TurnCaller {
+    /// An end user: the turn is stored in their conversation with the scope's agent.
+    User(AgentScope),
+    /// A server with a `completions` API key: the client sends the whole context, nothing is
+    /// stored.
+    Stateless(Arc<Agent>),
+}
+
+/// What the turn does when its reader goes away before the reply ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Detach {
+    /// Stop the model at once and store what was produced as `incomplete` (a stream whose
+    /// client left).
+    Stop,
+    /// Let the model finish and store the whole reply (a request waiting for the whole answer).
+    Finish,
+}
+
+/// A turn whose model has started: its facts, and its events until `Finish` or `Error`.
+pub struct Turn {
+    /// The conversation's id as the client knows it.
+    pub conversation_id: String,
+    /// The id the assistant message has (or would have, stateless).
+    pub reply_id: Uuid,
+    /// What to report as the model (`echo`, or the provider's model id).
+    pub model: String,
+    pub events: mpsc::Receiver<ModelEvent>,
+}
+
+/// Starts a turn: stores the user's messages, builds the context, starts the model, and leaves
+/// the reply to a task of its own.
+pub async fn start(state: &AppState, caller: TurnCaller, request: TurnRequest, detach: Detach) -> Result<Turn> {
+    for message in &request.user_messages {
+        if message.content.len() > MAX_MESSAGE_BYTES {
+            return Err(Error::invalid_field(
+                "messages",
+                format!("a message may be at most {MAX_MESSAGE_BYTES} bytes"),
+            ));
+        }
+    }
+    if let Some(id) = &request.conversation_id {
+        validate_conversation_id(id)?;
+    }
+    let conversation_id = request
+        .conversation_id
+        .clone()
+        .unwrap_or_else(|| Uuid::now_v7().to_string());
+    let reply_id = Uuid::now_v7();
+
+    let (agent, prompt, sink) = match caller {
+        TurnCaller::User(scope) => {
+            let (conversation, last_seq) = store_user_messages(state, &scope, &conversation_id, &request).await?;
+            let context = Context {
+                conversation: &conversation,
+                up_to: last_seq,
+                use_memory: scope.agent().memory && request.memory != Some(false),
+                query_text: request
+                    .user_messages
+                    .last()
+                    .map(|m| m.content.as_str())
+                    .unwrap_or_default(),
+            };
+            let prompt = context::build(state, &scope, context).await?;
+            let agent = scope.agent().clone();
+            (
+                agent,
+                prompt,
+                Some(Reply {
+                    scope,
+                    conversation,
+                    id: reply_id,
+                }),
+            )
+        }
+        TurnCaller::Stateless(agent) => {
+            let mut prompt = context::instructions(&agent);
+            prompt.extend(request.history.iter().map(|m| PromptMessage {
+                role: m.role,
+                content: m.content.clone(),
+            }));
+            (agent, prompt, None)
+        }
+    };
+
+    // Start the model before answering: a provider that refuses is an ordinary 502, and the user
+    // message stays stored with no assistant message.
+    let model = resolve_model(state, &agent).await?;
+    let stream = model.start(&prompt).await.map_err(|e| Error::Upstream(e.0))?;
+    let (events, receiver) = mpsc::channel(EVENT_BUFFER);
+    let task = ReplyTask {
+        state: state.clone(),
+        reply: sink,
+        events,
+        detach,
+    };
+    tokio::spawn(task.run(stream));
+    Ok(Turn {
+        conversation_id,
+        reply_id,
+        model: model.name().to_owned(),
+        events: receiver,
+    })
+}
+
+/// A conversation id: 1–128 of `A-Za-z0-9_-`.
+fn validate_conversation_id(id: &str) -> Result<()> {
+    let ok =
+        !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::invalid_field(
+            "conversation_id",
+            "must be 1 to 128 characters of A-Z, a-z, 0-9, '_' or '-'",
+        ))
+    }
+}
+
+/// Opens (or starts) the user's conversation and appends the messages it has not stored yet;
+/// returns the conversation and the sequence number of the last message this turn stored.
+async fn store_user_messages(
+    state: &AppState,
+    scope: &AgentScope,
+    conversation_id: &str,
+    request: &TurnRequest,
+) -> Result<(Conversation, Option<i64>)> {
+    let title = request
+        .user_messages
+        .last()
+        .map(|m| m.content.chars().take(80).collect::<String>());
+    let conversation = match user_data::open_conversation(state.db(), scope, conversation_id, title.as_deref()).await? {
+        OpenedConversation::Existing(c) | OpenedConversation::Created(c) => c,
+        OpenedConversation::OtherAgent => {
+            return Err(Error::Conflict(
+                "this conversation id is already used with another agent".into(),
+            ));
+        }
+    };
+    let new: Vec<NewMessage> = request
+        .user_messages
+        .iter()
+        .map(|m| NewMessage {
+            id: Uuid::now_v7(),
+            role: "user",
+            content: m.content.clone(),
+            status: MessageStatus::Complete,
+            client_id: m.client_id.clone(),
+        })
+        .collect();
+    let stored = user_data::append_messages(state.db(), scope, &conversation, &new).await?;
+    Ok((conversation, stored.last().map(|m| m.seq)))
+}
+
+/// The model behind an agent: `echo`, or its provider with the key decrypted for this call.
+async fn resolve_model(state: &AppState, agent: &Agent) -> Result<Model> {
+    let choice = &agent.model.0;
+    if choice.provider == AgentModel::ECHO {
+        return Ok(Model::Echo);
+    }
+    let provider = providers::find_by_name(state.db(), agent.application_id, &choice.provider)
+        .await?
+        .ok_or_else(|| Error::Upstream(format!("the agent's provider `{}` no longer exists", choice.provider)))?;
+    if !state.settings().provider_hosts.allows_url(&provider.base_url) {
+        tracing::warn!(provider.id = %provider.id, "provider host is not in CONFIDANT_PROVIDER_ALLOWED_HOSTS");
+        return Err(Error::Upstream(
+            "the provider's host is not allowed by this server's configuration".into(),
+        ));
+    }
+    let api_key = providers::open_api_key(state.master_key(), &provider).map_err(Error::internal)?;
+    Ok(Model::OpenAiCompatible(ProviderCall {
+        client: state.http().clone(),
+        url: format!("{}/chat/completions", provider.base_url.trim_end_matches('/')),
+        api_key,
+        model: choice.model.clone().unwrap_or_default(),
+        temperature: choice.temperature,
+        max_tokens: choice.max_tokens,
+        idle_timeout: state.settings().provider_idle_timeout,
+    }))
+}
+
+/// Where a user turn's reply is stored.
+struct Reply {
+    scope: AgentScope,
+    conversation: Conversation,
+    id: Uuid,
+}
+
+/// Owns one turn's reply: pulls the model's events, forwards them, stores the assistant message.
+struct ReplyTask {
+    state: AppState,
+    reply: Option<Reply>,
+    events: mpsc::Sender<ModelEvent>,
+    detach: Detach,
+}
+
+impl ReplyTask {
+    async fn run(self, mut stream: ModelStream) {
+        let mut text = String::new();
+        let mut reader = true;
+        loop {
+            let event = if reader {
+                tokio::select! {
+                    // The reader went away while the model was silent.
+                    () = self.events.closed() => {
+                        reader = false;
+                        if self.detach == Detach::Stop {
+                            // Dropping the stream closes the upstream connection.
+                            drop(stream);
+                            return self.store(text, false).await;
+                        }
+                        continue;
+                    }
+                    event = stream.next() => event,
+                }
+            } else {
+                stream.next().await
+            };
+            let event = event.unwrap_or_else(|| ModelEvent::Error("the model ended without finishing".into()));
+            match &event {
+                ModelEvent::Delta(delta) => text.push_str(delta),
+                ModelEvent::Finish { .. } => {
+                    // Stored before the reader hears the end, so a client that saw it can read
+                    // the reply back.
+                    self.store(text, true).await;
+                    let _ = self.events.send(event).await;
+                    return;
+                }
+                ModelEvent::Error(message) => {
+                    tracing::warn!(message, "the model failed mid-reply");
+                    self.store(text, false).await;
+                    let _ = self.events.send(event).await;
+                    return;
+                }
+            }
+            if reader && self.events.send(event).await.is_err() {
+                reader = false;
+                if self.detach == Detach::Stop {
+                    drop(stream);
+                    return self.store(text, false).await;
+                }
+            }
+        }
+    }
+
+    async fn store(&self, text: String, complete: bool) {
+        let end = if complete {
+            ReplyEnd::Complete
+        } else {
+            ReplyEnd::Incomplete
+        };
+        self.state.metrics().observe_reply(end);
+        let Some(reply) = &self.reply else { return };
+        let message = NewMessage {
+            id: reply.id,
+            role: "assistant",
+            content: text,
+            status: if complete {
+                MessageStatus::Complete
+            } else {
+                MessageStatus::Incomplete
+            },
+            client_id: Some(reply.id.to_string()),
+        };
+        if let Err(error) =
+            user_data::append_messages(self.state.db(), &reply.scope, &reply.conversation, &[message]).await
+        {
+            tracing::error!(%error, "could not store the assistant's reply");
+        }
+    }
+}
