@@ -18,7 +18,7 @@ fn bench(c: &mut Criterion) {
     let master = MasterKey::from_bytes(&[7; 32]);
     let support::Fixture { db, key_id, secret, .. } = runtime.block_on(support::fixture(dir.path(), &master));
     let kid = key_id.to_string();
-    let cache = AuthenticationKeyCache::default();
+    let cache = AuthenticationKeyCache::new(Duration::from_secs(60));
     let options = VerifyOptions {
         max_ttl: Duration::from_secs(7 * 86_400),
     };

@@ -4,7 +4,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use clap::Args;
+use clap::{Args, FromArgMatches};
+
+use crate::completions::egress::HostAllowlist;
 
 use crate::crypto::MasterKey;
 use crate::store::{self, Backend};
@@ -53,6 +55,14 @@ pub struct ServeArgs {
     #[arg(long, env = "CONFIDANT_ADMIN_PASSWORD", hide_env_values = true)]
     pub admin_password: Option<String>,
 
+    #[command(flatten)]
+    pub settings: Settings,
+}
+
+/// What the request handlers are tuned by: every field is a flag of `confidant serve` and an
+/// environment variable, with its default here and nowhere else.
+#[derive(Debug, Clone, Args)]
+pub struct Settings {
     /// Largest accepted request body, in bytes.
     #[arg(long, env = "CONFIDANT_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
     pub max_body_bytes: usize,
@@ -69,14 +79,20 @@ pub struct ServeArgs {
     #[arg(long, env = "CONFIDANT_REFRESH_TOKEN_TTL", default_value = "7d", value_parser = parse_duration)]
     pub refresh_token_ttl: Duration,
 
+    /// Longest an instance keeps using an authentication key it has cached, even if it missed the
+    /// notice of its deletion.
+    #[arg(long, env = "CONFIDANT_KEY_CACHE_TTL", default_value = "60s", value_parser = parse_duration)]
+    pub key_cache_ttl: Duration,
+
     /// Most messages of a conversation's history given to the model per turn.
     #[arg(long, env = "CONFIDANT_HISTORY_MESSAGES", default_value_t = 50)]
     pub history_messages: u64,
 
     /// Comma-separated hosts a provider's base_url may name: `api.openai.com`, `*.example.com`,
     /// `*`. Unset: any host (set it in production; see README).
-    #[arg(long, env = "CONFIDANT_PROVIDER_ALLOWED_HOSTS", value_delimiter = ',')]
-    pub provider_allowed_hosts: Vec<String>,
+    #[arg(long = "provider-allowed-hosts", env = "CONFIDANT_PROVIDER_ALLOWED_HOSTS", default_value = "",
+        value_parser = parse_host_allowlist)]
+    pub provider_hosts: HostAllowlist,
 
     /// Longest wait for a model provider to accept a connection.
     #[arg(long, env = "CONFIDANT_PROVIDER_CONNECT_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
@@ -91,6 +107,23 @@ pub struct ServeArgs {
     pub keepalive_interval: Duration,
 }
 
+impl Default for Settings {
+    /// The defaults of the flags above, whatever the environment says.
+    fn default() -> Self {
+        let mut command = Settings::augment_args(clap::Command::new("defaults"));
+        let ids: Vec<_> = command.get_arguments().map(|arg| arg.get_id().clone()).collect();
+        for id in ids {
+            command = command.mut_arg(id, |arg| arg.env(None));
+        }
+        let matches = command.get_matches_from(["defaults"]);
+        Settings::from_arg_matches(&matches).expect("the defaults parse")
+    }
+}
+
+fn parse_host_allowlist(text: &str) -> Result<HostAllowlist, String> {
+    Ok(HostAllowlist::new(text.split(',').map(str::to_owned)))
+}
+
 impl std::fmt::Debug for ServeArgs {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ServeArgs")
@@ -99,9 +132,8 @@ impl std::fmt::Debug for ServeArgs {
             .field("master_key", &self.master_key.as_ref().map(|_| "<redacted>"))
             .field("admin_email", &self.admin_email)
             .field("admin_password", &self.admin_password.as_ref().map(|_| "<redacted>"))
-            .field("max_body_bytes", &self.max_body_bytes)
-            .field("max_token_ttl", &self.max_token_ttl)
-            .finish_non_exhaustive()
+            .field("settings", &self.settings)
+            .finish()
     }
 }
 
@@ -207,5 +239,14 @@ mod tests {
         assert!(parse_duration("0s").is_err());
         assert!(parse_duration("1w").is_err());
         assert!(parse_duration("h").is_err());
+    }
+
+    #[test]
+    fn default_settings_are_the_flags_defaults() {
+        let settings = Settings::default();
+        assert_eq!(settings.max_body_bytes, 1024 * 1024);
+        assert_eq!(settings.key_cache_ttl, Duration::from_secs(60));
+        assert_eq!(settings.max_token_ttl, Duration::from_secs(7 * 86_400));
+        assert!(settings.provider_hosts.allows("any.example.com"));
     }
 }

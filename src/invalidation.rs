@@ -47,20 +47,20 @@ impl Invalidation {
 }
 
 /// Applies a change to this instance's caches.
-fn apply(state: &AppState, what: Invalidation) {
+async fn apply(state: &AppState, what: Invalidation) {
     match what {
-        Invalidation::AuthenticationKey(id) => state.user_keys().invalidate(id),
-        Invalidation::Agent(id) => state.agents().invalidate(id),
+        Invalidation::AuthenticationKey(id) => state.user_keys().invalidate(id).await,
+        Invalidation::Agent(id) => state.agents().invalidate(id).await,
         Invalidation::Application { app_id } => {
-            state.user_keys().invalidate_application(app_id);
-            state.agents().invalidate_application(app_id);
+            state.user_keys().invalidate_application(app_id).await;
+            state.agents().invalidate_application(app_id).await;
         }
     }
 }
 
 /// Applies a change here and tells the other instances.
 pub async fn publish(state: &AppState, what: Invalidation) {
-    apply(state, what);
+    apply(state, what).await;
     if let Some(pool) = state.db().postgres() {
         let sent = sqlx::query("SELECT pg_notify($1, $2)")
             .bind(CHANNEL)
@@ -100,7 +100,7 @@ pub fn spawn_listener(state: AppState) -> Option<tokio::task::JoinHandle<()>> {
                     Ok(Some(notice)) => match Invalidation::decode(notice.payload()) {
                         Some(what) => {
                             tracing::debug!(?what, "cache invalidation");
-                            apply(&state, what);
+                            apply(&state, what).await;
                         }
                         None => tracing::warn!(payload = notice.payload(), "unknown cache invalidation"),
                     },

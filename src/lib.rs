@@ -21,44 +21,9 @@ use tokio::net::TcpListener;
 use crate::auth::AccessTokens;
 use crate::auth::usage::KeyUsage;
 use crate::auth::user_token::{AuthenticationKeyCache, VerifyOptions};
-use crate::completions::egress::HostAllowlist;
+pub use crate::config::Settings;
 use crate::crypto::MasterKey;
 use crate::store::Db;
-
-/// Settings the request handlers need.
-#[derive(Debug, Clone)]
-pub struct Settings {
-    pub max_body_bytes: usize,
-    pub max_token_ttl: Duration,
-    pub access_token_ttl: Duration,
-    pub refresh_token_ttl: Duration,
-    /// Most messages of a conversation's history given to the model.
-    pub history_messages: u64,
-    /// Hosts a provider's `base_url` may name (empty: any).
-    pub provider_hosts: HostAllowlist,
-    /// Longest wait for a provider to connect and answer.
-    pub provider_connect_timeout: Duration,
-    /// Longest silence tolerated from a provider, before and between chunks.
-    pub provider_idle_timeout: Duration,
-    /// How often a stream sends a keep-alive comment while the model is silent.
-    pub keepalive_interval: Duration,
-}
-
-impl Default for Settings {
-    fn default() -> Self {
-        Self {
-            max_body_bytes: 1024 * 1024,
-            max_token_ttl: Duration::from_secs(7 * 86_400),
-            access_token_ttl: Duration::from_secs(3600),
-            refresh_token_ttl: Duration::from_secs(7 * 86_400),
-            history_messages: 50,
-            provider_hosts: HostAllowlist::default(),
-            provider_connect_timeout: Duration::from_secs(10),
-            provider_idle_timeout: Duration::from_secs(120),
-            keepalive_interval: Duration::from_secs(15),
-        }
-    }
-}
 
 /// Everything a request handler can reach. Cheap to clone.
 #[derive(Clone)]
@@ -85,7 +50,7 @@ impl AppState {
             master_key,
             access_tokens,
             usage: KeyUsage::default(),
-            user_keys: AuthenticationKeyCache::default(),
+            user_keys: AuthenticationKeyCache::new(settings.key_cache_ttl),
             agents: store::agents::AgentCache::default(),
             metrics: metrics::Metrics::default(),
             http,

@@ -4,9 +4,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use confidant::AppState;
 use confidant::config::{self, DatabaseArgs, ServeArgs};
 use confidant::store::Db;
-use confidant::{AppState, Settings};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
@@ -185,17 +185,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         }
         (None, None) => {}
     }
-    let settings = Settings {
-        max_body_bytes: args.max_body_bytes,
-        max_token_ttl: args.max_token_ttl,
-        access_token_ttl: args.access_token_ttl,
-        refresh_token_ttl: args.refresh_token_ttl,
-        history_messages: args.history_messages,
-        provider_hosts: confidant::completions::egress::HostAllowlist::new(args.provider_allowed_hosts.clone()),
-        provider_connect_timeout: args.provider_connect_timeout,
-        provider_idle_timeout: args.provider_idle_timeout,
-        keepalive_interval: args.keepalive_interval,
-    };
+    let settings = args.settings.clone();
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;

@@ -6,10 +6,8 @@
 //! so each failure gets its own contract code. Keys are decrypted once and kept in memory
 //! (`AuthenticationKeyCache`); deleting a key evicts it at once.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::FromRequestParts;
 use axum::http::HeaderMap;
@@ -25,6 +23,7 @@ use crate::AppState;
 use crate::crypto::MasterKey;
 use crate::error::{Error, Result};
 use crate::scope::{AgentAccess, UserScope, validate_sub};
+use crate::store::cache::RowCache;
 use crate::store::keys::{self, KeyTable};
 use crate::store::{Db, StoreResult};
 
@@ -34,7 +33,8 @@ pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
 pub const LEEWAY_SECONDS: i64 = 30;
 /// How long an unknown `kid` is remembered, so a flood of made-up ids does not reach the database.
 const UNKNOWN_KEY_TTL: Duration = Duration::from_secs(2);
-const MAX_UNKNOWN_KEYS: usize = 10_000;
+/// Most keys kept decrypted in memory.
+const MAX_CACHED_KEYS: u64 = 100_000;
 
 /// A decrypted authentication key, ready to verify signatures.
 pub struct VerifyingKey {
@@ -44,85 +44,57 @@ pub struct VerifyingKey {
     decoding: DecodingKey,
 }
 
-/// Decrypted authentication keys by id, loaded on first use.
-///
-/// A generation counter closes the race between a load and a delete: a load that started before
-/// an invalidation does not insert what it read.
-#[derive(Default)]
-pub struct AuthenticationKeyCache {
-    keys: RwLock<HashMap<Uuid, Arc<VerifyingKey>>>,
-    unknown: RwLock<HashMap<Uuid, Instant>>,
-    generation: AtomicU64,
-}
+/// Decrypted authentication keys by id, loaded on first use. Deleting a key evicts it at once
+/// (here, and on other instances through `invalidation`); `CONFIDANT_KEY_CACHE_TTL` bounds how long
+/// an instance that missed the notice keeps using it.
+pub struct AuthenticationKeyCache(RowCache<VerifyingKey>);
 
 impl AuthenticationKeyCache {
+    pub fn new(ttl: Duration) -> Self {
+        Self(RowCache::new(MAX_CACHED_KEYS, ttl, UNKNOWN_KEY_TTL))
+    }
+
     /// The live key with this id, from memory or the database.
     pub async fn get(&self, db: &Db, master_key: &MasterKey, id: Uuid) -> StoreResult<Option<Arc<VerifyingKey>>> {
-        if let Some(key) = self.keys.read().expect("key cache lock").get(&id) {
-            return Ok(Some(key.clone()));
-        }
-        if self
-            .unknown
-            .read()
-            .expect("key cache lock")
-            .get(&id)
-            .is_some_and(|at| at.elapsed() < UNKNOWN_KEY_TTL)
-        {
-            return Ok(None);
-        }
-        let generation = self.generation.load(Ordering::Acquire);
-        let Some(row) = keys::find_authentication_key(db, id).await? else {
-            let mut unknown = self.unknown.write().expect("key cache lock");
-            if unknown.len() >= MAX_UNKNOWN_KEYS {
-                unknown.clear();
-            }
-            unknown.insert(id, Instant::now());
-            return Ok(None);
-        };
-        let secret = keys::open_secret(master_key, &row).map_err(crate::store::StoreError::Other)?;
-        let agents = match row.agent_ids {
-            None => AgentAccess::All,
-            Some(ids) => {
-                let mut ids = ids.0;
-                ids.sort();
-                AgentAccess::Only(ids.into())
-            }
-        };
-        let key = Arc::new(VerifyingKey {
-            id: row.id,
-            application_id: row.application_id,
-            agents,
-            decoding: DecodingKey::from_secret(secret.as_bytes()),
-        });
-        let mut keys = self.keys.write().expect("key cache lock");
-        if self.generation.load(Ordering::Acquire) == generation {
-            keys.insert(id, key.clone());
-        }
-        Ok(Some(key))
+        self.0.get(id, || load_key(db, master_key, id)).await
     }
 
     /// Forgets a key (deleted, or changed): the next token naming it goes to the database.
-    pub fn invalidate(&self, id: Uuid) {
-        let mut keys = self.keys.write().expect("key cache lock");
-        self.generation.fetch_add(1, Ordering::AcqRel);
-        keys.remove(&id);
-        self.unknown.write().expect("key cache lock").remove(&id);
+    pub async fn invalidate(&self, id: Uuid) {
+        self.0.invalidate(id).await;
     }
 
     /// Forgets every key of an application (it was deleted).
-    pub fn invalidate_application(&self, app_id: Uuid) {
-        let mut keys = self.keys.write().expect("key cache lock");
-        self.generation.fetch_add(1, Ordering::AcqRel);
-        keys.retain(|_, key| key.application_id != app_id);
+    pub async fn invalidate_application(&self, app_id: Uuid) {
+        self.0.invalidate_where(|key| key.application_id == app_id).await;
     }
 
     /// Forgets everything (changes may have been missed).
     pub fn clear(&self) {
-        let mut keys = self.keys.write().expect("key cache lock");
-        self.generation.fetch_add(1, Ordering::AcqRel);
-        keys.clear();
-        self.unknown.write().expect("key cache lock").clear();
+        self.0.clear();
     }
+}
+
+/// Reads and decrypts one authentication key.
+async fn load_key(db: &Db, master_key: &MasterKey, id: Uuid) -> StoreResult<Option<VerifyingKey>> {
+    let Some(row) = keys::find_authentication_key(db, id).await? else {
+        return Ok(None);
+    };
+    let secret = keys::open_secret(master_key, &row).map_err(crate::store::StoreError::Other)?;
+    let agents = match row.agent_ids {
+        None => AgentAccess::All,
+        Some(ids) => {
+            let mut ids = ids.0;
+            ids.sort();
+            AgentAccess::Only(ids.into())
+        }
+    };
+    Ok(Some(VerifyingKey {
+        id: row.id,
+        application_id: row.application_id,
+        agents,
+        decoding: DecodingKey::from_secret(secret.as_bytes()),
+    }))
 }
 
 fn invalid(message: &str) -> Error {

@@ -5,6 +5,10 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::cache::RowCache;
 use super::schema::Agents;
 use super::{Db, Json, PageRequest, StoreResult, now_micros};
 
@@ -191,50 +195,45 @@ pub async fn delete(db: &Db, app_id: Uuid, id: Uuid) -> StoreResult<bool> {
 
 /// Agents by id, kept in memory for the data plane (every user request names an agent).
 ///
-/// Entries live a few seconds, so a change made through another server instance is seen soon;
-/// changes through this instance evict at once.
-#[derive(Default)]
-pub struct AgentCache {
-    entries: std::sync::RwLock<std::collections::HashMap<Uuid, (std::time::Instant, std::sync::Arc<Agent>)>>,
+/// Entries live a few seconds, so a change made through another instance is seen soon even if
+/// its notice (`invalidation`) is lost; changes through this instance evict at once.
+pub struct AgentCache(RowCache<Agent>);
+
+impl Default for AgentCache {
+    fn default() -> Self {
+        Self(RowCache::new(100_000, Duration::from_secs(5), Duration::from_secs(1)))
+    }
 }
 
 impl AgentCache {
-    const TTL: std::time::Duration = std::time::Duration::from_secs(5);
-    const MAX_ENTRIES: usize = 100_000;
-
     /// The agent, if it belongs to this application.
-    pub async fn get(&self, db: &Db, app_id: Uuid, id: Uuid) -> StoreResult<Option<std::sync::Arc<Agent>>> {
-        if let Some((at, agent)) = self.entries.read().expect("agent cache lock").get(&id)
-            && at.elapsed() < Self::TTL
-        {
-            return Ok((agent.application_id == app_id).then(|| agent.clone()));
-        }
-        let Some(agent) = find(db, app_id, id).await? else {
-            return Ok(None);
-        };
-        let agent = std::sync::Arc::new(agent);
-        let mut entries = self.entries.write().expect("agent cache lock");
-        if entries.len() >= Self::MAX_ENTRIES {
-            entries.clear();
-        }
-        entries.insert(id, (std::time::Instant::now(), agent.clone()));
-        Ok(Some(agent))
+    pub async fn get(&self, db: &Db, app_id: Uuid, id: Uuid) -> StoreResult<Option<Arc<Agent>>> {
+        let agent = self.0.get(id, || find_by_id(db, id)).await?;
+        Ok(agent.filter(|agent| agent.application_id == app_id))
     }
 
-    pub fn invalidate(&self, id: Uuid) {
-        self.entries.write().expect("agent cache lock").remove(&id);
+    pub async fn invalidate(&self, id: Uuid) {
+        self.0.invalidate(id).await;
     }
 
     /// Forgets everything (changes may have been missed).
     pub fn clear(&self) {
-        self.entries.write().expect("agent cache lock").clear();
+        self.0.clear();
     }
 
     /// Forgets every agent of an application (it was deleted).
-    pub fn invalidate_application(&self, app_id: Uuid) {
-        self.entries
-            .write()
-            .expect("agent cache lock")
-            .retain(|_, (_, agent)| agent.application_id != app_id);
+    pub async fn invalidate_application(&self, app_id: Uuid) {
+        self.0.invalidate_where(|agent| agent.application_id == app_id).await;
     }
+}
+
+/// The agent with this id, whatever its application (the cache checks the application).
+async fn find_by_id(db: &Db, id: Uuid) -> StoreResult<Option<Agent>> {
+    db.row(
+        Query::select()
+            .columns(COLUMNS)
+            .from(Agents::Table)
+            .and_where(Expr::col(Agents::Id).eq(id)),
+    )
+    .await
 }

@@ -12,6 +12,7 @@
 
 pub mod agents;
 pub mod applications;
+pub mod cache;
 pub mod keys;
 mod migrations;
 pub mod operators;

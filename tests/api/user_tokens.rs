@@ -11,6 +11,7 @@ use crate::harness::{TestApp, now, raw_jwt, user_token};
 db_tests!(
     hostile_tokens_are_refused_with_their_own_code_and_no_data,
     deleted_key_stops_verifying_at_once,
+    a_key_whose_deletion_notice_is_lost_stops_verifying_after_the_cache_ttl,
     a_valid_token_reaches_the_users_data
 );
 
@@ -548,6 +549,29 @@ async fn deleted_key_stops_verifying_at_once(app: TestApp) {
         .await
         .assert_status(204);
     app.get("/v1/memories", &token).await.assert_error(401, "unknown_key");
+}
+
+/// The backstop when a deletion notice never reaches an instance: its cached key expires after
+/// `CONFIDANT_KEY_CACHE_TTL`. (The row is deleted behind the service's back, so no notice is sent.)
+async fn a_key_whose_deletion_notice_is_lost_stops_verifying_after_the_cache_ttl(mut app: TestApp) {
+    app.reconfigure(confidant::Settings {
+        key_cache_ttl: std::time::Duration::from_millis(700),
+        ..confidant::Settings::default()
+    })
+    .await;
+    let owner = app.owner_token().await;
+    let a = app.tenant(&owner, "A", 1).await;
+    let path = format!("/v1/agents/{}/conversations", a.agents[0]);
+    let token = user_token(&a.all_key, "alice");
+    app.get(&path, &token).await.assert_status(200);
+    app.execute_sql(
+        "DELETE FROM authentication_keys WHERE application_id IN (SELECT id FROM applications WHERE name = 'A')",
+    )
+    .await;
+    // Still cached: nothing told this instance.
+    app.get(&path, &token).await.assert_status(200);
+    tokio::time::sleep(std::time::Duration::from_millis(900)).await;
+    app.get(&path, &token).await.assert_error(401, "unknown_key");
 }
 
 async fn a_valid_token_reaches_the_users_data(mut app: TestApp) {
