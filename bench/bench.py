@@ -35,7 +35,8 @@ import urllib.request
 import uuid
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BINARY = os.path.join(ROOT, "target", "release", "confidant")
+# CONFIDANT_BENCH_BINARY runs another build (a before/after comparison) under the same load.
+BINARY = os.environ.get("CONFIDANT_BENCH_BINARY") or os.path.join(ROOT, "target", "release", "confidant")
 EMAIL, PASSWORD = "bench@example.com", "bench-password-123"
 
 

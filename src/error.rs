@@ -12,7 +12,7 @@ use utoipa::ToSchema;
 use crate::store::StoreError;
 
 /// A boxed error kept as the source of an internal failure, for the log.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+pub use crate::store::BoxError;
 
 /// The contract's error body.
 #[derive(Debug, Serialize, ToSchema)]

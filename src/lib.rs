@@ -136,8 +136,8 @@ pub async fn serve(
 
 /// Creates an operator unless one with this email exists. Returns whether one was created.
 pub async fn ensure_operator(db: &Db, email: &str, password: &str) -> error::Result<bool> {
-    let email = http::auth::normalize_email(email)?;
-    http::auth::validate_password(password)?;
+    let email = auth::normalize_email(email)?;
+    auth::validate_password(password)?;
     if store::operators::find_by_email(db, &email).await?.is_some() {
         return Ok(false);
     }

@@ -193,6 +193,13 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         .local_addr()
         .map_err(|e| format!("cannot read the listening address: {e}"))?;
     tracing::info!(%address, backend = ?db.backend(), "confidant is listening");
+    tracing::info!(
+        "dashboard: http://{address}/dashboard{} · API reference: http://{address}/docs/",
+        args.admin_email
+            .as_deref()
+            .map(|email| format!(" (operator {email})"))
+            .unwrap_or_default()
+    );
     let state = AppState::new(db.clone(), master_key, settings);
     confidant::serve(listener, state, shutdown_signal())
         .await

@@ -1,22 +1,17 @@
 //! Extractors for the admin plane: who the caller is, and what they may do in an application.
 
 use axum::extract::FromRequestParts;
-use axum::http::HeaderMap;
 use axum::http::request::Parts;
 use uuid::Uuid;
 
 use super::API_KEY_PREFIX;
+use super::credentials::{AdminCredential, Credentials};
 use crate::AppState;
 use crate::crypto;
 use crate::error::{Error, Result};
 use crate::scope::{AppAccess, Role};
-use crate::store::applications;
-use crate::store::keys::{self, KeyTable};
-
-/// ACL that lets an API key manage its application.
-pub const ACL_ADMIN: &str = "admin";
-/// ACL that lets an API key call completions without a user token.
-pub const ACL_COMPLETIONS: &str = "completions";
+use crate::store::applications::{self, MemberRole};
+use crate::store::keys::{self, Acl, KeyTable};
 
 /// An authenticated caller of the admin plane.
 #[derive(Debug, Clone)]
@@ -29,45 +24,8 @@ pub enum Principal {
 pub struct ApiKeyPrincipal {
     pub id: Uuid,
     pub application_id: Uuid,
-    pub acl: Vec<String>,
+    pub acl: Vec<Acl>,
     pub agent_ids: Option<Vec<Uuid>>,
-}
-
-/// The credential a request carries, read without verifying it.
-enum Credential<'a> {
-    ApiKey(&'a str),
-    Bearer(&'a str),
-}
-
-fn credential(headers: &HeaderMap) -> Result<Option<Credential<'_>>> {
-    if let Some(value) = headers.get("x-api-key") {
-        let key = value.to_str().map_err(|_| invalid_api_key())?.trim();
-        return Ok(Some(Credential::ApiKey(key)));
-    }
-    let Some(value) = headers.get(axum::http::header::AUTHORIZATION) else {
-        return Ok(None);
-    };
-    let value = value
-        .to_str()
-        .map_err(|_| Error::unauthorized("invalid_token", "the Authorization header is not valid text"))?;
-    let Some((scheme, token)) = value.split_once(' ') else {
-        return Err(Error::unauthorized(
-            "invalid_token",
-            "expected `Authorization: Bearer <token>`",
-        ));
-    };
-    if !scheme.eq_ignore_ascii_case("bearer") {
-        return Err(Error::unauthorized(
-            "invalid_token",
-            "expected `Authorization: Bearer <token>`",
-        ));
-    }
-    let token = token.trim();
-    Ok(Some(if token.starts_with(API_KEY_PREFIX) {
-        Credential::ApiKey(token)
-    } else {
-        Credential::Bearer(token)
-    }))
 }
 
 fn invalid_api_key() -> Error {
@@ -78,12 +36,12 @@ impl FromRequestParts<AppState> for Principal {
     type Rejection = Error;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self> {
-        match credential(&parts.headers)? {
+        match Credentials::read(&parts.headers).admin()? {
             None => Err(Error::MissingCredentials(
                 "send an operator access token or an API key".into(),
             )),
-            Some(Credential::ApiKey(key)) => authenticate_api_key(state, key).await.map(Principal::ApiKey),
-            Some(Credential::Bearer(token)) => {
+            Some(AdminCredential::ApiKey(key)) => authenticate_api_key(state, key).await.map(Principal::ApiKey),
+            Some(AdminCredential::OperatorToken(token)) => {
                 let access = state.access_tokens().verify(token)?;
                 // Checked on every request so that logout and reuse detection take effect at once.
                 let operator = crate::store::operators::live_session_operator(state.db(), access.session_id).await?;
@@ -128,9 +86,9 @@ impl Principal {
     /// that application as `Role::ApiKey`. Unknown applications are 404; others' are 403.
     pub async fn access(&self, state: &AppState, app_id: Uuid) -> Result<AppAccess> {
         match self {
-            Principal::Operator { id, .. } => match applications::role_of(state.db(), app_id, *id).await?.as_deref() {
-                Some("owner") => Ok(AppAccess::granted(app_id, Role::Owner)),
-                Some(_) => Ok(AppAccess::granted(app_id, Role::Admin)),
+            Principal::Operator { id, .. } => match applications::role_of(state.db(), app_id, *id).await? {
+                Some(MemberRole::Owner) => Ok(AppAccess::granted(app_id, Role::Owner)),
+                Some(MemberRole::Admin) => Ok(AppAccess::granted(app_id, Role::Admin)),
                 None if applications::find(state.db(), app_id).await?.is_none() => Err(Error::not_found("application")),
                 None => Err(Error::Forbidden("you are not a member of this application".into())),
             },
@@ -138,7 +96,7 @@ impl Principal {
                 if key.application_id != app_id {
                     return Err(Error::Forbidden("this API key belongs to another application".into()));
                 }
-                if !key.acl.iter().any(|a| a == ACL_ADMIN) {
+                if !key.acl.contains(&Acl::Admin) {
                     return Err(Error::Forbidden("this API key lacks the `admin` ACL".into()));
                 }
                 Ok(AppAccess::granted(app_id, Role::ApiKey))

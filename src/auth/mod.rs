@@ -4,6 +4,7 @@
 //! the session id (`sid`) so logout takes effect at once. Refresh tokens and API keys are opaque
 //! random strings stored only as SHA-256 hashes.
 
+pub mod credentials;
 pub mod extract;
 pub mod usage;
 pub mod user_token;
@@ -31,6 +32,31 @@ const ACCESS_ISSUER: &str = "confidant";
 const ACCESS_AUDIENCE: &str = "confidant-operator";
 /// Distinguishes operator access tokens from every other JWT (RFC 8725 §3.11).
 const ACCESS_TYP: &str = "at+jwt";
+
+/// Lower-cases and checks an email address.
+pub fn normalize_email(email: &str) -> Result<String> {
+    let email = email.trim().to_lowercase();
+    let valid = email.len() <= 254
+        && email
+            .split_once('@')
+            .is_some_and(|(local, domain)| !local.is_empty() && !domain.is_empty())
+        && !email.chars().any(|c| c.is_whitespace() || c.is_control());
+    if !valid {
+        return Err(Error::invalid_field("email", "must be an email address"));
+    }
+    Ok(email)
+}
+
+/// Passwords: 8 to 1024 bytes (the cap bounds the cost of hashing).
+pub fn validate_password(password: &str) -> Result<()> {
+    if password.chars().count() < 8 {
+        return Err(Error::invalid_field("password", "must be at least 8 characters"));
+    }
+    if password.len() > 1024 {
+        return Err(Error::invalid_field("password", "must be at most 1024 bytes"));
+    }
+    Ok(())
+}
 
 /// Hashes a password with Argon2id (default parameters). CPU-heavy: runs off the async threads.
 pub async fn hash_password(password: String) -> Result<String> {

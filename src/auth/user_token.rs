@@ -10,7 +10,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::FromRequestParts;
-use axum::http::HeaderMap;
 use axum::http::request::Parts;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -19,6 +18,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use uuid::Uuid;
 
+use super::credentials::Credentials;
 use crate::AppState;
 use crate::crypto::MasterKey;
 use crate::error::{Error, Result};
@@ -247,31 +247,11 @@ pub async fn verify_token(
     Ok((key, sub))
 }
 
-/// Where a request carries its user token: `X-Secure-User-Token`, else `Authorization: Bearer`.
-pub fn user_token(headers: &HeaderMap) -> Result<Option<&str>> {
-    if let Some(value) = headers.get("x-secure-user-token") {
-        return value
-            .to_str()
-            .map(|t| Some(t.trim()))
-            .map_err(|_| invalid("the X-Secure-User-Token header is not valid text"));
-    }
-    let Some(value) = headers.get(axum::http::header::AUTHORIZATION) else {
-        return Ok(None);
-    };
-    let value = value
-        .to_str()
-        .map_err(|_| invalid("the Authorization header is not valid text"))?;
-    match value.split_once(' ') {
-        Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => Ok(Some(token.trim())),
-        _ => Err(invalid("expected `Authorization: Bearer <token>`")),
-    }
-}
-
 impl FromRequestParts<AppState> for UserScope {
     type Rejection = Error;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self> {
-        let token = user_token(&parts.headers)?.ok_or_else(|| {
+        let token = Credentials::read(&parts.headers).user_token()?.ok_or_else(|| {
             Error::MissingCredentials("send a secure user token (X-Secure-User-Token or Authorization: Bearer)".into())
         })?;
         verify(state, token).await

@@ -13,7 +13,7 @@ use super::{ApplicationPage, Json, ListParams, MemberPage, Path, Query, timestam
 use crate::AppState;
 use crate::auth::extract::Principal;
 use crate::error::{Error, Result};
-use crate::store::applications::{self, Application, Member, RemoveMember};
+use crate::store::applications::{self, Application, Member, MemberRole, RemoveMember};
 use crate::store::operators;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -173,34 +173,11 @@ pub struct MemberView {
 
 impl From<Member> for MemberView {
     fn from(m: Member) -> Self {
-        let role = if m.role == "owner" {
-            MemberRole::Owner
-        } else {
-            MemberRole::Admin
-        };
         Self {
             operator_id: m.operator_id,
             email: m.email,
-            role,
+            role: m.role,
             created_at: timestamp(m.created_at),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum MemberRole {
-    /// Manages everything, including members and deleting the application.
-    Owner,
-    /// Manages agents, keys and providers.
-    Admin,
-}
-
-impl MemberRole {
-    fn as_str(self) -> &'static str {
-        match self {
-            Self::Owner => "owner",
-            Self::Admin => "admin",
         }
     }
 }
@@ -229,14 +206,14 @@ async fn add_member(
     Json(body): Json<AddMember>,
 ) -> Result<(StatusCode, Json<MemberView>)> {
     principal.access(&state, app_id).await?.require_owner()?;
-    let email = super::auth::normalize_email(&body.email)?;
+    let email = crate::auth::normalize_email(&body.email)?;
     let operator = operators::find_by_email(state.db(), &email).await?.ok_or_else(|| {
         Error::invalid_field(
             "email",
             "no operator has this email; create one with `confidant admin create`",
         )
     })?;
-    let member = applications::add_member(state.db(), app_id, operator.id, body.role.as_str()).await?;
+    let member = applications::add_member(state.db(), app_id, operator.id, body.role).await?;
     Ok((StatusCode::CREATED, Json(member.into())))
 }
 

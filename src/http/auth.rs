@@ -26,31 +26,6 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(me))
 }
 
-/// Lower-cases and checks an email address.
-pub fn normalize_email(email: &str) -> Result<String> {
-    let email = email.trim().to_lowercase();
-    let valid = email.len() <= 254
-        && email
-            .split_once('@')
-            .is_some_and(|(local, domain)| !local.is_empty() && !domain.is_empty())
-        && !email.chars().any(|c| c.is_whitespace() || c.is_control());
-    if !valid {
-        return Err(Error::invalid_field("email", "must be an email address"));
-    }
-    Ok(email)
-}
-
-/// Passwords: 8 to 1024 bytes (the cap bounds the cost of hashing).
-pub fn validate_password(password: &str) -> Result<()> {
-    if password.chars().count() < 8 {
-        return Err(Error::invalid_field("password", "must be at least 8 characters"));
-    }
-    if password.len() > 1024 {
-        return Err(Error::invalid_field("password", "must be at most 1024 bytes"));
-    }
-    Ok(())
-}
-
 #[derive(Deserialize, ToSchema)]
 #[schema(example = json!({"email": "ops@example.com", "password": "correct horse battery staple"}))]
 pub struct LoginRequest {

@@ -18,15 +18,15 @@ use uuid::Uuid;
 
 use super::{Json, Path, Query};
 use crate::AppState;
-use crate::auth::API_KEY_PREFIX;
-use crate::auth::extract::{ACL_COMPLETIONS, ApiKeyPrincipal, authenticate_api_key};
-use crate::auth::user_token::user_token;
+use crate::auth::credentials::Credentials;
+use crate::auth::extract::{ApiKeyPrincipal, authenticate_api_key};
 use crate::completions::ModelEvent;
 use crate::completions::formats::{Encoder, Format, TurnMeta, TurnRequest};
 use crate::completions::turn::{self, Detach, TurnCaller};
 use crate::error::{Error, Result};
 use crate::scope::AgentScope;
 use crate::store::agents::Agent;
+use crate::store::keys::Acl;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -45,22 +45,12 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = Error;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self> {
-        let api_key = match parts.headers.get("x-api-key") {
-            Some(value) => Some(
-                value
-                    .to_str()
-                    .map_err(|_| Error::unauthorized("invalid_api_key", "the API key is not valid text"))?,
-            ),
-            None if parts.headers.get("x-secure-user-token").is_none() => {
-                user_token(&parts.headers)?.filter(|token| token.starts_with(API_KEY_PREFIX))
-            }
-            None => None,
-        };
+        let api_key = Credentials::read(&parts.headers).completions_api_key()?;
         let Some(key) = api_key else {
             return AgentScope::from_request_parts(parts, state).await.map(Caller::User);
         };
-        let key = authenticate_api_key(state, key.trim()).await?;
-        if !key.acl.iter().any(|a| a == ACL_COMPLETIONS) {
+        let key = authenticate_api_key(state, key).await?;
+        if !key.acl.contains(&Acl::Completions) {
             return Err(Error::Forbidden("this API key lacks the `completions` ACL".into()));
         }
         let Path(agent_id) = Path::<Uuid>::from_request_parts(parts, state).await?;

@@ -13,11 +13,11 @@ use uuid::Uuid;
 
 use super::{ApiKeyPage, AuthenticationKeyPage, Json, ListParams, Path, Query, timestamp, validate_name};
 use crate::AppState;
-use crate::auth::extract::{ACL_ADMIN, ACL_COMPLETIONS, Principal};
+use crate::auth::extract::Principal;
 use crate::auth::{new_api_key, new_authentication_secret};
 use crate::crypto::MASTER_KEY_VERSION;
 use crate::error::{Error, Result};
-use crate::store::keys::{self, ApiKey, AuthenticationKey};
+use crate::store::keys::{self, Acl, ApiKey, AuthenticationKey};
 use crate::store::{agents, now_micros};
 
 /// Most agents one key may list.
@@ -223,33 +223,6 @@ async fn delete_authentication_key(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// What an API key may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum Acl {
-    /// Manage its application (the admin plane).
-    Admin,
-    /// Call completions without a user token (stateless).
-    Completions,
-}
-
-impl Acl {
-    fn as_str(self) -> &'static str {
-        match self {
-            Self::Admin => ACL_ADMIN,
-            Self::Completions => ACL_COMPLETIONS,
-        }
-    }
-
-    fn parse(text: &str) -> Option<Self> {
-        match text {
-            ACL_ADMIN => Some(Self::Admin),
-            ACL_COMPLETIONS => Some(Self::Completions),
-            _ => None,
-        }
-    }
-}
-
 #[derive(Serialize, ToSchema)]
 pub struct ApiKeyView {
     pub id: Uuid,
@@ -268,7 +241,7 @@ impl From<ApiKey> for ApiKeyView {
         Self {
             id: k.id,
             name: k.name,
-            acl: k.acl.0.iter().filter_map(|a| Acl::parse(a)).collect(),
+            acl: k.acl.0,
             agents: k.agent_ids.map(|ids| ids.0),
             prefix: k.prefix,
             created_at: timestamp(k.created_at),
@@ -327,7 +300,7 @@ async fn create_api_key(
         id: Uuid::now_v7(),
         application_id: app_id,
         name,
-        acl: SqlJson(acl.iter().map(|a| a.as_str().to_owned()).collect()),
+        acl: SqlJson(acl),
         agent_ids: agents.map(SqlJson),
         prefix,
         key_hash: hash.to_vec(),

@@ -45,6 +45,8 @@ pub fn dashboard_router() -> axum::Router<AppState> {
     }
     let index = asset("text/html; charset=utf-8", include_str!("../../dashboard/index.html"));
     axum::Router::new()
+        // The root has nothing of its own: send people to the dashboard.
+        .route("/", get(|| async { axum::response::Redirect::to("/dashboard") }))
         .route("/dashboard", get(index.clone()))
         .route("/dashboard/", get(index))
         .route(

@@ -49,7 +49,7 @@ pub async fn create(db: &Db, name: &str, owner: Option<Uuid>) -> StoreResult<App
         .columns(COLUMNS)
         .values_panic([app.id.into(), app.name.clone().into(), now.into(), now.into()])
         .to_owned();
-    let membership = owner.map(|owner| insert_membership(app.id, owner, "owner", now));
+    let membership = owner.map(|owner| insert_membership(app.id, owner, MemberRole::Owner, now));
     db.transaction(move |tx| {
         Box::pin(async move {
             tx.execute(&insert).await?;
@@ -113,7 +113,7 @@ pub async fn delete(db: &Db, id: Uuid) -> StoreResult<bool> {
 pub struct Member {
     pub operator_id: Uuid,
     pub email: String,
-    pub role: String,
+    pub role: MemberRole,
     pub created_at: i64,
 }
 
@@ -124,7 +124,19 @@ crate::from_row!(Member {
     created_at
 });
 
-fn insert_membership(app_id: Uuid, operator_id: Uuid, role: &str, now: i64) -> sea_query::InsertStatement {
+crate::text_enum! {
+    /// An operator's role in an application.
+    #[derive(serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+    #[serde(rename_all = "lowercase")]
+    pub enum MemberRole {
+        /// Manages everything, including members and deleting the application.
+        Owner = "owner",
+        /// Manages agents, keys and providers.
+        Admin = "admin",
+    }
+}
+
+fn insert_membership(app_id: Uuid, operator_id: Uuid, role: MemberRole, now: i64) -> sea_query::InsertStatement {
     Query::insert()
         .into_table(Memberships::Table)
         .columns([
@@ -138,9 +150,9 @@ fn insert_membership(app_id: Uuid, operator_id: Uuid, role: &str, now: i64) -> s
 }
 
 /// The operator's role in the application, if they are a member.
-pub async fn role_of(db: &Db, app_id: Uuid, operator_id: Uuid) -> StoreResult<Option<String>> {
+pub async fn role_of(db: &Db, app_id: Uuid, operator_id: Uuid) -> StoreResult<Option<MemberRole>> {
     struct Row {
-        role: String,
+        role: MemberRole,
     }
     crate::from_row!(Row { role });
     let row: Option<Row> = db
@@ -177,7 +189,7 @@ pub async fn list_members(db: &Db, app_id: Uuid, page: PageRequest) -> StoreResu
     Ok(page.finish(db.rows(&query).await?, |m: &Member| m.operator_id))
 }
 
-pub async fn add_member(db: &Db, app_id: Uuid, operator_id: Uuid, role: &str) -> StoreResult<Member> {
+pub async fn add_member(db: &Db, app_id: Uuid, operator_id: Uuid, role: MemberRole) -> StoreResult<Member> {
     db.execute(insert_membership(app_id, operator_id, role, now_micros()))
         .await?;
     db.row::<Member>(
@@ -202,7 +214,7 @@ pub enum RemoveMember {
 pub async fn remove_member(db: &Db, app_id: Uuid, operator_id: Uuid) -> StoreResult<RemoveMember> {
     let owners = select_members()
         .and_where(Expr::col((Memberships::Table, Memberships::ApplicationId)).eq(app_id))
-        .and_where(Expr::col((Memberships::Table, Memberships::Role)).eq("owner"))
+        .and_where(Expr::col((Memberships::Table, Memberships::Role)).eq(MemberRole::Owner))
         // PostgreSQL: hold the owners' rows until commit (SQLite has one writer anyway).
         .lock_with_tables(LockType::Update, [Memberships::Table])
         .to_owned();

@@ -4,10 +4,10 @@
 use sea_query::{Expr, ExprTrait, Query};
 use uuid::Uuid;
 
+use super::BoxError;
 use super::schema::{ApiKeys, AuthenticationKeys};
 use super::{Db, Json, PageRequest, StoreResult};
 use crate::crypto::MasterKey;
-use crate::error::BoxError;
 
 #[derive(Debug, Clone)]
 pub struct AuthenticationKey {
@@ -125,12 +125,24 @@ pub async fn delete_authentication_key(db: &Db, app_id: Uuid, id: Uuid) -> Store
     .await
 }
 
+crate::text_enum! {
+    /// What an API key may do.
+    #[derive(PartialOrd, Ord, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+    #[serde(rename_all = "lowercase")]
+    pub enum Acl {
+        /// Manage its application (the admin plane).
+        Admin = "admin",
+        /// Call completions without a user token (stateless).
+        Completions = "completions",
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct ApiKey {
     pub id: Uuid,
     pub application_id: Uuid,
     pub name: String,
-    pub acl: Json<Vec<String>>,
+    pub acl: Json<Vec<Acl>>,
     pub agent_ids: Option<Json<Vec<Uuid>>>,
     pub prefix: String,
     pub key_hash: Vec<u8>,
@@ -171,7 +183,7 @@ pub async fn create_api_key(db: &Db, key: &ApiKey) -> StoreResult<()> {
                 key.id.into(),
                 key.application_id.into(),
                 key.name.clone().into(),
-                serde_json::to_value(&key.acl.0).expect("strings serialize").into(),
+                serde_json::to_value(&key.acl.0).expect("ACLs serialize").into(),
                 agent_ids_value(&key.agent_ids).into(),
                 key.prefix.clone().into(),
                 key.key_hash.clone().into(),

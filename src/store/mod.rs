@@ -35,7 +35,9 @@ use sea_query::{
 use sqlx::PgPool;
 
 pub use self::row::{Column, Count, FromRow, Json, Row};
-use crate::error::BoxError;
+
+/// Any error, boxed.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// Storage failures, kept apart from HTTP errors; `crate::error::Error` maps them.
 #[derive(Debug, thiserror::Error)]

@@ -3,10 +3,10 @@
 use sea_query::{Expr, ExprTrait, Query};
 use uuid::Uuid;
 
+use super::BoxError;
 use super::schema::Providers;
 use super::{Db, PageRequest, StoreResult, now_micros};
 use crate::crypto::MasterKey;
-use crate::error::BoxError;
 
 #[derive(Debug, Clone)]
 pub struct Provider {

@@ -217,3 +217,15 @@ async fn metrics_are_prometheus_text_and_count_requests() {
     assert!(text.contains("# TYPE confidant_http_request_duration_seconds histogram"));
     assert!(text.contains("confidant_db_connections{pool=\"write\",state=\"open\"}"));
 }
+
+#[tokio::test]
+async fn the_root_sends_people_to_the_dashboard() {
+    let app = TestApp::spawn(crate::harness::Backend::Sqlite).await.unwrap();
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let response = client.get(app.url("/")).send().await.unwrap();
+    assert!(response.status().is_redirection(), "{}", response.status());
+    assert_eq!(response.headers()["location"], "/dashboard");
+}

@@ -150,13 +150,14 @@ fn with_messages_statement(scope: &AgentScope, external_id: &str) -> SelectState
 }
 
 /// One of the user's conversations with the scope's agent and its messages (oldest first), in
-/// one query.
+/// one query. Read on the calling thread, as every hot read is (a hop to a blocking thread cost a
+/// third of this request's throughput); the contract's message limit will bound it.
 pub async fn conversation_with_messages(
     db: &Db,
     scope: &AgentScope,
     external_id: &str,
 ) -> StoreResult<Option<(Conversation, Vec<Message>)>> {
-    let rows: Vec<ConversationMessage> = db.large_rows(&with_messages_statement(scope, external_id)).await?;
+    let rows: Vec<ConversationMessage> = db.rows(&with_messages_statement(scope, external_id)).await?;
     let Some(first) = rows.first() else {
         return Ok(None);
     };
