@@ -6,8 +6,8 @@ use confidant::auth::user_token::verify;
 use confidant::completions::formats::{Format, TurnMeta};
 use confidant::completions::{FinishReason, Usage};
 use confidant::crypto::MasterKey;
-use confidant::scope::AgentScope;
 use confidant::store::agents;
+use confidant::store::scope::AgentScope;
 use confidant::store::user_data::{self, MessageStatus, NewMessage, OpenedConversation};
 use confidant::{AppState, Settings};
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -89,7 +89,7 @@ fn scoped_list(c: &mut Criterion) {
                 Duration::from_secs(3600),
             )
             .unwrap();
-            let scope = AgentScope::check(&state, verify(&state, &token).await.unwrap(), agent.id)
+            let scope = AgentScope::check(&db, state.agents(), verify(&state, &token).await.unwrap(), agent.id)
                 .await
                 .unwrap();
             for c in 0..5 {

@@ -10,6 +10,7 @@ use serde_json::Value;
 use utoipa::ToSchema;
 
 use crate::store::StoreError;
+use crate::store::scope::ScopeError;
 
 /// A boxed error kept as the source of an internal failure, for the log.
 pub use crate::store::BoxError;
@@ -163,6 +164,18 @@ impl IntoResponse for Error {
             );
         }
         response
+    }
+}
+
+impl From<ScopeError> for Error {
+    fn from(err: ScopeError) -> Self {
+        match err {
+            ScopeError::UnknownAgent => Self::not_found("agent"),
+            ScopeError::AgentNotInScope | ScopeError::AppWideMemory => Self::AgentNotInScope(err.to_string()),
+            ScopeError::NotOwner => Self::Forbidden(err.to_string()),
+            ScopeError::InvalidSub(problem) => Self::invalid_field("sub", problem),
+            ScopeError::Store(store) => store.into(),
+        }
     }
 }
 

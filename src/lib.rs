@@ -10,7 +10,6 @@ pub mod error;
 pub mod http;
 pub mod invalidation;
 pub mod metrics;
-pub mod scope;
 pub mod store;
 
 use std::sync::Arc;

@@ -12,7 +12,7 @@ pub struct Fixture {
     pub db: Db,
     // Each benchmark file compiles this module on its own; not all of them need the application.
     #[allow(dead_code)]
-    pub app_id: Uuid,
+    pub app_id: confidant::store::scope::ApplicationId,
     pub key_id: Uuid,
     pub secret: String,
 }

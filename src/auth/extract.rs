@@ -9,9 +9,9 @@ use super::credentials::{AdminCredential, Credentials};
 use crate::AppState;
 use crate::crypto;
 use crate::error::{Error, Result};
-use crate::scope::{AppAccess, Role};
 use crate::store::applications::{self, MemberRole};
 use crate::store::keys::{self, Acl, KeyTable};
+use crate::store::scope::{AppAccess, ApplicationId, Role};
 
 /// An authenticated caller of the admin plane.
 #[derive(Debug, Clone)]
@@ -23,7 +23,7 @@ pub enum Principal {
 #[derive(Debug, Clone)]
 pub struct ApiKeyPrincipal {
     pub id: Uuid,
-    pub application_id: Uuid,
+    pub application_id: ApplicationId,
     pub acl: Vec<Acl>,
     pub agent_ids: Option<Vec<Uuid>>,
 }
@@ -93,7 +93,7 @@ impl Principal {
                 None => Err(Error::Forbidden("you are not a member of this application".into())),
             },
             Principal::ApiKey(key) => {
-                if key.application_id != app_id {
+                if key.application_id.uuid() != app_id {
                     return Err(Error::Forbidden("this API key belongs to another application".into()));
                 }
                 if !key.acl.contains(&Acl::Admin) {

@@ -22,9 +22,9 @@ use super::credentials::Credentials;
 use crate::AppState;
 use crate::crypto::MasterKey;
 use crate::error::{Error, Result};
-use crate::scope::{AgentAccess, UserScope, validate_sub};
 use crate::store::cache::RowCache;
 use crate::store::keys::{self, KeyTable};
+use crate::store::scope::{AgentAccess, ApplicationId, UserScope, validate_sub};
 use crate::store::{Db, StoreResult};
 
 /// Tokens larger than this are refused before any parsing.
@@ -39,7 +39,7 @@ const MAX_CACHED_KEYS: u64 = 100_000;
 /// A decrypted authentication key, ready to verify signatures.
 pub struct VerifyingKey {
     pub id: Uuid,
-    pub application_id: Uuid,
+    pub application_id: ApplicationId,
     pub agents: AgentAccess,
     decoding: DecodingKey,
 }
@@ -66,7 +66,7 @@ impl AuthenticationKeyCache {
 
     /// Forgets every key of an application (it was deleted).
     pub async fn invalidate_application(&self, app_id: Uuid) {
-        self.0.invalidate_where(|key| key.application_id == app_id).await;
+        self.0.invalidate_where(|key| key.application_id.uuid() == app_id).await;
     }
 
     /// Forgets everything (changes may have been missed).

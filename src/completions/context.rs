@@ -4,8 +4,8 @@
 use super::PromptMessage;
 use crate::AppState;
 use crate::error::Result;
-use crate::scope::AgentScope;
 use crate::store::agents::Agent;
+use crate::store::scope::AgentScope;
 use crate::store::user_data::{self, Conversation, MemoryFilter};
 
 /// Most memory records given to the model per turn, and most characters of them.

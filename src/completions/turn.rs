@@ -22,9 +22,9 @@ use super::{ModelEvent, PromptMessage};
 use crate::AppState;
 use crate::error::{Error, Result};
 use crate::metrics::ReplyEnd;
-use crate::scope::AgentScope;
 use crate::store::agents::{Agent, AgentModel};
 use crate::store::providers;
+use crate::store::scope::AgentScope;
 use crate::store::user_data::{self, Conversation, MessageStatus, NewMessage, OpenedConversation};
 
 /// Longest accepted user message, in bytes.

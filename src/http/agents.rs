@@ -15,6 +15,7 @@ use crate::auth::extract::Principal;
 use crate::error::{Error, Result};
 use crate::store::agents::{self, Agent, AgentChanges, AgentModel, NewAgent};
 use crate::store::providers;
+use crate::store::scope::ApplicationId;
 
 /// Longest accepted system prompt, in bytes.
 const MAX_INSTRUCTIONS_BYTES: usize = 64 * 1024;
@@ -44,7 +45,7 @@ impl From<Agent> for AgentView {
     fn from(a: Agent) -> Self {
         Self {
             id: a.id,
-            application_id: a.application_id,
+            application_id: a.application_id.uuid(),
             name: a.name,
             instructions: a.instructions,
             model: a.model.0,
@@ -81,7 +82,7 @@ fn validate_instructions(instructions: &str) -> Result<()> {
 }
 
 /// Checks a model choice against the application's providers.
-async fn validate_model(state: &AppState, app_id: Uuid, model: &AgentModel) -> Result<()> {
+async fn validate_model(state: &AppState, app_id: ApplicationId, model: &AgentModel) -> Result<()> {
     if let Some(t) = model.temperature
         && !(0.0..=2.0).contains(&t)
     {
@@ -125,7 +126,7 @@ async fn create_agent(
     Path(app_id): Path<Uuid>,
     Json(body): Json<CreateAgent>,
 ) -> Result<(StatusCode, Json<AgentView>)> {
-    principal.access(&state, app_id).await?;
+    let app_id = principal.access(&state, app_id).await?.app_id();
     let name = validate_name("name", &body.name)?;
     validate_instructions(&body.instructions)?;
     let model = body.model.unwrap_or_else(AgentModel::echo);
@@ -158,7 +159,7 @@ async fn list_agents(
     Path(app_id): Path<Uuid>,
     Query(params): Query<ListParams>,
 ) -> Result<Json<AgentPage>> {
-    principal.access(&state, app_id).await?;
+    let app_id = principal.access(&state, app_id).await?.app_id();
     let (rows, next) = agents::list(state.db(), app_id, params.page()?).await?;
     Ok(Json(AgentPage::new(rows, next, AgentView::from)))
 }
@@ -175,7 +176,7 @@ async fn get_agent(
     principal: Principal,
     Path((app_id, agent_id)): Path<(Uuid, Uuid)>,
 ) -> Result<Json<AgentView>> {
-    principal.access(&state, app_id).await?;
+    let app_id = principal.access(&state, app_id).await?.app_id();
     let agent = agents::find(state.db(), app_id, agent_id)
         .await?
         .ok_or_else(|| Error::not_found("agent"))?;
@@ -206,7 +207,7 @@ async fn update_agent(
     Path((app_id, agent_id)): Path<(Uuid, Uuid)>,
     Json(body): Json<UpdateAgent>,
 ) -> Result<Json<AgentView>> {
-    principal.access(&state, app_id).await?;
+    let app_id = principal.access(&state, app_id).await?.app_id();
     let name = body.name.as_deref().map(|n| validate_name("name", n)).transpose()?;
     if let Some(instructions) = &body.instructions {
         validate_instructions(instructions)?;
@@ -239,7 +240,7 @@ async fn delete_agent(
     principal: Principal,
     Path((app_id, agent_id)): Path<(Uuid, Uuid)>,
 ) -> Result<StatusCode> {
-    principal.access(&state, app_id).await?;
+    let app_id = principal.access(&state, app_id).await?.app_id();
     if !agents::delete(state.db(), app_id, agent_id).await? {
         return Err(Error::not_found("agent"));
     }
@@ -289,6 +290,7 @@ async fn agent_stats(
     Query(params): Query<StatsParams>,
 ) -> Result<Json<AgentStatsView>> {
     let access = principal.access(&state, app_id).await?;
+    let app_id = access.app_id();
     let days = i64::from(params.days.unwrap_or(30));
     if !(1..=365).contains(&days) {
         return Err(Error::InvalidRequest("days must be between 1 and 365".into()));

@@ -35,7 +35,7 @@ pub struct ApplicationView {
 impl From<Application> for ApplicationView {
     fn from(app: Application) -> Self {
         Self {
-            id: app.id,
+            id: app.id.uuid(),
             name: app.name,
             created_at: timestamp(app.created_at),
             updated_at: timestamp(app.updated_at),
@@ -85,9 +85,9 @@ async fn list_applications(
     let (apps, next) = match &principal {
         Principal::Operator { id, .. } => applications::list_for_operator(state.db(), *id, page).await?,
         Principal::ApiKey(key) => {
-            principal.access(&state, key.application_id).await?;
-            let app = applications::find(state.db(), key.application_id).await?;
-            let app = app.filter(|a| page.before.is_none_or(|before| a.id < before));
+            principal.access(&state, key.application_id.uuid()).await?;
+            let app = applications::find(state.db(), key.application_id.uuid()).await?;
+            let app = app.filter(|a| page.before.is_none_or(|before| a.id.uuid() < before));
             (app.into_iter().collect(), None)
         }
     };
@@ -106,8 +106,8 @@ async fn get_application(
     principal: Principal,
     Path(app_id): Path<Uuid>,
 ) -> Result<Json<ApplicationView>> {
-    principal.access(&state, app_id).await?;
-    let app = applications::find(state.db(), app_id)
+    let app_id = principal.access(&state, app_id).await?.app_id();
+    let app = applications::find(state.db(), app_id.uuid())
         .await?
         .ok_or_else(|| Error::not_found("application"))?;
     Ok(Json(app.into()))
@@ -133,10 +133,10 @@ async fn update_application(
     Path(app_id): Path<Uuid>,
     Json(body): Json<UpdateApplication>,
 ) -> Result<Json<ApplicationView>> {
-    principal.access(&state, app_id).await?;
+    let app_id = principal.access(&state, app_id).await?.app_id();
     let app = match body.name {
         Some(name) => applications::rename(state.db(), app_id, &validate_name("name", &name)?).await?,
-        None => applications::find(state.db(), app_id).await?,
+        None => applications::find(state.db(), app_id.uuid()).await?,
     };
     Ok(Json(app.ok_or_else(|| Error::not_found("application"))?.into()))
 }
@@ -153,12 +153,18 @@ async fn delete_application(
     principal: Principal,
     Path(app_id): Path<Uuid>,
 ) -> Result<StatusCode> {
-    principal.access(&state, app_id).await?.require_owner()?;
+    let access = principal.access(&state, app_id).await?;
+    access.require_owner()?;
+    let app_id = access.app_id();
     if !applications::delete(state.db(), app_id).await? {
         return Err(Error::not_found("application"));
     }
     // Its keys and agents went with it (cascade): forget them here and on every other instance.
-    crate::invalidation::publish(&state, crate::invalidation::Invalidation::Application { app_id }).await;
+    crate::invalidation::publish(
+        &state,
+        crate::invalidation::Invalidation::Application { app_id: app_id.uuid() },
+    )
+    .await;
     tracing::info!(application.id = %app_id, "application deleted");
     Ok(StatusCode::NO_CONTENT)
 }
@@ -205,7 +211,9 @@ async fn add_member(
     Path(app_id): Path<Uuid>,
     Json(body): Json<AddMember>,
 ) -> Result<(StatusCode, Json<MemberView>)> {
-    principal.access(&state, app_id).await?.require_owner()?;
+    let access = principal.access(&state, app_id).await?;
+    access.require_owner()?;
+    let app_id = access.app_id();
     let email = crate::auth::normalize_email(&body.email)?;
     let operator = operators::find_by_email(state.db(), &email).await?.ok_or_else(|| {
         Error::invalid_field(
@@ -230,7 +238,7 @@ async fn list_members(
     Path(app_id): Path<Uuid>,
     Query(params): Query<ListParams>,
 ) -> Result<Json<MemberPage>> {
-    principal.access(&state, app_id).await?;
+    let app_id = principal.access(&state, app_id).await?.app_id();
     let (members, next) = applications::list_members(state.db(), app_id, params.page()?).await?;
     Ok(Json(MemberPage::new(members, next, MemberView::from)))
 }
@@ -251,6 +259,7 @@ async fn remove_member(
     Path((app_id, operator_id)): Path<(Uuid, Uuid)>,
 ) -> Result<StatusCode> {
     let access = principal.access(&state, app_id).await?;
+    let app_id = access.app_id();
     if principal.operator()? != operator_id {
         access.require_owner()?;
     }

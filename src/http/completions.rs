@@ -24,9 +24,9 @@ use crate::completions::ModelEvent;
 use crate::completions::formats::{Encoder, Format, TurnMeta, TurnRequest};
 use crate::completions::turn::{self, Detach, TurnCaller};
 use crate::error::{Error, Result};
-use crate::scope::AgentScope;
 use crate::store::agents::Agent;
 use crate::store::keys::Acl;
+use crate::store::scope::AgentScope;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()

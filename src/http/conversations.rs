@@ -14,7 +14,7 @@ use uuid::Uuid;
 use super::{Json, ListParams, Path, Query, timestamp};
 use crate::AppState;
 use crate::error::{Error, Result};
-use crate::scope::AgentScope;
+use crate::store::scope::AgentScope;
 use crate::store::user_data::{self, Conversation, ConversationCursor, Message};
 
 pub fn router() -> OpenApiRouter<AppState> {

@@ -18,6 +18,7 @@ use crate::auth::{new_api_key, new_authentication_secret};
 use crate::crypto::MASTER_KEY_VERSION;
 use crate::error::{Error, Result};
 use crate::store::keys::{self, Acl, ApiKey, AuthenticationKey};
+use crate::store::scope::ApplicationId;
 use crate::store::{agents, now_micros};
 
 /// Most agents one key may list.
@@ -64,7 +65,7 @@ impl KeyScope {
 }
 
 /// Checks a list of agent ids: 1..=100, no repeats, every one an agent of this application.
-async fn validate_agents(state: &AppState, app_id: Uuid, field: &str, ids: &[Uuid]) -> Result<Vec<Uuid>> {
+async fn validate_agents(state: &AppState, app_id: ApplicationId, field: &str, ids: &[Uuid]) -> Result<Vec<Uuid>> {
     let mut ids = ids.to_vec();
     ids.sort();
     ids.dedup();
@@ -138,7 +139,7 @@ async fn create_authentication_key(
     Path(app_id): Path<Uuid>,
     Json(body): Json<CreateAuthenticationKey>,
 ) -> Result<(StatusCode, Json<CreatedAuthenticationKey>)> {
-    principal.access(&state, app_id).await?;
+    let app_id = principal.access(&state, app_id).await?.app_id();
     let name = validate_name("name", &body.name)?;
     let agent_ids = match &body.scope {
         KeyScope::AllAgents(AllAgentsScope { all_agents: true }) => None,
@@ -192,7 +193,7 @@ async fn list_authentication_keys(
     Path(app_id): Path<Uuid>,
     Query(params): Query<ListParams>,
 ) -> Result<Json<AuthenticationKeyPage>> {
-    principal.access(&state, app_id).await?;
+    let app_id = principal.access(&state, app_id).await?.app_id();
     let (rows, next) = keys::list_authentication_keys(state.db(), app_id, params.page()?).await?;
     Ok(Json(AuthenticationKeyPage::new(
         rows,
@@ -213,7 +214,7 @@ async fn delete_authentication_key(
     principal: Principal,
     Path((app_id, key_id)): Path<(Uuid, Uuid)>,
 ) -> Result<StatusCode> {
-    principal.access(&state, app_id).await?;
+    let app_id = principal.access(&state, app_id).await?.app_id();
     if !keys::delete_authentication_key(state.db(), app_id, key_id).await? {
         return Err(Error::not_found("authentication key"));
     }
@@ -283,7 +284,7 @@ async fn create_api_key(
     Path(app_id): Path<Uuid>,
     Json(body): Json<CreateApiKey>,
 ) -> Result<(StatusCode, Json<CreatedApiKey>)> {
-    principal.access(&state, app_id).await?;
+    let app_id = principal.access(&state, app_id).await?.app_id();
     let name = validate_name("name", &body.name)?;
     let mut acl = body.acl.clone();
     acl.sort();
@@ -325,7 +326,7 @@ async fn list_api_keys(
     Path(app_id): Path<Uuid>,
     Query(params): Query<ListParams>,
 ) -> Result<Json<ApiKeyPage>> {
-    principal.access(&state, app_id).await?;
+    let app_id = principal.access(&state, app_id).await?.app_id();
     let (rows, next) = keys::list_api_keys(state.db(), app_id, params.page()?).await?;
     Ok(Json(ApiKeyPage::new(rows, next, ApiKeyView::from)))
 }
@@ -342,7 +343,7 @@ async fn delete_api_key(
     principal: Principal,
     Path((app_id, key_id)): Path<(Uuid, Uuid)>,
 ) -> Result<StatusCode> {
-    principal.access(&state, app_id).await?;
+    let app_id = principal.access(&state, app_id).await?.app_id();
     if !keys::delete_api_key(state.db(), app_id, key_id).await? {
         return Err(Error::not_found("API key"));
     }
@@ -385,8 +386,8 @@ async fn mint_user_token(
     Path((app_id, key_id)): Path<(Uuid, Uuid)>,
     Json(body): Json<MintUserToken>,
 ) -> Result<(StatusCode, Json<MintedUserToken>)> {
-    principal.access(&state, app_id).await?;
-    crate::scope::validate_sub(&body.sub).map_err(|problem| Error::invalid_field("sub", problem))?;
+    let app_id = principal.access(&state, app_id).await?.app_id();
+    crate::store::scope::validate_sub(&body.sub).map_err(|problem| Error::invalid_field("sub", problem))?;
     let ttl = body.ttl_seconds.unwrap_or(600);
     if !(1..=MAX_MINTED_TTL_SECONDS).contains(&ttl) {
         return Err(Error::invalid_field("ttl_seconds", "must be between 1 and 900"));

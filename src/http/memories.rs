@@ -14,7 +14,7 @@ use uuid::Uuid;
 use super::{Json, ListParams, MemoryPage, Path, Query, timestamp};
 use crate::AppState;
 use crate::error::{Error, Result};
-use crate::scope::{AgentScope, MemoryOwner, UserScope};
+use crate::store::scope::{AgentScope, MemoryOwner, UserScope};
 use crate::store::user_data::{self, Memory, MemoryFilter};
 
 /// Longest memory record, in bytes.
@@ -109,7 +109,7 @@ async fn create_memory(
     let metadata = body.metadata.unwrap_or_else(|| Value::Object(Default::default()));
     validate_metadata(&metadata)?;
     let owner = match body.agent_id {
-        Some(agent_id) => MemoryOwner::Agent(AgentScope::check(&state, scope, agent_id).await?),
+        Some(agent_id) => MemoryOwner::Agent(AgentScope::check(state.db(), state.agents(), scope, agent_id).await?),
         None => MemoryOwner::app_wide(scope)?,
     };
     let memory = user_data::create_memory(state.db(), &owner, &body.content, &metadata).await?;

@@ -1,5 +1,9 @@
 //! The HTTP API: one module per resource, each exposing an `OpenApiRouter`, so the routes served and
 //! the OpenAPI document come from the same source.
+//!
+//! Admin-plane handlers check the caller's access to the path's application first and shadow the
+//! path's bare `app_id` with the `ApplicationId` that check proved; the store's admin functions
+//! take only that type.
 
 pub mod agents;
 pub mod applications;
@@ -30,8 +34,8 @@ use uuid::Uuid;
 
 use crate::AppState;
 use crate::error::Error;
-use crate::scope::{AgentScope, UserScope};
 use crate::store::PageRequest;
+use crate::store::scope::{AgentScope, UserScope};
 
 /// `axum::Json` whose rejections are the contract's `invalid_request` / `payload_too_large`.
 #[derive(FromRequest)]
@@ -59,7 +63,7 @@ impl FromRequestParts<AppState> for AgentScope {
     async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &AppState) -> Result<Self, Error> {
         let user = UserScope::from_request_parts(parts, state).await?;
         let Path(AgentPath { agent_id }) = Path::from_request_parts(parts, state).await?;
-        AgentScope::check(state, user, agent_id).await
+        Ok(AgentScope::check(state.db(), state.agents(), user, agent_id).await?)
     }
 }
 

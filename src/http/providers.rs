@@ -148,7 +148,7 @@ async fn create_provider(
     Path(app_id): Path<Uuid>,
     Json(body): Json<CreateProvider>,
 ) -> Result<(StatusCode, Json<ProviderView>)> {
-    principal.access(&state, app_id).await?;
+    let app_id = principal.access(&state, app_id).await?.app_id();
     let name = validate_provider_name(&body.name)?;
     let base_url = validate_base_url(&state, &body.base_url)?;
     let id = Uuid::now_v7();
@@ -188,7 +188,7 @@ async fn list_providers(
     Path(app_id): Path<Uuid>,
     Query(params): Query<ListParams>,
 ) -> Result<Json<ProviderPage>> {
-    principal.access(&state, app_id).await?;
+    let app_id = principal.access(&state, app_id).await?.app_id();
     let (rows, next) = providers::list(state.db(), app_id, params.page()?).await?;
     Ok(Json(ProviderPage::new(rows, next, ProviderView::from)))
 }
@@ -205,7 +205,7 @@ async fn get_provider(
     principal: Principal,
     Path((app_id, provider_id)): Path<(Uuid, Uuid)>,
 ) -> Result<Json<ProviderView>> {
-    principal.access(&state, app_id).await?;
+    let app_id = principal.access(&state, app_id).await?.app_id();
     let provider = providers::find(state.db(), app_id, provider_id)
         .await?
         .ok_or_else(|| Error::not_found("provider"))?;
@@ -226,7 +226,7 @@ async fn update_provider(
     Path((app_id, provider_id)): Path<(Uuid, Uuid)>,
     Json(body): Json<UpdateProvider>,
 ) -> Result<Json<ProviderView>> {
-    principal.access(&state, app_id).await?;
+    let app_id = principal.access(&state, app_id).await?.app_id();
     let api_key_encrypted = match body.api_key {
         None => None,
         Some(None) => Some(None),
@@ -262,7 +262,7 @@ async fn delete_provider(
     principal: Principal,
     Path((app_id, provider_id)): Path<(Uuid, Uuid)>,
 ) -> Result<StatusCode> {
-    principal.access(&state, app_id).await?;
+    let app_id = principal.access(&state, app_id).await?.app_id();
     if !providers::delete(state.db(), app_id, provider_id).await? {
         return Err(Error::not_found("provider"));
     }

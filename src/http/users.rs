@@ -14,7 +14,7 @@ use super::{Json, Path};
 use crate::AppState;
 use crate::auth::extract::Principal;
 use crate::error::Result;
-use crate::scope::UserScope;
+use crate::store::scope::UserScope;
 use crate::store::user_data;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -50,6 +50,7 @@ async fn export_user(
     Path((app_id, sub)): Path<(Uuid, String)>,
 ) -> Result<Json<UserExport>> {
     let access = principal.access(&state, app_id).await?;
+    let app_id = access.app_id();
     let scope = UserScope::for_administrator(&access, &sub)?;
     let export = user_data::export(state.db(), &scope).await?;
     tracing::info!(application.id = %app_id, "user data exported");
@@ -80,6 +81,7 @@ async fn erase_user(
     Path((app_id, sub)): Path<(Uuid, String)>,
 ) -> Result<Json<UserErased>> {
     let access = principal.access(&state, app_id).await?;
+    let app_id = access.app_id();
     let scope = UserScope::for_administrator(&access, &sub)?;
     let erased = user_data::erase(state.db(), &scope).await?;
     tracing::info!(application.id = %app_id, conversations = erased.conversations, memories = erased.memories, "user data erased");

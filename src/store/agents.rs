@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use super::cache::RowCache;
 use super::schema::Agents;
+use super::scope::ApplicationId;
 use super::{Db, Json, PageRequest, StoreResult, now_micros};
 
 /// Which model answers for an agent: `{"provider": "echo"}` (built in) or a provider of the
@@ -45,7 +46,7 @@ impl AgentModel {
 #[derive(Debug, Clone)]
 pub struct Agent {
     pub id: Uuid,
-    pub application_id: Uuid,
+    pub application_id: ApplicationId,
     pub name: String,
     pub instructions: String,
     pub model: Json<AgentModel>,
@@ -87,7 +88,7 @@ pub struct NewAgent<'a> {
     pub memory: bool,
 }
 
-pub async fn create(db: &Db, app_id: Uuid, new: NewAgent<'_>) -> StoreResult<Agent> {
+pub async fn create(db: &Db, app_id: ApplicationId, new: NewAgent<'_>) -> StoreResult<Agent> {
     let now = now_micros();
     let agent = Agent {
         id: Uuid::now_v7(),
@@ -119,7 +120,7 @@ pub async fn create(db: &Db, app_id: Uuid, new: NewAgent<'_>) -> StoreResult<Age
 }
 
 /// The agent, if it belongs to this application.
-pub async fn find(db: &Db, app_id: Uuid, id: Uuid) -> StoreResult<Option<Agent>> {
+pub async fn find(db: &Db, app_id: ApplicationId, id: Uuid) -> StoreResult<Option<Agent>> {
     db.row(
         Query::select()
             .columns(COLUMNS)
@@ -130,7 +131,7 @@ pub async fn find(db: &Db, app_id: Uuid, id: Uuid) -> StoreResult<Option<Agent>>
     .await
 }
 
-pub async fn list(db: &Db, app_id: Uuid, page: PageRequest) -> StoreResult<(Vec<Agent>, Option<Uuid>)> {
+pub async fn list(db: &Db, app_id: ApplicationId, page: PageRequest) -> StoreResult<(Vec<Agent>, Option<Uuid>)> {
     let mut query = Query::select()
         .columns(COLUMNS)
         .from(Agents::Table)
@@ -141,7 +142,7 @@ pub async fn list(db: &Db, app_id: Uuid, page: PageRequest) -> StoreResult<(Vec<
 }
 
 /// Which of `ids` are agents of this application.
-pub async fn existing_ids(db: &Db, app_id: Uuid, ids: &[Uuid]) -> StoreResult<Vec<Uuid>> {
+pub async fn existing_ids(db: &Db, app_id: ApplicationId, ids: &[Uuid]) -> StoreResult<Vec<Uuid>> {
     struct Row {
         id: Uuid,
     }
@@ -166,7 +167,7 @@ pub struct AgentChanges<'a> {
     pub memory: Option<bool>,
 }
 
-pub async fn update(db: &Db, app_id: Uuid, id: Uuid, changes: AgentChanges<'_>) -> StoreResult<Option<Agent>> {
+pub async fn update(db: &Db, app_id: ApplicationId, id: Uuid, changes: AgentChanges<'_>) -> StoreResult<Option<Agent>> {
     let mut update = Query::update();
     update.table(Agents::Table).value(Agents::UpdatedAt, now_micros());
     if let Some(name) = changes.name {
@@ -189,7 +190,7 @@ pub async fn update(db: &Db, app_id: Uuid, id: Uuid, changes: AgentChanges<'_>) 
 }
 
 /// Deletes an agent; its conversations and agent-bound memory go with it (cascade).
-pub async fn delete(db: &Db, app_id: Uuid, id: Uuid) -> StoreResult<bool> {
+pub async fn delete(db: &Db, app_id: ApplicationId, id: Uuid) -> StoreResult<bool> {
     super::delete_in_application(db, Agents::Table, Agents::ApplicationId, Agents::Id, app_id, id).await
 }
 
@@ -207,7 +208,7 @@ impl Default for AgentCache {
 
 impl AgentCache {
     /// The agent, if it belongs to this application.
-    pub async fn get(&self, db: &Db, app_id: Uuid, id: Uuid) -> StoreResult<Option<Arc<Agent>>> {
+    pub async fn get(&self, db: &Db, app_id: ApplicationId, id: Uuid) -> StoreResult<Option<Arc<Agent>>> {
         let agent = self.0.get(id, || find_by_id(db, id)).await?;
         Ok(agent.filter(|agent| agent.application_id == app_id))
     }
@@ -223,7 +224,9 @@ impl AgentCache {
 
     /// Forgets every agent of an application (it was deleted).
     pub async fn invalidate_application(&self, app_id: Uuid) {
-        self.0.invalidate_where(|agent| agent.application_id == app_id).await;
+        self.0
+            .invalidate_where(|agent| agent.application_id.uuid() == app_id)
+            .await;
     }
 }
 

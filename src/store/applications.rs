@@ -4,11 +4,12 @@ use sea_query::{Expr, ExprTrait, LockType, Query};
 use uuid::Uuid;
 
 use super::schema::{Applications, Memberships, Operators};
+use super::scope::ApplicationId;
 use super::{Db, PageRequest, StoreError, StoreResult, now_micros};
 
 #[derive(Debug, Clone)]
 pub struct Application {
-    pub id: Uuid,
+    pub id: ApplicationId,
     pub name: String,
     pub created_at: i64,
     pub updated_at: i64,
@@ -39,7 +40,7 @@ fn select() -> sea_query::SelectStatement {
 pub async fn create(db: &Db, name: &str, owner: Option<Uuid>) -> StoreResult<Application> {
     let now = now_micros();
     let app = Application {
-        id: Uuid::now_v7(),
+        id: ApplicationId::generate(),
         name: name.to_owned(),
         created_at: now,
         updated_at: now,
@@ -49,7 +50,7 @@ pub async fn create(db: &Db, name: &str, owner: Option<Uuid>) -> StoreResult<App
         .columns(COLUMNS)
         .values_panic([app.id.into(), app.name.clone().into(), now.into(), now.into()])
         .to_owned();
-    let membership = owner.map(|owner| insert_membership(app.id, owner, MemberRole::Owner, now));
+    let membership = owner.map(|owner| insert_membership(app.id.uuid(), owner, MemberRole::Owner, now));
     db.transaction(move |tx| {
         Box::pin(async move {
             tx.execute(&insert).await?;
@@ -82,10 +83,10 @@ pub async fn list_for_operator(
         .and_where(Expr::col((Memberships::Table, Memberships::OperatorId)).eq(operator_id))
         .to_owned();
     page.apply(&mut query, (Applications::Table, Applications::Id));
-    Ok(page.finish(db.rows(&query).await?, |a: &Application| a.id))
+    Ok(page.finish(db.rows(&query).await?, |a: &Application| a.id.uuid()))
 }
 
-pub async fn rename(db: &Db, id: Uuid, name: &str) -> StoreResult<Option<Application>> {
+pub async fn rename(db: &Db, id: ApplicationId, name: &str) -> StoreResult<Option<Application>> {
     db.returning(
         Query::update()
             .table(Applications::Table)
@@ -98,7 +99,7 @@ pub async fn rename(db: &Db, id: Uuid, name: &str) -> StoreResult<Option<Applica
 }
 
 /// Deletes an application and, by cascade, everything it holds.
-pub async fn delete(db: &Db, id: Uuid) -> StoreResult<bool> {
+pub async fn delete(db: &Db, id: ApplicationId) -> StoreResult<bool> {
     Ok(db
         .execute(
             Query::delete()
@@ -181,7 +182,11 @@ fn select_members() -> sea_query::SelectStatement {
         .to_owned()
 }
 
-pub async fn list_members(db: &Db, app_id: Uuid, page: PageRequest) -> StoreResult<(Vec<Member>, Option<Uuid>)> {
+pub async fn list_members(
+    db: &Db,
+    app_id: ApplicationId,
+    page: PageRequest,
+) -> StoreResult<(Vec<Member>, Option<Uuid>)> {
     let mut query = select_members()
         .and_where(Expr::col((Memberships::Table, Memberships::ApplicationId)).eq(app_id))
         .to_owned();
@@ -189,8 +194,8 @@ pub async fn list_members(db: &Db, app_id: Uuid, page: PageRequest) -> StoreResu
     Ok(page.finish(db.rows(&query).await?, |m: &Member| m.operator_id))
 }
 
-pub async fn add_member(db: &Db, app_id: Uuid, operator_id: Uuid, role: MemberRole) -> StoreResult<Member> {
-    db.execute(insert_membership(app_id, operator_id, role, now_micros()))
+pub async fn add_member(db: &Db, app_id: ApplicationId, operator_id: Uuid, role: MemberRole) -> StoreResult<Member> {
+    db.execute(insert_membership(app_id.uuid(), operator_id, role, now_micros()))
         .await?;
     db.row::<Member>(
         select_members()
@@ -211,7 +216,7 @@ pub enum RemoveMember {
 
 /// Removes a member, refusing to leave the application without an owner. Runs in one transaction
 /// so two owners removing each other cannot both succeed.
-pub async fn remove_member(db: &Db, app_id: Uuid, operator_id: Uuid) -> StoreResult<RemoveMember> {
+pub async fn remove_member(db: &Db, app_id: ApplicationId, operator_id: Uuid) -> StoreResult<RemoveMember> {
     let owners = select_members()
         .and_where(Expr::col((Memberships::Table, Memberships::ApplicationId)).eq(app_id))
         .and_where(Expr::col((Memberships::Table, Memberships::Role)).eq(MemberRole::Owner))

@@ -6,13 +6,14 @@ use uuid::Uuid;
 
 use super::BoxError;
 use super::schema::{ApiKeys, AuthenticationKeys};
+use super::scope::ApplicationId;
 use super::{Db, Json, PageRequest, StoreResult};
 use crate::crypto::MasterKey;
 
 #[derive(Debug, Clone)]
 pub struct AuthenticationKey {
     pub id: Uuid,
-    pub application_id: Uuid,
+    pub application_id: ApplicationId,
     pub name: String,
     /// `None`: the key covers all agents of the application.
     pub agent_ids: Option<Json<Vec<Uuid>>>,
@@ -46,12 +47,12 @@ const AUTH_KEY_COLUMNS: [AuthenticationKeys; 8] = [
 
 /// The context an authentication key's secret is sealed under: a ciphertext moved to another row
 /// won't open.
-fn seal_context(app_id: Uuid, key_id: Uuid) -> String {
+fn seal_context(app_id: ApplicationId, key_id: Uuid) -> String {
     format!("confidant/authentication-key/{app_id}/{key_id}")
 }
 
 /// An authentication key's secret, sealed under the master key for its row.
-pub fn seal_secret(master_key: &MasterKey, app_id: Uuid, key_id: Uuid, secret: &str) -> Vec<u8> {
+pub fn seal_secret(master_key: &MasterKey, app_id: ApplicationId, key_id: Uuid, secret: &str) -> Vec<u8> {
     master_key.seal(&seal_context(app_id, key_id), secret.as_bytes())
 }
 
@@ -90,7 +91,7 @@ pub async fn create_authentication_key(db: &Db, key: &AuthenticationKey) -> Stor
 
 pub async fn list_authentication_keys(
     db: &Db,
-    app_id: Uuid,
+    app_id: ApplicationId,
     page: PageRequest,
 ) -> StoreResult<(Vec<AuthenticationKey>, Option<Uuid>)> {
     let mut query = Query::select()
@@ -113,7 +114,7 @@ pub async fn find_authentication_key(db: &Db, id: Uuid) -> StoreResult<Option<Au
     .await
 }
 
-pub async fn delete_authentication_key(db: &Db, app_id: Uuid, id: Uuid) -> StoreResult<bool> {
+pub async fn delete_authentication_key(db: &Db, app_id: ApplicationId, id: Uuid) -> StoreResult<bool> {
     super::delete_in_application(
         db,
         AuthenticationKeys::Table,
@@ -140,7 +141,7 @@ crate::text_enum! {
 #[derive(Debug, Clone)]
 pub struct ApiKey {
     pub id: Uuid,
-    pub application_id: Uuid,
+    pub application_id: ApplicationId,
     pub name: String,
     pub acl: Json<Vec<Acl>>,
     pub agent_ids: Option<Json<Vec<Uuid>>>,
@@ -195,7 +196,11 @@ pub async fn create_api_key(db: &Db, key: &ApiKey) -> StoreResult<()> {
     Ok(())
 }
 
-pub async fn list_api_keys(db: &Db, app_id: Uuid, page: PageRequest) -> StoreResult<(Vec<ApiKey>, Option<Uuid>)> {
+pub async fn list_api_keys(
+    db: &Db,
+    app_id: ApplicationId,
+    page: PageRequest,
+) -> StoreResult<(Vec<ApiKey>, Option<Uuid>)> {
     let mut query = Query::select()
         .columns(API_KEY_COLUMNS)
         .from(ApiKeys::Table)
@@ -216,7 +221,7 @@ pub async fn find_api_key_by_hash(db: &Db, hash: &[u8]) -> StoreResult<Option<Ap
     .await
 }
 
-pub async fn delete_api_key(db: &Db, app_id: Uuid, id: Uuid) -> StoreResult<bool> {
+pub async fn delete_api_key(db: &Db, app_id: ApplicationId, id: Uuid) -> StoreResult<bool> {
     super::delete_in_application(db, ApiKeys::Table, ApiKeys::ApplicationId, ApiKeys::Id, app_id, id).await
 }
 

@@ -20,6 +20,7 @@ mod postgres;
 pub mod providers;
 pub mod row;
 pub mod schema;
+pub mod scope;
 pub mod sqlite;
 pub mod user_data;
 
@@ -452,7 +453,7 @@ pub async fn delete_in_application<T>(
     table: T,
     app_column: T,
     id_column: T,
-    app_id: uuid::Uuid,
+    app_id: scope::ApplicationId,
     id: uuid::Uuid,
 ) -> StoreResult<bool>
 where

@@ -5,13 +5,14 @@ use uuid::Uuid;
 
 use super::BoxError;
 use super::schema::Providers;
+use super::scope::ApplicationId;
 use super::{Db, PageRequest, StoreResult, now_micros};
 use crate::crypto::MasterKey;
 
 #[derive(Debug, Clone)]
 pub struct Provider {
     pub id: Uuid,
-    pub application_id: Uuid,
+    pub application_id: ApplicationId,
     pub name: String,
     pub kind: String,
     pub base_url: String,
@@ -43,12 +44,12 @@ const COLUMNS: [Providers; 8] = [
 ];
 
 /// The context a provider's API key is sealed under: a ciphertext moved to another row won't open.
-fn seal_context(app_id: Uuid, provider_id: Uuid) -> String {
+fn seal_context(app_id: ApplicationId, provider_id: Uuid) -> String {
     format!("confidant/provider-api-key/{app_id}/{provider_id}")
 }
 
 /// A provider's API key, sealed under the master key for its row.
-pub fn seal_api_key(master_key: &MasterKey, app_id: Uuid, provider_id: Uuid, api_key: &str) -> Vec<u8> {
+pub fn seal_api_key(master_key: &MasterKey, app_id: ApplicationId, provider_id: Uuid, api_key: &str) -> Vec<u8> {
     master_key.seal(&seal_context(app_id, provider_id), api_key.as_bytes())
 }
 
@@ -81,7 +82,7 @@ pub async fn create(db: &Db, provider: &Provider) -> StoreResult<()> {
     Ok(())
 }
 
-pub async fn find(db: &Db, app_id: Uuid, id: Uuid) -> StoreResult<Option<Provider>> {
+pub async fn find(db: &Db, app_id: ApplicationId, id: Uuid) -> StoreResult<Option<Provider>> {
     db.row(
         Query::select()
             .columns(COLUMNS)
@@ -92,7 +93,7 @@ pub async fn find(db: &Db, app_id: Uuid, id: Uuid) -> StoreResult<Option<Provide
     .await
 }
 
-pub async fn find_by_name(db: &Db, app_id: Uuid, name: &str) -> StoreResult<Option<Provider>> {
+pub async fn find_by_name(db: &Db, app_id: ApplicationId, name: &str) -> StoreResult<Option<Provider>> {
     db.row(
         Query::select()
             .columns(COLUMNS)
@@ -103,7 +104,7 @@ pub async fn find_by_name(db: &Db, app_id: Uuid, name: &str) -> StoreResult<Opti
     .await
 }
 
-pub async fn list(db: &Db, app_id: Uuid, page: PageRequest) -> StoreResult<(Vec<Provider>, Option<Uuid>)> {
+pub async fn list(db: &Db, app_id: ApplicationId, page: PageRequest) -> StoreResult<(Vec<Provider>, Option<Uuid>)> {
     let mut query = Query::select()
         .columns(COLUMNS)
         .from(Providers::Table)
@@ -121,7 +122,12 @@ pub struct ProviderChanges {
     pub api_key_encrypted: Option<Option<Vec<u8>>>,
 }
 
-pub async fn update(db: &Db, app_id: Uuid, id: Uuid, changes: ProviderChanges) -> StoreResult<Option<Provider>> {
+pub async fn update(
+    db: &Db,
+    app_id: ApplicationId,
+    id: Uuid,
+    changes: ProviderChanges,
+) -> StoreResult<Option<Provider>> {
     let mut update = Query::update();
     update.table(Providers::Table).value(Providers::UpdatedAt, now_micros());
     if let Some(name) = changes.name {
@@ -140,7 +146,7 @@ pub async fn update(db: &Db, app_id: Uuid, id: Uuid, changes: ProviderChanges) -
     db.returning(update).await
 }
 
-pub async fn delete(db: &Db, app_id: Uuid, id: Uuid) -> StoreResult<bool> {
+pub async fn delete(db: &Db, app_id: ApplicationId, id: Uuid) -> StoreResult<bool> {
     super::delete_in_application(
         db,
         Providers::Table,

@@ -6,7 +6,7 @@ use uuid::Uuid;
 use super::messages::{MESSAGE_COLUMNS, Message};
 use super::tables::{Conversations, Messages};
 use super::{insert, left_join_owned, select, update};
-use crate::scope::{AgentScope, UserScope};
+use crate::store::scope::{AgentScope, UserScope};
 use crate::store::{Db, FromRow, Row, StoreError, StoreResult, now_micros};
 
 /// One of the user's conversations. Made only by the store, from a row its scope reached.

@@ -7,7 +7,7 @@ use super::memories::{self, Memory};
 use super::messages::{self, Message};
 use super::tables::{Conversations, Memories, Messages};
 use super::{delete, select};
-use crate::scope::UserScope;
+use crate::store::scope::UserScope;
 use crate::store::{Count, Db, StoreResult};
 
 /// Everything stored for the user.
@@ -82,7 +82,7 @@ fn erase_statements(
 mod tests {
     use super::super::tests::{assert_owned, user};
     use super::*;
-    use crate::scope::AgentAccess;
+    use crate::store::scope::AgentAccess;
 
     #[test]
     fn every_export_and_erase_statement_is_owned() {

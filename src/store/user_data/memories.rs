@@ -6,7 +6,7 @@ use uuid::Uuid;
 
 use super::tables::Memories;
 use super::{insert, select, update};
-use crate::scope::{MemoryOwner, UserScope};
+use crate::store::scope::{MemoryOwner, UserScope};
 use crate::store::{Backend, Db, Json, PageRequest, StoreResult, now_micros};
 
 /// A stored memory record.
@@ -229,7 +229,7 @@ pub async fn search_memories(
 fn search_owner(scope: &UserScope) -> String {
     use std::fmt::Write as _;
     let mut owner = String::with_capacity(33 + 2 * scope.sub().len());
-    for byte in scope.application_id().as_bytes() {
+    for byte in scope.application_id().uuid().as_bytes() {
         let _ = write!(owner, "{byte:02x}");
     }
     owner.push('x');
@@ -257,7 +257,7 @@ mod tests {
 
     use super::super::tests::{assert_owned, user};
     use super::*;
-    use crate::scope::{AgentAccess, AgentScope};
+    use crate::store::scope::{AgentAccess, AgentScope};
 
     #[test]
     fn every_memory_statement_is_owned() {

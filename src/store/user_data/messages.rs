@@ -7,7 +7,7 @@ use uuid::Uuid;
 use super::conversations::Conversation;
 use super::tables::{Conversations, Messages};
 use super::{insert, insert_selected, select, update};
-use crate::scope::{AgentScope, UserScope};
+use crate::store::scope::{AgentScope, UserScope};
 use crate::store::{Backend, Db, StoreError, StoreResult, Tx, now_micros};
 
 crate::text_enum! {

@@ -36,7 +36,7 @@ pub use self::memories::{
 };
 pub use self::messages::{Message, MessageStatus, NewMessage, append_messages, recent_messages};
 pub use self::stats::{AgentStats, agent_stats};
-use crate::scope::{AgentAccess, AppAccess, UserScope};
+use crate::store::scope::{AgentAccess, AppAccess, UserScope};
 
 mod tables {
     use sea_query::Iden;
@@ -252,13 +252,17 @@ mod tests {
     }
 
     pub(super) fn user(agents: AgentAccess) -> UserScope {
-        UserScope::from_verified_token(Uuid::now_v7(), "owner-sub", agents)
+        UserScope::from_verified_token(
+            crate::store::scope::ApplicationId::for_tests(Uuid::now_v7()),
+            "owner-sub",
+            agents,
+        )
     }
 
     /// A scope whose key reaches one agent, and a conversation of it.
-    pub(super) fn agent_scope_and_conversation() -> (crate::scope::AgentScope, Conversation) {
+    pub(super) fn agent_scope_and_conversation() -> (crate::store::scope::AgentScope, Conversation) {
         let agent = Uuid::now_v7();
-        let scope = crate::scope::AgentScope::for_tests(user(AgentAccess::Only(Arc::from([agent]))), agent);
+        let scope = crate::store::scope::AgentScope::for_tests(user(AgentAccess::Only(Arc::from([agent]))), agent);
         let conversation = Conversation {
             id: Uuid::now_v7(),
             external_id: "c".into(),
@@ -279,7 +283,7 @@ mod tests {
         assert!(sql.contains("\"sub\""), "no sub filter: {sql}");
         let values = values.0;
         assert!(
-            values.contains(&Value::Uuid(Some(scope.application_id()))),
+            values.contains(&Value::Uuid(Some(scope.application_id().uuid()))),
             "the scope's application is not bound: {sql} {values:?}"
         );
         assert!(

@@ -5,7 +5,7 @@ use uuid::Uuid;
 
 use super::tables::Conversations;
 use super::{count_users, select_all_users};
-use crate::scope::AppAccess;
+use crate::store::scope::AppAccess;
 use crate::store::{Db, StoreError, StoreResult};
 
 /// How much one agent is used.
@@ -76,7 +76,7 @@ mod tests {
     use sea_query::{SqliteQueryBuilder, Value};
 
     use super::*;
-    use crate::scope::Role;
+    use crate::store::scope::Role;
 
     #[test]
     fn stats_count_only_the_administrators_application() {
@@ -85,7 +85,7 @@ mod tests {
         for statement in [totals, per_day] {
             let (sql, values) = statement.build(SqliteQueryBuilder);
             assert!(sql.contains("\"application_id\" = ?"), "{sql}");
-            assert!(values.0.contains(&Value::Uuid(Some(access.app_id()))));
+            assert!(values.0.contains(&Value::Uuid(Some(access.app_id().uuid()))));
         }
     }
 }

@@ -9,15 +9,87 @@
 //! - `AppAccess`: proof that the caller administers one application (the admin plane's scope).
 //!
 //! Every store function on user data (`store::user_data`) takes one of them and builds its filter
-//! from it; their fields are private, so no other code can make one up.
+//! from it; their fields are private, so no other code can make one up. Refusals are `ScopeError`s,
+//! which `crate::error` maps to the contract's codes.
 
 use std::sync::Arc;
 
 use uuid::Uuid;
 
-use crate::AppState;
-use crate::error::{Error, Result};
-use crate::store::agents::Agent;
+use super::Db;
+use super::StoreError;
+use super::agents::{Agent, AgentCache};
+
+/// Why a scope was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ScopeError {
+    /// The agent is not one of the caller's application.
+    #[error("no such agent")]
+    UnknownAgent,
+    #[error("the token's key does not cover this agent")]
+    AgentNotInScope,
+    #[error("app-wide memory needs a key that covers all agents")]
+    AppWideMemory,
+    #[error("only an owner of the application may do this")]
+    NotOwner,
+    /// The `sub` named by an administrator is not one a token could carry.
+    #[error("sub {0}")]
+    InvalidSub(&'static str),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+type Result<T> = std::result::Result<T, ScopeError>;
+
+/// An application's id, as a scope or an access check proved it: where a bare UUID could be any
+/// row's, this one can only be an application's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ApplicationId(Uuid);
+
+impl ApplicationId {
+    /// A new application's id (the store makes it when it creates the application).
+    pub(crate) fn generate() -> Self {
+        Self(Uuid::now_v7())
+    }
+
+    /// Any id, for unit tests of statements (elsewhere they come from rows and access checks).
+    #[cfg(test)]
+    pub(crate) fn for_tests(id: Uuid) -> Self {
+        Self(id)
+    }
+
+    pub fn uuid(self) -> Uuid {
+        self.0
+    }
+}
+
+impl std::fmt::Display for ApplicationId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl serde::Serialize for ApplicationId {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+        self.0.serialize(serializer)
+    }
+}
+
+/// Read from an application's own rows (agents, keys, providers): the row proves it.
+impl super::Column for ApplicationId {
+    fn from_sqlite(row: &rusqlite::Row<'_>, name: &str) -> rusqlite::Result<Self> {
+        Uuid::from_sqlite(row, name).map(Self)
+    }
+    fn from_postgres(row: &sqlx::postgres::PgRow, name: &str) -> sqlx::Result<Self> {
+        Uuid::from_postgres(row, name).map(Self)
+    }
+}
+
+impl From<ApplicationId> for sea_query::Value {
+    fn from(id: ApplicationId) -> Self {
+        id.0.into()
+    }
+}
 
 /// The caller's standing in one application.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,17 +103,20 @@ pub enum Role {
 /// Proof that the caller may administer one application (made by `auth::extract::Principal`).
 #[derive(Debug, Clone, Copy)]
 pub struct AppAccess {
-    app_id: Uuid,
+    app_id: ApplicationId,
     role: Role,
 }
 
 impl AppAccess {
     /// Made only once the caller's membership (or API key) has been checked.
     pub(crate) fn granted(app_id: Uuid, role: Role) -> Self {
-        Self { app_id, role }
+        Self {
+            app_id: ApplicationId(app_id),
+            role,
+        }
     }
 
-    pub fn app_id(&self) -> Uuid {
+    pub fn app_id(&self) -> ApplicationId {
         self.app_id
     }
 
@@ -52,7 +127,7 @@ impl AppAccess {
     pub fn require_owner(&self) -> Result<()> {
         match self.role {
             Role::Owner => Ok(()),
-            _ => Err(Error::Forbidden("only an owner of the application may do this".into())),
+            _ => Err(ScopeError::NotOwner),
         }
     }
 }
@@ -78,7 +153,7 @@ impl AgentAccess {
 /// One end user of one application, and the agents they may reach.
 #[derive(Debug, Clone)]
 pub struct UserScope {
-    application_id: Uuid,
+    application_id: ApplicationId,
     sub: Arc<str>,
     agents: AgentAccess,
 }
@@ -88,7 +163,7 @@ pub const MAX_SUB_BYTES: usize = 256;
 
 impl UserScope {
     /// Made by `auth::user_token` after the token's signature and claims are verified.
-    pub(crate) fn from_verified_token(application_id: Uuid, sub: &str, agents: AgentAccess) -> Self {
+    pub(crate) fn from_verified_token(application_id: ApplicationId, sub: &str, agents: AgentAccess) -> Self {
         Self {
             application_id,
             sub: sub.into(),
@@ -98,7 +173,7 @@ impl UserScope {
 
     /// An administrator's view of one user of their application (export, erase): all agents.
     pub fn for_administrator(access: &AppAccess, sub: &str) -> Result<Self> {
-        validate_sub(sub).map_err(|problem| Error::invalid_field("sub", problem))?;
+        validate_sub(sub).map_err(ScopeError::InvalidSub)?;
         Ok(Self {
             application_id: access.app_id(),
             sub: sub.into(),
@@ -106,7 +181,7 @@ impl UserScope {
         })
     }
 
-    pub fn application_id(&self) -> Uuid {
+    pub fn application_id(&self) -> ApplicationId {
         self.application_id
     }
 
@@ -127,9 +202,7 @@ impl UserScope {
         if self.agents.covers(agent_id) {
             Ok(())
         } else {
-            Err(Error::AgentNotInScope(
-                "the token's key does not cover this agent".into(),
-            ))
+            Err(ScopeError::AgentNotInScope)
         }
     }
 }
@@ -144,12 +217,11 @@ pub struct AgentScope {
 impl AgentScope {
     /// The agent `agent_id` for this user: `not_found` unless it is an agent of the user's
     /// application, `agent_not_in_scope` unless the user's key covers it.
-    pub async fn check(state: &AppState, user: UserScope, agent_id: Uuid) -> Result<Self> {
-        let agent = state
-            .agents()
-            .get(state.db(), user.application_id(), agent_id)
+    pub async fn check(db: &Db, agents: &AgentCache, user: UserScope, agent_id: Uuid) -> Result<Self> {
+        let agent = agents
+            .get(db, user.application_id(), agent_id)
             .await?
-            .ok_or_else(|| Error::not_found("agent"))?;
+            .ok_or(ScopeError::UnknownAgent)?;
         user.require_agent(agent.id)?;
         Ok(Self { user, agent })
     }
@@ -166,7 +238,7 @@ impl AgentScope {
             application_id: user.application_id(),
             name: "test".into(),
             instructions: String::new(),
-            model: crate::store::Json(crate::store::agents::AgentModel::echo()),
+            model: super::Json(super::agents::AgentModel::echo()),
             memory: false,
             created_at: 0,
             updated_at: 0,
@@ -199,9 +271,7 @@ impl MemoryOwner {
     /// App-wide memory of this user: `agent_not_in_scope` unless the key covers all agents.
     pub fn app_wide(user: UserScope) -> Result<Self> {
         if !user.covers_all_agents() {
-            return Err(Error::AgentNotInScope(
-                "app-wide memory needs a key that covers all agents".into(),
-            ));
+            return Err(ScopeError::AppWideMemory);
         }
         Ok(Self::User(user))
     }

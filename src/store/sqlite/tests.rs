@@ -1,0 +1,201 @@
+//! The writer's guarantees: group commit, rollback alone, no stalls, durability order.
+
+use sea_query::{Alias, Expr, ExprTrait, Query};
+
+use super::*;
+use crate::store::Statement;
+
+struct Name {
+    name: String,
+}
+crate::from_row!(Name { name });
+
+fn database_with(maintenance: &'static [&'static str]) -> (tempfile::TempDir, Sqlite) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("lite.db");
+    let setup = Connection::open(&path).expect("create");
+    setup
+        .execute_batch("PRAGMA journal_mode=WAL; CREATE TABLE t (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE);")
+        .expect("schema");
+    drop(setup);
+    let sqlite = Sqlite::open(&path, 2, maintenance).expect("open");
+    (dir, sqlite)
+}
+
+fn database() -> (tempfile::TempDir, Sqlite) {
+    database_with(&[])
+}
+
+fn insert(id: i64, name: &str) -> sea_query::InsertStatement {
+    Query::insert()
+        .into_table(Alias::new("t"))
+        .columns([Alias::new("id"), Alias::new("name")])
+        .values_panic([id.into(), name.into()])
+        .to_owned()
+}
+
+/// Inserts the rows in one transaction.
+async fn write(sqlite: &Sqlite, rows: Vec<(i64, String)>) -> StoreResult<u64> {
+    sqlite
+        .transaction(move |tx| {
+            Box::pin(async move {
+                let mut written = 0;
+                for (id, name) in &rows {
+                    written += tx.execute(&insert(*id, name)).await?;
+                }
+                Ok(written)
+            })
+        })
+        .await
+}
+
+fn names(sqlite: &Sqlite) -> Vec<String> {
+    let query = Query::select()
+        .column(Alias::new("name"))
+        .from(Alias::new("t"))
+        .order_by(Alias::new("id"), sea_query::Order::Asc)
+        .to_owned();
+    let (sql, values) = query.build_for(sea_query::SqliteQueryBuilder);
+    sqlite
+        .read(|c| rows::<Name>(c, &sql, values))
+        .expect("read")
+        .into_iter()
+        .map(|n| n.name)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_transaction_is_rolled_back_alone_and_the_others_in_its_group_commit() {
+    let (_dir, sqlite) = database();
+    let sqlite = Arc::new(sqlite);
+    write(&sqlite, vec![(0, "name-0".into())]).await.expect("first");
+    // Many transactions at once so the writer takes them in groups; every tenth one collides
+    // with the first name and must fail alone, also when it ran half-way (two rows, one taken).
+    let writes: Vec<_> = (1..200i64)
+        .map(|i| {
+            let sqlite = sqlite.clone();
+            tokio::spawn(async move {
+                let rows = if i % 10 == 9 {
+                    vec![(1000 + i, format!("extra-{i}")), (2000 + i, "name-0".to_owned())]
+                } else {
+                    vec![(i, format!("name-{i}"))]
+                };
+                write(&sqlite, rows).await
+            })
+        })
+        .collect();
+    let mut failed = Vec::new();
+    for (i, write) in (1..).zip(writes) {
+        match write.await.expect("task") {
+            Ok(n) => assert_eq!(n, 1),
+            Err(StoreError::Conflict(_)) => failed.push(i),
+            Err(other) => panic!("write {i}: {other}"),
+        }
+    }
+    assert_eq!(failed, (1..200).filter(|i| i % 10 == 9).collect::<Vec<_>>());
+    let stored = names(&sqlite);
+    assert_eq!(stored.len(), 180);
+    assert!(stored.iter().all(|n| n.starts_with("name-")), "{stored:?}");
+}
+
+#[tokio::test]
+async fn a_transaction_that_returns_an_error_is_rolled_back() {
+    let (_dir, sqlite) = database();
+    let outcome: StoreResult<()> = sqlite
+        .transaction(|tx| {
+            Box::pin(async move {
+                tx.execute(&insert(1, "written, then undone")).await?;
+                Err(StoreError::NotFound)
+            })
+        })
+        .await;
+    assert!(matches!(outcome, Err(StoreError::NotFound)), "{outcome:?}");
+    assert!(names(&sqlite).is_empty());
+}
+
+#[tokio::test]
+async fn a_transaction_that_awaits_anything_but_the_database_fails_instead_of_stalling_the_writer() {
+    let (_dir, sqlite) = database();
+    let outcome: StoreResult<()> = sqlite
+        .transaction(|tx| {
+            Box::pin(async move {
+                tx.execute(&insert(1, "before the wait")).await?;
+                tokio::task::yield_now().await;
+                Ok(())
+            })
+        })
+        .await;
+    assert!(matches!(outcome, Err(StoreError::Other(_))), "{outcome:?}");
+    write(&sqlite, vec![(2, "after".into())])
+        .await
+        .expect("writer still running");
+    assert_eq!(names(&sqlite), ["after"]);
+}
+
+#[tokio::test]
+async fn a_panicking_transaction_fails_alone_and_the_writer_keeps_going() {
+    let (_dir, sqlite) = database();
+    let failed: StoreResult<()> = sqlite
+        .transaction(|tx| {
+            Box::pin(async move {
+                tx.execute(&insert(1, "before the panic")).await?;
+                panic!("a bug in a write");
+            })
+        })
+        .await;
+    assert!(matches!(failed, Err(StoreError::Other(_))), "{failed:?}");
+    write(&sqlite, vec![(2, "after".into())])
+        .await
+        .expect("writer still running");
+    assert_eq!(names(&sqlite), ["after"]);
+}
+
+#[tokio::test]
+async fn maintenance_runs_and_the_checkpointer_copies_committed_writes_into_the_database_file() {
+    let (dir, sqlite) = database_with(&["INSERT OR IGNORE INTO t (id, name) VALUES (-1, 'maintained')"]);
+    let file = dir.path().join("lite.db");
+    let before = std::fs::metadata(&file).expect("file").len();
+    // 2 KiB rows, written for longer than the maintenance interval.
+    let started = Instant::now();
+    let mut i = 0;
+    while i < 128 || started.elapsed() < MAINTAIN_EVERY + Duration::from_millis(100) {
+        write(&sqlite, vec![(i, format!("{i:0>2048}"))]).await.expect("write");
+        i += 1;
+    }
+    // The writer never checkpoints itself: only the checkpointer grows the main file.
+    let mut grown = 0;
+    for _ in 0..100 {
+        grown = std::fs::metadata(&file).expect("file").len() - before;
+        if grown > 200 * 1024 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(grown > 200 * 1024, "the database file grew by {grown} bytes only");
+    assert!(names(&sqlite).contains(&"maintained".to_owned()));
+}
+
+#[tokio::test]
+async fn a_write_is_visible_to_other_connections_once_answered_and_none_is_taken_after_close() {
+    let (dir, sqlite) = database();
+    write(&sqlite, vec![(7, "seven".into())]).await.expect("insert");
+    let update = Query::update()
+        .table(Alias::new("t"))
+        .value(Alias::new("name"), "renamed")
+        .and_where(Expr::col(Alias::new("id")).eq(7))
+        .to_owned();
+    let touched = sqlite
+        .transaction(move |tx| Box::pin(async move { tx.execute(&update).await }))
+        .await
+        .expect("update");
+    assert_eq!(touched, 1);
+    // A connection that is not the engine's sees the committed row.
+    let other = Connection::open(dir.path().join("lite.db")).expect("open");
+    let name: String = other
+        .query_row("SELECT name FROM t WHERE id = 7", [], |r| r.get(0))
+        .expect("row");
+    assert_eq!(name, "renamed");
+    sqlite.close();
+    let refused = write(&sqlite, vec![(8, "late".into())]).await;
+    assert!(matches!(refused, Err(StoreError::Unavailable(_))), "{refused:?}");
+}
