@@ -253,6 +253,7 @@ def bench_database(label, database_url, workdir, args, sqlite_path=None):
              {"messages": [{"role": "user", "content": "hello benchmark"}], "conversation_id": "turns"}),
             ("memory search", "GET", "/v1/memories?q=green%20tea", None),
         ]
+        workloads = [w for w in workloads if not args.only or w[0].split()[0] in args.only]
         for name, method, path, body in workloads:
             print(f"[{label}] {name} ({args.duration} s, {args.connections} connections) ...", flush=True)
             row = run_wrk(server, workdir, name.split()[0], method, path, body, tokens_file, args.duration, args.connections)
@@ -282,6 +283,7 @@ def main():
     parser.add_argument("--conversations", type=int, default=3, help="per user")
     parser.add_argument("--duration", type=int, default=10, help="seconds per workload")
     parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--only", nargs="*", help="only these workloads: list, get, completion, memory")
     parser.add_argument("--scale", action="store_true", help="then seed --messages messages and measure list/get again")
     parser.add_argument("--messages", type=int, default=10_000_000)
     args = parser.parse_args()

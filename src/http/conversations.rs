@@ -25,12 +25,6 @@ pub fn router() -> OpenApiRouter<AppState> {
     ))
 }
 
-/// The `{conversation_id}` of a path.
-#[derive(Deserialize)]
-struct ConversationPath {
-    conversation_id: String,
-}
-
 #[derive(Serialize, ToSchema)]
 pub struct MessageView {
     pub id: Uuid,
@@ -153,7 +147,8 @@ async fn list_conversations(
 async fn get_conversation(
     State(state): State<AppState>,
     scope: AgentScope,
-    Path(ConversationPath { conversation_id }): Path<ConversationPath>,
+    // (The agent is the scope's; a tuple deserializes without building a map.)
+    Path((_agent, conversation_id)): Path<(Uuid, String)>,
 ) -> Result<Json<ConversationWithMessages>> {
     let (conversation, messages) = user_data::conversation_with_messages(state.db(), &scope, &conversation_id)
         .await?
@@ -183,7 +178,8 @@ pub struct RenameConversation {
 async fn rename_conversation(
     State(state): State<AppState>,
     scope: AgentScope,
-    Path(ConversationPath { conversation_id }): Path<ConversationPath>,
+    // (The agent is the scope's; a tuple deserializes without building a map.)
+    Path((_agent, conversation_id)): Path<(Uuid, String)>,
     Json(body): Json<RenameConversation>,
 ) -> Result<Json<ConversationView>> {
     let title = body
@@ -207,7 +203,8 @@ async fn rename_conversation(
 async fn delete_conversation(
     State(state): State<AppState>,
     scope: AgentScope,
-    Path(ConversationPath { conversation_id }): Path<ConversationPath>,
+    // (The agent is the scope's; a tuple deserializes without building a map.)
+    Path((_agent, conversation_id)): Path<(Uuid, String)>,
 ) -> Result<StatusCode> {
     if !user_data::delete_conversation(state.db(), &scope, &conversation_id).await? {
         return Err(Error::not_found("conversation"));

@@ -48,12 +48,6 @@ impl<T: Serialize> IntoResponse for Json<T> {
     }
 }
 
-/// The `{agent_id}` of a data-plane path.
-#[derive(Deserialize)]
-struct AgentPath {
-    agent_id: Uuid,
-}
-
 /// Every `/v1/agents/{agent_id}/…` route: the verified secure user token, and the path's agent
 /// checked against it (`not_found` outside the token's application, `agent_not_in_scope` outside
 /// its key's agents).
@@ -62,7 +56,15 @@ impl FromRequestParts<AppState> for AgentScope {
 
     async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &AppState) -> Result<Self, Error> {
         let user = UserScope::from_request_parts(parts, state).await?;
-        let Path(AgentPath { agent_id }) = Path::from_request_parts(parts, state).await?;
+        // The raw parameter, not `Path<…>`: deserializing a struct from the path builds a map.
+        let params = axum::extract::RawPathParams::from_request_parts(parts, state)
+            .await
+            .map_err(|e| Error::internal(e.body_text()))?;
+        let agent_id = params
+            .iter()
+            .find(|(name, _)| *name == "agent_id")
+            .and_then(|(_, value)| Uuid::try_parse(value).ok())
+            .ok_or_else(|| Error::not_found("agent"))?;
         Ok(AgentScope::check(state.db(), state.agents(), user, agent_id).await?)
     }
 }

@@ -24,6 +24,7 @@ pub enum Row<'a> {
 
 impl Row<'_> {
     /// The column called `name`, as a `T`.
+    #[inline]
     pub fn get<T: Column>(&self, name: &str) -> StoreResult<T> {
         match self {
             Row::Sqlite(row) => T::from_sqlite(row, name).map_err(|e| decode_error(name, e)),
@@ -63,6 +64,7 @@ pub trait Column: Sized {
 macro_rules! native {
     ($($type:ty),*) => {$(
         impl Column for $type {
+            #[inline]
             fn from_sqlite(row: &rusqlite::Row<'_>, name: &str) -> rusqlite::Result<Self> {
                 row.get(name)
             }
@@ -71,6 +73,7 @@ macro_rules! native {
             }
         }
         impl Column for Option<$type> {
+            #[inline]
             fn from_sqlite(row: &rusqlite::Row<'_>, name: &str) -> rusqlite::Result<Self> {
                 row.get(name)
             }

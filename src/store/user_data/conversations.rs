@@ -71,16 +71,16 @@ pub(super) fn of_user(scope: &UserScope) -> SelectStatement {
 
 /// The scope's conversations with its agent.
 fn of_agent(scope: &AgentScope) -> SelectStatement {
-    of_user(scope.user())
-        .and_where(Expr::col((Conversations::Table, Conversations::AgentId)).eq(scope.agent_id()))
-        .to_owned()
+    let mut query = of_user(scope.user());
+    query.and_where(Expr::col((Conversations::Table, Conversations::AgentId)).eq(scope.agent_id()));
+    query
 }
 
 /// The scope's conversation with its agent that the client calls `external_id`.
 fn named(scope: &AgentScope, external_id: &str) -> SelectStatement {
-    of_agent(scope)
-        .and_where(Expr::col((Conversations::Table, Conversations::ExternalId)).eq(external_id))
-        .to_owned()
+    let mut query = of_agent(scope);
+    query.and_where(Expr::col((Conversations::Table, Conversations::ExternalId)).eq(external_id));
+    query
 }
 
 /// Where a page of conversations continues: after this (updated_at, id).
@@ -134,9 +134,12 @@ pub async fn find_conversation(db: &Db, scope: &AgentScope, external_id: &str) -
 
 fn with_messages_statement(scope: &AgentScope, external_id: &str) -> SelectStatement {
     let mut query = named(scope, external_id);
-    query.exprs(MESSAGE_COLUMNS.map(|column| {
-        Expr::col((Messages::Table, column)).alias(format!("message_{}", sea_query::Iden::to_string(&column)))
-    }));
+    query.exprs(
+        MESSAGE_COLUMNS
+            .into_iter()
+            .zip(MESSAGE_ALIASES)
+            .map(|(column, alias)| Expr::col((Messages::Table, column)).alias(alias)),
+    );
     // The messages carry their owner too: the join repeats the scope's filter on them.
     left_join_owned::<Messages>(
         &mut query,
@@ -165,6 +168,17 @@ pub async fn conversation_with_messages(
     let messages = rows.into_iter().filter_map(|row| row.message).collect();
     Ok(Some((conversation, messages)))
 }
+
+/// What `conversation_with_messages` calls the message columns (`MESSAGE_COLUMNS`, in order).
+const MESSAGE_ALIASES: [&str; 7] = [
+    "message_id",
+    "message_seq",
+    "message_role",
+    "message_content",
+    "message_status",
+    "message_client_id",
+    "message_created_at",
+];
 
 /// A row of `conversation_with_messages`: the conversation, and one of its messages (none when it
 /// has no messages: a left join).
@@ -249,9 +263,9 @@ pub enum OpenedConversation {
 
 /// The user's conversation with this id, whatever its agent (ids are unique per user).
 fn any_agent_statement(scope: &AgentScope, external_id: &str) -> SelectStatement {
-    of_user(scope.user())
-        .and_where(Expr::col((Conversations::Table, Conversations::ExternalId)).eq(external_id))
-        .to_owned()
+    let mut query = of_user(scope.user());
+    query.and_where(Expr::col((Conversations::Table, Conversations::ExternalId)).eq(external_id));
+    query
 }
 
 fn insert_statement(scope: &AgentScope, conversation: &Conversation) -> sea_query::InsertStatement {

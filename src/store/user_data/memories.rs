@@ -45,9 +45,9 @@ pub(super) fn of_user(scope: &UserScope) -> SelectStatement {
 }
 
 fn by_id(scope: &UserScope, id: Uuid) -> SelectStatement {
-    of_user(scope)
-        .and_where(Expr::col((Memories::Table, Memories::Id)).eq(id))
-        .to_owned()
+    let mut query = of_user(scope);
+    query.and_where(Expr::col((Memories::Table, Memories::Id)).eq(id));
+    query
 }
 
 fn insert_statement(owner: &MemoryOwner, memory: &Memory) -> sea_query::InsertStatement {

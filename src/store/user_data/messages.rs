@@ -65,9 +65,9 @@ const INSERT_COLUMNS: [Messages; 8] = [
 /// Messages of one of the user's conversations. Messages carry their owner's application and
 /// `sub` too, so the filter holds even for a conversation id from elsewhere.
 pub(super) fn of_conversation(scope: &UserScope, conversation: &Conversation) -> SelectStatement {
-    select(scope, &MESSAGE_COLUMNS)
-        .and_where(Expr::col(Messages::ConversationId).eq(conversation.id))
-        .to_owned()
+    let mut query = select(scope, &MESSAGE_COLUMNS);
+    query.and_where(Expr::col(Messages::ConversationId).eq(conversation.id));
+    query
 }
 
 fn recent_statement(
@@ -190,10 +190,11 @@ impl Append {
 
     /// `SELECT last_seq … FOR UPDATE` of the conversation row, if it is this user's.
     fn lock(&self) -> SelectStatement {
-        select(&self.scope, &[Conversations::LastSeq])
+        let mut query = select(&self.scope, &[Conversations::LastSeq]);
+        query
             .and_where(Expr::col((Conversations::Table, Conversations::Id)).eq(self.conversation.id))
-            .lock(sea_query::LockType::Update)
-            .to_owned()
+            .lock(sea_query::LockType::Update);
+        query
     }
 
     /// Which of the new messages' client ids the conversation already holds.

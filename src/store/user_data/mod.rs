@@ -125,24 +125,27 @@ fn owner<T: UserTable>(scope: &UserScope) -> Condition {
 
 /// `SELECT <columns> FROM <table> WHERE <owner>`.
 fn select<T: UserTable>(scope: &UserScope, columns: &[T]) -> SelectStatement {
-    Query::select()
+    // Built in place: `.to_owned()` at the end of a chain would clone the whole statement.
+    let mut select = Query::select();
+    select
         .columns(columns.iter().map(|c| (T::TABLE, *c)))
         .from(T::TABLE)
-        .cond_where(owner::<T>(scope))
-        .to_owned()
+        .cond_where(owner::<T>(scope));
+    select
 }
 
 /// `UPDATE <table> SET … WHERE <owner>`.
 fn update<T: UserTable>(scope: &UserScope) -> UpdateStatement {
-    Query::update().table(T::TABLE).cond_where(owner::<T>(scope)).to_owned()
+    let mut update = Query::update();
+    update.table(T::TABLE).cond_where(owner::<T>(scope));
+    update
 }
 
 /// `DELETE FROM <table> WHERE <owner>`.
 fn delete<T: UserTable>(scope: &UserScope) -> DeleteStatement {
-    Query::delete()
-        .from_table(T::TABLE)
-        .cond_where(owner::<T>(scope))
-        .to_owned()
+    let mut delete = Query::delete();
+    delete.from_table(T::TABLE).cond_where(owner::<T>(scope));
+    delete
 }
 
 /// `INSERT INTO <table> (application_id, sub, <columns>) VALUES (<scope>, <row>), …`.
