@@ -79,6 +79,14 @@ pub struct Settings {
     #[arg(long, env = "CONFIDANT_REFRESH_TOKEN_TTL", default_value = "7d", value_parser = parse_duration)]
     pub refresh_token_ttl: Duration,
 
+    /// Request headers must arrive within this (a client that trickles them is dropped).
+    #[arg(long, env = "CONFIDANT_HEADER_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub header_timeout: Duration,
+
+    /// Most client connections served at once; more wait in the listen queue.
+    #[arg(long, env = "CONFIDANT_MAX_CONNECTIONS", default_value_t = 10_000)]
+    pub max_connections: usize,
+
     /// Longest an instance keeps using an authentication key it has cached, even if it missed the
     /// notice of its deletion.
     #[arg(long, env = "CONFIDANT_KEY_CACHE_TTL", default_value = "60s", value_parser = parse_duration)]

@@ -115,22 +115,76 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 
 /// Serves `state` on `listener` until `shutdown` resolves, then drains requests and writes pending
 /// key usage.
+///
+/// Served through hyper-util rather than `axum::serve`, which runs hyper without a timer and so
+/// without a header-read timeout (a client trickling headers would hold a connection forever):
+/// headers must arrive within `CONFIDANT_HEADER_TIMEOUT`, at most `CONFIDANT_MAX_CONNECTIONS` are
+/// served at once (more wait in the kernel's listen queue), and every accepted socket has
+/// `TCP_NODELAY` (small stream writes otherwise wait ~40 ms for the peer's delayed ACK).
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    use hyper_util::server::conn::auto::Builder;
+    use hyper_util::service::TowerToHyperService;
+
     let flusher = state.usage().spawn_flusher(state.db().clone(), Duration::from_secs(5));
     let invalidations = invalidation::spawn_listener(state.clone());
-    let result = axum::serve(listener, app(state.clone()))
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let router = app(state.clone());
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(state.settings().header_timeout);
+    let slots = Arc::new(tokio::sync::Semaphore::new(state.settings().max_connections));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            break;
+        };
+        let (stream, remote) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // Out of file descriptors and the like: wait a little rather than spin.
+                    tracing::warn!(%error, "could not accept a connection");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let service = TowerToHyperService::new(tower::ServiceExt::map_request(
+            router.clone(),
+            move |mut request: axum::http::Request<hyper::body::Incoming>| {
+                request.extensions_mut().insert(axum::extract::ConnectInfo(remote));
+                request
+            },
+        ));
+        let connection = graceful.watch(
+            builder
+                .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                .into_owned(),
+        );
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(%error, %remote, "connection ended with an error");
+            }
+            drop(slot);
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
     flusher.abort();
     if let Some(listener) = invalidations {
         listener.abort();
     }
     state.usage().flush(state.db()).await;
-    result
+    Ok(())
 }
 
 /// Creates an operator unless one with this email exists. Returns whether one was created.

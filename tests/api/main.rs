@@ -11,6 +11,7 @@ mod clients;
 mod completions;
 mod data_plane;
 mod durability;
+mod edge;
 mod errors;
 mod fake_provider;
 mod isolation;
