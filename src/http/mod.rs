@@ -37,10 +37,66 @@ use crate::error::Error;
 use crate::store::PageRequest;
 use crate::store::scope::{AgentScope, UserScope};
 
-/// `axum::Json` whose rejections are the contract's `invalid_request` / `payload_too_large`.
-#[derive(FromRequest)]
-#[from_request(via(axum::Json), rejection(Error))]
+/// `axum::Json` whose rejections are the contract's `invalid_request` / `payload_too_large`, and
+/// which refuses text holding U+0000 (`validation_failed`) before it reaches either database
+/// (PostgreSQL cannot store it in text; SQLite would, so both refuse it alike).
 pub struct Json<T>(pub T);
+
+impl<T, S> FromRequest<S> for Json<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = Error;
+
+    async fn from_request(request: Request<axum::body::Body>, state: &S) -> Result<Self, Error> {
+        if !json_content_type(request.headers()) {
+            return Err(Error::InvalidRequest(
+                "expected a request body with Content-Type: application/json".into(),
+            ));
+        }
+        let bytes = axum::body::Bytes::from_request(request, state)
+            .await
+            .map_err(|rejection| match rejection.status() {
+                axum::http::StatusCode::PAYLOAD_TOO_LARGE => Error::PayloadTooLarge,
+                _ => Error::InvalidRequest(rejection.body_text()),
+            })?;
+        let axum::Json(value) = axum::Json::<T>::from_bytes(&bytes)?;
+        if holds_nul(&bytes) {
+            return Err(Error::invalid_field("body", "text must not contain U+0000"));
+        }
+        Ok(Self(value))
+    }
+}
+
+/// `application/json`, or any `application/*+json`, as axum accepts.
+fn json_content_type(headers: &axum::http::HeaderMap) -> bool {
+    let Some(value) = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let essence = value.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+    essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
+
+/// Whether a JSON document holds the escape `\u0000` (the only way JSON text can carry U+0000):
+/// a `\` starting an escape, not one that is itself escaped.
+fn holds_nul(json: &[u8]) -> bool {
+    let mut backslashes = 0usize;
+    for (i, byte) in json.iter().enumerate() {
+        if *byte == b'\\' {
+            backslashes += 1;
+            continue;
+        }
+        if backslashes % 2 == 1 && *byte == b'u' && json.get(i + 1..i + 5) == Some(b"0000") {
+            return true;
+        }
+        backslashes = 0;
+    }
+    false
+}
 
 impl<T: Serialize> IntoResponse for Json<T> {
     fn into_response(self) -> Response {
@@ -259,4 +315,19 @@ pub fn router(state: AppState) -> axum::Router {
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
         .with_state(state)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::holds_nul;
+
+    #[test]
+    fn only_an_escaped_nul_counts() {
+        assert!(holds_nul(br#"{"content":"a\u0000b"}"#));
+        assert!(holds_nul(br#"{"content":"\\\u0000"}"#));
+        // A backslash written out, then the letters u0000: no NUL.
+        assert!(!holds_nul(br#"{"content":"\\u0000"}"#));
+        assert!(holds_nul(br#"{"content":"\u00001"}"#));
+        assert!(!holds_nul(br#"{"content":"\u0001 and u0000"}"#));
+    }
 }

@@ -5,12 +5,15 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use serde_json::json;
+
 use crate::db_tests;
-use crate::harness::TestApp;
+use crate::harness::{TestApp, user_token};
 
 db_tests!(
     a_client_that_trickles_its_headers_is_dropped,
-    connections_over_the_cap_wait_until_one_closes
+    connections_over_the_cap_wait_until_one_closes,
+    text_holding_nul_is_validation_failed_on_every_path
 );
 
 /// A complete request on a raw connection; returns the response's first bytes.
@@ -78,4 +81,51 @@ async fn connections_over_the_cap_wait_until_one_closes(mut app: TestApp) {
         .expect("the waiting connection was never served")
         .unwrap();
     assert!(String::from_utf8_lossy(&buffer[..read]).starts_with("HTTP/1.1 200"));
+}
+
+/// U+0000 cannot be stored in PostgreSQL text; SQLite would store it. Both refuse it alike, and
+/// nothing is stored.
+async fn text_holding_nul_is_validation_failed_on_every_path(app: TestApp) {
+    let owner = app.owner_token().await;
+    let tenant = app.tenant(&owner, "A", 1).await;
+    let agent = &tenant.agents[0];
+    let user = user_token(&tenant.all_key, "alice");
+    let nul = "before\u{0}after";
+    let cases = [
+        (
+            "/v1/auth/login".to_owned(),
+            "",
+            json!({"email": format!("a{nul}@example.com"), "password": "whatever-long"}),
+        ),
+        ("/v1/applications".to_owned(), owner.as_str(), json!({"name": nul})),
+        (
+            format!("/v1/applications/{}/agents", tenant.app_id),
+            owner.as_str(),
+            json!({"name": "x", "instructions": nul}),
+        ),
+        ("/v1/memories".to_owned(), user.as_str(), json!({"content": nul})),
+        (
+            "/v1/memories".to_owned(),
+            user.as_str(),
+            json!({"content": "fine", "metadata": {"k": nul}}),
+        ),
+        (
+            format!("/v1/agents/{agent}/completions"),
+            user.as_str(),
+            json!({"messages": [{"role": "user", "content": nul}]}),
+        ),
+        (
+            format!("/v1/agents/{agent}/completions?format=deltakit"),
+            user.as_str(),
+            json!({"message": nul, "conversation_id": "c"}),
+        ),
+    ];
+    for (path, token, body) in cases {
+        let reply = app.post(&path, token, body).await;
+        reply.assert_error(422, "validation_failed");
+        assert!(reply.body["details"]["fields"].is_object(), "{path}: {}", reply.text);
+    }
+    for table in ["memories", "messages", "conversations"] {
+        assert_eq!(app.count_rows(table).await, 0, "{table} got a row");
+    }
 }
