@@ -87,6 +87,10 @@ pub struct Settings {
     #[arg(long, env = "CONFIDANT_MAX_CONNECTIONS", default_value_t = 10_000)]
     pub max_connections: usize,
 
+    /// When set, `GET /metrics` requires `Authorization: Bearer <this token>`.
+    #[arg(long, env = "CONFIDANT_METRICS_TOKEN", hide_env_values = true)]
+    pub metrics_token: Option<SecretString>,
+
     /// Longest an instance keeps using an authentication key it has cached, even if it missed the
     /// notice of its deletion.
     #[arg(long, env = "CONFIDANT_KEY_CACHE_TTL", default_value = "60s", value_parser = parse_duration)]
@@ -125,6 +129,38 @@ impl Default for Settings {
         }
         let matches = command.get_matches_from(["defaults"]);
         Settings::from_arg_matches(&matches).expect("the defaults parse")
+    }
+}
+
+/// A setting that is a secret: shown as `<redacted>` in debug output.
+#[derive(Clone)]
+pub struct SecretString(String);
+
+impl SecretString {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::str::FromStr for SecretString {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, String> {
+        if text.trim().is_empty() {
+            return Err("must not be empty".into());
+        }
+        Ok(Self(text.trim().to_owned()))
+    }
+}
+
+impl From<&str> for SecretString {
+    fn from(text: &str) -> Self {
+        Self(text.to_owned())
+    }
+}
+
+impl std::fmt::Debug for SecretString {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
     }
 }
 

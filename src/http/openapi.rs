@@ -86,6 +86,17 @@ pub fn base() -> OpenApi {
         ),
     );
     components.add_security_scheme(
+        "metrics_token",
+        SecurityScheme::Http(
+            HttpBuilder::new()
+                .scheme(HttpAuthScheme::Bearer)
+                .description(Some(
+                    "`CONFIDANT_METRICS_TOKEN`, when the server sets one (`GET /metrics` only).",
+                ))
+                .build(),
+        ),
+    );
+    components.add_security_scheme(
         USER_TOKEN_HEADER,
         SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
             "X-Secure-User-Token",

@@ -11,6 +11,8 @@ use utoipa_swagger_ui::{Config, SwaggerUi};
 
 use super::Json;
 use crate::AppState;
+use crate::auth::credentials::Credentials;
+use crate::crypto;
 use crate::error::{Error, Result};
 
 /// The committed document (`openapi/openapi.json`); a test keeps it equal to the generated one.
@@ -99,14 +101,26 @@ async fn readyz(State(state): State<AppState>) -> Result<Json<Health>> {
 /// completion replies by status, database connections.
 #[utoipa::path(
     get, path = "/metrics", tag = "service",
-    responses((status = 200, description = "Prometheus text format", content_type = "text/plain; version=0.0.4", body = String))
+    security((), ("metrics_token" = [])),
+    responses(
+        (status = 200, description = "Prometheus text format", content_type = "text/plain; version=0.0.4", body = String),
+        (status = 401, description = "`missing_credentials` / `invalid_token`: the server requires `CONFIDANT_METRICS_TOKEN` and it was not sent", body = crate::error::ErrorBody),
+    )
 )]
-async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+async fn metrics(State(state): State<AppState>, headers: axum::http::HeaderMap) -> Result<impl IntoResponse> {
+    if let Some(expected) = &state.settings().metrics_token {
+        let sent = Credentials::read(&headers)
+            .user_token()?
+            .ok_or_else(|| Error::MissingCredentials("send Authorization: Bearer <CONFIDANT_METRICS_TOKEN>".into()))?;
+        if !crypto::constant_time_eq(sent.as_bytes(), expected.expose().as_bytes()) {
+            return Err(Error::unauthorized("invalid_token", "the metrics token is wrong"));
+        }
+    }
     let body = state.metrics().render(&state.db().pool_state());
-    (
+    Ok((
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
         body,
-    )
+    ))
 }
 
 /// This API's OpenAPI 3.1 document.

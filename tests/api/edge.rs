@@ -13,7 +13,8 @@ use crate::harness::{TestApp, user_token};
 db_tests!(
     a_client_that_trickles_its_headers_is_dropped,
     connections_over_the_cap_wait_until_one_closes,
-    text_holding_nul_is_validation_failed_on_every_path
+    text_holding_nul_is_validation_failed_on_every_path,
+    metrics_need_the_metrics_token_when_one_is_set
 );
 
 /// A complete request on a raw connection; returns the response's first bytes.
@@ -128,4 +129,23 @@ async fn text_holding_nul_is_validation_failed_on_every_path(app: TestApp) {
     for table in ["memories", "messages", "conversations"] {
         assert_eq!(app.count_rows(table).await, 0, "{table} got a row");
     }
+}
+
+async fn metrics_need_the_metrics_token_when_one_is_set(mut app: TestApp) {
+    app.call(reqwest::Method::GET, "/metrics", None, None)
+        .await
+        .assert_status(200);
+    app.reconfigure(confidant::Settings {
+        metrics_token: Some("metrics-secret-0123".into()),
+        ..confidant::Settings::default()
+    })
+    .await;
+    app.call(reqwest::Method::GET, "/metrics", None, None)
+        .await
+        .assert_error(401, "missing_credentials");
+    let wrong = app.get("/metrics", "not-the-token").await;
+    wrong.assert_error(401, "invalid_token");
+    assert!(wrong.headers.contains_key("www-authenticate"));
+    let right = app.get("/metrics", "metrics-secret-0123").await;
+    assert!(right.text.contains("confidant_http_requests_total"), "{}", right.text);
 }
