@@ -1,74 +1,26 @@
 //! Keeping every server instance's caches honest.
 //!
 //! Deleting an authentication key must stop it verifying at once on every instance, and agent
-//! changes should be seen everywhere. Each change is applied to this instance's caches and, on
-//! PostgreSQL (the multi-instance setup), announced with `pg_notify`; every instance listens and
-//! applies what it hears. If the listening connection drops, notices may have been missed, so
-//! the caches are emptied and refill from the database.
+//! changes should be seen everywhere. The store sends a `Notice` inside the transaction that makes
+//! the change (`store::notices`), so a change never commits without it; this instance evicts at
+//! once (`evict`), and on PostgreSQL every instance listens and evicts what it hears. If the
+//! listening connection drops, notices may have been missed, so the caches are emptied and refill
+//! from the database; the authentication-key cache's TTL bounds what a lost notice can cost.
 
 use std::time::Duration;
 
-use uuid::Uuid;
-
 use crate::AppState;
+use crate::store::notices::CHANNEL;
+pub use crate::store::notices::Notice;
 
-const CHANNEL: &str = "confidant_invalidate";
-
-/// What changed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Invalidation {
-    AuthenticationKey(Uuid),
-    Agent(Uuid),
-    /// An application went, with all its keys and agents.
-    Application {
-        app_id: Uuid,
-    },
-}
-
-impl Invalidation {
-    fn encode(self) -> String {
-        match self {
-            Self::AuthenticationKey(id) => format!("key:{id}"),
-            Self::Agent(id) => format!("agent:{id}"),
-            Self::Application { app_id } => format!("application:{app_id}"),
-        }
-    }
-
-    fn decode(text: &str) -> Option<Self> {
-        let (kind, id) = text.split_once(':')?;
-        let id = Uuid::try_parse(id).ok()?;
-        match kind {
-            "key" => Some(Self::AuthenticationKey(id)),
-            "agent" => Some(Self::Agent(id)),
-            "application" => Some(Self::Application { app_id: id }),
-            _ => None,
-        }
-    }
-}
-
-/// Applies a change to this instance's caches.
-async fn apply(state: &AppState, what: Invalidation) {
+/// Evicts what changed from this instance's caches.
+pub async fn evict(state: &AppState, what: Notice) {
     match what {
-        Invalidation::AuthenticationKey(id) => state.user_keys().invalidate(id).await,
-        Invalidation::Agent(id) => state.agents().invalidate(id).await,
-        Invalidation::Application { app_id } => {
+        Notice::AuthenticationKey(id) => state.user_keys().invalidate(id).await,
+        Notice::Agent(id) => state.agents().invalidate(id).await,
+        Notice::Application(app_id) => {
             state.user_keys().invalidate_application(app_id).await;
             state.agents().invalidate_application(app_id).await;
-        }
-    }
-}
-
-/// Applies a change here and tells the other instances.
-pub async fn publish(state: &AppState, what: Invalidation) {
-    apply(state, what).await;
-    if let Some(pool) = state.db().postgres() {
-        let sent = sqlx::query("SELECT pg_notify($1, $2)")
-            .bind(CHANNEL)
-            .bind(what.encode())
-            .execute(pool)
-            .await;
-        if let Err(error) = sent {
-            tracing::error!(%error, ?what, "could not tell other instances about a change; they see it when their cache entries expire");
         }
     }
 }
@@ -97,10 +49,10 @@ pub fn spawn_listener(state: AppState) -> Option<tokio::task::JoinHandle<()>> {
             state.agents().clear();
             loop {
                 match listener.try_recv().await {
-                    Ok(Some(notice)) => match Invalidation::decode(notice.payload()) {
+                    Ok(Some(notice)) => match Notice::decode(notice.payload()) {
                         Some(what) => {
                             tracing::debug!(?what, "cache invalidation");
-                            apply(&state, what).await;
+                            evict(&state, what).await;
                         }
                         None => tracing::warn!(payload = notice.payload(), "unknown cache invalidation"),
                     },
@@ -117,23 +69,4 @@ pub fn spawn_listener(state: AppState) -> Option<tokio::task::JoinHandle<()>> {
             }
         }
     }))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn notices_round_trip() {
-        let id = Uuid::now_v7();
-        for what in [
-            Invalidation::AuthenticationKey(id),
-            Invalidation::Agent(id),
-            Invalidation::Application { app_id: id },
-        ] {
-            assert_eq!(Invalidation::decode(&what.encode()), Some(what));
-        }
-        assert_eq!(Invalidation::decode("key:nope"), None);
-        assert_eq!(Invalidation::decode("other:0191a4e0-0000-7000-8000-000000000000"), None);
-    }
 }

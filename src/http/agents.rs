@@ -224,7 +224,7 @@ async fn update_agent(
     let agent = agents::update(state.db(), app_id, agent_id, changes)
         .await?
         .ok_or_else(|| Error::not_found("agent"))?;
-    crate::invalidation::publish(&state, crate::invalidation::Invalidation::Agent(agent_id)).await;
+    crate::invalidation::evict(&state, crate::invalidation::Notice::Agent(agent_id)).await;
     Ok(Json(agent.into()))
 }
 
@@ -244,7 +244,7 @@ async fn delete_agent(
     if !agents::delete(state.db(), app_id, agent_id).await? {
         return Err(Error::not_found("agent"));
     }
-    crate::invalidation::publish(&state, crate::invalidation::Invalidation::Agent(agent_id)).await;
+    crate::invalidation::evict(&state, crate::invalidation::Notice::Agent(agent_id)).await;
     tracing::info!(application.id = %app_id, agent.id = %agent_id, "agent deleted");
     Ok(StatusCode::NO_CONTENT)
 }

@@ -160,11 +160,7 @@ async fn delete_application(
         return Err(Error::not_found("application"));
     }
     // Its keys and agents went with it (cascade): forget them here and on every other instance.
-    crate::invalidation::publish(
-        &state,
-        crate::invalidation::Invalidation::Application { app_id: app_id.uuid() },
-    )
-    .await;
+    crate::invalidation::evict(&state, crate::invalidation::Notice::Application(app_id.uuid())).await;
     tracing::info!(application.id = %app_id, "application deleted");
     Ok(StatusCode::NO_CONTENT)
 }

@@ -219,7 +219,7 @@ async fn delete_authentication_key(
         return Err(Error::not_found("authentication key"));
     }
     // Tokens signed with it stop verifying now, here and on every other instance.
-    crate::invalidation::publish(&state, crate::invalidation::Invalidation::AuthenticationKey(key_id)).await;
+    crate::invalidation::evict(&state, crate::invalidation::Notice::AuthenticationKey(key_id)).await;
     tracing::info!(application.id = %app_id, key.id = %key_id, "authentication key deleted");
     Ok(StatusCode::NO_CONTENT)
 }

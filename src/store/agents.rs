@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::cache::RowCache;
+use super::notices::Notice;
 use super::schema::Agents;
 use super::scope::ApplicationId;
 use super::{Db, Json, PageRequest, StoreResult, now_micros};
@@ -186,12 +187,31 @@ pub async fn update(db: &Db, app_id: ApplicationId, id: Uuid, changes: AgentChan
         .and_where(Expr::col(Agents::ApplicationId).eq(app_id))
         .and_where(Expr::col(Agents::Id).eq(id))
         .returning(Query::returning().columns(COLUMNS));
-    db.returning(update).await
+    // Other instances cache agents: they hear of the change when it commits.
+    db.transaction(move |tx| {
+        Box::pin(async move {
+            let updated: Option<Agent> = tx.row(&update).await?;
+            if updated.is_some() {
+                tx.notify(Notice::Agent(id)).await?;
+            }
+            Ok(updated)
+        })
+    })
+    .await
 }
 
 /// Deletes an agent; its conversations and agent-bound memory go with it (cascade).
 pub async fn delete(db: &Db, app_id: ApplicationId, id: Uuid) -> StoreResult<bool> {
-    super::delete_in_application(db, Agents::Table, Agents::ApplicationId, Agents::Id, app_id, id).await
+    super::delete_in_application(
+        db,
+        Agents::Table,
+        Agents::ApplicationId,
+        Agents::Id,
+        app_id,
+        id,
+        Some(Notice::Agent(id)),
+    )
+    .await
 }
 
 /// Agents by id, kept in memory for the data plane (every user request names an agent).

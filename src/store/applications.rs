@@ -3,6 +3,7 @@
 use sea_query::{Expr, ExprTrait, LockType, Query};
 use uuid::Uuid;
 
+use super::notices::Notice;
 use super::schema::{Applications, Memberships, Operators};
 use super::scope::ApplicationId;
 use super::{Db, PageRequest, StoreError, StoreResult, now_micros};
@@ -98,16 +99,23 @@ pub async fn rename(db: &Db, id: ApplicationId, name: &str) -> StoreResult<Optio
     .await
 }
 
-/// Deletes an application and, by cascade, everything it holds.
+/// Deletes an application and, by cascade, everything it holds; other instances forget its keys
+/// and agents when this commits.
 pub async fn delete(db: &Db, id: ApplicationId) -> StoreResult<bool> {
-    Ok(db
-        .execute(
-            Query::delete()
-                .from_table(Applications::Table)
-                .and_where(Expr::col(Applications::Id).eq(id)),
-        )
-        .await?
-        > 0)
+    let delete = Query::delete()
+        .from_table(Applications::Table)
+        .and_where(Expr::col(Applications::Id).eq(id))
+        .to_owned();
+    db.transaction(move |tx| {
+        Box::pin(async move {
+            let deleted = tx.execute(&delete).await? > 0;
+            if deleted {
+                tx.notify(Notice::Application(id.uuid())).await?;
+            }
+            Ok(deleted)
+        })
+    })
+    .await
 }
 
 #[derive(Debug, Clone)]

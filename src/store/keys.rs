@@ -5,6 +5,7 @@ use sea_query::{Expr, ExprTrait, Query};
 use uuid::Uuid;
 
 use super::BoxError;
+use super::notices::Notice;
 use super::schema::{ApiKeys, AuthenticationKeys};
 use super::scope::ApplicationId;
 use super::{Db, Json, PageRequest, StoreResult};
@@ -122,6 +123,7 @@ pub async fn delete_authentication_key(db: &Db, app_id: ApplicationId, id: Uuid)
         AuthenticationKeys::Id,
         app_id,
         id,
+        Some(Notice::AuthenticationKey(id)),
     )
     .await
 }
@@ -222,7 +224,16 @@ pub async fn find_api_key_by_hash(db: &Db, hash: &[u8]) -> StoreResult<Option<Ap
 }
 
 pub async fn delete_api_key(db: &Db, app_id: ApplicationId, id: Uuid) -> StoreResult<bool> {
-    super::delete_in_application(db, ApiKeys::Table, ApiKeys::ApplicationId, ApiKeys::Id, app_id, id).await
+    super::delete_in_application(
+        db,
+        ApiKeys::Table,
+        ApiKeys::ApplicationId,
+        ApiKeys::Id,
+        app_id,
+        id,
+        None,
+    )
+    .await
 }
 
 /// Records when keys were last used, many at once (see `auth::usage`).

@@ -15,6 +15,7 @@ pub mod applications;
 pub mod cache;
 pub mod keys;
 mod migrations;
+pub mod notices;
 pub mod operators;
 mod postgres;
 pub mod providers;
@@ -447,7 +448,8 @@ impl Tx {
 }
 
 /// Deletes the row of `table` with this id if it belongs to this application (the shape of every
-/// admin-plane delete). Returns whether a row went.
+/// admin-plane delete), with `notice` for the other instances in the same transaction when the
+/// row was cached somewhere. Returns whether a row went.
 pub async fn delete_in_application<T>(
     db: &Db,
     table: T,
@@ -455,21 +457,27 @@ pub async fn delete_in_application<T>(
     id_column: T,
     app_id: scope::ApplicationId,
     id: uuid::Uuid,
+    notice: Option<notices::Notice>,
 ) -> StoreResult<bool>
 where
     T: sea_query::Iden + Copy + 'static,
 {
     use sea_query::{Expr, ExprTrait, Query};
-    let deleted = db
-        .execute(
-            Query::delete()
-                .from_table(table)
-                .and_where(Expr::col(app_column).eq(app_id))
-                .and_where(Expr::col(id_column).eq(id))
-                .to_owned(),
-        )
-        .await?;
-    Ok(deleted > 0)
+    let delete = Query::delete()
+        .from_table(table)
+        .and_where(Expr::col(app_column).eq(app_id))
+        .and_where(Expr::col(id_column).eq(id))
+        .to_owned();
+    db.transaction(move |tx| {
+        Box::pin(async move {
+            let deleted = tx.execute(&delete).await? > 0;
+            if let (true, Some(notice)) = (deleted, notice) {
+                tx.notify(notice).await?;
+            }
+            Ok(deleted)
+        })
+    })
+    .await
 }
 
 /// Microseconds since the Unix epoch: how every timestamp is stored.

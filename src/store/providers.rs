@@ -154,6 +154,7 @@ pub async fn delete(db: &Db, app_id: ApplicationId, id: Uuid) -> StoreResult<boo
         Providers::Id,
         app_id,
         id,
+        None,
     )
     .await
 }

@@ -1,0 +1,74 @@
+//! Changes other server instances must hear about (their caches hold what changed), sent inside the
+//! transaction that makes the change: PostgreSQL delivers a `NOTIFY` only if, and when, that
+//! transaction commits, so a deletion can never commit without its notice nor the reverse. SQLite
+//! serves one instance: nothing to send. `crate::invalidation` listens and evicts.
+
+use sea_query::{Func, Query};
+use uuid::Uuid;
+
+use super::{Backend, StoreResult, Tx};
+
+/// The PostgreSQL channel the notices travel on.
+pub const CHANNEL: &str = "confidant_invalidate";
+
+/// What changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Notice {
+    AuthenticationKey(Uuid),
+    Agent(Uuid),
+    /// An application went, with all its keys and agents.
+    Application(Uuid),
+}
+
+impl Notice {
+    pub fn encode(self) -> String {
+        match self {
+            Self::AuthenticationKey(id) => format!("key:{id}"),
+            Self::Agent(id) => format!("agent:{id}"),
+            Self::Application(id) => format!("application:{id}"),
+        }
+    }
+
+    pub fn decode(text: &str) -> Option<Self> {
+        let (kind, id) = text.split_once(':')?;
+        let id = Uuid::try_parse(id).ok()?;
+        match kind {
+            "key" => Some(Self::AuthenticationKey(id)),
+            "agent" => Some(Self::Agent(id)),
+            "application" => Some(Self::Application(id)),
+            _ => None,
+        }
+    }
+}
+
+impl Tx {
+    /// Sends `notice` to every instance when this transaction commits (PostgreSQL).
+    pub async fn notify(&mut self, notice: Notice) -> StoreResult<()> {
+        if self.backend() == Backend::Postgres {
+            let notify = Query::select()
+                .expr(Func::cust("pg_notify").arg(CHANNEL).arg(notice.encode()))
+                .to_owned();
+            self.execute(&notify).await?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn notices_round_trip() {
+        let id = Uuid::now_v7();
+        for notice in [
+            Notice::AuthenticationKey(id),
+            Notice::Agent(id),
+            Notice::Application(id),
+        ] {
+            assert_eq!(Notice::decode(&notice.encode()), Some(notice));
+        }
+        assert_eq!(Notice::decode("key:nope"), None);
+        assert_eq!(Notice::decode("other:0191a4e0-0000-7000-8000-000000000000"), None);
+    }
+}
