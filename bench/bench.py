@@ -251,6 +251,8 @@ def bench_database(label, database_url, workdir, args, sqlite_path=None):
             ("get one conversation", "GET", f"/v1/agents/{a}/conversations/c0", None),
             ("completion turn (echo)", "POST", f"/v1/agents/{a}/completions",
              {"messages": [{"role": "user", "content": "hello benchmark"}], "conversation_id": "turns"}),
+            ("streamed turn (echo, SSE)", "POST", f"/v1/agents/{a}/completions?stream=true",
+             {"messages": [{"role": "user", "content": "hello streamed benchmark reply"}], "conversation_id": "streams"}),
             ("memory search", "GET", "/v1/memories?q=green%20tea", None),
         ]
         workloads = [w for w in workloads if not args.only or w[0].split()[0] in args.only]
@@ -283,7 +285,7 @@ def main():
     parser.add_argument("--conversations", type=int, default=3, help="per user")
     parser.add_argument("--duration", type=int, default=10, help="seconds per workload")
     parser.add_argument("--connections", type=int, default=32)
-    parser.add_argument("--only", nargs="*", help="only these workloads: list, get, completion, memory")
+    parser.add_argument("--only", nargs="*", help="only these workloads: list, get, completion, streamed, memory")
     parser.add_argument("--scale", action="store_true", help="then seed --messages messages and measure list/get again")
     parser.add_argument("--messages", type=int, default=10_000_000)
     args = parser.parse_args()
