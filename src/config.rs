@@ -87,6 +87,15 @@ pub struct Settings {
     #[arg(long, env = "CONFIDANT_MAX_CONNECTIONS", default_value_t = 10_000)]
     pub max_connections: usize,
 
+    /// Login attempts a minute from one client address (the peer's; a proxy's address is shared
+    /// by everyone behind it).
+    #[arg(long, env = "CONFIDANT_LOGIN_PER_ADDRESS_PER_MINUTE", default_value_t = 30)]
+    pub login_per_address_per_minute: u32,
+
+    /// Login attempts a minute for one email.
+    #[arg(long, env = "CONFIDANT_LOGIN_PER_EMAIL_PER_MINUTE", default_value_t = 10)]
+    pub login_per_email_per_minute: u32,
+
     /// When set, `GET /metrics` requires `Authorization: Bearer <this token>`.
     #[arg(long, env = "CONFIDANT_METRICS_TOKEN", hide_env_values = true)]
     pub metrics_token: Option<SecretString>,

@@ -60,6 +60,13 @@ pub enum Error {
     },
     #[error("method not allowed")]
     MethodNotAllowed,
+    /// Over a per-minute limit: 429 with `Retry-After`.
+    #[error("too many requests: {scope} allows {limit} per minute; retry in {}s", retry_after.as_secs().max(1))]
+    RateLimited {
+        scope: &'static str,
+        limit: u32,
+        retry_after: std::time::Duration,
+    },
     #[error("{0}")]
     Upstream(String),
     #[error("the database is unavailable")]
@@ -109,6 +116,7 @@ impl Error {
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Validation { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Upstream(_) => StatusCode::BAD_GATEWAY,
             Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -127,6 +135,7 @@ impl Error {
             Self::PayloadTooLarge => "payload_too_large",
             Self::Validation { .. } => "validation_failed",
             Self::MethodNotAllowed => "method_not_allowed",
+            Self::RateLimited { .. } => "rate_limited",
             Self::Upstream(_) => "upstream_error",
             Self::Unavailable => "unavailable",
             Self::Internal(_) => "internal",
@@ -137,6 +146,7 @@ impl Error {
         match self {
             Self::Unauthorized { details, .. } => details.clone(),
             Self::Validation { fields, .. } => Some(serde_json::json!({ "fields": Value::Object(fields.clone()) })),
+            Self::RateLimited { scope, limit, .. } => Some(serde_json::json!({ "scope": scope, "limit": limit })),
             _ => None,
         }
     }
@@ -157,11 +167,21 @@ impl IntoResponse for Error {
             details: self.details(),
         };
         let mut response = (status, Json(body)).into_response();
-        if matches!(self, Self::Unauthorized { .. }) {
-            response.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static(r#"Bearer error="invalid_token""#),
-            );
+        match &self {
+            Self::Unauthorized { .. } => {
+                response.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static(r#"Bearer error="invalid_token""#),
+                );
+            }
+            Self::RateLimited { retry_after, .. } => {
+                // Whole seconds, rounded up: never 0, which would invite an immediate retry.
+                let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
+            }
+            _ => {}
         }
         response
     }

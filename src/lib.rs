@@ -35,6 +35,7 @@ struct StateInner {
     usage: KeyUsage,
     user_keys: AuthenticationKeyCache,
     agents: store::agents::AgentCache,
+    logins: auth::throttle::LoginGuard,
     metrics: metrics::Metrics,
     http: reqwest::Client,
     settings: Settings,
@@ -51,6 +52,12 @@ impl AppState {
             usage: KeyUsage::default(),
             user_keys: AuthenticationKeyCache::new(settings.key_cache_ttl),
             agents: store::agents::AgentCache::default(),
+            logins: auth::throttle::LoginGuard::new(
+                settings.login_per_address_per_minute,
+                settings.login_per_email_per_minute,
+                // Argon2 at once: one per core (each holds ~20 MiB while it runs).
+                std::thread::available_parallelism().map_or(2, |n| n.get()),
+            ),
             metrics: metrics::Metrics::default(),
             http,
             settings,
@@ -85,6 +92,11 @@ impl AppState {
     /// Agents by id, for the data plane.
     pub fn agents(&self) -> &store::agents::AgentCache {
         &self.0.agents
+    }
+
+    /// Login throttling.
+    pub fn logins(&self) -> &auth::throttle::LoginGuard {
+        &self.0.logins
     }
 
     pub fn metrics(&self) -> &metrics::Metrics {
@@ -131,6 +143,16 @@ pub async fn serve(
     use hyper_util::service::TowerToHyperService;
 
     let flusher = state.usage().spawn_flusher(state.db().clone(), Duration::from_secs(5));
+    let forgetter = {
+        let state = state.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(60));
+            loop {
+                every.tick().await;
+                state.logins().forget_idle();
+            }
+        })
+    };
     let invalidations = invalidation::spawn_listener(state.clone());
     let router = app(state.clone());
     let mut builder = Builder::new(TokioExecutor::new());
@@ -180,6 +202,7 @@ pub async fn serve(
     drop(listener);
     graceful.shutdown().await;
     flusher.abort();
+    forgetter.abort();
     if let Some(listener) = invalidations {
         listener.abort();
     }

@@ -6,6 +6,7 @@
 
 pub mod credentials;
 pub mod extract;
+pub mod throttle;
 pub mod usage;
 pub mod user_token;
 

@@ -8,6 +8,10 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
+use std::net::SocketAddr;
+
+use axum::extract::ConnectInfo;
+
 use super::Json;
 use super::applications::ApplicationView;
 use crate::AppState;
@@ -57,14 +61,21 @@ pub struct LoginResponse {
     responses(
         (status = 200, description = "Logged in", body = LoginResponse),
         (status = 401, description = "`invalid_credentials`: unknown email or wrong password", body = crate::error::ErrorBody),
+        (status = 429, description = "`rate_limited`: too many attempts from this address or for this email (`Retry-After`)", body = crate::error::ErrorBody),
     )
 )]
-async fn login(State(state): State<AppState>, Json(body): Json<LoginRequest>) -> Result<Json<LoginResponse>> {
+async fn login(
+    State(state): State<AppState>,
+    peer: Option<axum::Extension<ConnectInfo<SocketAddr>>>,
+    Json(body): Json<LoginRequest>,
+) -> Result<Json<LoginResponse>> {
     let invalid = || Error::unauthorized("invalid_credentials", "the email or password is wrong");
     if body.password.len() > 1024 || body.email.len() > 254 {
         return Err(invalid());
     }
     let email = body.email.trim().to_lowercase();
+    // Counted before any work, and hashing waits for one of a few slots.
+    let _hashing = state.logins().admit(peer.map(|p| p.0.0.ip()), &email).await?;
     let operator = operators::find_by_email(state.db(), &email).await?;
     // Verify even when the email is unknown, so both failures take the same time.
     let ok = auth::verify_password(body.password, operator.as_ref().map(|o| o.password_hash.clone())).await?;

@@ -14,7 +14,9 @@ db_tests!(
     a_client_that_trickles_its_headers_is_dropped,
     connections_over_the_cap_wait_until_one_closes,
     text_holding_nul_is_validation_failed_on_every_path,
-    metrics_need_the_metrics_token_when_one_is_set
+    metrics_need_the_metrics_token_when_one_is_set,
+    a_login_flood_gets_fast_429s_while_the_data_plane_answers,
+    logins_for_one_email_are_limited_whatever_the_address
 );
 
 /// A complete request on a raw connection; returns the response's first bytes.
@@ -148,4 +150,72 @@ async fn metrics_need_the_metrics_token_when_one_is_set(mut app: TestApp) {
     assert!(wrong.headers.contains_key("www-authenticate"));
     let right = app.get("/metrics", "metrics-secret-0123").await;
     assert!(right.text.contains("confidant_http_requests_total"), "{}", right.text);
+}
+
+async fn a_login_flood_gets_fast_429s_while_the_data_plane_answers(app: TestApp) {
+    let owner = app.owner_token().await;
+    let tenant = app.tenant(&owner, "A", 1).await;
+    let user = user_token(&tenant.all_key, "alice");
+    let list = format!("/v1/agents/{}/conversations", tenant.agents[0]);
+    let flood = futures_util::future::join_all((0..60).map(|i| {
+        app.post(
+            "/v1/auth/login",
+            "",
+            json!({"email": format!("nobody-{i}@example.com"), "password": "wrong password"}),
+        )
+    }));
+    let data_plane = async {
+        let mut slowest = Duration::ZERO;
+        for _ in 0..10 {
+            let started = Instant::now();
+            app.get(&list, &user).await.assert_status(200);
+            slowest = slowest.max(started.elapsed());
+        }
+        slowest
+    };
+    let (replies, slowest) = tokio::join!(flood, data_plane);
+    let limited: Vec<_> = replies.iter().filter(|r| r.status.as_u16() == 429).collect();
+    // 30 attempts a minute from one address (one was the owner's login).
+    assert!(limited.len() >= 30, "only {} of 60 were limited", limited.len());
+    for reply in &limited {
+        reply.assert_error(429, "rate_limited");
+        assert_eq!(reply.body["details"]["scope"], "login_address", "{}", reply.text);
+        let retry: u64 = reply.headers["retry-after"].to_str().unwrap().parse().unwrap();
+        assert!(retry >= 1, "Retry-After {retry}");
+    }
+    assert!(replies.iter().all(|r| [401, 429].contains(&r.status.as_u16())));
+    assert!(
+        slowest < Duration::from_secs(2),
+        "the data plane took {slowest:?} during the flood"
+    );
+}
+
+async fn logins_for_one_email_are_limited_whatever_the_address(mut app: TestApp) {
+    app.reconfigure(confidant::Settings {
+        login_per_address_per_minute: 1000,
+        login_per_email_per_minute: 3,
+        ..confidant::Settings::default()
+    })
+    .await;
+    let attempt = || {
+        app.post(
+            "/v1/auth/login",
+            "",
+            json!({"email": crate::harness::ADMIN_EMAIL, "password": "not the password"}),
+        )
+    };
+    for _ in 0..3 {
+        attempt().await.assert_error(401, "invalid_credentials");
+    }
+    let limited = attempt().await;
+    limited.assert_error(429, "rate_limited");
+    assert_eq!(limited.body["details"]["scope"], "login_email");
+    // The right password does not get around it either.
+    app.post(
+        "/v1/auth/login",
+        "",
+        json!({"email": crate::harness::ADMIN_EMAIL, "password": crate::harness::ADMIN_PASSWORD}),
+    )
+    .await
+    .assert_error(429, "rate_limited");
 }
