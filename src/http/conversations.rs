@@ -6,7 +6,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
@@ -15,7 +15,7 @@ use super::{Json, ListParams, Path, Query, timestamp};
 use crate::AppState;
 use crate::error::{Error, Result};
 use crate::store::scope::AgentScope;
-use crate::store::user_data::{self, Conversation, ConversationCursor, Message};
+use crate::store::user_data::{self, Conversation, ConversationCursor, Message, MessagePage};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(list_conversations)).routes(routes!(
@@ -76,8 +76,53 @@ impl From<&Conversation> for ConversationView {
 pub struct ConversationWithMessages {
     #[serde(flatten)]
     pub conversation: ConversationView,
-    /// Oldest first.
+    /// The newest `limit` messages (before `before`), oldest first.
     pub messages: Vec<MessageView>,
+    /// Pass as `before` to get the messages older than these; `null` when there are none.
+    #[schema(required = true)]
+    pub messages_next_cursor: Option<String>,
+}
+
+/// `?limit=&before=` of a conversation's messages.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct MessageParams {
+    /// How many of the newest messages, 1..1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
+    pub limit: Option<u32>,
+    /// The `messages_next_cursor` of the previous page: messages older than those.
+    pub before: Option<String>,
+}
+
+impl MessageParams {
+    fn page(&self) -> Result<MessagePage> {
+        let limit = self.limit.unwrap_or(100);
+        if !(1..=1000).contains(&limit) {
+            return Err(Error::InvalidRequest("limit must be between 1 and 1000".into()));
+        }
+        let before = match self.before.as_deref() {
+            None | Some("") => None,
+            Some(cursor) => Some(decode_message_cursor(cursor)?),
+        };
+        Ok(MessagePage {
+            limit: limit.into(),
+            before,
+        })
+    }
+}
+
+fn encode_message_cursor(seq: i64) -> String {
+    URL_SAFE_NO_PAD.encode(seq.to_be_bytes())
+}
+
+fn decode_message_cursor(text: &str) -> Result<i64> {
+    let bad = || Error::InvalidRequest("the cursor is not one this server issued".into());
+    let bytes: [u8; 8] = URL_SAFE_NO_PAD
+        .decode(text)
+        .map_err(|_| bad())?
+        .try_into()
+        .map_err(|_| bad())?;
+    Ok(i64::from_be_bytes(bytes))
 }
 
 #[derive(Serialize, ToSchema)]
@@ -140,22 +185,26 @@ async fn list_conversations(
 /// One of the user's conversations, with its messages.
 #[utoipa::path(
     get, path = "/v1/agents/{agent_id}/conversations/{conversation_id}", tag = "conversations",
-    params(("agent_id" = Uuid, Path, description = "Agent id"), ("conversation_id" = String, Path, description = "Conversation id")),
+    params(("agent_id" = Uuid, Path, description = "Agent id"), ("conversation_id" = String, Path, description = "Conversation id"), MessageParams),
     security(("user_token" = []), ("user_token_header" = [])),
-    responses((status = 200, description = "The conversation and its messages", body = ConversationWithMessages))
+    responses((status = 200, description = "The conversation and a page of its messages", body = ConversationWithMessages))
 )]
 async fn get_conversation(
     State(state): State<AppState>,
     scope: AgentScope,
     // (The agent is the scope's; a tuple deserializes without building a map.)
     Path((_agent, conversation_id)): Path<(Uuid, String)>,
+    Query(params): Query<MessageParams>,
 ) -> Result<Json<ConversationWithMessages>> {
-    let (conversation, messages) = user_data::conversation_with_messages(state.db(), &scope, &conversation_id)
-        .await?
-        .ok_or_else(|| Error::not_found("conversation"))?;
+    let page = params.page()?;
+    let (conversation, messages, older) =
+        user_data::conversation_with_messages(state.db(), &scope, &conversation_id, page)
+            .await?
+            .ok_or_else(|| Error::not_found("conversation"))?;
     Ok(Json(ConversationWithMessages {
         conversation: ConversationView::from(&conversation),
         messages: messages.into_iter().map(MessageView::from).collect(),
+        messages_next_cursor: older.map(encode_message_cursor),
     }))
 }
 

@@ -62,6 +62,8 @@ async fn export_user(
             .map(|(c, messages)| ConversationWithMessages {
                 conversation: ConversationView::from(&c),
                 messages: messages.into_iter().map(MessageView::from).collect(),
+                // An export holds every message.
+                messages_next_cursor: None,
             })
             .collect(),
         memories: export.memories.into_iter().map(MemoryView::from).collect(),

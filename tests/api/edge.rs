@@ -16,7 +16,8 @@ db_tests!(
     text_holding_nul_is_validation_failed_on_every_path,
     metrics_need_the_metrics_token_when_one_is_set,
     a_login_flood_gets_fast_429s_while_the_data_plane_answers,
-    logins_for_one_email_are_limited_whatever_the_address
+    logins_for_one_email_are_limited_whatever_the_address,
+    a_long_conversation_is_read_a_page_at_a_time
 );
 
 /// A complete request on a raw connection; returns the response's first bytes.
@@ -218,4 +219,62 @@ async fn logins_for_one_email_are_limited_whatever_the_address(mut app: TestApp)
     )
     .await
     .assert_error(429, "rate_limited");
+}
+
+/// `GET …/conversations/{id}` is bounded: the newest `limit` messages (default 100), oldest first,
+/// and a cursor to page back through the rest.
+async fn a_long_conversation_is_read_a_page_at_a_time(app: TestApp) {
+    let owner = app.owner_token().await;
+    let tenant = app.tenant(&owner, "A", 1).await;
+    let agent = &tenant.agents[0];
+    let user = user_token(&tenant.all_key, "alice");
+    // 60 turns: 120 messages, stored with their order.
+    for i in 0..60 {
+        app.post(
+            &format!("/v1/agents/{agent}/completions"),
+            &user,
+            json!({"messages": [{"role": "user", "content": format!("turn {i}")}], "conversation_id": "long"}),
+        )
+        .await
+        .assert_status(200);
+    }
+    let path = format!("/v1/agents/{agent}/conversations/long");
+    let first = app.get(&path, &user).await;
+    let messages = first.assert_status(200)["messages"].as_array().unwrap().clone();
+    assert_eq!(messages.len(), 100, "the default page");
+    assert_eq!(messages[0]["content"], "turn 10");
+    assert_eq!(messages[99]["content"], "turn 59");
+    // Page back, 25 at a time, to the beginning: every message once, in order.
+    let mut seen: Vec<String> = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let url = match &cursor {
+            Some(c) => format!("{path}?limit=25&before={c}"),
+            None => format!("{path}?limit=25"),
+        };
+        let page = app.get(&url, &user).await;
+        let body = page.assert_status(200);
+        let mut contents: Vec<String> = body["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["content"].as_str().unwrap().to_owned())
+            .collect();
+        contents.append(&mut seen);
+        seen = contents;
+        match body["messages_next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => break,
+        }
+    }
+    let expected: Vec<String> = (0..60)
+        .flat_map(|i| [format!("turn {i}"), format!("turn {i}")])
+        .collect();
+    assert_eq!(seen, expected);
+    app.get(&format!("{path}?limit=1001"), &user)
+        .await
+        .assert_error(400, "invalid_request");
+    app.get(&format!("{path}?before=not-a-cursor"), &user)
+        .await
+        .assert_error(400, "invalid_request");
 }

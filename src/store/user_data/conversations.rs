@@ -132,7 +132,14 @@ pub async fn find_conversation(db: &Db, scope: &AgentScope, external_id: &str) -
     db.row(&named(scope, external_id)).await
 }
 
-fn with_messages_statement(scope: &AgentScope, external_id: &str) -> SelectStatement {
+/// A page of a conversation's messages: the newest `limit` before sequence number `before`.
+#[derive(Debug, Clone, Copy)]
+pub struct MessagePage {
+    pub limit: u64,
+    pub before: Option<i64>,
+}
+
+fn with_messages_statement(scope: &AgentScope, external_id: &str, page: MessagePage) -> SelectStatement {
     let mut query = named(scope, external_id);
     query.exprs(
         MESSAGE_COLUMNS
@@ -140,33 +147,41 @@ fn with_messages_statement(scope: &AgentScope, external_id: &str) -> SelectState
             .zip(MESSAGE_ALIASES)
             .map(|(column, alias)| Expr::col((Messages::Table, column)).alias(alias)),
     );
-    // The messages carry their owner too: the join repeats the scope's filter on them.
-    left_join_owned::<Messages>(
-        &mut query,
-        scope.user(),
-        Condition::all().add(
-            Expr::col((Messages::Table, Messages::ConversationId)).equals((Conversations::Table, Conversations::Id)),
-        ),
-    );
-    query.order_by((Messages::Table, Messages::Seq), Order::Asc);
+    // The messages carry their owner too: the join repeats the scope's filter on them. The page's
+    // bound is in the join, so a conversation with no messages in range still comes back.
+    let mut on = Condition::all()
+        .add(Expr::col((Messages::Table, Messages::ConversationId)).equals((Conversations::Table, Conversations::Id)));
+    if let Some(before) = page.before {
+        on = on.add(Expr::col((Messages::Table, Messages::Seq)).lt(before));
+    }
+    left_join_owned::<Messages>(&mut query, scope.user(), on);
+    // Newest first, one more than asked to learn whether older ones remain.
+    query
+        .order_by((Messages::Table, Messages::Seq), Order::Desc)
+        .limit(page.limit + 1);
     query
 }
 
-/// One of the user's conversations with the scope's agent and its messages (oldest first), in
-/// one query. Read on the calling thread, as every hot read is (a hop to a blocking thread cost a
-/// third of this request's throughput); the contract's message limit will bound it.
+/// One of the user's conversations with the scope's agent and a page of its messages (the newest
+/// `page.limit` before `page.before`, returned oldest first), in one bounded query on the calling
+/// thread; and the sequence number to page back from, if older messages remain.
 pub async fn conversation_with_messages(
     db: &Db,
     scope: &AgentScope,
     external_id: &str,
-) -> StoreResult<Option<(Conversation, Vec<Message>)>> {
-    let rows: Vec<ConversationMessage> = db.rows(&with_messages_statement(scope, external_id)).await?;
+    page: MessagePage,
+) -> StoreResult<Option<(Conversation, Vec<Message>, Option<i64>)>> {
+    let rows: Vec<ConversationMessage> = db.rows(&with_messages_statement(scope, external_id, page)).await?;
     let Some(first) = rows.first() else {
         return Ok(None);
     };
     let conversation = first.conversation.clone();
-    let messages = rows.into_iter().filter_map(|row| row.message).collect();
-    Ok(Some((conversation, messages)))
+    let mut messages: Vec<Message> = rows.into_iter().filter_map(|row| row.message).collect();
+    let more = messages.len() as u64 > page.limit;
+    messages.truncate(page.limit as usize);
+    messages.reverse();
+    let next = more.then(|| messages.first().map(|m| m.seq)).flatten();
+    Ok(Some((conversation, messages, next)))
 }
 
 /// What `conversation_with_messages` calls the message columns (`MESSAGE_COLUMNS`, in order).
@@ -339,7 +354,11 @@ mod tests {
         assert_owned(&rename_statement(&scope, &conversation, Some("t"), 1), scope.user());
         assert_owned(&delete_statement(&scope, "c"), scope.user());
         // The joined messages are filtered by owner too, not only the conversation.
-        let (sql, _) = with_messages_statement(&scope, "c").build(sea_query::SqliteQueryBuilder);
+        let page = MessagePage {
+            limit: 10,
+            before: Some(5),
+        };
+        let (sql, _) = with_messages_statement(&scope, "c", page).build(sea_query::SqliteQueryBuilder);
         assert!(sql.contains("\"messages\".\"application_id\" ="), "{sql}");
         assert!(sql.contains("\"messages\".\"sub\" ="), "{sql}");
     }

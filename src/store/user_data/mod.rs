@@ -26,7 +26,7 @@ use sea_query::{
 };
 
 pub use self::conversations::{
-    Conversation, ConversationCursor, OpenedConversation, conversation_with_messages, delete_conversation,
+    Conversation, ConversationCursor, MessagePage, OpenedConversation, conversation_with_messages, delete_conversation,
     find_conversation, list_conversations, open_conversation, rename_conversation,
 };
 pub use self::export::{Erased, Export, erase, export};
