@@ -105,6 +105,19 @@ pub struct Settings {
     #[arg(long, env = "CONFIDANT_KEY_CACHE_TTL", default_value = "60s", value_parser = parse_duration)]
     pub key_cache_ttl: Duration,
 
+    /// A turn ends within this; what the model produced by then is stored `incomplete`.
+    #[arg(long, env = "CONFIDANT_TURN_TIMEOUT", default_value = "5m", value_parser = parse_duration)]
+    pub turn_timeout: Duration,
+
+    /// The longest reply stored, in bytes; a longer one is cut there and stored `incomplete`.
+    #[arg(long, env = "CONFIDANT_MAX_REPLY_BYTES", default_value_t = 1024 * 1024)]
+    pub max_reply_bytes: usize,
+
+    /// A streaming client that takes no data for this long is dropped; its reply is stored
+    /// `incomplete` and the model is stopped.
+    #[arg(long, env = "CONFIDANT_SEND_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub send_timeout: Duration,
+
     /// Most messages of a conversation's history given to the model per turn.
     #[arg(long, env = "CONFIDANT_HISTORY_MESSAGES", default_value_t = 50)]
     pub history_messages: u64,

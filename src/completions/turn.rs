@@ -18,7 +18,7 @@ use uuid::Uuid;
 use super::context::{self, Context};
 use super::formats::TurnRequest;
 use super::models::{Model, ModelStream, ProviderCall};
-use super::{ModelEvent, PromptMessage};
+use super::{FinishReason, ModelEvent, PromptMessage, Usage};
 use crate::AppState;
 use crate::error::{Error, Result};
 use crate::metrics::ReplyEnd;
@@ -220,6 +220,12 @@ struct Reply {
     id: Uuid,
 }
 
+/// What waiting for the next model event ended with.
+enum Step {
+    Event(Option<ModelEvent>),
+    ReaderGone,
+}
+
 /// Owns one turn's reply: pulls the model's events, forwards them, stores the assistant message.
 struct ReplyTask {
     state: AppState,
@@ -230,44 +236,80 @@ struct ReplyTask {
 
 impl ReplyTask {
     async fn run(self, mut stream: ModelStream) {
+        let settings = self.state.settings();
+        let deadline = tokio::time::Instant::now() + settings.turn_timeout;
+        let (max_bytes, send_timeout) = (settings.max_reply_bytes, settings.send_timeout);
         let mut text = String::new();
         let mut reader = true;
         loop {
-            let event = if reader {
+            let next = async {
+                if !reader {
+                    return Step::Event(stream.next().await);
+                }
                 tokio::select! {
                     // The reader went away while the model was silent.
-                    () = self.events.closed() => {
-                        reader = false;
-                        if self.detach == Detach::Stop {
-                            // Dropping the stream closes the upstream connection.
-                            drop(stream);
-                            return self.store(text, false).await;
-                        }
-                        continue;
-                    }
-                    event = stream.next() => event,
+                    () = self.events.closed() => Step::ReaderGone,
+                    event = stream.next() => Step::Event(event),
                 }
-            } else {
-                stream.next().await
             };
-            let event = event.unwrap_or_else(|| ModelEvent::Error("the model ended without finishing".into()));
+            let event = match tokio::time::timeout_at(deadline, next).await {
+                Ok(Step::ReaderGone) => {
+                    reader = false;
+                    if self.detach == Detach::Stop {
+                        // Dropping the stream closes the upstream connection.
+                        drop(stream);
+                        return self.store(text, false).await;
+                    }
+                    continue;
+                }
+                Ok(Step::Event(event)) => {
+                    event.unwrap_or_else(|| ModelEvent::Error("the model ended without finishing".into()))
+                }
+                Err(_) => ModelEvent::Error("the reply took longer than this server allows".into()),
+            };
+            let event = match event {
+                ModelEvent::Delta(delta) if text.len() + delta.len() > max_bytes => {
+                    // Keep what fits (at a character boundary), then end as too long.
+                    let mut fits = max_bytes.saturating_sub(text.len()).min(delta.len());
+                    while !delta.is_char_boundary(fits) {
+                        fits -= 1;
+                    }
+                    text.push_str(&delta[..fits]);
+                    if reader && fits > 0 {
+                        self.send(ModelEvent::Delta(delta[..fits].to_owned()), send_timeout)
+                            .await;
+                    }
+                    // The client sees a reply cut for length (as a model's own limit ends one);
+                    // the stored message says it is incomplete.
+                    drop(stream);
+                    self.store(text, false).await;
+                    let cut = ModelEvent::Finish {
+                        reason: FinishReason::Length,
+                        usage: Usage::default(),
+                    };
+                    self.send(cut, send_timeout).await;
+                    return;
+                }
+                event => event,
+            };
             match &event {
                 ModelEvent::Delta(delta) => text.push_str(delta),
                 ModelEvent::Finish { .. } => {
                     // Stored before the reader hears the end, so a client that saw it can read
                     // the reply back.
                     self.store(text, true).await;
-                    let _ = self.events.send(event).await;
+                    self.send(event, send_timeout).await;
                     return;
                 }
                 ModelEvent::Error(message) => {
-                    tracing::warn!(message, "the model failed mid-reply");
+                    tracing::warn!(message, "the reply ended early");
+                    drop(stream);
                     self.store(text, false).await;
-                    let _ = self.events.send(event).await;
+                    self.send(event, send_timeout).await;
                     return;
                 }
             }
-            if reader && self.events.send(event).await.is_err() {
+            if reader && !self.send(event, send_timeout).await {
                 reader = false;
                 if self.detach == Detach::Stop {
                     drop(stream);
@@ -275,6 +317,12 @@ impl ReplyTask {
                 }
             }
         }
+    }
+
+    /// Hands an event to the reader; false if it is gone or took no data for `timeout` (a
+    /// stalled client must not hold the model and this task forever).
+    async fn send(&self, event: ModelEvent, timeout: std::time::Duration) -> bool {
+        matches!(tokio::time::timeout(timeout, self.events.send(event)).await, Ok(Ok(())))
     }
 
     async fn store(&self, text: String, complete: bool) {

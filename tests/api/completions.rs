@@ -65,7 +65,7 @@ async fn read_stream(response: reqwest::Response) -> (String, bool) {
 }
 
 /// An agent answering through the fake provider; returns (owner token, tenant, agent id).
-async fn provider_agent(app: &TestApp, fake: &FakeProvider, memory: bool) -> (String, Tenant, String) {
+pub(crate) async fn provider_agent(app: &TestApp, fake: &FakeProvider, memory: bool) -> (String, Tenant, String) {
     let owner = app.owner_token().await;
     let tenant = app.tenant(&owner, "Acme", 1).await;
     let providers = format!("/v1/applications/{}/providers", tenant.app_id);

@@ -17,7 +17,10 @@ db_tests!(
     metrics_need_the_metrics_token_when_one_is_set,
     a_login_flood_gets_fast_429s_while_the_data_plane_answers,
     logins_for_one_email_are_limited_whatever_the_address,
-    a_long_conversation_is_read_a_page_at_a_time
+    a_long_conversation_is_read_a_page_at_a_time,
+    a_reply_over_the_size_cap_is_cut_and_stored_incomplete,
+    a_turn_over_its_deadline_ends_and_is_stored_incomplete,
+    a_streaming_client_that_stops_reading_is_dropped_and_its_reply_stored
 );
 
 /// A complete request on a raw connection; returns the response's first bytes.
@@ -277,4 +280,131 @@ async fn a_long_conversation_is_read_a_page_at_a_time(app: TestApp) {
     app.get(&format!("{path}?before=not-a-cursor"), &user)
         .await
         .assert_error(400, "invalid_request");
+}
+
+/// The last stored message of a conversation: (role, content, status).
+async fn last_message(app: &TestApp, user: &str, agent: &str, conversation: &str) -> (String, String, String) {
+    let reply = app
+        .get(&format!("/v1/agents/{agent}/conversations/{conversation}"), user)
+        .await;
+    let last = reply.assert_status(200)["messages"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
+    let text = |key: &str| last[key].as_str().unwrap().to_owned();
+    (text("role"), text("content"), text("status"))
+}
+
+async fn a_reply_over_the_size_cap_is_cut_and_stored_incomplete(mut app: TestApp) {
+    app.reconfigure(confidant::Settings {
+        max_reply_bytes: 10,
+        ..confidant::Settings::default()
+    })
+    .await;
+    let owner = app.owner_token().await;
+    let tenant = app.tenant(&owner, "A", 1).await;
+    let agent = &tenant.agents[0];
+    let user = user_token(&tenant.all_key, "alice");
+    // The echo model repeats the message a word at a time: 27 bytes against a 10-byte cap.
+    let whole = app
+        .post(
+            &format!("/v1/agents/{agent}/completions"),
+            &user,
+            json!({"messages": [{"role": "user", "content": "one two three four five six"}], "conversation_id": "capped"}),
+        )
+        .await;
+    let body = whole.assert_status(200);
+    assert_eq!(body["choices"][0]["finish_reason"], "length", "{}", whole.text);
+    let content = body["choices"][0]["message"]["content"].as_str().unwrap();
+    assert!(
+        content.len() <= 10 && "one two three".starts_with(content),
+        "{content:?}"
+    );
+    let (role, stored, status) = last_message(&app, &user, agent, "capped").await;
+    assert_eq!((role.as_str(), status.as_str()), ("assistant", "incomplete"));
+    assert_eq!(stored, content);
+}
+
+async fn a_turn_over_its_deadline_ends_and_is_stored_incomplete(mut app: TestApp) {
+    app.reconfigure(confidant::Settings {
+        turn_timeout: Duration::from_millis(700),
+        ..confidant::Settings::default()
+    })
+    .await;
+    let fake = crate::fake_provider::FakeProvider::start(crate::fake_provider::Script::Reply {
+        chunks: ["slow ", "and ", "steady ", "never ", "ends"]
+            .map(str::to_owned)
+            .to_vec(),
+        delay: Duration::from_millis(300),
+    })
+    .await;
+    let (_, tenant, agent) = crate::completions::provider_agent(&app, &fake, false).await;
+    let user = user_token(&tenant.all_key, "alice");
+    let started = Instant::now();
+    let reply = app
+        .post(
+            &format!("/v1/agents/{agent}/completions"),
+            &user,
+            json!({"messages": [{"role": "user", "content": "hello"}], "conversation_id": "slow"}),
+        )
+        .await;
+    reply.assert_error(502, "upstream_error");
+    assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+    let (role, stored, status) = last_message(&app, &user, &agent, "slow").await;
+    assert_eq!((role.as_str(), status.as_str()), ("assistant", "incomplete"));
+    assert!(stored.starts_with("slow ") && !stored.contains("ends"), "{stored:?}");
+}
+
+/// A client that starts a streamed turn and never reads: once the socket buffers and the turn's
+/// event buffer are full, the reply waits `CONFIDANT_SEND_TIMEOUT` at most, then stops the model
+/// and is stored `incomplete`.
+async fn a_streaming_client_that_stops_reading_is_dropped_and_its_reply_stored(mut app: TestApp) {
+    app.reconfigure(confidant::Settings {
+        send_timeout: Duration::from_millis(500),
+        max_reply_bytes: 64 << 20,
+        ..confidant::Settings::default()
+    })
+    .await;
+    // Far more than loopback's socket buffers hold: 2,000 chunks of 4 KB.
+    let fake = crate::fake_provider::FakeProvider::start(crate::fake_provider::Script::Reply {
+        chunks: vec!["x".repeat(4000); 2000],
+        delay: Duration::ZERO,
+    })
+    .await;
+    let (_, tenant, agent) = crate::completions::provider_agent(&app, &fake, false).await;
+    let user = user_token(&tenant.all_key, "alice");
+    let body = json!({"messages": [{"role": "user", "content": "go"}], "conversation_id": "stalled", "stream": true})
+        .to_string();
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stalled = socket.connect(app.address).await.unwrap();
+    let request = format!(
+        "POST /v1/agents/{agent}/completions HTTP/1.1\r\nHost: confidant\r\nAuthorization: Bearer {user}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stalled.write_all(request.as_bytes()).await.unwrap();
+    // Never read. The reply must end on its own, stored incomplete and shorter than the whole.
+    let started = Instant::now();
+    loop {
+        let reply = app
+            .get(&format!("/v1/agents/{agent}/conversations/stalled"), &user)
+            .await;
+        if reply.status.as_u16() == 200 {
+            let messages = reply.body["messages"].as_array().unwrap();
+            if let Some(last) = messages.last().filter(|m| m["role"] == "assistant") {
+                assert_eq!(last["status"], "incomplete");
+                assert!(last["content"].as_str().unwrap().len() < 2000 * 4000);
+                break;
+            }
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the reply to a client that stopped reading never ended"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(stalled);
 }
