@@ -1,7 +1,6 @@
 //! `POST /v1/agents/{agent_id}/completions`: one turn of a conversation, streamed or whole, in
 //! the wire format of the calling client.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -19,12 +18,11 @@ use uuid::Uuid;
 use super::{Json, Path, Query};
 use crate::AppState;
 use crate::auth::credentials::Credentials;
-use crate::auth::extract::{ApiKeyPrincipal, authenticate_api_key};
+use crate::auth::extract::authenticate_api_key;
 use crate::completions::ModelEvent;
 use crate::completions::formats::{Encoder, Format, TurnMeta, TurnRequest};
 use crate::completions::turn::{self, Detach, TurnCaller};
 use crate::error::{Error, Result};
-use crate::store::agents::Agent;
 use crate::store::keys::Acl;
 use crate::store::scope::AgentScope;
 
@@ -34,20 +32,15 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(chat_completions))
 }
 
-/// Who is asking: an end user (the turn is stored in their conversation) or a server with a
-/// `completions` API key (stateless: nothing is stored).
-pub enum Caller {
-    User(AgentScope),
-    Stateless { key: ApiKeyPrincipal, agent: Arc<Agent> },
-}
-
-impl FromRequestParts<AppState> for Caller {
+/// Who is asking: an end user (the turn is stored in their conversation with the path's agent) or
+/// a server with a `completions` API key that covers that agent (stateless: nothing is stored).
+impl FromRequestParts<AppState> for TurnCaller {
     type Rejection = Error;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self> {
         let api_key = Credentials::read(&parts.headers).completions_api_key()?;
         let Some(key) = api_key else {
-            return AgentScope::from_request_parts(parts, state).await.map(Caller::User);
+            return AgentScope::from_request_parts(parts, state).await.map(TurnCaller::User);
         };
         let key = authenticate_api_key(state, key).await?;
         if !key.acl.contains(&Acl::Completions) {
@@ -62,7 +55,7 @@ impl FromRequestParts<AppState> for Caller {
         if key.agent_ids.as_ref().is_some_and(|ids| !ids.contains(&agent.id)) {
             return Err(Error::AgentNotInScope("this API key does not cover this agent".into()));
         }
-        Ok(Caller::Stateless { key, agent })
+        Ok(TurnCaller::Stateless(agent))
     }
 }
 
@@ -113,7 +106,7 @@ pub struct CompletionParams {
 )]
 async fn completions(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: TurnCaller,
     Query(params): Query<CompletionParams>,
     Json(body): Json<serde_json::Value>,
 ) -> Result<Response> {
@@ -140,7 +133,7 @@ async fn completions(
 )]
 async fn chat_completions(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: TurnCaller,
     Json(body): Json<serde_json::Value>,
 ) -> Result<Response> {
     turn(state, caller, Format::OpenAi, None, body).await
@@ -149,17 +142,13 @@ async fn chat_completions(
 /// One turn: the body parsed in its format, the turn service run, its events encoded.
 async fn turn(
     state: AppState,
-    caller: Caller,
+    caller: TurnCaller,
     format: Format,
     stream_param: Option<bool>,
     body: serde_json::Value,
 ) -> Result<Response> {
     let request: TurnRequest = format.parse(body)?;
     let stream = stream_param.or(request.stream).unwrap_or(format.streams_by_default());
-    let caller = match caller {
-        Caller::User(scope) => TurnCaller::User(scope),
-        Caller::Stateless { agent, .. } => TurnCaller::Stateless(agent),
-    };
     // A stream whose client leaves stops the model; a request waiting for the whole answer gets
     // it stored even if it goes away.
     let detach = if stream { Detach::Stop } else { Detach::Finish };
