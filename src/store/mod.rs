@@ -7,8 +7,10 @@
 //! calling thread); PostgreSQL on sqlx (`postgres`). Each row type is decoded once (`row`). A
 //! `match` on the backend appears only where the dialects truly differ.
 //!
-//! Each aggregate has its file; end users' data (`user_data`) is reached only through a
-//! `UserScope`.
+//! Each aggregate has its file. End users' data (`user_data`) is reached only through the scopes
+//! of `scope` (`UserScope`, `AgentScope`, `MemoryOwner`), the admin plane's rows only through an
+//! `ApplicationId` an access check proved; `notices` tells other instances what changed, inside the
+//! changing transaction; `cache` keeps hot rows in memory.
 
 pub mod agents;
 pub mod applications;
@@ -22,7 +24,7 @@ pub mod providers;
 pub mod row;
 pub mod schema;
 pub mod scope;
-pub mod sqlite;
+mod sqlite;
 pub mod user_data;
 
 use std::path::PathBuf;
