@@ -1,8 +1,12 @@
 //! An application's end users, for its administrators: export everything stored for a user
 //! (right of access) or erase it (right to be forgotten).
 
+use axum::body::{Body, Bytes};
 use axum::extract::State;
+use axum::http::{HeaderValue, header};
+use axum::response::Response;
 use serde::Serialize;
+use tokio::sync::mpsc;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -48,26 +52,115 @@ async fn export_user(
     State(state): State<AppState>,
     principal: Principal,
     Path((app_id, sub)): Path<(Uuid, String)>,
-) -> Result<Json<UserExport>> {
+) -> Result<Response> {
     let access = principal.access(&state, app_id).await?;
     let app_id = access.app_id();
     let scope = UserScope::for_administrator(&access, &sub)?;
-    let export = user_data::export(state.db(), &scope).await?;
     tracing::info!(application.id = %app_id, "user data exported");
-    Ok(Json(UserExport {
-        sub,
-        conversations: export
-            .conversations
-            .into_iter()
-            .map(|(c, messages)| ConversationWithMessages {
-                conversation: ConversationView::from(&c),
-                messages: messages.into_iter().map(MessageView::from).collect(),
-                // An export holds every message.
-                messages_next_cursor: None,
-            })
-            .collect(),
-        memories: export.memories.into_iter().map(MemoryView::from).collect(),
-    }))
+    // Streamed a page at a time: an export is as large as the user's history, and neither the
+    // server's memory nor a worker may be held by it.
+    let (chunks, body) = mpsc::channel::<std::io::Result<Bytes>>(4);
+    tokio::spawn(async move {
+        if let Err(error) = write_export(&state, &scope, &sub, &chunks).await {
+            tracing::warn!(%error, "user export ended early");
+            // The body ends in an error: the client sees a broken read, not a short document.
+            let _ = chunks.send(Err(std::io::Error::other("the export failed"))).await;
+        }
+    });
+    let stream = futures_util::stream::unfold(body, |mut body| async move { body.recv().await.map(|c| (c, body)) });
+    let mut response = Response::new(Body::from_stream(stream));
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    Ok(response)
+}
+
+/// Conversations read per page of an export, and messages per page of one conversation.
+const EXPORT_CONVERSATIONS: u64 = 20;
+const EXPORT_MESSAGES: u64 = 200;
+
+/// Writes `UserExport` as JSON, a page at a time. Stops quietly when the client goes away.
+async fn write_export(
+    state: &AppState,
+    scope: &UserScope,
+    sub: &str,
+    chunks: &mpsc::Sender<std::io::Result<Bytes>>,
+) -> Result<()> {
+    let send = |text: String| async move { chunks.send(Ok(Bytes::from(text))).await.is_ok() };
+    if !send(format!("{{\"sub\":{},\"conversations\":[", json(sub))).await {
+        return Ok(());
+    }
+    let db = state.db();
+    let (mut after, mut first) = (None, true);
+    loop {
+        let page = user_data::export_conversations(db, scope, after, EXPORT_CONVERSATIONS).await?;
+        for conversation in &page {
+            // The conversation's fields, then its messages, as `ConversationWithMessages`.
+            let head = json(&ConversationView::from(conversation));
+            let head = head.strip_suffix('}').unwrap_or(&head);
+            let comma = if first { "" } else { "," };
+            first = false;
+            if !send(format!("{comma}{head},\"messages\":[")).await {
+                return Ok(());
+            }
+            let (mut seq, mut first_message) = (None, true);
+            loop {
+                let messages = user_data::export_messages(db, scope, conversation, seq, EXPORT_MESSAGES).await?;
+                let mut text = String::new();
+                for message in &messages {
+                    if !first_message {
+                        text.push(',');
+                    }
+                    first_message = false;
+                    seq = Some(message.seq);
+                    text.push_str(&json(&MessageView::from(message.clone())));
+                }
+                if !text.is_empty() && !send(text).await {
+                    return Ok(());
+                }
+                if (messages.len() as u64) < EXPORT_MESSAGES {
+                    break;
+                }
+            }
+            // An export holds every message: nothing to page back to.
+            if !send("],\"messages_next_cursor\":null}".to_owned()).await {
+                return Ok(());
+            }
+        }
+        after = page.last().map(|c| c.position());
+        if (page.len() as u64) < EXPORT_CONVERSATIONS {
+            break;
+        }
+    }
+    if !send("],\"memories\":[".to_owned()).await {
+        return Ok(());
+    }
+    let (mut after, mut first) = (None, true);
+    loop {
+        let page = user_data::export_memories(db, scope, after, EXPORT_CONVERSATIONS * 5).await?;
+        let mut text = String::new();
+        for memory in &page {
+            if !first {
+                text.push(',');
+            }
+            first = false;
+            text.push_str(&json(&MemoryView::from(memory.clone())));
+        }
+        if !text.is_empty() && !send(text).await {
+            return Ok(());
+        }
+        after = page.last().map(|m| m.id);
+        if (page.len() as u64) < EXPORT_CONVERSATIONS * 5 {
+            break;
+        }
+    }
+    send("]}".to_owned()).await;
+    Ok(())
+}
+
+/// A view as JSON text (each one is a plain JSON object).
+fn json<T: Serialize + ?Sized>(value: &T) -> String {
+    serde_json::to_string(value).expect("views serialize")
 }
 
 /// Erase everything stored for one end user of the application, and say how much went.

@@ -315,21 +315,6 @@ impl Db {
         Ok(self.rows(query).await?.into_iter().next())
     }
 
-    /// `rows` for a read whose size the caller does not bound (an export, a whole conversation):
-    /// on SQLite it runs on a blocking thread, so it never holds an async worker for long.
-    pub async fn large_rows<T: FromRow>(&self, query: &impl Statement) -> StoreResult<Vec<T>> {
-        match &self.0 {
-            Engine::Sqlite(sqlite) => {
-                let (sql, values) = query.build_for(SqliteQueryBuilder);
-                let sqlite = sqlite.clone();
-                tokio::task::spawn_blocking(move || sqlite.read(|connection| sqlite::rows(connection, &sql, values)))
-                    .await
-                    .map_err(|e| StoreError::Other(Box::new(e)))?
-            }
-            Engine::Postgres(pool) => postgres::rows(pool, query).await,
-        }
-    }
-
     /// Runs one write and returns how many rows it touched.
     pub async fn execute(&self, statement: impl Statement) -> StoreResult<u64> {
         match &self.0 {

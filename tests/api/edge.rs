@@ -20,7 +20,8 @@ db_tests!(
     a_long_conversation_is_read_a_page_at_a_time,
     a_reply_over_the_size_cap_is_cut_and_stored_incomplete,
     a_turn_over_its_deadline_ends_and_is_stored_incomplete,
-    a_streaming_client_that_stops_reading_is_dropped_and_its_reply_stored
+    a_streaming_client_that_stops_reading_is_dropped_and_its_reply_stored,
+    a_user_export_streams_every_page_of_a_long_history
 );
 
 /// A complete request on a raw connection; returns the response's first bytes.
@@ -407,4 +408,55 @@ async fn a_streaming_client_that_stops_reading_is_dropped_and_its_reply_stored(m
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     drop(stalled);
+}
+
+/// The export is written a page at a time (20 conversations, 200 messages per read) and streamed:
+/// over several pages of each, nothing is lost or repeated.
+async fn a_user_export_streams_every_page_of_a_long_history(app: TestApp) {
+    let owner = app.owner_token().await;
+    let tenant = app.tenant(&owner, "A", 1).await;
+    let agent = &tenant.agents[0];
+    let user = user_token(&tenant.all_key, "alice");
+    let path = format!("/v1/agents/{agent}/completions");
+    let turn = |conversation: String, text: String| {
+        app.post(
+            &path,
+            &user,
+            json!({"messages": [{"role": "user", "content": text}], "conversation_id": conversation}),
+        )
+    };
+    for c in 0..25 {
+        turn(format!("c{c:02}"), format!("hello {c}")).await.assert_status(200);
+    }
+    for t in 0..110 {
+        turn("c00".to_owned(), format!("more {t}")).await.assert_status(200);
+    }
+    app.post("/v1/memories", &user, json!({"content": "likes long chats"}))
+        .await
+        .assert_status(201);
+    let response = app
+        .client
+        .get(app.url(&format!("/v1/applications/{}/users/alice", tenant.app_id)))
+        .bearer_auth(&owner)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    assert!(
+        response.headers().get("content-length").is_none(),
+        "the export was not streamed"
+    );
+    let export: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(export["sub"], "alice");
+    let conversations = export["conversations"].as_array().unwrap();
+    let ids: Vec<&str> = conversations.iter().map(|c| c["id"].as_str().unwrap()).collect();
+    let expected: Vec<String> = (0..25).map(|c| format!("c{c:02}")).collect();
+    assert_eq!(ids, expected);
+    let long = crate::harness::roles_and_contents(&conversations[0]["messages"]);
+    assert_eq!(long.len(), 2 + 220);
+    let mut texts = vec!["hello 0".to_owned()];
+    texts.extend((0..110).map(|t| format!("more {t}")));
+    let stored: Vec<&str> = long.iter().step_by(2).map(|(_, content)| content.as_str()).collect();
+    assert_eq!(stored, texts);
+    assert_eq!(export["memories"][0]["content"], "likes long chats");
 }

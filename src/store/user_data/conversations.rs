@@ -52,6 +52,11 @@ impl Conversation {
     pub fn updated_at(&self) -> i64 {
         self.updated_at
     }
+
+    /// Where a listing of conversations in the order they were made continues after this one.
+    pub fn position(&self) -> Uuid {
+        self.id
+    }
 }
 
 pub(super) const CONVERSATION_COLUMNS: [Conversations; 6] = [

@@ -1,6 +1,7 @@
 //! Everything stored for one user: export (right of access) and erase (right to be forgotten).
 
 use sea_query::{Expr, ExprTrait, Order};
+use uuid::Uuid;
 
 use super::conversations::{self, Conversation};
 use super::memories::{self, Memory};
@@ -10,30 +11,47 @@ use super::{delete, select};
 use crate::store::scope::UserScope;
 use crate::store::{Count, Db, StoreResult};
 
-/// Everything stored for the user.
-pub struct Export {
-    pub conversations: Vec<(Conversation, Vec<Message>)>,
-    pub memories: Vec<Memory>,
+/// A page of the user's conversations, in the order they were made, after `after`.
+pub async fn export_conversations(
+    db: &Db,
+    scope: &UserScope,
+    after: Option<Uuid>,
+    limit: u64,
+) -> StoreResult<Vec<Conversation>> {
+    let mut query = conversations::of_user(scope);
+    if let Some(after) = after {
+        query.and_where(Expr::col((Conversations::Table, Conversations::Id)).gt(after));
+    }
+    query
+        .order_by((Conversations::Table, Conversations::Id), Order::Asc)
+        .limit(limit);
+    db.rows(&query).await
 }
 
-/// Reads everything stored for the user (off the async threads on SQLite: its size is the user's).
-pub async fn export(db: &Db, scope: &UserScope) -> StoreResult<Export> {
-    let mut query = conversations::of_user(scope);
-    query.order_by((Conversations::Table, Conversations::Id), Order::Asc);
-    let conversations: Vec<Conversation> = db.large_rows(&query).await?;
-    let mut with_messages = Vec::with_capacity(conversations.len());
-    for conversation in conversations {
-        let mut query = messages::of_conversation(scope, &conversation);
-        query.order_by(Messages::Seq, Order::Asc);
-        let messages = db.large_rows(&query).await?;
-        with_messages.push((conversation, messages));
+/// A page of one of the user's conversations' messages, oldest first, after sequence `after`.
+pub async fn export_messages(
+    db: &Db,
+    scope: &UserScope,
+    conversation: &Conversation,
+    after: Option<i64>,
+    limit: u64,
+) -> StoreResult<Vec<Message>> {
+    let mut query = messages::of_conversation(scope, conversation);
+    if let Some(after) = after {
+        query.and_where(Expr::col(Messages::Seq).gt(after));
     }
+    query.order_by(Messages::Seq, Order::Asc).limit(limit);
+    db.rows(&query).await
+}
+
+/// A page of the user's memories, oldest first, after `after`.
+pub async fn export_memories(db: &Db, scope: &UserScope, after: Option<Uuid>, limit: u64) -> StoreResult<Vec<Memory>> {
     let mut query = memories::of_user(scope);
-    query.order_by((Memories::Table, Memories::Id), Order::Asc);
-    Ok(Export {
-        conversations: with_messages,
-        memories: db.large_rows(&query).await?,
-    })
+    if let Some(after) = after {
+        query.and_where(Expr::col((Memories::Table, Memories::Id)).gt(after));
+    }
+    query.order_by((Memories::Table, Memories::Id), Order::Asc).limit(limit);
+    db.rows(&query).await
 }
 
 /// How much an erase removed.

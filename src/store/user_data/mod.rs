@@ -29,7 +29,7 @@ pub use self::conversations::{
     Conversation, ConversationCursor, MessagePage, OpenedConversation, conversation_with_messages, delete_conversation,
     find_conversation, list_conversations, open_conversation, rename_conversation,
 };
-pub use self::export::{Erased, Export, erase, export};
+pub use self::export::{Erased, erase, export_conversations, export_memories, export_messages};
 pub use self::memories::{
     Memory, MemoryFilter, create_memory, delete_memory, find_memory, list_memories, search_memories, search_terms,
     update_memory,
