@@ -75,9 +75,10 @@ async fn export_user(
     Ok(response)
 }
 
-/// Conversations read per page of an export, and messages per page of one conversation.
+/// What an export reads at a time: conversations, messages of one conversation, memories.
 const EXPORT_CONVERSATIONS: u64 = 20;
 const EXPORT_MESSAGES: u64 = 200;
+const EXPORT_MEMORIES: u64 = 100;
 
 /// Writes `UserExport` as JSON, a page at a time. Stops quietly when the client goes away.
 async fn write_export(
@@ -137,7 +138,7 @@ async fn write_export(
     }
     let (mut after, mut first) = (None, true);
     loop {
-        let page = user_data::export_memories(db, scope, after, EXPORT_CONVERSATIONS * 5).await?;
+        let page = user_data::export_memories(db, scope, after, EXPORT_MEMORIES).await?;
         let mut text = String::new();
         for memory in &page {
             if !first {
@@ -150,7 +151,7 @@ async fn write_export(
             return Ok(());
         }
         after = page.last().map(|m| m.id);
-        if (page.len() as u64) < EXPORT_CONVERSATIONS * 5 {
+        if (page.len() as u64) < EXPORT_MEMORIES {
             break;
         }
     }
