@@ -187,23 +187,6 @@ impl<S: Statement> Statement for &mut S {
     }
 }
 
-/// A statement already rendered for SQLite, owned, so it can go to the writer thread. Only the
-/// SQLite engine uses it (it ignores the builder it is given).
-struct SqliteRendered(String, Values);
-
-impl SqliteRendered {
-    fn of(statement: &impl Statement) -> Self {
-        let (sql, values) = statement.build_for(SqliteQueryBuilder);
-        Self(sql, values)
-    }
-}
-
-impl Statement for SqliteRendered {
-    fn build_for(&self, _: impl QueryBuilder) -> (String, Values) {
-        (self.0.clone(), self.1.clone())
-    }
-}
-
 /// The body of a transaction: the same `async` code runs on both databases.
 pub trait Transaction<T>: for<'t> FnOnce(&'t mut Tx) -> BoxFuture<'t, StoreResult<T>> + Send + 'static {}
 impl<T, F> Transaction<T> for F where F: for<'t> FnOnce(&'t mut Tx) -> BoxFuture<'t, StoreResult<T>> + Send + 'static {}
@@ -319,9 +302,10 @@ impl Db {
     pub async fn execute(&self, statement: impl Statement) -> StoreResult<u64> {
         match &self.0 {
             Engine::Sqlite(sqlite) => {
-                let statement = SqliteRendered::of(&statement);
+                // Rendered here, owned, and run as is on the writer thread.
+                let (sql, values) = statement.build_for(SqliteQueryBuilder);
                 sqlite
-                    .transaction(move |tx| Box::pin(async move { tx.execute(&statement).await }))
+                    .transaction(move |tx| Box::pin(async move { tx.sqlite_execute(&sql, values) }))
                     .await
             }
             Engine::Postgres(pool) => postgres::execute(pool, &statement).await,
@@ -332,9 +316,11 @@ impl Db {
     pub async fn returning<T: FromRow>(&self, statement: impl Statement) -> StoreResult<Option<T>> {
         match &self.0 {
             Engine::Sqlite(sqlite) => {
-                let statement = SqliteRendered::of(&statement);
+                let (sql, values) = statement.build_for(SqliteQueryBuilder);
                 sqlite
-                    .transaction(move |tx| Box::pin(async move { tx.row(&statement).await }))
+                    .transaction(move |tx| {
+                        Box::pin(async move { Ok(tx.sqlite_rows(&sql, values)?.into_iter().next()) })
+                    })
                     .await
             }
             Engine::Postgres(pool) => Ok(postgres::rows(pool, &statement).await?.into_iter().next()),
@@ -399,6 +385,25 @@ impl Tx {
         Self(TxEngine::Sqlite(connection))
     }
 
+    /// A statement already rendered for SQLite (`Db::execute` renders before the writer thread).
+    fn sqlite_execute(&mut self, sql: &str, values: Values) -> StoreResult<u64> {
+        match &self.0 {
+            TxEngine::Sqlite(connection) => {
+                sqlite::execute(&connection.lock().unwrap_or_else(|e| e.into_inner()), sql, values)
+            }
+            TxEngine::Postgres(_) => Err(StoreError::Other("SQLite SQL on a PostgreSQL transaction".into())),
+        }
+    }
+
+    fn sqlite_rows<T: FromRow>(&mut self, sql: &str, values: Values) -> StoreResult<Vec<T>> {
+        match &self.0 {
+            TxEngine::Sqlite(connection) => {
+                sqlite::rows(&connection.lock().unwrap_or_else(|e| e.into_inner()), sql, values)
+            }
+            TxEngine::Postgres(_) => Err(StoreError::Other("SQLite SQL on a PostgreSQL transaction".into())),
+        }
+    }
+
     pub fn backend(&self) -> Backend {
         match self.0 {
             TxEngine::Sqlite(_) => Backend::Sqlite,
@@ -409,9 +414,9 @@ impl Tx {
     /// Runs a statement (a query, or a write with `RETURNING`) and decodes every row.
     pub async fn rows<T: FromRow>(&mut self, statement: &impl Statement) -> StoreResult<Vec<T>> {
         match &mut self.0 {
-            TxEngine::Sqlite(connection) => {
+            TxEngine::Sqlite(_) => {
                 let (sql, values) = statement.build_for(SqliteQueryBuilder);
-                sqlite::rows(&connection.lock().unwrap_or_else(|e| e.into_inner()), &sql, values)
+                self.sqlite_rows(&sql, values)
             }
             TxEngine::Postgres(tx) => postgres::rows(&mut **tx, statement).await,
         }
@@ -425,9 +430,9 @@ impl Tx {
     /// Runs a write and returns how many rows it touched.
     pub async fn execute(&mut self, statement: &impl Statement) -> StoreResult<u64> {
         match &mut self.0 {
-            TxEngine::Sqlite(connection) => {
+            TxEngine::Sqlite(_) => {
                 let (sql, values) = statement.build_for(SqliteQueryBuilder);
-                sqlite::execute(&connection.lock().unwrap_or_else(|e| e.into_inner()), &sql, values)
+                self.sqlite_execute(&sql, values)
             }
             TxEngine::Postgres(tx) => postgres::execute(&mut **tx, statement).await,
         }
