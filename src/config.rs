@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::{Args, FromArgMatches};
 
-use crate::completions::egress::HostAllowlist;
+use crate::completions::egress::{HostAllowlist, Resolver};
 
 use crate::crypto::MasterKey;
 use crate::store::{self, Backend};
@@ -122,11 +122,16 @@ pub struct Settings {
     #[arg(long, env = "CONFIDANT_HISTORY_MESSAGES", default_value_t = 50)]
     pub history_messages: u64,
 
-    /// Comma-separated hosts a provider's base_url may name: `api.openai.com`, `*.example.com`,
-    /// `*`. Unset: any host (set it in production; see README).
+    /// Comma-separated hosts providers may use even on internal addresses (`localhost:11434`,
+    /// `10.0.0.5`, `*.internal.example.com`); naming any public host makes it the only hosts
+    /// allowed. Unset: public addresses only.
     #[arg(long = "provider-allowed-hosts", env = "CONFIDANT_PROVIDER_ALLOWED_HOSTS", default_value = "",
         value_parser = parse_host_allowlist)]
     pub provider_hosts: HostAllowlist,
+
+    /// How provider names are resolved (the system's resolver; tests use a fixed table).
+    #[arg(skip)]
+    pub resolver: Resolver,
 
     /// Longest wait for a model provider to accept a connection.
     #[arg(long, env = "CONFIDANT_PROVIDER_CONNECT_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
@@ -187,7 +192,7 @@ impl std::fmt::Debug for SecretString {
 }
 
 fn parse_host_allowlist(text: &str) -> Result<HostAllowlist, String> {
-    Ok(HostAllowlist::new(text.split(',').map(str::to_owned)))
+    HostAllowlist::parse(text.split(','))
 }
 
 impl std::fmt::Debug for ServeArgs {
@@ -313,6 +318,6 @@ mod tests {
         assert_eq!(settings.max_body_bytes, 1024 * 1024);
         assert_eq!(settings.key_cache_ttl, Duration::from_secs(60));
         assert_eq!(settings.max_token_ttl, Duration::from_secs(7 * 86_400));
-        assert!(settings.provider_hosts.allows("any.example.com"));
+        assert_eq!(settings.history_messages, 50);
     }
 }

@@ -38,13 +38,15 @@ struct StateInner {
     logins: auth::throttle::LoginGuard,
     metrics: metrics::Metrics,
     http: reqwest::Client,
+    egress: completions::egress::Egress,
     settings: Settings,
 }
 
 impl AppState {
     pub fn new(db: Db, master_key: MasterKey, settings: Settings) -> Self {
         let access_tokens = AccessTokens::new(&master_key, settings.access_token_ttl);
-        let http = completions::provider_client(settings.provider_connect_timeout);
+        let egress = completions::egress::Egress::new(settings.provider_hosts.clone(), settings.resolver.clone());
+        let http = completions::provider_client(settings.provider_connect_timeout, &egress);
         Self(Arc::new(StateInner {
             db,
             master_key,
@@ -60,6 +62,7 @@ impl AppState {
             ),
             metrics: metrics::Metrics::default(),
             http,
+            egress,
             settings,
         }))
     }
@@ -106,6 +109,11 @@ impl AppState {
     /// The HTTP client for model providers (one connection pool for the process).
     pub fn http(&self) -> &reqwest::Client {
         &self.0.http
+    }
+
+    /// Where outgoing requests may go.
+    pub fn egress(&self) -> &completions::egress::Egress {
+        &self.0.egress
     }
 
     pub fn verify_options(&self) -> VerifyOptions {

@@ -195,10 +195,11 @@ async fn resolve_model(state: &AppState, agent: &Agent) -> Result<Model> {
     let provider = providers::find_by_name(state.db(), agent.application_id, &choice.provider)
         .await?
         .ok_or_else(|| Error::Upstream(format!("the agent's provider `{}` no longer exists", choice.provider)))?;
-    if !state.settings().provider_hosts.allows_url(&provider.base_url) {
-        tracing::warn!(provider.id = %provider.id, "provider host is not in CONFIDANT_PROVIDER_ALLOWED_HOSTS");
+    let url = url::Url::parse(&provider.base_url).map_err(Error::internal)?;
+    if let Err(refusal) = state.egress().check_url(&url) {
+        tracing::warn!(provider.id = %provider.id, "provider refused: {refusal}");
         return Err(Error::Upstream(
-            "the provider's host is not allowed by this server's configuration".into(),
+            "the provider's address is not allowed by this server's configuration".into(),
         ));
     }
     let api_key = providers::open_api_key(state.master_key(), &provider).map_err(Error::internal)?;

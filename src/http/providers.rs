@@ -102,26 +102,29 @@ fn validate_provider_name(name: &str) -> Result<String> {
     Ok(name.to_owned())
 }
 
-fn validate_base_url(state: &AppState, text: &str) -> Result<String> {
-    let invalid = || Error::invalid_field("base_url", "must be an absolute http(s) URL without credentials");
-    let url = url::Url::parse(text.trim()).map_err(|_| invalid())?;
-    if !matches!(url.scheme(), "http" | "https")
-        || url.host_str().is_none()
-        || !url.username().is_empty()
-        || url.password().is_some()
-    {
-        return Err(invalid());
-    }
+/// A provider's `base_url`, normalised, after the address rules (resolved once here; every
+/// connection checks again).
+async fn validate_base_url(state: &AppState, text: &str) -> Result<url::Url> {
     if text.len() > 2048 {
         return Err(Error::invalid_field("base_url", "must be at most 2048 characters"));
     }
-    if !state.settings().provider_hosts.allows_url(url.as_str()) {
-        return Err(Error::invalid_field(
-            "base_url",
-            "this host is not allowed by the server's CONFIDANT_PROVIDER_ALLOWED_HOSTS",
-        ));
-    }
-    Ok(url.as_str().trim_end_matches('/').to_owned())
+    let url = url::Url::parse(text.trim())
+        .map_err(|_| Error::invalid_field("base_url", "must be an absolute http(s) URL"))?;
+    state
+        .egress()
+        .check_resolved(&url)
+        .await
+        .map_err(|refusal| Error::invalid_field("base_url", refusal.to_string()))?;
+    Ok(url)
+}
+
+fn stored_base_url(url: &url::Url) -> String {
+    url.as_str().trim_end_matches('/').to_owned()
+}
+
+/// Host and port, the part of a URL a stored API key is bound to.
+fn origin_of(url: &url::Url) -> (Option<String>, Option<u16>) {
+    (url.host_str().map(str::to_ascii_lowercase), url.port_or_known_default())
 }
 
 fn validate_api_key(key: &str) -> Result<()> {
@@ -150,7 +153,7 @@ async fn create_provider(
 ) -> Result<(StatusCode, Json<ProviderView>)> {
     let app_id = principal.access(&state, app_id).await?.app_id();
     let name = validate_provider_name(&body.name)?;
-    let base_url = validate_base_url(&state, &body.base_url)?;
+    let base_url = stored_base_url(&validate_base_url(&state, &body.base_url).await?);
     let id = Uuid::now_v7();
     let api_key_encrypted = match &body.api_key {
         Some(key) => {
@@ -235,13 +238,27 @@ async fn update_provider(
             Some(Some(seal_api_key(state.master_key(), app_id, provider_id, &key)))
         }
     };
+    let base_url = match body.base_url.as_deref() {
+        Some(text) => {
+            let url = validate_base_url(&state, text).await?;
+            // A stored key never follows the URL to another host: moving it needs the key again.
+            let current = providers::find(state.db(), app_id, provider_id)
+                .await?
+                .ok_or_else(|| Error::not_found("provider"))?;
+            let moved = url::Url::parse(&current.base_url).map_or(true, |old| origin_of(&old) != origin_of(&url));
+            if moved && current.api_key_encrypted.is_some() && !matches!(api_key_encrypted, Some(Some(_))) {
+                return Err(Error::invalid_field(
+                    "api_key",
+                    "required when base_url moves to another host or port: a stored key never follows a URL",
+                ));
+            }
+            Some(stored_base_url(&url))
+        }
+        None => None,
+    };
     let changes = ProviderChanges {
         name: body.name.as_deref().map(validate_provider_name).transpose()?,
-        base_url: body
-            .base_url
-            .as_deref()
-            .map(|url| validate_base_url(&state, url))
-            .transpose()?,
+        base_url,
         api_key_encrypted,
     };
     let provider = providers::update(state.db(), app_id, provider_id, changes)

@@ -144,6 +144,7 @@ async fn no_secret_reaches_the_log_even_at_trace_level() {
             format!("sqlite://{}", dir.path().join("db.sqlite").display()),
         )
         .env("CONFIDANT_MASTER_KEY", master_key)
+        .env("CONFIDANT_PROVIDER_ALLOWED_HOSTS", "127.0.0.1:9")
         .env("CONFIDANT_ADMIN_EMAIL", "logs@example.com")
         .env("CONFIDANT_ADMIN_PASSWORD", password)
         .env("RUST_LOG", "trace")

@@ -621,7 +621,7 @@ async fn provider_hosts_can_be_restricted(mut app: TestApp) {
     .await;
     let (_, tenant, agent) = provider_agent(&app, &fake, false).await;
     let mut settings = app.settings.clone();
-    settings.provider_hosts = confidant::completions::egress::HostAllowlist::new(["api.openai.com".to_owned()]);
+    settings.provider_hosts = confidant::completions::egress::HostAllowlist::new(["api.openai.com"]);
     app.reconfigure(settings).await;
     let owner = app.owner_token().await;
     let providers = format!("/v1/applications/{}/providers", tenant.app_id);

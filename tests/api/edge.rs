@@ -39,7 +39,7 @@ async fn request(stream: &mut TcpStream) -> String {
 async fn a_client_that_trickles_its_headers_is_dropped(mut app: TestApp) {
     app.reconfigure(confidant::Settings {
         header_timeout: Duration::from_millis(300),
-        ..confidant::Settings::default()
+        ..crate::harness::test_settings()
     })
     .await;
     let mut slow = TcpStream::connect(app.address).await.unwrap();
@@ -72,7 +72,7 @@ async fn a_client_that_trickles_its_headers_is_dropped(mut app: TestApp) {
 async fn connections_over_the_cap_wait_until_one_closes(mut app: TestApp) {
     app.reconfigure(confidant::Settings {
         max_connections: 1,
-        ..confidant::Settings::default()
+        ..crate::harness::test_settings()
     })
     .await;
     // The only slot: a kept-alive connection.
@@ -144,7 +144,7 @@ async fn metrics_need_the_metrics_token_when_one_is_set(mut app: TestApp) {
         .assert_status(200);
     app.reconfigure(confidant::Settings {
         metrics_token: Some("metrics-secret-0123".into()),
-        ..confidant::Settings::default()
+        ..crate::harness::test_settings()
     })
     .await;
     app.call(reqwest::Method::GET, "/metrics", None, None)
@@ -199,7 +199,7 @@ async fn logins_for_one_email_are_limited_whatever_the_address(mut app: TestApp)
     app.reconfigure(confidant::Settings {
         login_per_address_per_minute: 1000,
         login_per_email_per_minute: 3,
-        ..confidant::Settings::default()
+        ..crate::harness::test_settings()
     })
     .await;
     let attempt = || {
@@ -301,7 +301,7 @@ async fn last_message(app: &TestApp, user: &str, agent: &str, conversation: &str
 async fn a_reply_over_the_size_cap_is_cut_and_stored_incomplete(mut app: TestApp) {
     app.reconfigure(confidant::Settings {
         max_reply_bytes: 10,
-        ..confidant::Settings::default()
+        ..crate::harness::test_settings()
     })
     .await;
     let owner = app.owner_token().await;
@@ -331,7 +331,7 @@ async fn a_reply_over_the_size_cap_is_cut_and_stored_incomplete(mut app: TestApp
 async fn a_turn_over_its_deadline_ends_and_is_stored_incomplete(mut app: TestApp) {
     app.reconfigure(confidant::Settings {
         turn_timeout: Duration::from_millis(700),
-        ..confidant::Settings::default()
+        ..crate::harness::test_settings()
     })
     .await;
     let fake = crate::fake_provider::FakeProvider::start(crate::fake_provider::Script::Reply {
@@ -365,7 +365,7 @@ async fn a_streaming_client_that_stops_reading_is_dropped_and_its_reply_stored(m
     app.reconfigure(confidant::Settings {
         send_timeout: Duration::from_millis(500),
         max_reply_bytes: 64 << 20,
-        ..confidant::Settings::default()
+        ..crate::harness::test_settings()
     })
     .await;
     // Far more than loopback's socket buffers hold: 2,000 chunks of 4 KB.

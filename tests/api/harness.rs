@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Once;
 
+use confidant::completions::egress::{HostAllowlist, Resolver};
 use confidant::crypto::MasterKey;
 use confidant::store::{Db, DbOptions};
 use confidant::{AppState, Settings};
@@ -192,7 +193,7 @@ impl Reply {
 
 impl TestApp {
     pub async fn spawn(backend: Backend) -> Option<Self> {
-        Self::spawn_with(backend, Settings::default()).await
+        Self::spawn_with(backend, test_settings()).await
     }
 
     /// Starts the service with these settings on a fresh database of this kind.
@@ -352,11 +353,23 @@ impl TestApp {
     }
 }
 
+/// The server's defaults, with the fake providers' loopback address allowed.
+pub fn test_settings() -> Settings {
+    Settings {
+        provider_hosts: HostAllowlist::new(["127.0.0.1"]),
+        ..Settings::default()
+    }
+}
+
 async fn start(
     url: &str,
     master_key: &str,
-    settings: Settings,
+    mut settings: Settings,
 ) -> (Db, SocketAddr, oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
+    // No test ever asks DNS: names resolve from a table the test gives, or not at all.
+    if matches!(settings.resolver, Resolver::System) {
+        settings.resolver = Resolver::fixed([]);
+    }
     let db = Db::connect(url, &DbOptions::default()).await.expect("database opens");
     db.migrate().await.expect("migrations run");
     let state = AppState::new(db.clone(), MasterKey::from_base64(master_key).unwrap(), settings);

@@ -12,6 +12,7 @@ mod completions;
 mod data_plane;
 mod durability;
 mod edge;
+mod egress;
 mod errors;
 mod fake_provider;
 mod isolation;

@@ -556,7 +556,7 @@ async fn deleted_key_stops_verifying_at_once(app: TestApp) {
 async fn a_key_whose_deletion_notice_is_lost_stops_verifying_after_the_cache_ttl(mut app: TestApp) {
     app.reconfigure(confidant::Settings {
         key_cache_ttl: std::time::Duration::from_millis(700),
-        ..confidant::Settings::default()
+        ..crate::harness::test_settings()
     })
     .await;
     let owner = app.owner_token().await;
