@@ -76,6 +76,7 @@ fn scoped_list(c: &mut Criterion) {
                 instructions: "",
                 model: &model,
                 memory: false,
+                allowed_origins: Vec::new(),
             },
         )
         .await

@@ -96,6 +96,19 @@ pub struct Settings {
     #[arg(long, env = "CONFIDANT_LOGIN_PER_EMAIL_PER_MINUTE", default_value_t = 10)]
     pub login_per_email_per_minute: u32,
 
+    /// Default per-user limit of data-plane requests a minute, for applications that set none
+    /// (unset: no limit).
+    #[arg(long, env = "CONFIDANT_USER_REQUESTS_PER_MINUTE", value_parser = clap::value_parser!(u32).range(1..))]
+    pub user_requests_per_minute: Option<u32>,
+
+    /// Default per-user limit of completion turns a minute (unset: no limit).
+    #[arg(long, env = "CONFIDANT_USER_COMPLETIONS_PER_MINUTE", value_parser = clap::value_parser!(u32).range(1..))]
+    pub user_completions_per_minute: Option<u32>,
+
+    /// Default per-user quota of model tokens (input + output) a UTC day (unset: no quota).
+    #[arg(long, env = "CONFIDANT_USER_TOKENS_PER_DAY", value_parser = clap::value_parser!(u64).range(1..))]
+    pub user_tokens_per_day: Option<u64>,
+
     /// When set, `GET /metrics` requires `Authorization: Bearer <this token>`.
     #[arg(long, env = "CONFIDANT_METRICS_TOKEN", hide_env_values = true)]
     pub metrics_token: Option<SecretString>,

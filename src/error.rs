@@ -67,6 +67,16 @@ pub enum Error {
         limit: u32,
         retry_after: std::time::Duration,
     },
+    /// A daily quota used up: 429 with `Retry-After` until it resets (UTC midnight).
+    #[error("quota used up: {scope} allows {limit} per day; it resets in {}s", retry_after.as_secs().max(1))]
+    QuotaExceeded {
+        scope: &'static str,
+        limit: u64,
+        retry_after: std::time::Duration,
+    },
+    /// A browser request from an origin the agent (or application) does not list.
+    #[error("{0}")]
+    OriginNotAllowed(String),
     #[error("{0}")]
     Upstream(String),
     #[error("the database is unavailable")]
@@ -116,7 +126,8 @@ impl Error {
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Validation { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::RateLimited { .. } | Self::QuotaExceeded { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::OriginNotAllowed(_) => StatusCode::FORBIDDEN,
             Self::Upstream(_) => StatusCode::BAD_GATEWAY,
             Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -136,6 +147,8 @@ impl Error {
             Self::Validation { .. } => "validation_failed",
             Self::MethodNotAllowed => "method_not_allowed",
             Self::RateLimited { .. } => "rate_limited",
+            Self::QuotaExceeded { .. } => "quota_exceeded",
+            Self::OriginNotAllowed(_) => "origin_not_allowed",
             Self::Upstream(_) => "upstream_error",
             Self::Unavailable => "unavailable",
             Self::Internal(_) => "internal",
@@ -147,6 +160,7 @@ impl Error {
             Self::Unauthorized { details, .. } => details.clone(),
             Self::Validation { fields, .. } => Some(serde_json::json!({ "fields": Value::Object(fields.clone()) })),
             Self::RateLimited { scope, limit, .. } => Some(serde_json::json!({ "scope": scope, "limit": limit })),
+            Self::QuotaExceeded { scope, limit, .. } => Some(serde_json::json!({ "scope": scope, "limit": limit })),
             _ => None,
         }
     }
@@ -174,7 +188,7 @@ impl IntoResponse for Error {
                     HeaderValue::from_static(r#"Bearer error="invalid_token""#),
                 );
             }
-            Self::RateLimited { retry_after, .. } => {
+            Self::RateLimited { retry_after, .. } | Self::QuotaExceeded { retry_after, .. } => {
                 // Whole seconds, rounded up: never 0, which would invite an immediate retry.
                 let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
                 response

@@ -21,7 +21,9 @@ pub async fn evict(state: &AppState, what: Notice) {
         Notice::Application(app_id) => {
             state.user_keys().invalidate_application(app_id).await;
             state.agents().invalidate_application(app_id).await;
+            state.applications().invalidate(app_id).await;
         }
+        Notice::ApplicationChanged(app_id) => state.applications().invalidate(app_id).await,
     }
 }
 
@@ -47,6 +49,7 @@ pub fn spawn_listener(state: AppState) -> Option<tokio::task::JoinHandle<()>> {
             // Anything said while we were not listening is lost: start from empty caches.
             state.user_keys().clear();
             state.agents().clear();
+            state.applications().clear();
             loop {
                 match listener.try_recv().await {
                     Ok(Some(notice)) => match Notice::decode(notice.payload()) {

@@ -6,9 +6,11 @@ pub mod auth;
 pub mod completions;
 pub mod config;
 pub mod crypto;
+pub mod edge;
 pub mod error;
 pub mod http;
 pub mod invalidation;
+pub mod metering;
 pub mod metrics;
 pub mod store;
 
@@ -35,6 +37,9 @@ struct StateInner {
     usage: KeyUsage,
     user_keys: AuthenticationKeyCache,
     agents: store::agents::AgentCache,
+    applications: store::applications::ApplicationCache,
+    user_limiters: edge::limits::UserLimiters,
+    metering: Arc<metering::Metering>,
     logins: auth::throttle::LoginGuard,
     metrics: metrics::Metrics,
     http: reqwest::Client,
@@ -54,6 +59,9 @@ impl AppState {
             usage: KeyUsage::default(),
             user_keys: AuthenticationKeyCache::new(settings.key_cache_ttl),
             agents: store::agents::AgentCache::default(),
+            applications: store::applications::ApplicationCache::default(),
+            user_limiters: edge::limits::UserLimiters::default(),
+            metering: Arc::new(metering::Metering::default()),
             logins: auth::throttle::LoginGuard::new(
                 settings.login_per_address_per_minute,
                 settings.login_per_email_per_minute,
@@ -95,6 +103,21 @@ impl AppState {
     /// Agents by id, for the data plane.
     pub fn agents(&self) -> &store::agents::AgentCache {
         &self.0.agents
+    }
+
+    /// Applications by id (origins and limits), for the data plane.
+    pub fn applications(&self) -> &store::applications::ApplicationCache {
+        &self.0.applications
+    }
+
+    /// Per-user per-minute limits.
+    pub fn user_limiters(&self) -> &edge::limits::UserLimiters {
+        &self.0.user_limiters
+    }
+
+    /// Tokens used, counted in memory and written in batches.
+    pub fn metering(&self) -> &Arc<metering::Metering> {
+        &self.0.metering
     }
 
     /// Login throttling.
@@ -151,6 +174,9 @@ pub async fn serve(
     use hyper_util::service::TowerToHyperService;
 
     let flusher = state.usage().spawn_flusher(state.db().clone(), Duration::from_secs(5));
+    let metering = state
+        .metering()
+        .spawn_flusher(state.db().clone(), Duration::from_secs(1));
     let forgetter = {
         let state = state.clone();
         tokio::spawn(async move {
@@ -158,6 +184,7 @@ pub async fn serve(
             loop {
                 every.tick().await;
                 state.logins().forget_idle();
+                state.user_limiters().forget_idle();
             }
         })
     };
@@ -210,11 +237,13 @@ pub async fn serve(
     drop(listener);
     graceful.shutdown().await;
     flusher.abort();
+    metering.abort();
     forgetter.abort();
     if let Some(listener) = invalidations {
         listener.abort();
     }
     state.usage().flush(state.db()).await;
+    state.metering().flush(state.db()).await;
     Ok(())
 }
 

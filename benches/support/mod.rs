@@ -25,7 +25,11 @@ pub async fn fixture(dir: &Path, master: &MasterKey) -> Fixture {
     .await
     .unwrap();
     db.migrate().await.unwrap();
-    let app = applications::create(&db, "bench", None).await.unwrap();
+    let settings = applications::ApplicationSettings {
+        name: Some("bench".into()),
+        ..Default::default()
+    };
+    let app = applications::create(&db, settings, None).await.unwrap();
     let secret = confidant::auth::new_authentication_secret();
     let key_id = Uuid::now_v7();
     let key = AuthenticationKey {

@@ -21,6 +21,7 @@ use uuid::Uuid;
 use super::credentials::Credentials;
 use crate::AppState;
 use crate::crypto::MasterKey;
+use crate::edge;
 use crate::error::{Error, Result};
 use crate::store::cache::RowCache;
 use crate::store::keys::{self, KeyTable};
@@ -247,6 +248,8 @@ pub async fn verify_token(
     Ok((key, sub))
 }
 
+/// The data plane's user: the verified secure user token, then the door (`edge::admit`: allowed
+/// origins of the path's agent or the application, the user's limits).
 impl FromRequestParts<AppState> for UserScope {
     type Rejection = Error;
 
@@ -254,6 +257,31 @@ impl FromRequestParts<AppState> for UserScope {
         let token = Credentials::read(&parts.headers).user_token()?.ok_or_else(|| {
             Error::MissingCredentials("send a secure user token (X-Secure-User-Token or Authorization: Bearer)".into())
         })?;
-        verify(state, token).await
+        let scope = verify(state, token).await?;
+        // The path's agent, if it names one of the application's (its origins replace the
+        // application's); whether the key covers it is `AgentScope`'s check.
+        let agent = match path_agent_id(parts, state).await {
+            Some(id) => state.agents().get(state.db(), scope.application_id(), id).await?,
+            None => None,
+        };
+        let caller = edge::Caller {
+            application_id: scope.application_id(),
+            agent: agent.as_deref(),
+            user: Some(&scope),
+        };
+        edge::admit(state, parts, caller).await?;
+        Ok(scope)
     }
+}
+
+/// The `{agent_id}` of the matched route, when it has one and it is a UUID. The raw parameter,
+/// not `Path<…>`: deserializing a struct from the path builds a map.
+pub async fn path_agent_id(parts: &mut Parts, state: &AppState) -> Option<Uuid> {
+    let params = axum::extract::RawPathParams::from_request_parts(parts, state)
+        .await
+        .ok()?;
+    params
+        .iter()
+        .find(|(name, _)| *name == "agent_id")
+        .and_then(|(_, value)| Uuid::try_parse(value).ok())
 }

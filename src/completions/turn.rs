@@ -125,6 +125,8 @@ pub async fn start(state: &AppState, caller: TurnCaller, request: TurnRequest, d
     let task = ReplyTask {
         state: state.clone(),
         reply: sink,
+        agent_id: agent.id,
+        prompt_estimate: prompt.iter().map(|m| estimate_tokens(&m.content)).sum(),
         events,
         detach,
     };
@@ -135,6 +137,11 @@ pub async fn start(state: &AppState, caller: TurnCaller, request: TurnRequest, d
         model: model.name().to_owned(),
         events: receiver,
     })
+}
+
+/// Tokens in a text, estimated as OpenAI's tokenizers average on English: four bytes each.
+fn estimate_tokens(text: &str) -> u64 {
+    text.len().div_ceil(4) as u64
 }
 
 /// A conversation id: 1–128 of `A-Za-z0-9_-`.
@@ -231,6 +238,9 @@ enum Step {
 struct ReplyTask {
     state: AppState,
     reply: Option<Reply>,
+    agent_id: Uuid,
+    /// The prompt's tokens, estimated, for a reply whose model reports none.
+    prompt_estimate: u64,
     events: mpsc::Sender<ModelEvent>,
     detach: Detach,
 }
@@ -259,7 +269,7 @@ impl ReplyTask {
                     if self.detach == Detach::Stop {
                         // Dropping the stream closes the upstream connection.
                         drop(stream);
-                        return self.store(text, false).await;
+                        return self.store(text, false, None).await;
                     }
                     continue;
                 }
@@ -283,7 +293,7 @@ impl ReplyTask {
                     // The client sees a reply cut for length (as a model's own limit ends one);
                     // the stored message says it is incomplete.
                     drop(stream);
-                    self.store(text, false).await;
+                    self.store(text, false, None).await;
                     let cut = ModelEvent::Finish {
                         reason: FinishReason::Length,
                         usage: Usage::default(),
@@ -298,14 +308,18 @@ impl ReplyTask {
                 ModelEvent::Finish { .. } => {
                     // Stored before the reader hears the end, so a client that saw it can read
                     // the reply back.
-                    self.store(text, true).await;
+                    let usage = match &event {
+                        ModelEvent::Finish { usage, .. } => Some(*usage),
+                        _ => None,
+                    };
+                    self.store(text, true, usage).await;
                     self.send(event, send_timeout).await;
                     return;
                 }
                 ModelEvent::Error(message) => {
                     tracing::warn!(message, "the reply ended early");
                     drop(stream);
-                    self.store(text, false).await;
+                    self.store(text, false, None).await;
                     self.send(event, send_timeout).await;
                     return;
                 }
@@ -314,7 +328,7 @@ impl ReplyTask {
                 reader = false;
                 if self.detach == Detach::Stop {
                     drop(stream);
-                    return self.store(text, false).await;
+                    return self.store(text, false, None).await;
                 }
             }
         }
@@ -326,7 +340,9 @@ impl ReplyTask {
         matches!(tokio::time::timeout(timeout, self.events.send(event)).await, Ok(Ok(())))
     }
 
-    async fn store(&self, text: String, complete: bool) {
+    /// Stores the reply and counts the turn's tokens: the model's own count, else an estimate
+    /// (a reply cut short, or a provider that reports none).
+    async fn store(&self, text: String, complete: bool, usage: Option<Usage>) {
         let end = if complete {
             ReplyEnd::Complete
         } else {
@@ -334,6 +350,11 @@ impl ReplyTask {
         };
         self.state.metrics().observe_reply(end);
         let Some(reply) = &self.reply else { return };
+        let usage = usage.filter(|u| u.total() > 0).unwrap_or(Usage {
+            prompt_tokens: self.prompt_estimate,
+            completion_tokens: estimate_tokens(&text),
+        });
+        self.state.metering().record(reply.scope.user(), self.agent_id, usage);
         let message = NewMessage {
             id: reply.id,
             role: "assistant",

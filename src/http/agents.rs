@@ -9,6 +9,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
+use super::applications::validate_origins;
 use super::{AgentPage, Json, ListParams, Path, Query, timestamp, validate_name};
 use crate::AppState;
 use crate::auth::extract::Principal;
@@ -37,6 +38,8 @@ pub struct AgentView {
     pub model: AgentModel,
     /// Whether the user's memory records are given to the model.
     pub memory: bool,
+    /// Origins browsers may call this agent from; when not empty, replaces the application's.
+    pub allowed_origins: Vec<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -50,6 +53,7 @@ impl From<Agent> for AgentView {
             instructions: a.instructions,
             model: a.model.0,
             memory: a.memory,
+            allowed_origins: a.allowed_origins.0,
             created_at: timestamp(a.created_at),
             updated_at: timestamp(a.updated_at),
         }
@@ -69,6 +73,9 @@ pub struct CreateAgent {
     /// Default `false`.
     #[serde(default)]
     pub memory: bool,
+    /// Origins browsers may call this agent from (default empty: the application's).
+    #[serde(default)]
+    pub allowed_origins: Option<Vec<String>>,
 }
 
 fn validate_instructions(instructions: &str) -> Result<()> {
@@ -139,6 +146,7 @@ async fn create_agent(
             instructions: &body.instructions,
             model: &model,
             memory: body.memory,
+            allowed_origins: validate_origins(body.allowed_origins)?.unwrap_or_default(),
         },
     )
     .await?;
@@ -191,6 +199,8 @@ pub struct UpdateAgent {
     pub instructions: Option<String>,
     pub model: Option<AgentModel>,
     pub memory: Option<bool>,
+    /// Replaces the agent's allowed origins (`[]`: the application's apply).
+    pub allowed_origins: Option<Vec<String>>,
 }
 
 /// Change an agent; fields left out stay as they are.
@@ -220,6 +230,7 @@ async fn update_agent(
         instructions: body.instructions.as_deref(),
         model: body.model.as_ref(),
         memory: body.memory,
+        allowed_origins: validate_origins(body.allowed_origins)?,
     };
     let agent = agents::update(state.db(), app_id, agent_id, changes)
         .await?

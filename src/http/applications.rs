@@ -12,8 +12,10 @@ use uuid::Uuid;
 use super::{ApplicationPage, Json, ListParams, MemberPage, Path, Query, timestamp, validate_name};
 use crate::AppState;
 use crate::auth::extract::Principal;
+use crate::edge::limits::{Limits, LimitsOverride};
+use crate::edge::origins;
 use crate::error::{Error, Result};
-use crate::store::applications::{self, Application, Member, MemberRole, RemoveMember};
+use crate::store::applications::{self, Application, ApplicationSettings, Member, MemberRole, RemoveMember};
 use crate::store::operators;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -28,15 +30,23 @@ pub fn router() -> OpenApiRouter<AppState> {
 pub struct ApplicationView {
     pub id: Uuid,
     pub name: String,
+    /// Origins browsers may call the data plane from (`https://app.example.com`,
+    /// `https://*.example.com`); empty: any origin. An agent's own list replaces it.
+    pub allowed_origins: Vec<String>,
+    /// The per-user limits in force (`null`: no limit): the application's own, else the
+    /// server's defaults.
+    pub limits: Limits,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
 
-impl From<Application> for ApplicationView {
-    fn from(app: Application) -> Self {
+impl ApplicationView {
+    pub fn new(app: Application, settings: &crate::Settings) -> Self {
         Self {
             id: app.id.uuid(),
             name: app.name,
+            allowed_origins: app.allowed_origins.0,
+            limits: app.limits.0.effective(settings),
             created_at: timestamp(app.created_at),
             updated_at: timestamp(app.updated_at),
         }
@@ -45,9 +55,28 @@ impl From<Application> for ApplicationView {
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-#[schema(example = json!({"name": "Acme support"}))]
+#[schema(example = json!({"name": "Acme support", "allowed_origins": ["https://app.acme.example"], "limits": {"user_completions_per_minute": 20, "user_tokens_per_day": 200000}}))]
 pub struct CreateApplication {
     pub name: String,
+    /// Origins browsers may call the data plane from; empty or left out: any origin.
+    #[serde(default)]
+    pub allowed_origins: Option<Vec<String>>,
+    /// Per-user limits; a field left out follows the server's default, `null` is no limit.
+    #[serde(default)]
+    pub limits: Option<LimitsOverride>,
+}
+
+/// Checks and normalises an allowed-origins list from a request body.
+pub fn validate_origins(list: Option<Vec<String>>) -> Result<Option<Vec<String>>> {
+    list.map(|list| origins::normalize(&list).map_err(|problem| Error::invalid_field("allowed_origins", problem)))
+        .transpose()
+}
+
+fn validate_limits(limits: Option<LimitsOverride>) -> Result<Option<LimitsOverride>> {
+    if let Some(limits) = &limits {
+        limits.validate()?;
+    }
+    Ok(limits)
 }
 
 /// Create an application; the operator creating it becomes its owner.
@@ -63,10 +92,14 @@ async fn create_application(
     Json(body): Json<CreateApplication>,
 ) -> Result<(StatusCode, Json<ApplicationView>)> {
     let operator = principal.operator()?;
-    let name = validate_name("name", &body.name)?;
-    let app = applications::create(state.db(), &name, Some(operator)).await?;
+    let settings = ApplicationSettings {
+        name: Some(validate_name("name", &body.name)?),
+        allowed_origins: validate_origins(body.allowed_origins)?,
+        limits: validate_limits(body.limits)?,
+    };
+    let app = applications::create(state.db(), settings, Some(operator)).await?;
     tracing::info!(application.id = %app.id, operator.id = %operator, "application created");
-    Ok((StatusCode::CREATED, Json(app.into())))
+    Ok((StatusCode::CREATED, Json(ApplicationView::new(app, state.settings()))))
 }
 
 /// List the applications the caller can administer (an API key sees its own).
@@ -91,7 +124,9 @@ async fn list_applications(
             (app.into_iter().collect(), None)
         }
     };
-    Ok(Json(ApplicationPage::new(apps, next, ApplicationView::from)))
+    Ok(Json(ApplicationPage::new(apps, next, |app| {
+        ApplicationView::new(app, state.settings())
+    })))
 }
 
 /// Get an application.
@@ -110,16 +145,22 @@ async fn get_application(
     let app = applications::find(state.db(), app_id.uuid())
         .await?
         .ok_or_else(|| Error::not_found("application"))?;
-    Ok(Json(app.into()))
+    Ok(Json(ApplicationView::new(app, state.settings())))
 }
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"allowed_origins": ["https://app.acme.example", "https://*.acme.example"], "limits": {"user_requests_per_minute": 120, "user_completions_per_minute": 20, "user_tokens_per_day": null}}))]
 pub struct UpdateApplication {
     pub name: Option<String>,
+    /// Replaces the allowed origins (`[]`: any origin).
+    pub allowed_origins: Option<Vec<String>>,
+    /// Replaces the application's limits: a field left out follows the server's default
+    /// (`{}` returns to the defaults), `null` is no limit.
+    pub limits: Option<LimitsOverride>,
 }
 
-/// Rename an application.
+/// Change an application: its name, allowed origins or per-user limits.
 #[utoipa::path(
     patch, path = "/v1/applications/{app_id}", tag = "applications",
     params(("app_id" = Uuid, Path, description = "Application id")),
@@ -134,11 +175,17 @@ async fn update_application(
     Json(body): Json<UpdateApplication>,
 ) -> Result<Json<ApplicationView>> {
     let app_id = principal.access(&state, app_id).await?.app_id();
-    let app = match body.name {
-        Some(name) => applications::rename(state.db(), app_id, &validate_name("name", &name)?).await?,
-        None => applications::find(state.db(), app_id.uuid()).await?,
+    let changes = ApplicationSettings {
+        name: body.name.map(|name| validate_name("name", &name)).transpose()?,
+        allowed_origins: validate_origins(body.allowed_origins)?,
+        limits: validate_limits(body.limits)?,
     };
-    Ok(Json(app.ok_or_else(|| Error::not_found("application"))?.into()))
+    let app = applications::update(state.db(), app_id, changes)
+        .await?
+        .ok_or_else(|| Error::not_found("application"))?;
+    // This instance forgets its copy at once; the others when they hear the notice.
+    state.applications().invalidate(app_id.uuid()).await;
+    Ok(Json(ApplicationView::new(app, state.settings())))
 }
 
 /// Delete an application and everything in it (owners only).

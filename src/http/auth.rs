@@ -199,6 +199,9 @@ async fn me(State(state): State<AppState>, principal: Principal) -> Result<Json<
     Ok(Json(MeResponse {
         id,
         email: operator.email,
-        applications: apps.into_iter().map(ApplicationView::from).collect(),
+        applications: apps
+            .into_iter()
+            .map(|app| ApplicationView::new(app, state.settings()))
+            .collect(),
     }))
 }

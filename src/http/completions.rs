@@ -55,6 +55,12 @@ impl FromRequestParts<AppState> for TurnCaller {
         if key.agent_ids.as_ref().is_some_and(|ids| !ids.contains(&agent.id)) {
             return Err(Error::AgentNotInScope("this API key does not cover this agent".into()));
         }
+        let caller = crate::edge::Caller {
+            application_id: key.application_id,
+            agent: Some(&agent),
+            user: None,
+        };
+        crate::edge::admit(state, parts, caller).await?;
         Ok(TurnCaller::Stateless(agent))
     }
 }

@@ -10,11 +10,13 @@ pub mod applications;
 pub mod auth;
 pub mod completions;
 pub mod conversations;
+pub mod edge;
 pub mod keys;
 pub mod memories;
 pub mod openapi;
 pub mod providers;
 pub mod service;
+pub mod usage;
 pub mod users;
 
 use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, MatchedPath};
@@ -112,14 +114,8 @@ impl FromRequestParts<AppState> for AgentScope {
 
     async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &AppState) -> Result<Self, Error> {
         let user = UserScope::from_request_parts(parts, state).await?;
-        // The raw parameter, not `Path<…>`: deserializing a struct from the path builds a map.
-        let params = axum::extract::RawPathParams::from_request_parts(parts, state)
+        let agent_id = crate::auth::user_token::path_agent_id(parts, state)
             .await
-            .map_err(|e| Error::internal(e.body_text()))?;
-        let agent_id = params
-            .iter()
-            .find(|(name, _)| *name == "agent_id")
-            .and_then(|(_, value)| Uuid::try_parse(value).ok())
             .ok_or_else(|| Error::not_found("agent"))?;
         Ok(AgentScope::check(state.db(), state.agents(), user, agent_id).await?)
     }
@@ -233,6 +229,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .merge(keys::router())
         .merge(providers::router())
         .merge(users::router())
+        .merge(usage::router())
         .merge(conversations::router())
         .merge(memories::router())
         .merge(completions::router())
@@ -286,6 +283,7 @@ pub fn router(state: AppState) -> axum::Router {
         .merge(service::dashboard_router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn(edge::data_plane))
         .layer(DefaultBodyLimit::max(max_body))
         .layer(axum::middleware::from_fn_with_state(state.clone(), count_request))
         .layer(CatchPanicLayer::custom(panic_response))

@@ -14,6 +14,7 @@ use uuid::Uuid;
 
 use super::conversations::{ConversationView, ConversationWithMessages, MessageView};
 use super::memories::MemoryView;
+use super::usage::UsageDay;
 use super::{Json, Path};
 use crate::AppState;
 use crate::auth::extract::Principal;
@@ -30,6 +31,8 @@ pub struct UserExport {
     pub sub: String,
     pub conversations: Vec<ConversationWithMessages>,
     pub memories: Vec<MemoryView>,
+    /// Tokens and turns the user spent, per day and agent, newest first.
+    pub usage: Vec<UsageDay>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -79,6 +82,8 @@ async fn export_user(
 const EXPORT_CONVERSATIONS: u64 = 20;
 const EXPORT_MESSAGES: u64 = 200;
 const EXPORT_MEMORIES: u64 = 100;
+/// Usage rows (one per day and agent) in an export.
+const EXPORT_USAGE_ROWS: u64 = 10_000;
 
 /// Writes `UserExport` as JSON, a page at a time. Stops quietly when the client goes away.
 async fn write_export(
@@ -155,7 +160,13 @@ async fn write_export(
             break;
         }
     }
-    send("]}".to_owned()).await;
+    // At most one row per day and agent: a few thousand rows for years of use.
+    let usage: Vec<UsageDay> = user_data::export_usage(db, scope, EXPORT_USAGE_ROWS)
+        .await?
+        .into_iter()
+        .map(UsageDay::from)
+        .collect();
+    send(format!("],\"usage\":{}}}", json(&usage))).await;
     Ok(())
 }
 

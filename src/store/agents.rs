@@ -52,6 +52,8 @@ pub struct Agent {
     pub instructions: String,
     pub model: Json<AgentModel>,
     pub memory: bool,
+    /// Origins browsers may call this agent from; when not empty, replaces the application's.
+    pub allowed_origins: Json<Vec<String>>,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -63,17 +65,19 @@ crate::from_row!(Agent {
     instructions,
     model,
     memory,
+    allowed_origins,
     created_at,
     updated_at
 });
 
-const COLUMNS: [Agents; 8] = [
+const COLUMNS: [Agents; 9] = [
     Agents::Id,
     Agents::ApplicationId,
     Agents::Name,
     Agents::Instructions,
     Agents::Model,
     Agents::Memory,
+    Agents::AllowedOrigins,
     Agents::CreatedAt,
     Agents::UpdatedAt,
 ];
@@ -87,6 +91,11 @@ pub struct NewAgent<'a> {
     pub instructions: &'a str,
     pub model: &'a AgentModel,
     pub memory: bool,
+    pub allowed_origins: Vec<String>,
+}
+
+fn origins_value(origins: &[String]) -> sea_query::Value {
+    serde_json::to_value(origins).expect("strings serialize").into()
 }
 
 pub async fn create(db: &Db, app_id: ApplicationId, new: NewAgent<'_>) -> StoreResult<Agent> {
@@ -98,6 +107,7 @@ pub async fn create(db: &Db, app_id: ApplicationId, new: NewAgent<'_>) -> StoreR
         instructions: new.instructions.to_owned(),
         model: Json(new.model.clone()),
         memory: new.memory,
+        allowed_origins: Json(new.allowed_origins),
         created_at: now,
         updated_at: now,
     };
@@ -112,6 +122,7 @@ pub async fn create(db: &Db, app_id: ApplicationId, new: NewAgent<'_>) -> StoreR
                 agent.instructions.clone().into(),
                 model_value(new.model).into(),
                 agent.memory.into(),
+                origins_value(&agent.allowed_origins.0).into(),
                 now.into(),
                 now.into(),
             ]),
@@ -166,6 +177,7 @@ pub struct AgentChanges<'a> {
     pub instructions: Option<&'a str>,
     pub model: Option<&'a AgentModel>,
     pub memory: Option<bool>,
+    pub allowed_origins: Option<Vec<String>>,
 }
 
 pub async fn update(db: &Db, app_id: ApplicationId, id: Uuid, changes: AgentChanges<'_>) -> StoreResult<Option<Agent>> {
@@ -182,6 +194,9 @@ pub async fn update(db: &Db, app_id: ApplicationId, id: Uuid, changes: AgentChan
     }
     if let Some(memory) = changes.memory {
         update.value(Agents::Memory, memory);
+    }
+    if let Some(origins) = &changes.allowed_origins {
+        update.value(Agents::AllowedOrigins, origins_value(origins));
     }
     update
         .and_where(Expr::col(Agents::ApplicationId).eq(app_id))

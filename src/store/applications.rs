@@ -3,15 +3,25 @@
 use sea_query::{Expr, ExprTrait, LockType, Query};
 use uuid::Uuid;
 
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::cache::RowCache;
 use super::notices::Notice;
+use super::row::Json;
 use super::schema::{Applications, Memberships, Operators};
 use super::scope::ApplicationId;
 use super::{Db, PageRequest, StoreError, StoreResult, now_micros};
+use crate::edge::limits::LimitsOverride;
 
 #[derive(Debug, Clone)]
 pub struct Application {
     pub id: ApplicationId,
     pub name: String,
+    /// Origins browsers may call the data plane from (normalised; empty: any).
+    pub allowed_origins: Json<Vec<String>>,
+    /// Per-user limits that override the server's defaults.
+    pub limits: Json<LimitsOverride>,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -19,16 +29,24 @@ pub struct Application {
 crate::from_row!(Application {
     id,
     name,
+    allowed_origins,
+    limits,
     created_at,
     updated_at
 });
 
-const COLUMNS: [Applications; 4] = [
+const COLUMNS: [Applications; 6] = [
     Applications::Id,
     Applications::Name,
+    Applications::AllowedOrigins,
+    Applications::Limits,
     Applications::CreatedAt,
     Applications::UpdatedAt,
 ];
+
+fn json_value<T: serde::Serialize>(value: &T) -> sea_query::Value {
+    serde_json::to_value(value).expect("serializes").into()
+}
 
 fn select() -> sea_query::SelectStatement {
     Query::select()
@@ -37,19 +55,36 @@ fn select() -> sea_query::SelectStatement {
         .to_owned()
 }
 
+/// What an application is made with or changed to; `None` leaves a field as it is.
+#[derive(Debug, Default)]
+pub struct ApplicationSettings {
+    pub name: Option<String>,
+    pub allowed_origins: Option<Vec<String>>,
+    pub limits: Option<LimitsOverride>,
+}
+
 /// Creates an application with `owner` as its first owner.
-pub async fn create(db: &Db, name: &str, owner: Option<Uuid>) -> StoreResult<Application> {
+pub async fn create(db: &Db, settings: ApplicationSettings, owner: Option<Uuid>) -> StoreResult<Application> {
     let now = now_micros();
     let app = Application {
         id: ApplicationId::generate(),
-        name: name.to_owned(),
+        name: settings.name.unwrap_or_default(),
+        allowed_origins: Json(settings.allowed_origins.unwrap_or_default()),
+        limits: Json(settings.limits.unwrap_or_default()),
         created_at: now,
         updated_at: now,
     };
     let insert = Query::insert()
         .into_table(Applications::Table)
         .columns(COLUMNS)
-        .values_panic([app.id.into(), app.name.clone().into(), now.into(), now.into()])
+        .values_panic([
+            app.id.into(),
+            app.name.clone().into(),
+            json_value(&app.allowed_origins.0).into(),
+            json_value(&app.limits.0).into(),
+            now.into(),
+            now.into(),
+        ])
         .to_owned();
     let membership = owner.map(|owner| insert_membership(app.id.uuid(), owner, MemberRole::Owner, now));
     db.transaction(move |tx| {
@@ -87,16 +122,59 @@ pub async fn list_for_operator(
     Ok(page.finish(db.rows(&query).await?, |a: &Application| a.id.uuid()))
 }
 
-pub async fn rename(db: &Db, id: ApplicationId, name: &str) -> StoreResult<Option<Application>> {
-    db.returning(
-        Query::update()
-            .table(Applications::Table)
-            .value(Applications::Name, name)
-            .value(Applications::UpdatedAt, now_micros())
-            .and_where(Expr::col(Applications::Id).eq(id))
-            .returning(Query::returning().columns(COLUMNS)),
-    )
+/// Changes an application; other instances forget their copy when this commits.
+pub async fn update(db: &Db, id: ApplicationId, changes: ApplicationSettings) -> StoreResult<Option<Application>> {
+    let mut update = Query::update();
+    update
+        .table(Applications::Table)
+        .value(Applications::UpdatedAt, now_micros());
+    if let Some(name) = changes.name {
+        update.value(Applications::Name, name);
+    }
+    if let Some(origins) = &changes.allowed_origins {
+        update.value(Applications::AllowedOrigins, json_value(origins));
+    }
+    if let Some(limits) = &changes.limits {
+        update.value(Applications::Limits, json_value(limits));
+    }
+    update
+        .and_where(Expr::col(Applications::Id).eq(id))
+        .returning(Query::returning().columns(COLUMNS));
+    db.transaction(move |tx| {
+        Box::pin(async move {
+            let updated: Option<Application> = tx.row(&update).await?;
+            if updated.is_some() {
+                tx.notify(Notice::ApplicationChanged(id.uuid())).await?;
+            }
+            Ok(updated)
+        })
+    })
     .await
+}
+
+/// Applications by id, kept in memory for the data plane (origins and limits on every request).
+/// Entries live a few seconds, so a change through another instance is seen soon even if its
+/// notice is lost.
+pub struct ApplicationCache(RowCache<Application>);
+
+impl Default for ApplicationCache {
+    fn default() -> Self {
+        Self(RowCache::new(100_000, Duration::from_secs(5), Duration::from_secs(1)))
+    }
+}
+
+impl ApplicationCache {
+    pub async fn get(&self, db: &Db, id: Uuid) -> StoreResult<Option<Arc<Application>>> {
+        self.0.get(id, || find(db, id)).await
+    }
+
+    pub async fn invalidate(&self, id: Uuid) {
+        self.0.invalidate(id).await;
+    }
+
+    pub fn clear(&self) {
+        self.0.clear();
+    }
 }
 
 /// Deletes an application and, by cascade, everything it holds; other instances forget its keys

@@ -36,6 +36,7 @@ migrations! {
     2 "0002_conversation_last_seq",
     3 "0003_messages_owner_index",
     4 "0004_memory_search_by_owner",
+    5 "0005_origins_limits_usage",
 }
 
 /// sqlx's checksum of a migration: SHA-384 of its SQL.

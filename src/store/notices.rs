@@ -18,6 +18,8 @@ pub enum Notice {
     Agent(Uuid),
     /// An application went, with all its keys and agents.
     Application(Uuid),
+    /// An application's settings (origins, limits) changed.
+    ApplicationChanged(Uuid),
 }
 
 impl Notice {
@@ -26,6 +28,7 @@ impl Notice {
             Self::AuthenticationKey(id) => format!("key:{id}"),
             Self::Agent(id) => format!("agent:{id}"),
             Self::Application(id) => format!("application:{id}"),
+            Self::ApplicationChanged(id) => format!("application-changed:{id}"),
         }
     }
 
@@ -36,6 +39,7 @@ impl Notice {
             "key" => Some(Self::AuthenticationKey(id)),
             "agent" => Some(Self::Agent(id)),
             "application" => Some(Self::Application(id)),
+            "application-changed" => Some(Self::ApplicationChanged(id)),
             _ => None,
         }
     }

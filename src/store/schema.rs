@@ -35,6 +35,8 @@ pub enum Applications {
     Table,
     Id,
     Name,
+    AllowedOrigins,
+    Limits,
     CreatedAt,
     UpdatedAt,
 }
@@ -70,6 +72,7 @@ pub enum Agents {
     Instructions,
     Model,
     Memory,
+    AllowedOrigins,
     CreatedAt,
     UpdatedAt,
 }

@@ -189,6 +189,11 @@ impl UserScope {
         &self.sub
     }
 
+    /// The `sub`, shared (for keys of per-user maps without copying it).
+    pub fn sub_shared(&self) -> &Arc<str> {
+        &self.sub
+    }
+
     pub fn agents(&self) -> &AgentAccess {
         &self.agents
     }
@@ -240,6 +245,7 @@ impl AgentScope {
             instructions: String::new(),
             model: super::Json(super::agents::AgentModel::echo()),
             memory: false,
+            allowed_origins: super::Json(Vec::new()),
             created_at: 0,
             updated_at: 0,
         };

@@ -6,6 +6,7 @@
 mod harness;
 
 mod admin_plane;
+mod browsers;
 mod cli;
 mod clients;
 mod completions;

@@ -255,6 +255,8 @@ async fn later_migrations_upgrade_a_database_made_by_the_first(mut app: TestApp)
     app.execute_sql(
         "DROP INDEX messages_user; CREATE INDEX messages_user ON messages (application_id, sub); \
          ALTER TABLE conversations DROP COLUMN last_seq; \
+         ALTER TABLE applications DROP COLUMN allowed_origins; ALTER TABLE applications DROP COLUMN limits; \
+         ALTER TABLE agents DROP COLUMN allowed_origins; DROP TABLE usage_daily; \
          DELETE FROM _sqlx_migrations WHERE version >= 2;",
     )
     .await;

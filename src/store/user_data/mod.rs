@@ -19,6 +19,7 @@ mod export;
 mod memories;
 mod messages;
 mod stats;
+mod usage;
 
 use sea_query::{
     Condition, DeleteStatement, Expr, ExprTrait, Iden, InsertStatement, Query, SelectStatement, SimpleExpr, UnionType,
@@ -36,6 +37,9 @@ pub use self::memories::{
 };
 pub use self::messages::{Message, MessageStatus, NewMessage, append_messages, recent_messages};
 pub use self::stats::{AgentStats, agent_stats};
+pub use self::usage::{
+    Day, GroupBy, Spent, UsageGroup, UsageQuery, UsageRow, add_usage, export_usage, tokens_on_day, usage_report,
+};
 use crate::store::scope::{AgentAccess, AppAccess, UserScope};
 
 mod tables {
@@ -82,9 +86,22 @@ mod tables {
         CreatedAt,
         UpdatedAt,
     }
+
+    #[derive(Iden, Clone, Copy)]
+    #[iden = "usage_daily"]
+    pub enum Usage {
+        Table,
+        ApplicationId,
+        Sub,
+        Day,
+        AgentId,
+        Turns,
+        InputTokens,
+        OutputTokens,
+    }
 }
 
-use tables::{Conversations, Memories, Messages};
+use tables::{Conversations, Memories, Messages, Usage};
 
 /// A table of user data: every row carries its owner's application and `sub`.
 trait UserTable: Iden + Copy + 'static {
@@ -109,6 +126,18 @@ macro_rules! user_table {
 user_table!(Conversations, Some(Conversations::AgentId));
 user_table!(Messages, None);
 user_table!(Memories, Some(Memories::AgentId));
+// Usage counts against the user whichever agent their key reaches (a quota is the user's).
+user_table!(Usage, None);
+
+/// The usage counters' primary key, for adding to a counter that exists.
+fn usage_key() -> [Usage; 4] {
+    [Usage::ApplicationId, Usage::Sub, Usage::Day, Usage::AgentId]
+}
+
+/// The `sub` column, for aggregates that group by user (administrators' reports).
+fn sub_column<T: UserTable>() -> (T, T) {
+    (T::TABLE, T::SUB)
+}
 
 /// `application_id = ? AND sub = ?`, plus `agent_id IN (...)` for a key that reaches only some
 /// agents.
@@ -226,6 +255,7 @@ mod tests {
         ("memories.rs", include_str!("memories.rs")),
         ("export.rs", include_str!("export.rs")),
         ("stats.rs", include_str!("stats.rs")),
+        ("usage.rs", include_str!("usage.rs")),
     ];
 
     #[test]
@@ -239,6 +269,7 @@ mod tests {
             ".from(Conversations",
             ".from(Messages",
             ".from(Memories",
+            ".from(Usage",
             ".table(",
             ".from_table(",
             ".into_table(",

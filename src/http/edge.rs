@@ -1,0 +1,81 @@
+//! The data plane's CORS and rate-limit headers (what `crate::edge` decided, on the wire).
+//!
+//! Data-plane routes (`/v1/agents/…`, `/v1/memories…`) speak CORS: a preflight is answered here
+//! (204, the origin echoed, never `*`), and every response to a request with an `Origin` carries
+//! `Access-Control-Allow-Origin` for it, refusals included, so a page can read why it was refused.
+//! Whether the origin is allowed is decided once the caller is known (`edge::admit`): a preflight
+//! carries no credentials. The admin plane sends no CORS headers (the dashboard is same-origin).
+
+use axum::extract::Request;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use crate::edge::RateSlot;
+
+const ALLOW_METHODS: &str = "GET, POST, PUT, PATCH, DELETE";
+const ALLOW_HEADERS: &str = "authorization, content-type, x-secure-user-token, x-conversation-id";
+const EXPOSE_HEADERS: &str = "x-conversation-id, retry-after, x-ratelimit-limit, x-ratelimit-remaining, \
+     x-ratelimit-reset, x-vercel-ai-ui-message-stream, x-vercel-ai-data-stream, x-request-id";
+/// How long a browser may reuse a preflight's answer.
+const MAX_AGE_SECONDS: &str = "600";
+
+fn is_data_plane(path: &str) -> bool {
+    path.starts_with("/v1/agents/") || path == "/v1/memories" || path.starts_with("/v1/memories/")
+}
+
+pub async fn data_plane(mut request: Request, next: Next) -> Response {
+    if !is_data_plane(request.uri().path()) {
+        return next.run(request).await;
+    }
+    let origin = request.headers().get(header::ORIGIN).cloned();
+    if let Some(origin) = &origin
+        && request.method() == Method::OPTIONS
+        && request.headers().contains_key(header::ACCESS_CONTROL_REQUEST_METHOD)
+    {
+        let mut response = StatusCode::NO_CONTENT.into_response();
+        let headers = response.headers_mut();
+        allow_origin(headers, origin.clone());
+        headers.insert(
+            header::ACCESS_CONTROL_ALLOW_METHODS,
+            HeaderValue::from_static(ALLOW_METHODS),
+        );
+        headers.insert(
+            header::ACCESS_CONTROL_ALLOW_HEADERS,
+            HeaderValue::from_static(ALLOW_HEADERS),
+        );
+        headers.insert(
+            header::ACCESS_CONTROL_MAX_AGE,
+            HeaderValue::from_static(MAX_AGE_SECONDS),
+        );
+        return response;
+    }
+    let slot = RateSlot::default();
+    request.extensions_mut().insert(slot.clone());
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    if let Some(rate) = slot.get() {
+        headers.insert("x-ratelimit-limit", HeaderValue::from(rate.limit));
+        headers.insert("x-ratelimit-remaining", HeaderValue::from(rate.remaining));
+        headers.insert("x-ratelimit-reset", HeaderValue::from(rate.reset));
+    }
+    match origin {
+        Some(origin) => {
+            allow_origin(headers, origin);
+            headers.insert(
+                header::ACCESS_CONTROL_EXPOSE_HEADERS,
+                HeaderValue::from_static(EXPOSE_HEADERS),
+            );
+        }
+        // Caches must not serve a response without CORS headers to a browser that needs them.
+        None => {
+            headers.append(header::VARY, HeaderValue::from_static("origin"));
+        }
+    }
+    response
+}
+
+fn allow_origin(headers: &mut HeaderMap, origin: HeaderValue) {
+    headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+    headers.append(header::VARY, HeaderValue::from_static("origin"));
+}
