@@ -126,6 +126,11 @@ pub struct Settings {
     #[arg(long, env = "CONFIDANT_MAX_REPLY_BYTES", default_value_t = 1024 * 1024)]
     pub max_reply_bytes: usize,
 
+    /// A request must be answered within this (its response head; streamed bodies and turns have
+    /// their own limits): `503 unavailable` otherwise.
+    #[arg(long, env = "CONFIDANT_REQUEST_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    pub request_timeout: Duration,
+
     /// A streaming client that takes no data for this long is dropped; its reply is stored
     /// `incomplete` and the model is stopped.
     #[arg(long, env = "CONFIDANT_SEND_TIMEOUT", default_value = "30s", value_parser = parse_duration)]

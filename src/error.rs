@@ -81,6 +81,9 @@ pub enum Error {
     Upstream(String),
     #[error("the database is unavailable")]
     Unavailable,
+    /// The request took longer than `CONFIDANT_REQUEST_TIMEOUT`.
+    #[error("the request took longer than this server allows; try again")]
+    TimedOut,
     /// A bug or an unexpected failure. The source is logged, never sent.
     #[error("internal error")]
     Internal(#[source] BoxError),
@@ -129,7 +132,7 @@ impl Error {
             Self::RateLimited { .. } | Self::QuotaExceeded { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::OriginNotAllowed(_) => StatusCode::FORBIDDEN,
             Self::Upstream(_) => StatusCode::BAD_GATEWAY,
-            Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable | Self::TimedOut => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -150,7 +153,7 @@ impl Error {
             Self::QuotaExceeded { .. } => "quota_exceeded",
             Self::OriginNotAllowed(_) => "origin_not_allowed",
             Self::Upstream(_) => "upstream_error",
-            Self::Unavailable => "unavailable",
+            Self::Unavailable | Self::TimedOut => "unavailable",
             Self::Internal(_) => "internal",
         }
     }

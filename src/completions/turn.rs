@@ -24,7 +24,7 @@ use crate::error::{Error, Result};
 use crate::metrics::ReplyEnd;
 use crate::store::agents::{Agent, AgentModel};
 use crate::store::providers;
-use crate::store::scope::AgentScope;
+use crate::store::scope::{AgentScope, UserScope};
 use crate::store::user_data::{self, Conversation, MessageStatus, NewMessage, OpenedConversation};
 
 /// Longest accepted user message, in bytes.
@@ -122,9 +122,14 @@ pub async fn start(state: &AppState, caller: TurnCaller, request: TurnRequest, d
     let model = resolve_model(state, &agent).await?;
     let stream = model.start(&prompt).await.map_err(|e| Error::Upstream(e.0))?;
     let (events, receiver) = mpsc::channel(EVENT_BUFFER);
+    let payer = match &sink {
+        Some(reply) => reply.scope.user().clone(),
+        None => UserScope::stateless_turns(agent.application_id),
+    };
     let task = ReplyTask {
         state: state.clone(),
         reply: sink,
+        payer,
         agent_id: agent.id,
         prompt_estimate: prompt.iter().map(|m| estimate_tokens(&m.content)).sum(),
         events,
@@ -238,6 +243,8 @@ enum Step {
 struct ReplyTask {
     state: AppState,
     reply: Option<Reply>,
+    /// Whose tokens these are: the user, or the application's servers (`sub` empty).
+    payer: UserScope,
     agent_id: Uuid,
     /// The prompt's tokens, estimated, for a reply whose model reports none.
     prompt_estimate: u64,
@@ -349,12 +356,12 @@ impl ReplyTask {
             ReplyEnd::Incomplete
         };
         self.state.metrics().observe_reply(end);
-        let Some(reply) = &self.reply else { return };
         let usage = usage.filter(|u| u.total() > 0).unwrap_or(Usage {
             prompt_tokens: self.prompt_estimate,
             completion_tokens: estimate_tokens(&text),
         });
-        self.state.metering().record(reply.scope.user(), self.agent_id, usage);
+        self.state.metering().record(&self.payer, self.agent_id, usage);
+        let Some(reply) = &self.reply else { return };
         let message = NewMessage {
             id: reply.id,
             role: "assistant",

@@ -265,6 +265,26 @@ async fn count_request(
     response
 }
 
+/// Bounds the time to a response head (`CONFIDANT_REQUEST_TIMEOUT`). Turns are bounded by the
+/// turn timeout instead (a whole reply may take longer than an ordinary request), and streamed
+/// bodies by the send timeout. A request cut here is dropped, with whatever it awaited.
+async fn request_deadline(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if request.uri().path().ends_with("/completions") {
+        return next.run(request).await;
+    }
+    match tokio::time::timeout(state.settings().request_timeout, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => {
+            tracing::warn!("request timed out");
+            Error::TimedOut.into_response()
+        }
+    }
+}
+
 /// Answers a panic with the contract's `internal` body; the panic itself is logged.
 fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
     let detail = panic
@@ -283,6 +303,7 @@ pub fn router(state: AppState) -> axum::Router {
         .merge(service::dashboard_router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), request_deadline))
         .layer(axum::middleware::from_fn(edge::data_plane))
         .layer(DefaultBodyLimit::max(max_body))
         .layer(axum::middleware::from_fn_with_state(state.clone(), count_request))

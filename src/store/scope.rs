@@ -181,6 +181,16 @@ impl UserScope {
         })
     }
 
+    /// The application's own servers, for counting the tokens of turns made with a completions
+    /// API key (no end user): `sub` is empty, which no token can carry.
+    pub(crate) fn stateless_turns(application_id: ApplicationId) -> Self {
+        Self {
+            application_id,
+            sub: "".into(),
+            agents: AgentAccess::All,
+        }
+    }
+
     pub fn application_id(&self) -> ApplicationId {
         self.application_id
     }

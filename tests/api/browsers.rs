@@ -437,28 +437,41 @@ async fn usage_is_reported_per_day_user_and_agent_exported_and_erased(app: TestA
         .await
         .assert_status(200);
     }
+    // A server's turn (completions API key, nothing stored) counts under the empty sub.
+    let (_, server_key) = app.create_api_key(&owner, &tenant.app_id, json!(["completions"])).await;
+    app.post(
+        &format!("/v1/agents/{b}/completions"),
+        &server_key,
+        json!({"messages": [{"role": "user", "content": "nine"}]}),
+    )
+    .await
+    .assert_status(200);
     let base = format!("/v1/applications/{}/usage", tenant.app_id);
-    let by_day = usage_until(&app, &owner, &base, |b| b["data"][0]["turns"] == 4).await;
+    let by_day = usage_until(&app, &owner, &base, |b| b["data"][0]["turns"] == 5).await;
     let today = chrono::Utc::now().date_naive().to_string();
     let day = &by_day["data"][0];
     assert_eq!(by_day["data"].as_array().unwrap().len(), 1, "{by_day}");
     assert_eq!(
         (day["day"].as_str(), day["turns"].as_i64(), day["users"].as_i64()),
-        (Some(today.as_str()), Some(4), Some(2))
+        (Some(today.as_str()), Some(5), Some(3))
     );
     // echo's replies repeat the user's words: output tokens are the words sent.
-    assert_eq!(day["output_tokens"], 8);
-    assert!(day["input_tokens"].as_i64().unwrap() >= 8);
+    assert_eq!(day["output_tokens"], 9);
+    assert!(day["input_tokens"].as_i64().unwrap() >= 9);
     assert!(day.get("sub").is_none() && day.get("agent_id").is_none());
 
     let by_user = app.get(&format!("{base}?group_by=user"), &owner).await;
-    let users: Vec<(String, i64)> = by_user.body["data"]
+    let mut users: Vec<(String, i64)> = by_user.body["data"]
         .as_array()
         .unwrap()
         .iter()
         .map(|e| (e["sub"].as_str().unwrap().to_owned(), e["turns"].as_i64().unwrap()))
         .collect();
-    assert_eq!(users, vec![("alice".to_owned(), 3), ("bob".to_owned(), 1)]);
+    users.sort();
+    assert_eq!(
+        users,
+        vec![(String::new(), 1), ("alice".to_owned(), 3), ("bob".to_owned(), 1)]
+    );
     let by_agent = app.get(&format!("{base}?group_by=agent&sub=alice"), &owner).await;
     let agents: Vec<(String, i64)> = by_agent.body["data"]
         .as_array()
@@ -473,7 +486,7 @@ async fn usage_is_reported_per_day_user_and_agent_exported_and_erased(app: TestA
         .collect();
     assert_eq!(agents, vec![(a.clone(), 5), (b.clone(), 1)]);
     let one_agent = app.get(&format!("{base}?agent_id={b}"), &owner).await;
-    assert_eq!(one_agent.body["data"][0]["turns"], 1);
+    assert_eq!(one_agent.body["data"][0]["turns"], 2);
     // Days outside the range: nothing.
     let old = app.get(&format!("{base}?from=2020-01-01&to=2020-01-31"), &owner).await;
     assert_eq!(old.body["data"], json!([]));
@@ -501,7 +514,8 @@ async fn usage_is_reported_per_day_user_and_agent_exported_and_erased(app: TestA
     assert_eq!(usage.iter().map(|u| u["turns"].as_i64().unwrap()).sum::<i64>(), 3);
     assert!(usage.iter().all(|u| u["day"] == today.as_str()));
     app.delete(&format!("{users}/alice"), &owner).await.assert_status(200);
-    let after = app.get(&format!("{base}?group_by=user"), &owner).await;
-    assert_eq!(after.body["data"].as_array().unwrap().len(), 1, "{}", after.text);
-    assert_eq!(after.body["data"][0]["sub"], "bob");
+    let after = app.get(&format!("{base}?group_by=user&sub=alice"), &owner).await;
+    assert_eq!(after.body["data"], json!([]), "{}", after.text);
+    let after = app.get(&format!("{base}?group_by=user&sub=bob"), &owner).await;
+    assert_eq!(after.body["data"][0]["turns"], 1);
 }

@@ -21,7 +21,8 @@ db_tests!(
     a_reply_over_the_size_cap_is_cut_and_stored_incomplete,
     a_turn_over_its_deadline_ends_and_is_stored_incomplete,
     a_streaming_client_that_stops_reading_is_dropped_and_its_reply_stored,
-    a_user_export_streams_every_page_of_a_long_history
+    a_user_export_streams_every_page_of_a_long_history,
+    a_request_stalled_on_the_database_ends_at_the_request_timeout
 );
 
 /// A complete request on a raw connection; returns the response's first bytes.
@@ -459,4 +460,57 @@ async fn a_user_export_streams_every_page_of_a_long_history(app: TestApp) {
     let stored: Vec<&str> = long.iter().step_by(2).map(|(_, content)| content.as_str()).collect();
     assert_eq!(stored, texts);
     assert_eq!(export["memories"][0]["content"], "likes long chats");
+}
+
+/// A write that waits on a lock someone else holds is answered `503 unavailable` at the request
+/// timeout, and the service answers normally once the lock is gone.
+async fn a_request_stalled_on_the_database_ends_at_the_request_timeout(mut app: TestApp) {
+    app.reconfigure(confidant::Settings {
+        request_timeout: Duration::from_millis(500),
+        ..crate::harness::test_settings()
+    })
+    .await;
+    let owner = app.owner_token().await;
+    let app_id = app.create_application(&owner, "Acme").await;
+    let agents = format!("/v1/applications/{app_id}/agents");
+    // Someone else holds the write lock (a migration, a backup, a stuck session).
+    let (release, released) = tokio::sync::oneshot::channel::<()>();
+    let (locked, is_locked) = tokio::sync::oneshot::channel::<()>();
+    let holder = match app.database.sqlite_path() {
+        Some(path) => tokio::task::spawn_blocking(move || {
+            let connection = rusqlite::Connection::open(path).unwrap();
+            connection.execute_batch("BEGIN IMMEDIATE").unwrap();
+            locked.send(()).unwrap();
+            let _ = released.blocking_recv();
+            connection.execute_batch("ROLLBACK").unwrap();
+        }),
+        None => {
+            let url = app.database.url.clone();
+            tokio::spawn(async move {
+                use sqlx::Connection;
+                let mut connection = sqlx::PgConnection::connect(&url).await.unwrap();
+                sqlx::raw_sql("BEGIN; LOCK TABLE agents IN ACCESS EXCLUSIVE MODE")
+                    .execute(&mut connection)
+                    .await
+                    .unwrap();
+                locked.send(()).unwrap();
+                let _ = released.await;
+                sqlx::raw_sql("ROLLBACK").execute(&mut connection).await.unwrap();
+            })
+        }
+    };
+    is_locked.await.unwrap();
+    let started = Instant::now();
+    let stalled = app.post(&agents, &owner, json!({"name": "Stalled"})).await;
+    stalled.assert_error(503, "unavailable");
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(450) && waited < Duration::from_secs(3),
+        "{waited:?}"
+    );
+    release.send(()).unwrap();
+    holder.await.unwrap();
+    app.post(&agents, &owner, json!({"name": "Fine"}))
+        .await
+        .assert_status(201);
 }
