@@ -237,6 +237,7 @@ async function render() {
     ["authentication-keys", "Authentication keys"],
     ["api-keys", "API keys"],
     ["providers", "Providers"],
+    ["settings", "Usage & limits"],
   ];
   const nav = h(
     "nav",
@@ -247,7 +248,13 @@ async function render() {
   );
   const panel = h("div", { role: "tabpanel" });
   $("main").replaceChildren(nav, panel);
-  const views = { agents: renderAgents, "authentication-keys": renderAuthenticationKeys, "api-keys": renderApiKeys, providers: renderProviders };
+  const views = {
+    agents: renderAgents,
+    "authentication-keys": renderAuthenticationKeys,
+    "api-keys": renderApiKeys,
+    providers: renderProviders,
+    settings: renderSettings,
+  };
   await views[state.tab](panel);
 }
 
@@ -328,24 +335,26 @@ async function renderAgents(panel) {
   );
 }
 
-function chart(perDay) {
-  const max = Math.max(1, ...perDay.map((d) => d.conversations));
+/** A bar chart of `{day, value}` points; `what` names the value ("conversations", "tokens"). */
+function chart(points, what) {
+  const perDay = points;
+  const max = Math.max(1, ...perDay.map((d) => d.value));
   const width = 600;
   const bar = width / perDay.length;
   const svg = document.createElementNS("http://www.w3.org/2000/svg", "svg");
   svg.setAttribute("viewBox", `0 0 ${width} 100`);
   svg.setAttribute("class", "chart");
   svg.setAttribute("role", "img");
-  svg.setAttribute("aria-label", `Conversations per day over the last ${perDay.length} days`);
+  svg.setAttribute("aria-label", `${what} per day over the last ${perDay.length} days`);
   perDay.forEach((day, i) => {
-    const height = (day.conversations / max) * 95;
+    const height = (day.value / max) * 95;
     const rect = document.createElementNS("http://www.w3.org/2000/svg", "rect");
     rect.setAttribute("x", String(i * bar + 1));
     rect.setAttribute("y", String(100 - height));
     rect.setAttribute("width", String(Math.max(1, bar - 2)));
     rect.setAttribute("height", String(height));
     const title = document.createElementNS("http://www.w3.org/2000/svg", "title");
-    title.textContent = `${day.day}: ${day.conversations}`;
+    title.textContent = `${day.day}: ${day.value} ${what}`;
     rect.append(title);
     svg.append(rect);
   });
@@ -364,12 +373,13 @@ async function renderAgent(agentId) {
   instructions.value = agent.instructions;
   const memory = h("input", { type: "checkbox", checked: agent.memory });
   const model = modelFields(providers, agent.model);
+  const origins = originsField(agent.allowed_origins);
   const edit = h(
     "form",
     {
       onsubmit: async (event) => {
         event.preventDefault();
-        const body = { name: name.value, instructions: instructions.value, memory: memory.checked, model: model.read() };
+        const body = { name: name.value, instructions: instructions.value, memory: memory.checked, model: model.read(), allowed_origins: origins.read() };
         await attempt(() => api("PATCH", appPath(`/agents/${agentId}`), body), "Agent saved.");
       },
     },
@@ -378,6 +388,7 @@ async function renderAgent(agentId) {
     field("Instructions (system prompt)", instructions),
     model.nodes,
     field("Give the model the user's memory", memory, true),
+    origins.node("Allowed browser origins for this agent, one per line (empty: the application's)"),
     h("button", { class: "primary", type: "submit" }, "Save"),
   );
   const usage = h(
@@ -391,7 +402,7 @@ async function renderAgent(agentId) {
       h("div", { class: "stat" }, h("strong", { id: "stat-users", text: stats.users }), "users"),
     ),
     h("p", { class: "muted", text: "Conversations per day, last 30 days" }),
-    chart(stats.per_day),
+    chart(stats.per_day.map((d) => ({ day: d.day, value: d.conversations })), "conversations"),
   );
   const usable = keys.data.filter((k) => k.scope.all_agents || (k.scope.agents || []).includes(agentId));
   $("main").replaceChildren(
@@ -682,6 +693,93 @@ async function renderProviders(panel) {
     ),
     h("section", { class: "card" }, form),
   );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Usage & limits
+
+/** A textarea of origins, one per line. */
+function originsField(current = []) {
+  const input = h("textarea", { rows: 3, placeholder: "https://app.example.com\nhttps://*.example.com", spellcheck: "false" });
+  input.value = current.join("\n");
+  return {
+    node: (label) => field(label, input),
+    read: () => input.value.split(/\s+/).map((o) => o.trim()).filter(Boolean),
+  };
+}
+
+/** The last `days` UTC days as YYYY-MM-DD, oldest first. */
+function lastDays(days) {
+  const today = Date.UTC(new Date().getUTCFullYear(), new Date().getUTCMonth(), new Date().getUTCDate());
+  return Array.from({ length: days }, (_, i) => new Date(today - (days - 1 - i) * 86_400_000).toISOString().slice(0, 10));
+}
+
+async function renderSettings(panel) {
+  const days = lastDays(30);
+  const [app, byDay, byUser] = await Promise.all([
+    api("GET", appPath()),
+    api("GET", appPath(`/usage?from=${days[0]}&to=${days[29]}`)),
+    api("GET", appPath(`/usage?from=${days[0]}&to=${days[29]}&group_by=user`)),
+  ]);
+  const spent = new Map(byDay.data.map((d) => [d.day, d]));
+  const total = (d) => (d ? d.input_tokens + d.output_tokens : 0);
+  const sum = (key) => byDay.data.reduce((n, d) => n + d[key], 0);
+  const usage = h(
+    "section",
+    { class: "card" },
+    h("h2", { text: "Usage, last 30 days" }),
+    h(
+      "div",
+      { class: "stats" },
+      h("div", { class: "stat" }, h("strong", { id: "usage-turns", text: sum("turns") }), "turns"),
+      h("div", { class: "stat" }, h("strong", { id: "usage-tokens", text: sum("input_tokens") + sum("output_tokens") }), "tokens"),
+    ),
+    h("p", { class: "muted", text: "Tokens per day (UTC)" }),
+    chart(days.map((day) => ({ day, value: total(spent.get(day)) })), "tokens"),
+    byUser.data.length
+      ? h(
+          "table",
+          {},
+          h("caption", { text: "Heaviest users" }),
+          h("thead", {}, h("tr", {}, ["User (sub)", "Turns", "Input tokens", "Output tokens"].map((t) => h("th", { text: t })))),
+          h(
+            "tbody",
+            {},
+            byUser.data.slice(0, 10).map((u) =>
+              h("tr", {}, h("td", { class: "mono", text: u.sub || "(server, API key)" }), h("td", { text: u.turns }), h("td", { text: u.input_tokens }), h("td", { text: u.output_tokens })),
+            ),
+          ),
+        )
+      : h("p", { class: "muted", text: "No turns yet." }),
+  );
+  const origins = originsField(app.allowed_origins);
+  const limitInput = (value) => h("input", { type: "number", min: "1", step: "1", value: value ?? "", placeholder: "no limit" });
+  const requests = limitInput(app.limits.user_requests_per_minute);
+  const completions = limitInput(app.limits.user_completions_per_minute);
+  const tokens = limitInput(app.limits.user_tokens_per_day);
+  const number = (input) => (input.value.trim() === "" ? null : Number(input.value));
+  const form = h(
+    "form",
+    {
+      onsubmit: async (event) => {
+        event.preventDefault();
+        const body = {
+          allowed_origins: origins.read(),
+          limits: { user_requests_per_minute: number(requests), user_completions_per_minute: number(completions), user_tokens_per_day: number(tokens) },
+        };
+        if (await attempt(() => api("PATCH", appPath(), body), "Settings saved.")) render();
+      },
+    },
+    h("h2", { text: "Browsers and limits" }),
+    h("p", { class: "muted", text: "Web pages on these origins may call your agents with a user's token; leave empty to allow any origin. An agent may have its own list." }),
+    origins.node("Allowed browser origins, one per line"),
+    h("p", { class: "muted", text: "Per end user (sub). Leave a limit empty for none." }),
+    field("Requests per minute", requests),
+    field("Completions per minute", completions),
+    field("Tokens per day (UTC)", tokens),
+    h("button", { class: "primary", type: "submit" }, "Save"),
+  );
+  panel.append(h("div", { class: "grid2" }, h("section", { class: "card" }, form), usage));
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -107,8 +107,29 @@ test("an operator manages an agent and its keys and chats with it", { skip }, as
   assert.equal(await page.locator("#stat-users").textContent(), "1");
   await shot("04-agent-try-it");
 
-  // Delete the key, after confirming.
+  // Usage & limits: the two turns are counted (written about a second after each turn), and the
+  // browser origins and per-user limits are saved.
   await page.getByRole("button", { name: "← All agents" }).click();
+  await page.getByRole("tab", { name: "Usage & limits" }).click();
+  for (let i = 0; i < 20 && (await page.locator("#usage-turns").textContent()) !== "2"; i++) {
+    await page.waitForTimeout(300);
+    await page.getByRole("tab", { name: "Usage & limits" }).click();
+    await page.locator("#usage-turns").waitFor();
+  }
+  assert.equal(await page.locator("#usage-turns").textContent(), "2");
+  assert.ok(Number(await page.locator("#usage-tokens").textContent()) > 0);
+  await page.getByLabel("Allowed browser origins, one per line").fill("https://shop.example.com\nhttps://*.example.org");
+  await page.getByLabel("Completions per minute").fill("20");
+  await page.getByRole("button", { name: "Save" }).click();
+  await page.getByText("Settings saved.").waitFor();
+  await page.getByRole("tab", { name: "Usage & limits" }).click();
+  assert.equal(await page.getByLabel("Allowed browser origins, one per line").inputValue(), "https://shop.example.com\nhttps://*.example.org");
+  assert.equal(await page.getByLabel("Completions per minute").inputValue(), "20");
+  assert.equal(await page.getByLabel("Tokens per day (UTC)").inputValue(), "");
+  await shot("04b-usage-and-limits");
+  await page.getByRole("tab", { name: "Agents" }).click();
+
+  // Delete the key, after confirming.
   await page.getByRole("tab", { name: "Authentication keys" }).click();
   await page.getByRole("button", { name: "Delete key backend" }).click();
   await page.getByRole("dialog").getByRole("button", { name: "Delete key" }).click();
