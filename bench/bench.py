@@ -133,8 +133,15 @@ def seed(api, users, conversations):
                           "conversation_id": f"c{c}"}, token)
         for text in ("likes green tea", "works in Lisbon", "prefers short answers"):
             api.call("POST", "/v1/memories", {"content": f"user {u} {text}"}, token)
-    return app, agent, key, tokens
+    return app, agent, key, tokens, access
 
+
+# What "guarded" turns on: a listed browser origin and per-user limits too high to be reached, so
+# the workload measures the cost of checking them (origin match, GCRA per user, the quota read).
+GUARD_ORIGIN = "https://bench.example.com"
+GUARD_SETTINGS = {"allowed_origins": [GUARD_ORIGIN],
+                  "limits": {"user_requests_per_minute": 1_000_000, "user_completions_per_minute": 1_000_000,
+                             "user_tokens_per_day": 10**12}}
 
 LUA = r"""
 local tokens = {}
@@ -145,6 +152,7 @@ end
 request = function()
   local i = math.random(#tokens)
   local headers = { ["authorization"] = "Bearer " .. tokens[i] }
+  if "%(origin)s" ~= "" then headers["origin"] = "%(origin)s" end
   local p = string.gsub(path, "{u}", tostring(i - 1))
   local b = body
   if b then
@@ -161,10 +169,10 @@ def seconds(text):
     return float(number) * {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0}[unit]
 
 
-def run_wrk(server, workdir, name, method, path, body, tokens_file, duration, connections):
+def run_wrk(server, workdir, name, method, path, body, tokens_file, duration, connections, origin=""):
     script = os.path.join(workdir, f"{name}.lua")
     with open(script, "w") as f:
-        f.write(LUA % {"method": method, "path": path, "tokens": tokens_file,
+        f.write(LUA % {"method": method, "path": path, "tokens": tokens_file, "origin": origin,
                        "body": "nil" if body is None else "[[" + json.dumps(body) + "]]"})
     peak = [server.rss_kib()]
     done = threading.Event()
@@ -226,10 +234,10 @@ def seed_messages(db_path, app_id, agent_id, total, users):
 
 
 def table(rows):
-    header = f"{'database':<10} {'workload':<26} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} {'peak RSS MiB':>13}"
+    header = f"{'database':<10} {'workload':<37} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} {'peak RSS MiB':>13}"
     lines = [header, "-" * len(header)]
     for r in rows:
-        lines.append(f"{r['database']:<10} {r['workload']:<26} {r['rps']:>9,} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} "
+        lines.append(f"{r['database']:<10} {r['workload']:<37} {r['rps']:>9,} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} "
                      f"{r['errors']:>7} {r['peak_rss_mib']:>13.1f}")
     return "\n".join(lines)
 
@@ -241,7 +249,7 @@ def bench_database(label, database_url, workdir, args, sqlite_path=None):
     try:
         api = Api(server.base)
         print(f"[{label}] seeding {args.users} users x {args.conversations} conversations ...", flush=True)
-        app, agent, _, tokens = seed(api, args.users, args.conversations)
+        app, agent, _, tokens, access = seed(api, args.users, args.conversations)
         tokens_file = os.path.join(workdir, "tokens.txt")
         with open(tokens_file, "w") as f:
             f.write("\n".join(tokens) + "\n")
@@ -254,11 +262,23 @@ def bench_database(label, database_url, workdir, args, sqlite_path=None):
             ("streamed turn (echo, SSE)", "POST", f"/v1/agents/{a}/completions?stream=true",
              {"messages": [{"role": "user", "content": "hello streamed benchmark reply"}], "conversation_id": "streams"}),
             ("memory search", "GET", "/v1/memories?q=green%20tea", None),
+            # Last: it turns the application's origins and limits on for what follows.
+            ("guarded list (origin, limits)", "GET", f"/v1/agents/{a}/conversations", None),
+            ("guarded turn (origin, limits, quota)", "POST", f"/v1/agents/{a}/completions",
+             {"messages": [{"role": "user", "content": "hello benchmark"}], "conversation_id": "guarded"}),
         ]
         workloads = [w for w in workloads if not args.only or w[0].split()[0] in args.only]
+        guarded = False
         for name, method, path, body in workloads:
+            origin = ""
+            if name.startswith("guarded"):
+                origin = GUARD_ORIGIN
+                if not guarded:
+                    api.call("PATCH", f"/v1/applications/{app['id']}", GUARD_SETTINGS, access)
+                    guarded = True
             print(f"[{label}] {name} ({args.duration} s, {args.connections} connections) ...", flush=True)
-            row = run_wrk(server, workdir, name.split()[0], method, path, body, tokens_file, args.duration, args.connections)
+            key = "-".join(name.split()[:2])
+            row = run_wrk(server, workdir, key, method, path, body, tokens_file, args.duration, args.connections, origin)
             row.update(workload=name, database=label)
             rows.append(row)
         if args.scale and sqlite_path:
@@ -285,7 +305,8 @@ def main():
     parser.add_argument("--conversations", type=int, default=3, help="per user")
     parser.add_argument("--duration", type=int, default=10, help="seconds per workload")
     parser.add_argument("--connections", type=int, default=32)
-    parser.add_argument("--only", nargs="*", help="only these workloads: list, get, completion, streamed, memory")
+    parser.add_argument("--only", nargs="*",
+                        help="only these workloads: list, get, completion, streamed, memory, guarded")
     parser.add_argument("--scale", action="store_true", help="then seed --messages messages and measure list/get again")
     parser.add_argument("--messages", type=int, default=10_000_000)
     args = parser.parse_args()

@@ -5,14 +5,14 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use uuid::Uuid;
 
 use crate::completions::Usage;
 use crate::store::scope::{ApplicationId, UserScope};
-use crate::store::user_data::{self, Day, Spent};
-use crate::store::{Db, StoreResult, now_micros};
+use crate::store::user_data::{self, Day, Spent, UserSpending};
+use crate::store::{Db, StoreError, StoreResult, now_micros};
 
 /// How long the durable part of a user's daily total is reused before it is read again.
 const TOTAL_TTL: Duration = Duration::from_secs(2);
@@ -34,8 +34,9 @@ struct Pending {
 
 pub struct Metering {
     pending: Mutex<HashMap<UserKey, Pending>>,
-    /// The durable part of today's total per user, with when it was read.
-    totals: moka::future::Cache<(UserKey, Day), u64>,
+    /// The durable part of today's total per user, with when it was read from the database
+    /// (plus what this instance flushed since).
+    totals: moka::future::Cache<(UserKey, Day), (u64, Instant)>,
 }
 
 impl Default for Metering {
@@ -44,7 +45,7 @@ impl Default for Metering {
             pending: Mutex::default(),
             totals: moka::future::Cache::builder()
                 .max_capacity(100_000)
-                .time_to_live(TOTAL_TTL)
+                .time_to_idle(Duration::from_secs(60))
                 .build(),
         }
     }
@@ -83,39 +84,66 @@ impl Metering {
                     .sum()
             })
             .unwrap_or(0);
-        let durable = match self.totals.get(&(key.clone(), day)).await {
-            Some(total) => total,
-            None => {
+        let slot = (key, day);
+        if self
+            .totals
+            .get(&slot)
+            .await
+            .is_some_and(|(_, read)| read.elapsed() > TOTAL_TTL)
+        {
+            // Read again, for what other instances flushed meanwhile.
+            self.totals.invalidate(&slot).await;
+        }
+        // One read per user however many of their turns ask at once.
+        let (durable, _) = self
+            .totals
+            .try_get_with(slot, async {
                 let total = user_data::tokens_on_day(db, scope, day).await?;
-                self.totals.insert((key, day), total).await;
-                total
-            }
-        };
+                Ok::<_, StoreError>((total, Instant::now()))
+            })
+            .await
+            .map_err(|error| StoreError::Other(error.to_string().into()))?;
         Ok(durable + unflushed.max(0) as u64)
     }
 
-    /// Adds every pending counter to the durable ones. A user whose write fails keeps theirs
-    /// for the next flush.
+    /// Adds every pending counter to the durable ones, in one transaction. If it fails, the
+    /// counters are kept for the next flush.
     pub async fn flush(&self, db: &Db) {
         let pending = std::mem::take(&mut *self.pending.lock().expect("metering lock"));
+        if pending.is_empty() {
+            return;
+        }
+        let batch: Vec<UserSpending<'_>> = pending
+            .values()
+            .map(|user| (&user.scope, user.spent.iter().map(|((d, a), s)| (*d, *a, *s)).collect()))
+            .collect();
+        if let Err(error) = user_data::add_usage(db, &batch).await {
+            tracing::warn!(%error, users = pending.len(), "could not record usage; keeping it for the next flush");
+            let mut current = self.pending.lock().expect("metering lock");
+            for (key, user) in pending {
+                let again = current.entry(key).or_insert_with(|| Pending {
+                    scope: user.scope.clone(),
+                    spent: HashMap::new(),
+                });
+                for (slot, s) in user.spent {
+                    again.spent.entry(slot).or_default().add(s);
+                }
+            }
+            return;
+        }
+        // Flushed: add today's part to the durable totals this instance holds (keeping when they
+        // were read, so other instances' spending is still read back in time).
+        let day = today();
         for (key, user) in pending {
-            let spent: Vec<(Day, Uuid, Spent)> = user.spent.iter().map(|((d, a), s)| (*d, *a, *s)).collect();
-            match user_data::add_usage(db, &user.scope, &spent).await {
-                Ok(()) => {
-                    // Flushed: today's durable total must be read again to include it.
-                    self.totals.invalidate(&(key, today())).await;
-                }
-                Err(error) => {
-                    tracing::warn!(%error, "could not record usage; keeping it for the next flush");
-                    let mut pending = self.pending.lock().expect("metering lock");
-                    let again = pending.entry(key).or_insert_with(|| Pending {
-                        scope: user.scope.clone(),
-                        spent: HashMap::new(),
-                    });
-                    for (slot, s) in user.spent {
-                        again.spent.entry(slot).or_default().add(s);
-                    }
-                }
+            let flushed: i64 = user
+                .spent
+                .iter()
+                .filter(|((d, _), _)| *d == day)
+                .map(|(_, s)| s.input_tokens + s.output_tokens)
+                .sum();
+            let slot = (key, day);
+            if let Some((total, read)) = self.totals.get(&slot).await {
+                self.totals.insert(slot, (total + flushed.max(0) as u64, read)).await;
             }
         }
     }

@@ -270,9 +270,17 @@ impl FromRequestParts<AppState> for UserScope {
             user: Some(&scope),
         };
         edge::admit(state, parts, caller).await?;
+        if let Some(agent) = agent {
+            // `AgentScope` checks this agent next: no second cache lookup.
+            parts.extensions.insert(PathAgent(agent));
+        }
         Ok(scope)
     }
 }
+
+/// The agent the route names, as the user's extractor read it for this request.
+#[derive(Clone)]
+pub struct PathAgent(pub Arc<crate::store::agents::Agent>);
 
 /// The `{agent_id}` of the matched route, when it has one and it is a UUID. The raw parameter,
 /// not `Path<…>`: deserializing a struct from the path builds a map.

@@ -117,7 +117,10 @@ impl FromRequestParts<AppState> for AgentScope {
         let agent_id = crate::auth::user_token::path_agent_id(parts, state)
             .await
             .ok_or_else(|| Error::not_found("agent"))?;
-        Ok(AgentScope::check(state.db(), state.agents(), user, agent_id).await?)
+        match parts.extensions.remove::<crate::auth::user_token::PathAgent>() {
+            Some(read) if read.0.id == agent_id => Ok(AgentScope::of(user, Some(read.0))?),
+            _ => Ok(AgentScope::check(state.db(), state.agents(), user, agent_id).await?),
+        }
     }
 }
 

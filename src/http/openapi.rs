@@ -135,7 +135,9 @@ const ERRORS: &[(&str, &str, &str)] = &[
     (
         "403",
         "Forbidden",
-        "`forbidden`: authenticated, but not allowed (not a member, wrong ACL, not an owner).",
+        "`forbidden`: authenticated, but not allowed (not a member, wrong ACL, not an owner); on the data \
+         plane also `agent_not_in_scope` (the key does not cover the agent) and `origin_not_allowed` (a \
+         browser `Origin` outside the allowed origins).",
     ),
     ("404", "NotFound", "`not_found`: no such thing for this caller."),
     (
@@ -153,8 +155,19 @@ const ERRORS: &[(&str, &str, &str)] = &[
         "ValidationFailed",
         "`validation_failed`: well-formed but invalid values (`details.fields`).",
     ),
+    (
+        "429",
+        "TooManyRequests",
+        "`rate_limited` (a per-minute limit; login attempts, or a user's requests or completions) or \
+         `quota_exceeded` (a user's daily tokens, on turns): `Retry-After` says when to try again, \
+         `details: {scope, limit}` which limit.",
+    ),
     ("500", "Internal", "`internal`: a bug; the body never holds internals."),
-    ("503", "Unavailable", "`unavailable`: the database cannot be reached."),
+    (
+        "503",
+        "Unavailable",
+        "`unavailable`: the database cannot be reached, or the request took longer than the server allows.",
+    ),
 ];
 
 /// Adds the shared error responses to every operation, by what the operation does: all may fail
@@ -173,7 +186,9 @@ pub fn finish(doc: &mut OpenApi) {
         .entry(ErrorBody::name().into_owned())
         .or_insert_with(ErrorBody::schema);
 
-    for item in doc.paths.paths.values_mut() {
+    for (path, item) in doc.paths.paths.iter_mut() {
+        // Limited per user (data plane) or per address and email (login).
+        let limited = path.starts_with("/v1/agents/") || path.starts_with("/v1/memories") || path == "/v1/auth/login";
         let operations = [
             &mut item.get,
             &mut item.post,
@@ -183,13 +198,13 @@ pub fn finish(doc: &mut OpenApi) {
         ];
         for (method, operation) in ["get", "post", "put", "patch", "delete"].into_iter().zip(operations) {
             if let Some(operation) = operation {
-                add_errors(method, operation);
+                add_errors(method, operation, limited);
             }
         }
     }
 }
 
-fn add_errors(method: &str, operation: &mut Operation) {
+fn add_errors(method: &str, operation: &mut Operation, limited: bool) {
     let authenticated = operation.security.as_ref().is_some_and(|s| !s.is_empty());
     let has_param = |location: ParameterIn| {
         operation
@@ -215,6 +230,9 @@ fn add_errors(method: &str, operation: &mut Operation) {
     }
     if matches!(method, "post" | "patch" | "put") && authenticated {
         wanted.push("409");
+    }
+    if limited {
+        wanted.push("429");
     }
     for (status, name, _) in ERRORS {
         if wanted.contains(status) && !operation.responses.responses.contains_key(*status) {

@@ -233,9 +233,14 @@ impl AgentScope {
     /// The agent `agent_id` for this user: `not_found` unless it is an agent of the user's
     /// application, `agent_not_in_scope` unless the user's key covers it.
     pub async fn check(db: &Db, agents: &AgentCache, user: UserScope, agent_id: Uuid) -> Result<Self> {
-        let agent = agents
-            .get(db, user.application_id(), agent_id)
-            .await?
+        let agent = agents.get(db, user.application_id(), agent_id).await?;
+        Self::of(user, agent)
+    }
+
+    /// The same check, on the agent already read (from the agent cache) for this request.
+    pub fn of(user: UserScope, agent: Option<Arc<Agent>>) -> Result<Self> {
+        let agent = agent
+            .filter(|agent| agent.application_id == user.application_id())
             .ok_or(ScopeError::UnknownAgent)?;
         user.require_agent(agent.id)?;
         Ok(Self { user, agent })

@@ -38,7 +38,8 @@ pub use self::memories::{
 pub use self::messages::{Message, MessageStatus, NewMessage, append_messages, recent_messages};
 pub use self::stats::{AgentStats, agent_stats};
 pub use self::usage::{
-    Day, GroupBy, Spent, UsageGroup, UsageQuery, UsageRow, add_usage, export_usage, tokens_on_day, usage_report,
+    Day, GroupBy, Spent, UsageGroup, UsageQuery, UsageRow, UserSpending, add_usage, export_usage, tokens_on_day,
+    usage_report,
 };
 use crate::store::scope::{AgentAccess, AppAccess, UserScope};
 

@@ -42,13 +42,29 @@ const ROW_COLUMNS: [Usage; 5] = [
     Usage::OutputTokens,
 ];
 
-/// Adds one user's spending (per day and agent) to the counters, in one statement.
-pub async fn add_usage(db: &Db, scope: &UserScope, spent: &[(Day, Uuid, Spent)]) -> StoreResult<()> {
-    if spent.is_empty() {
+/// One user's spending to add: per day and agent.
+pub type UserSpending<'a> = (&'a UserScope, Vec<(Day, Uuid, Spent)>);
+
+/// Adds users' spending (per day and agent) to the counters: one statement per user, all in one
+/// transaction (one commit for a whole batch).
+pub async fn add_usage(db: &Db, batch: &[UserSpending<'_>]) -> StoreResult<()> {
+    let statements: Vec<sea_query::InsertStatement> = batch
+        .iter()
+        .filter(|(_, spent)| !spent.is_empty())
+        .map(|(scope, spent)| add_statement(scope, spent))
+        .collect();
+    if statements.is_empty() {
         return Ok(());
     }
-    db.execute(add_statement(scope, spent)).await?;
-    Ok(())
+    db.transaction(move |tx| {
+        Box::pin(async move {
+            for statement in &statements {
+                tx.execute(statement).await?;
+            }
+            Ok(())
+        })
+    })
+    .await
 }
 
 fn add_statement(scope: &UserScope, spent: &[(Day, Uuid, Spent)]) -> sea_query::InsertStatement {
