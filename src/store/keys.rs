@@ -256,15 +256,7 @@ pub async fn record_last_used(db: &Db, table: KeyTable, uses: &[(Uuid, i64)]) ->
                 .to_owned(),
         })
         .collect();
-    db.transaction(move |tx| {
-        Box::pin(async move {
-            for statement in &statements {
-                tx.execute(statement).await?;
-            }
-            Ok(())
-        })
-    })
-    .await
+    db.execute_all(statements).await
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

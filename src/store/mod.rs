@@ -327,6 +327,22 @@ impl Db {
         }
     }
 
+    /// Runs every statement in one transaction (one commit for a batch of writes).
+    pub async fn execute_all<S: Statement + 'static>(&self, statements: Vec<S>) -> StoreResult<()> {
+        if statements.is_empty() {
+            return Ok(());
+        }
+        self.transaction(move |tx| {
+            Box::pin(async move {
+                for statement in &statements {
+                    tx.execute(statement).await?;
+                }
+                Ok(())
+            })
+        })
+        .await
+    }
+
     /// Runs `body` in a transaction: committed if it returns `Ok`, rolled back if it returns an
     /// error. On SQLite it runs on the writer thread, and must await nothing but `tx`.
     pub async fn transaction<T, F>(&self, body: F) -> StoreResult<T>

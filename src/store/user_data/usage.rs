@@ -53,18 +53,7 @@ pub async fn add_usage(db: &Db, batch: &[UserSpending<'_>]) -> StoreResult<()> {
         .filter(|(_, spent)| !spent.is_empty())
         .map(|(scope, spent)| add_statement(scope, spent))
         .collect();
-    if statements.is_empty() {
-        return Ok(());
-    }
-    db.transaction(move |tx| {
-        Box::pin(async move {
-            for statement in &statements {
-                tx.execute(statement).await?;
-            }
-            Ok(())
-        })
-    })
-    .await
+    db.execute_all(statements).await
 }
 
 fn add_statement(scope: &UserScope, spent: &[(Day, Uuid, Spent)]) -> sea_query::InsertStatement {
