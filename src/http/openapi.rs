@@ -172,7 +172,8 @@ const ERRORS: &[(&str, &str, &str)] = &[
 
 /// Adds the shared error responses to every operation, by what the operation does: all may fail
 /// with 500/503; authenticated ones with 401/403; ones with path parameters with 404; ones with a
-/// body with 400/413/422; creating and changing ones with 409.
+/// body with 400/413/422; ones with a query or a free-text path parameter with 422; creating and
+/// changing ones with 409; the data plane and login with 429.
 pub fn finish(doc: &mut OpenApi) {
     let components = doc.components.get_or_insert_with(Default::default);
     for (_, name, description) in ERRORS {
@@ -204,6 +205,15 @@ pub fn finish(doc: &mut OpenApi) {
     }
 }
 
+/// A path parameter that is free text (a user's `sub`), checked by the handler.
+fn path_has_text_param(operation: &Operation) -> bool {
+    operation
+        .parameters
+        .iter()
+        .flatten()
+        .any(|p| matches!(p, RefOr::T(p) if p.parameter_in == ParameterIn::Path && p.name == "sub"))
+}
+
 fn add_errors(method: &str, operation: &mut Operation, limited: bool) {
     let authenticated = operation.security.as_ref().is_some_and(|s| !s.is_empty());
     let has_param = |location: ParameterIn| {
@@ -219,14 +229,19 @@ fn add_errors(method: &str, operation: &mut Operation, limited: bool) {
     if authenticated {
         wanted.extend(["401", "403"]);
     }
-    if has_path_params {
+    // A path's ids, and on the data plane an agent named in a body or query, may name nothing.
+    if has_path_params || (limited && authenticated) {
         wanted.push("404");
     }
     if has_body || has_query {
         wanted.push("400");
     }
     if has_body {
-        wanted.extend(["413", "422"]);
+        wanted.push("413");
+    }
+    // Query values are checked too (dates, limits, ids), as are bodies.
+    if has_body || has_query || path_has_text_param(operation) {
+        wanted.push("422");
     }
     if matches!(method, "post" | "patch" | "put") && authenticated {
         wanted.push("409");
