@@ -144,6 +144,23 @@ pub async fn start(state: &AppState, caller: TurnCaller, request: TurnRequest, d
     })
 }
 
+/// The longest title a conversation takes from its first message, in characters.
+const TITLE_CHARS: usize = 60;
+
+/// A new conversation's title: its first user message on one line, cut at the last word boundary
+/// within 60 characters (a single longer word is cut at 60).
+fn title_from(text: &str) -> String {
+    let line = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if line.chars().count() <= TITLE_CHARS {
+        return line;
+    }
+    let cut: String = line.chars().take(TITLE_CHARS + 1).collect();
+    match cut.rfind(' ') {
+        Some(space) if space > 0 => cut[..space].to_owned(),
+        _ => cut.chars().take(TITLE_CHARS).collect(),
+    }
+}
+
 /// Tokens in a text, estimated as OpenAI's tokenizers average on English: four bytes each.
 fn estimate_tokens(text: &str) -> u64 {
     text.len().div_ceil(4) as u64
@@ -171,10 +188,7 @@ async fn store_user_messages(
     conversation_id: &str,
     request: &TurnRequest,
 ) -> Result<(Conversation, Option<i64>)> {
-    let title = request
-        .user_messages
-        .last()
-        .map(|m| m.content.chars().take(80).collect::<String>());
+    let title = request.user_messages.first().map(|m| title_from(&m.content));
     let conversation = match user_data::open_conversation(state.db(), scope, conversation_id, title.as_deref()).await? {
         OpenedConversation::Existing(c) | OpenedConversation::Created(c) => c,
         OpenedConversation::OtherAgent => {
@@ -378,5 +392,24 @@ impl ReplyTask {
         {
             tracing::error!(%error, "could not store the assistant's reply");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::title_from;
+
+    #[test]
+    fn titles_are_cut_at_a_word_boundary_within_sixty_characters() {
+        assert_eq!(title_from("  Where is\nmy   order? "), "Where is my order?");
+        let long = "I ordered a pair of walking boots last Tuesday and they still have not arrived";
+        let title = title_from(long);
+        assert_eq!(title, "I ordered a pair of walking boots last Tuesday and they");
+        assert!(title.chars().count() <= 60);
+        // Exactly 60 characters, then a space: the whole 60 stay.
+        let sixty = format!("{} tail", "a".repeat(60));
+        assert_eq!(title_from(&sixty), "a".repeat(60));
+        assert_eq!(title_from(&"x".repeat(100)), "x".repeat(60));
+        assert_eq!(title_from(&"é".repeat(70)).chars().count(), 60);
     }
 }

@@ -3,9 +3,10 @@
 use serde_json::{Value, json};
 
 use crate::db_tests;
-use crate::harness::{TestApp, user_token};
+use crate::harness::{Reply, TestApp, user_token};
 
 db_tests!(
+    a_new_conversation_is_titled_by_its_first_message_until_renamed,
     whole_completion_stores_both_messages_and_names_the_conversation,
     streamed_completion_sends_chunks_then_done_and_stores_the_reply,
     chat_completions_path_is_the_openai_format,
@@ -624,4 +625,35 @@ async fn deleting_an_agent_deletes_its_conversations(app: TestApp) {
         .await;
     assert_eq!(export.assert_status(200)["conversations"], json!([]));
     assert_eq!(export.body["memories"], json!([]));
+}
+
+async fn a_new_conversation_is_titled_by_its_first_message_until_renamed(app: TestApp) {
+    let (_, tenant, token) = setup(&app).await;
+    let agent = &tenant.agents[0];
+    let completions = format!("/v1/agents/{agent}/completions");
+    let turn = |text: &str| {
+        let mut body = ask(text);
+        body["conversation_id"] = json!("titled");
+        app.post(&completions, &token, body)
+    };
+    turn("I ordered a pair of walking boots last Tuesday and they still have not arrived")
+        .await
+        .assert_status(200);
+    let path = format!("/v1/agents/{agent}/conversations/titled");
+    let title = |reply: &Reply| reply.body["title"].as_str().unwrap().to_owned();
+    assert_eq!(
+        title(&app.get(&path, &token).await),
+        "I ordered a pair of walking boots last Tuesday and they"
+    );
+    // Later messages do not change it; a rename does, and stays.
+    turn("Order 1234").await.assert_status(200);
+    assert_eq!(
+        title(&app.get(&path, &token).await),
+        "I ordered a pair of walking boots last Tuesday and they"
+    );
+    app.patch(&path, &token, json!({"title": "Late boots"}))
+        .await
+        .assert_status(200);
+    turn("Any news?").await.assert_status(200);
+    assert_eq!(title(&app.get(&path, &token).await), "Late boots");
 }
