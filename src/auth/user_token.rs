@@ -260,7 +260,8 @@ impl FromRequestParts<AppState> for UserScope {
         let scope = verify(state, token).await?;
         // The path's agent, if it names one of the application's (its origins replace the
         // application's); whether the key covers it is `AgentScope`'s check.
-        let agent = match path_agent_id(parts, state).await {
+        let agent_id = path_agent_id(parts, state).await;
+        let agent = match agent_id {
             Some(id) => state.agents().get(state.db(), scope.application_id(), id).await?,
             None => None,
         };
@@ -270,17 +271,21 @@ impl FromRequestParts<AppState> for UserScope {
             user: Some(&scope),
         };
         edge::admit(state, parts, caller).await?;
-        if let Some(agent) = agent {
-            // `AgentScope` checks this agent next: no second cache lookup.
-            parts.extensions.insert(PathAgent(agent));
+        if let Some(id) = agent_id {
+            // `AgentScope` checks this agent next: no second parse, no second cache lookup.
+            parts.extensions.insert(PathAgent { id, agent });
         }
         Ok(scope)
     }
 }
 
-/// The agent the route names, as the user's extractor read it for this request.
+/// The agent the route names, as the user's extractor read it for this request (`None`: no
+/// agent of the user's application has that id).
 #[derive(Clone)]
-pub struct PathAgent(pub Arc<crate::store::agents::Agent>);
+pub struct PathAgent {
+    pub id: Uuid,
+    pub agent: Option<Arc<crate::store::agents::Agent>>,
+}
 
 /// The `{agent_id}` of the matched route, when it has one and it is a UUID. The raw parameter,
 /// not `Path<…>`: deserializing a struct from the path builds a map.

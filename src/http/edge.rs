@@ -8,7 +8,6 @@
 
 use axum::extract::Request;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use crate::edge::RateSlot;
@@ -24,9 +23,14 @@ fn is_data_plane(path: &str) -> bool {
     path.starts_with("/v1/agents/") || path == "/v1/memories" || path.starts_with("/v1/memories/")
 }
 
-pub async fn data_plane(mut request: Request, next: Next) -> Response {
+/// Runs `inner` on the request, with the data plane's CORS and rate-limit headers around it.
+pub async fn data_plane<F, Fut>(mut request: Request, inner: F) -> Response
+where
+    F: FnOnce(Request) -> Fut,
+    Fut: Future<Output = Response>,
+{
     if !is_data_plane(request.uri().path()) {
-        return next.run(request).await;
+        return inner(request).await;
     }
     let origin = request.headers().get(header::ORIGIN).cloned();
     if let Some(origin) = &origin
@@ -52,7 +56,7 @@ pub async fn data_plane(mut request: Request, next: Next) -> Response {
     }
     let slot = RateSlot::default();
     request.extensions_mut().insert(slot.clone());
-    let mut response = next.run(request).await;
+    let mut response = inner(request).await;
     let headers = response.headers_mut();
     if let Some(rate) = slot.get() {
         headers.insert("x-ratelimit-limit", HeaderValue::from(rate.limit));

@@ -114,13 +114,14 @@ impl FromRequestParts<AppState> for AgentScope {
 
     async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &AppState) -> Result<Self, Error> {
         let user = UserScope::from_request_parts(parts, state).await?;
+        // The user's extractor read the path's agent already.
+        if let Some(read) = parts.extensions.remove::<crate::auth::user_token::PathAgent>() {
+            return Ok(AgentScope::of(user, read.agent)?);
+        }
         let agent_id = crate::auth::user_token::path_agent_id(parts, state)
             .await
             .ok_or_else(|| Error::not_found("agent"))?;
-        match parts.extensions.remove::<crate::auth::user_token::PathAgent>() {
-            Some(read) if read.0.id == agent_id => Ok(AgentScope::of(user, Some(read.0))?),
-            _ => Ok(AgentScope::check(state.db(), state.agents(), user, agent_id).await?),
-        }
+        Ok(AgentScope::check(state.db(), state.agents(), user, agent_id).await?)
     }
 }
 
@@ -271,11 +272,7 @@ async fn count_request(
 /// Bounds the time to a response head (`CONFIDANT_REQUEST_TIMEOUT`). Turns are bounded by the
 /// turn timeout instead (a whole reply may take longer than an ordinary request), and streamed
 /// bodies by the send timeout. A request cut here is dropped, with whatever it awaited.
-async fn request_deadline(
-    axum::extract::State(state): axum::extract::State<AppState>,
-    request: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> Response {
+async fn request_deadline(state: &AppState, request: axum::extract::Request, next: axum::middleware::Next) -> Response {
     if request.uri().path().ends_with("/completions") {
         return next.run(request).await;
     }
@@ -286,6 +283,16 @@ async fn request_deadline(
             Error::TimedOut.into_response()
         }
     }
+}
+
+/// One layer for the data plane's CORS and rate headers (`edge`) and every request's deadline:
+/// each `from_fn` layer costs a boxed future per request.
+async fn edge_and_deadline(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    edge::data_plane(request, |request| request_deadline(&state, request, next)).await
 }
 
 /// Answers a panic with the contract's `internal` body; the panic itself is logged.
@@ -306,8 +313,7 @@ pub fn router(state: AppState) -> axum::Router {
         .merge(service::dashboard_router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(axum::middleware::from_fn_with_state(state.clone(), request_deadline))
-        .layer(axum::middleware::from_fn(edge::data_plane))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), edge_and_deadline))
         .layer(DefaultBodyLimit::max(max_body))
         .layer(axum::middleware::from_fn_with_state(state.clone(), count_request))
         .layer(CatchPanicLayer::custom(panic_response))
