@@ -133,11 +133,18 @@ pub struct ConversationPage {
     pub next_cursor: Option<String>,
 }
 
-fn encode_cursor(cursor: ConversationCursor) -> String {
+pub(super) fn encode_cursor(cursor: ConversationCursor) -> String {
     let mut bytes = Vec::with_capacity(24);
     bytes.extend_from_slice(&cursor.updated_at.to_be_bytes());
     bytes.extend_from_slice(cursor.id.as_bytes());
     URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// A page of conversations: its size (1..100, default 20) and where it continues.
+pub(super) fn conversation_page(limit: Option<u32>, cursor: Option<&str>) -> Result<(u64, Option<ConversationCursor>)> {
+    let limit = ListParams { limit, cursor: None }.page()?.limit;
+    let after = cursor.filter(|c| !c.is_empty()).map(decode_cursor).transpose()?;
+    Ok((limit, after))
 }
 
 fn decode_cursor(text: &str) -> Result<ConversationCursor> {
@@ -163,18 +170,7 @@ async fn list_conversations(
     scope: AgentScope,
     Query(params): Query<ListParams>,
 ) -> Result<Json<ConversationPage>> {
-    let limit = ListParams {
-        limit: params.limit,
-        cursor: None,
-    }
-    .page()?
-    .limit;
-    let after = params
-        .cursor
-        .as_deref()
-        .filter(|c| !c.is_empty())
-        .map(decode_cursor)
-        .transpose()?;
+    let (limit, after) = conversation_page(params.limit, params.cursor.as_deref())?;
     let (rows, next) = user_data::list_conversations(state.db(), &scope, limit, after).await?;
     Ok(Json(ConversationPage {
         data: rows.iter().map(ConversationView::from).collect(),

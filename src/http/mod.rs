@@ -8,6 +8,7 @@
 pub mod agents;
 pub mod applications;
 pub mod auth;
+pub mod browse;
 pub mod completions;
 pub mod conversations;
 pub mod edge;
@@ -235,6 +236,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .merge(users::router())
         .merge(usage::router())
         .merge(conversations::router())
+        .merge(browse::router())
         .merge(memories::router())
         .merge(completions::router())
         .merge(service::router())

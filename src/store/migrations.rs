@@ -37,6 +37,7 @@ migrations! {
     3 "0003_messages_owner_index",
     4 "0004_memory_search_by_owner",
     5 "0005_origins_limits_usage",
+    6 "0006_conversations_by_application",
 }
 
 /// sqlx's checksum of a migration: SHA-384 of its SQL.

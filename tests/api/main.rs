@@ -17,6 +17,7 @@ mod egress;
 mod errors;
 mod fake_provider;
 mod isolation;
+mod lifecycle;
 mod operator_auth;
 mod scale_out;
 mod storage;

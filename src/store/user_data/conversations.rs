@@ -32,6 +32,14 @@ crate::from_row!(Conversation {
 });
 
 impl Conversation {
+    /// Where a listing continues after this conversation.
+    pub fn position_cursor(&self) -> ConversationCursor {
+        ConversationCursor {
+            updated_at: self.updated_at,
+            id: self.id,
+        }
+    }
+
     /// The id the client knows it by.
     pub fn external_id(&self) -> &str {
         &self.external_id
@@ -97,6 +105,12 @@ pub struct ConversationCursor {
 
 fn list_statement(scope: &AgentScope, limit: u64, after: Option<ConversationCursor>) -> SelectStatement {
     let mut query = of_agent(scope);
+    newest_first(&mut query, limit, after);
+    query
+}
+
+/// Most recently updated first, after `after`, one more than `limit` (to tell whether more remain).
+pub(super) fn newest_first(query: &mut SelectStatement, limit: u64, after: Option<ConversationCursor>) {
     if let Some(after) = after {
         query.cond_where(
             Condition::any()
@@ -112,7 +126,6 @@ fn list_statement(scope: &AgentScope, limit: u64, after: Option<ConversationCurs
         .order_by(Conversations::UpdatedAt, Order::Desc)
         .order_by(Conversations::Id, Order::Desc)
         .limit(limit + 1);
-    query
 }
 
 /// The user's conversations with the scope's agent, most recently updated first.

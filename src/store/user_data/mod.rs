@@ -18,6 +18,7 @@ mod conversations;
 mod export;
 mod memories;
 mod messages;
+mod operator;
 mod stats;
 mod usage;
 
@@ -36,6 +37,7 @@ pub use self::memories::{
     update_memory,
 };
 pub use self::messages::{Message, MessageStatus, NewMessage, append_messages, recent_messages};
+pub use self::operator::{BrowseFilter, UserConversation, browse_conversations, purge_conversations};
 pub use self::stats::{AgentStats, agent_stats};
 pub use self::usage::{
     Day, GroupBy, Spent, UsageGroup, UsageQuery, UsageRow, UserSpending, add_usage, export_usage, tokens_on_day,
@@ -233,6 +235,16 @@ fn select_all_users<T: UserTable>(access: &AppAccess) -> SelectStatement {
         .to_owned()
 }
 
+/// `DELETE FROM <table> WHERE application_id = ?`: every user's rows of the application, for its
+/// administrators (purges).
+fn delete_all_users<T: UserTable>(access: &AppAccess) -> DeleteStatement {
+    let mut delete = Query::delete();
+    delete
+        .from_table(T::TABLE)
+        .and_where(Expr::col((T::TABLE, T::APPLICATION_ID)).eq(access.app_id()));
+    delete
+}
+
 /// `COUNT(DISTINCT sub)`: how many users, for aggregates.
 fn count_users<T: UserTable>() -> sea_query::Expr {
     Expr::col((T::TABLE, T::SUB)).count_distinct()
@@ -257,6 +269,7 @@ mod tests {
         ("export.rs", include_str!("export.rs")),
         ("stats.rs", include_str!("stats.rs")),
         ("usage.rs", include_str!("usage.rs")),
+        ("operator.rs", include_str!("operator.rs")),
     ];
 
     #[test]

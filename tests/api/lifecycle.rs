@@ -1,0 +1,150 @@
+//! Conversation lifecycle: titles (data_plane.rs), and administrators browsing and purging an
+//! application's conversations across its users.
+
+use serde_json::{Value, json};
+
+use crate::db_tests;
+use crate::harness::{TestApp, user_token};
+
+db_tests!(
+    administrators_browse_conversations_across_users_a_page_at_a_time,
+    administrators_purge_old_conversations_with_their_messages
+);
+
+async fn talk(app: &TestApp, token: &str, agent: &str, conversation: &str) {
+    let body =
+        json!({"message": format!("hello from {conversation}"), "stream": false, "conversation_id": conversation});
+    app.post(&format!("/v1/agents/{agent}/completions"), token, body)
+        .await
+        .assert_status(200);
+}
+
+fn ids(page: &Value) -> Vec<(String, String)> {
+    page["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["sub"].as_str().unwrap().to_owned(),
+                c["id"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+async fn administrators_browse_conversations_across_users_a_page_at_a_time(app: TestApp) {
+    let owner = app.owner_token().await;
+    let tenant = app.tenant(&owner, "Acme", 2).await;
+    let (a, b) = (&tenant.agents[0], &tenant.agents[1]);
+    let (alice, bob) = (user_token(&tenant.all_key, "alice"), user_token(&tenant.all_key, "bob"));
+    talk(&app, &alice, a, "a1").await;
+    talk(&app, &bob, a, "b1").await;
+    talk(&app, &alice, b, "a2").await;
+    // Another application's conversations never show.
+    let other = app.tenant(&owner, "Other", 1).await;
+    talk(
+        &app,
+        &user_token(&other.all_key, "alice"),
+        &other.agents[0],
+        "elsewhere",
+    )
+    .await;
+
+    let base = format!("/v1/applications/{}/conversations", tenant.app_id);
+    let all = app.get(&base, &owner).await;
+    assert_eq!(
+        ids(all.assert_status(200)),
+        vec![
+            ("alice".into(), "a2".into()),
+            ("bob".into(), "b1".into()),
+            ("alice".into(), "a1".into())
+        ]
+    );
+    assert_eq!(all.body["data"][0]["agent_id"], b.as_str());
+    assert_eq!(all.body["data"][0]["title"], "hello from a2");
+    let of_a = app.get(&format!("{base}?agent_id={a}"), &owner).await;
+    assert_eq!(
+        ids(&of_a.body),
+        vec![("bob".into(), "b1".into()), ("alice".into(), "a1".into())]
+    );
+    let of_alice = app.get(&format!("{base}?sub=alice"), &owner).await;
+    assert_eq!(
+        ids(&of_alice.body),
+        vec![("alice".into(), "a2".into()), ("alice".into(), "a1".into())]
+    );
+    // A page at a time.
+    let mut seen = Vec::new();
+    let mut cursor = String::new();
+    loop {
+        let page = app.get(&format!("{base}?limit=1&cursor={cursor}"), &owner).await;
+        seen.extend(ids(page.assert_status(200)));
+        match page.body["next_cursor"].as_str() {
+            Some(next) => cursor = next.to_owned(),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ids(&all.body));
+    // Dates: nothing updated before 2020, everything today.
+    let old = app.get(&format!("{base}?to=2020-01-01"), &owner).await;
+    assert_eq!(old.body["data"], json!([]));
+    let today = chrono::Utc::now().date_naive();
+    let recent = app.get(&format!("{base}?from={today}&to={today}"), &owner).await;
+    assert_eq!(recent.body["data"].as_array().unwrap().len(), 3);
+    app.get(&format!("{base}?from=last-week"), &owner)
+        .await
+        .assert_error(422, "validation_failed");
+    app.get(&format!("{base}?cursor=nope"), &owner)
+        .await
+        .assert_error(400, "invalid_request");
+    // Only the application's administrators.
+    let stranger = app.other_operator("stranger@example.com").await;
+    app.get(&base, &stranger).await.assert_error(403, "forbidden");
+    app.get(&base, &alice).await.assert_error(401, "invalid_token");
+}
+
+async fn administrators_purge_old_conversations_with_their_messages(app: TestApp) {
+    let owner = app.owner_token().await;
+    let tenant = app.tenant(&owner, "Acme", 2).await;
+    let (a, b) = (&tenant.agents[0], &tenant.agents[1]);
+    let alice = user_token(&tenant.all_key, "alice");
+    for (agent, conversation) in [(a, "old-a"), (a, "new-a"), (b, "old-b")] {
+        talk(&app, &alice, agent, conversation).await;
+    }
+    // Two conversations last active in 2024.
+    let last_year = chrono::DateTime::parse_from_rfc3339("2024-03-01T00:00:00Z")
+        .unwrap()
+        .timestamp_micros();
+    app.execute_sql(&format!(
+        "UPDATE conversations SET updated_at = {last_year} WHERE external_id IN ('old-a', 'old-b')"
+    ))
+    .await;
+    let messages_before = app.count_rows("messages").await;
+    let base = format!("/v1/applications/{}/conversations", tenant.app_id);
+    app.delete(&base, &owner).await.assert_error(422, "validation_failed");
+    // One agent first, then the rest.
+    let purged = app
+        .delete(&format!("{base}?agent_id={a}&before=2025-01-01"), &owner)
+        .await;
+    assert_eq!(purged.assert_status(200)["deleted"], 1);
+    let left: Vec<String> = ids(&app.get(&base, &owner).await.body)
+        .into_iter()
+        .map(|(_, id)| id)
+        .collect();
+    assert_eq!(left, vec!["new-a", "old-b"]);
+    let purged = app.delete(&format!("{base}?before=2025-01-01T00:00:00Z"), &owner).await;
+    assert_eq!(purged.assert_status(200)["deleted"], 1);
+    let left: Vec<String> = ids(&app.get(&base, &owner).await.body)
+        .into_iter()
+        .map(|(_, id)| id)
+        .collect();
+    assert_eq!(left, vec!["new-a"]);
+    // Their messages went with them; the user sees the purge too.
+    assert_eq!(app.count_rows("messages").await, messages_before - 4);
+    app.get(&format!("/v1/agents/{a}/conversations/old-a"), &alice)
+        .await
+        .assert_error(404, "not_found");
+    app.get(&format!("/v1/agents/{a}/conversations/new-a"), &alice)
+        .await
+        .assert_status(200);
+}
