@@ -57,7 +57,7 @@ pub struct UserConversationPage {
 }
 
 /// A time given as RFC 3339 or as a day; a day means its start (`end: false`) or its end.
-fn parse_time(field: &str, text: &str, end: bool) -> Result<i64> {
+pub(super) fn parse_time(field: &str, text: &str, end: bool) -> Result<i64> {
     if let Ok(at) = DateTime::parse_from_rfc3339(text) {
         return Ok(at.with_timezone(&Utc).timestamp_micros());
     }

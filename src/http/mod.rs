@@ -12,6 +12,7 @@ pub mod browse;
 pub mod completions;
 pub mod conversations;
 pub mod edge;
+pub mod feedback;
 pub mod keys;
 pub mod memories;
 pub mod openapi;
@@ -237,6 +238,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .merge(usage::router())
         .merge(conversations::router())
         .merge(browse::router())
+        .merge(feedback::router())
         .merge(memories::router())
         .merge(completions::router())
         .merge(service::router())

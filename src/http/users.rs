@@ -13,6 +13,7 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::conversations::{ConversationView, ConversationWithMessages, MessageView};
+use super::feedback::FeedbackView;
 use super::memories::MemoryView;
 use super::usage::UsageDay;
 use super::{Json, Path};
@@ -33,6 +34,8 @@ pub struct UserExport {
     pub memories: Vec<MemoryView>,
     /// Tokens and turns the user spent, per day and agent, newest first.
     pub usage: Vec<UsageDay>,
+    /// The user's votes on replies, newest first.
+    pub feedback: Vec<FeedbackView>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -84,6 +87,7 @@ const EXPORT_MESSAGES: u64 = 200;
 const EXPORT_MEMORIES: u64 = 100;
 /// Usage rows (one per day and agent) in an export.
 const EXPORT_USAGE_ROWS: u64 = 10_000;
+const EXPORT_FEEDBACK: u64 = 200;
 
 /// Writes `UserExport` as JSON, a page at a time. Stops quietly when the client goes away.
 async fn write_export(
@@ -166,7 +170,29 @@ async fn write_export(
         .into_iter()
         .map(UsageDay::from)
         .collect();
-    send(format!("],\"usage\":{}}}", json(&usage))).await;
+    if !send(format!("],\"usage\":{},\"feedback\":[", json(&usage))).await {
+        return Ok(());
+    }
+    let (mut before, mut first) = (None, true);
+    loop {
+        let page = user_data::export_feedback(db, scope, before, EXPORT_FEEDBACK).await?;
+        let mut text = String::new();
+        for vote in &page {
+            if !first {
+                text.push(',');
+            }
+            first = false;
+            text.push_str(&json(&FeedbackView::from(vote.clone())));
+        }
+        if !text.is_empty() && !send(text).await {
+            return Ok(());
+        }
+        before = page.last().map(|v| (v.updated_at, v.message_id));
+        if (page.len() as u64) < EXPORT_FEEDBACK {
+            break;
+        }
+    }
+    send("]}".to_owned()).await;
     Ok(())
 }
 

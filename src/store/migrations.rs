@@ -38,6 +38,7 @@ migrations! {
     4 "0004_memory_search_by_owner",
     5 "0005_origins_limits_usage",
     6 "0006_conversations_by_application",
+    7 "0007_feedback",
 }
 
 /// sqlx's checksum of a migration: SHA-384 of its SQL.

@@ -8,7 +8,8 @@ use crate::harness::{TestApp, user_token};
 
 db_tests!(
     administrators_browse_conversations_across_users_a_page_at_a_time,
-    administrators_purge_old_conversations_with_their_messages
+    administrators_purge_old_conversations_with_their_messages,
+    users_vote_on_replies_and_administrators_read_the_votes
 );
 
 async fn talk(app: &TestApp, token: &str, agent: &str, conversation: &str) {
@@ -147,4 +148,166 @@ async fn administrators_purge_old_conversations_with_their_messages(app: TestApp
     app.get(&format!("/v1/agents/{a}/conversations/new-a"), &alice)
         .await
         .assert_status(200);
+}
+
+/// The ids of a conversation's messages, oldest first, with their roles.
+async fn message_ids(app: &TestApp, token: &str, agent: &str, conversation: &str) -> Vec<(String, String)> {
+    let reply = app
+        .get(&format!("/v1/agents/{agent}/conversations/{conversation}"), token)
+        .await;
+    reply.assert_status(200)["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["role"].as_str().unwrap().to_owned(),
+                m["id"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+async fn users_vote_on_replies_and_administrators_read_the_votes(app: TestApp) {
+    let owner = app.owner_token().await;
+    let tenant = app.tenant(&owner, "Acme", 2).await;
+    let (a, b) = (&tenant.agents[0], &tenant.agents[1]);
+    let (alice, bob) = (user_token(&tenant.all_key, "alice"), user_token(&tenant.all_key, "bob"));
+    talk(&app, &alice, a, "c1").await;
+    talk(&app, &alice, b, "c2").await;
+    talk(&app, &bob, a, "b1").await;
+    let c1 = message_ids(&app, &alice, a, "c1").await;
+    let (question, reply) = (&c1[0].1, &c1[1].1);
+    assert_eq!((c1[0].0.as_str(), c1[1].0.as_str()), ("user", "assistant"));
+    let vote = |agent: &str, conversation: &str, message: &str| {
+        format!("/v1/agents/{agent}/conversations/{conversation}/messages/{message}/feedback")
+    };
+
+    let up = app
+        .call(
+            reqwest::Method::PUT,
+            &vote(a, "c1", reply),
+            Some(&alice),
+            Some(json!({"vote": "up"})),
+        )
+        .await;
+    assert_eq!(up.assert_status(200)["vote"], "up");
+    assert_eq!(up.body["tags"], json!([]));
+    // A second vote replaces the first.
+    let down = app
+        .call(
+            reqwest::Method::PUT,
+            &vote(a, "c1", reply),
+            Some(&alice),
+            Some(json!({"vote": "down", "comment": "Wrong link", "tags": ["inaccurate", "inaccurate", "links"]})),
+        )
+        .await;
+    assert_eq!(down.assert_status(200)["vote"], "down");
+    assert_eq!(down.body["tags"], json!(["inaccurate", "links"]));
+    assert_eq!(down.body["created_at"], up.body["created_at"]);
+    // Only the assistant's messages, only in the user's own conversation with that agent.
+    app.call(
+        reqwest::Method::PUT,
+        &vote(a, "c1", question),
+        Some(&alice),
+        Some(json!({"vote": "up"})),
+    )
+    .await
+    .assert_error(422, "validation_failed");
+    for (token, agent, conversation) in [(&bob, a, "c1"), (&alice, b, "c1"), (&alice, a, "c2")] {
+        app.call(
+            reqwest::Method::PUT,
+            &vote(agent, conversation, reply),
+            Some(token),
+            Some(json!({"vote": "up"})),
+        )
+        .await
+        .assert_error(404, "not_found");
+    }
+    app.call(
+        reqwest::Method::PUT,
+        &vote(a, "c1", reply),
+        Some(&alice),
+        Some(json!({"vote": "meh"})),
+    )
+    .await
+    .assert_error(400, "invalid_request");
+    app.call(
+        reqwest::Method::PUT,
+        &vote(a, "c1", reply),
+        Some(&alice),
+        Some(json!({"vote": "up", "comment": "x".repeat(2001)})),
+    )
+    .await
+    .assert_error(422, "validation_failed");
+    // Bob votes up on his own reply, Alice on her other conversation.
+    let b1 = message_ids(&app, &bob, a, "b1").await;
+    app.call(
+        reqwest::Method::PUT,
+        &vote(a, "b1", &b1[1].1),
+        Some(&bob),
+        Some(json!({"vote": "up"})),
+    )
+    .await
+    .assert_status(200);
+    let c2 = message_ids(&app, &alice, b, "c2").await;
+    app.call(
+        reqwest::Method::PUT,
+        &vote(b, "c2", &c2[1].1),
+        Some(&alice),
+        Some(json!({"vote": "up"})),
+    )
+    .await
+    .assert_status(200);
+
+    // Administrators list them, newest first, with the reply and its conversation.
+    let base = format!("/v1/applications/{}/feedback", tenant.app_id);
+    let all = app.get(&base, &owner).await;
+    let rows = all.assert_status(200)["data"].as_array().unwrap().clone();
+    assert_eq!(rows.len(), 3);
+    let downs = app.get(&format!("{base}?vote=down"), &owner).await;
+    let down_rows = downs.body["data"].as_array().unwrap();
+    assert_eq!(down_rows.len(), 1);
+    assert_eq!(
+        (
+            down_rows[0]["sub"].as_str(),
+            down_rows[0]["conversation_id"].as_str(),
+            down_rows[0]["content"].as_str()
+        ),
+        (Some("alice"), Some("c1"), Some("hello from c1"))
+    );
+    assert_eq!(down_rows[0]["comment"], "Wrong link");
+    let of_b = app.get(&format!("{base}?agent_id={b}"), &owner).await;
+    assert_eq!(of_b.body["data"].as_array().unwrap().len(), 1);
+    let page = app.get(&format!("{base}?limit=2"), &owner).await;
+    let cursor = page.body["next_cursor"].as_str().unwrap().to_owned();
+    let rest = app.get(&format!("{base}?limit=2&cursor={cursor}"), &owner).await;
+    assert_eq!(rest.body["data"].as_array().unwrap().len(), 1);
+    assert!(rest.body["next_cursor"].is_null());
+    let stranger = app.other_operator("stranger@example.com").await;
+    app.get(&base, &stranger).await.assert_error(403, "forbidden");
+
+    // Taken back; in the export; erased with the user.
+    app.delete(&vote(b, "c2", &c2[1].1), &alice).await;
+    app.delete(&vote(b, "c2", &c2[1].1), &alice)
+        .await
+        .assert_error(404, "not_found");
+    let users = format!("/v1/applications/{}/users", tenant.app_id);
+    let export = app.get(&format!("{users}/alice"), &owner).await;
+    let exported = export.assert_status(200)["feedback"].as_array().unwrap().clone();
+    assert_eq!(exported.len(), 1);
+    assert_eq!(
+        (exported[0]["message_id"].as_str(), exported[0]["vote"].as_str()),
+        (Some(reply.as_str()), Some("down"))
+    );
+    app.delete(&format!("{users}/alice"), &owner).await.assert_status(200);
+    assert_eq!(app.count_rows("feedback").await, 1, "only Bob's vote is left");
+    // A purged conversation takes its votes along.
+    app.delete(
+        &format!("/v1/applications/{}/conversations?before=2999-01-01", tenant.app_id),
+        &owner,
+    )
+    .await
+    .assert_status(200);
+    assert_eq!(app.count_rows("feedback").await, 0);
 }

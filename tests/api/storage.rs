@@ -257,7 +257,7 @@ async fn later_migrations_upgrade_a_database_made_by_the_first(mut app: TestApp)
          ALTER TABLE conversations DROP COLUMN last_seq; \
          ALTER TABLE applications DROP COLUMN allowed_origins; ALTER TABLE applications DROP COLUMN limits; \
          ALTER TABLE agents DROP COLUMN allowed_origins; DROP TABLE usage_daily; \
-         DROP INDEX conversations_application_recent; \
+         DROP INDEX conversations_application_recent; DROP TABLE feedback; \
          DELETE FROM _sqlx_migrations WHERE version >= 2;",
     )
     .await;

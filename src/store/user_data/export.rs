@@ -6,7 +6,7 @@ use uuid::Uuid;
 use super::conversations::{self, Conversation};
 use super::memories::{self, Memory};
 use super::messages::{self, Message};
-use super::tables::{Conversations, Memories, Messages, Usage};
+use super::tables::{Conversations, Feedback, Memories, Messages, Usage};
 use super::{delete, select};
 use crate::store::scope::UserScope;
 use crate::store::{Count, Db, StoreResult};
@@ -67,15 +67,16 @@ pub async fn erase(db: &Db, scope: &UserScope) -> StoreResult<Erased> {
     let statements = erase_statements(scope);
     db.transaction(move |tx| {
         Box::pin(async move {
-            let (count_messages, delete_conversations, delete_memories, delete_usage) = &statements;
+            let (count_messages, delete_conversations, delete_memories, delete_usage, delete_feedback) = &statements;
             let messages = tx.row::<Count>(count_messages).await?.map_or(0, |c| c.n);
             let erased = Erased {
                 conversations: tx.execute(delete_conversations).await?,
                 messages: messages as u64,
                 memories: tx.execute(delete_memories).await?,
             };
-            // Usage names the user too: it goes with them.
+            // Usage and votes name the user too: they go with them.
             tx.execute(delete_usage).await?;
+            tx.execute(delete_feedback).await?;
             Ok(erased)
         })
     })
@@ -89,6 +90,7 @@ fn erase_statements(
     sea_query::DeleteStatement,
     sea_query::DeleteStatement,
     sea_query::DeleteStatement,
+    sea_query::DeleteStatement,
 ) {
     let count_messages = select::<Messages>(scope, &[])
         .expr_as(Expr::col(Messages::Id).count(), "n")
@@ -98,6 +100,7 @@ fn erase_statements(
         delete::<Conversations>(scope),
         delete::<Memories>(scope),
         delete::<Usage>(scope),
+        delete::<Feedback>(scope),
     )
 }
 
@@ -110,9 +113,10 @@ mod tests {
     #[test]
     fn every_export_and_erase_statement_is_owned() {
         let scope = user(AgentAccess::All);
-        let (count, conversations, memories, usage) = erase_statements(&scope);
+        let (count, conversations, memories, usage, feedback) = erase_statements(&scope);
         assert_owned(&count, &scope);
         assert_owned(&usage, &scope);
+        assert_owned(&feedback, &scope);
         assert_owned(&conversations, &scope);
         assert_owned(&memories, &scope);
         assert_owned(&conversations::of_user(&scope), &scope);

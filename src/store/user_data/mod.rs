@@ -16,6 +16,7 @@
 
 mod conversations;
 mod export;
+mod feedback;
 mod memories;
 mod messages;
 mod operator;
@@ -32,6 +33,10 @@ pub use self::conversations::{
     find_conversation, list_conversations, open_conversation, rename_conversation,
 };
 pub use self::export::{Erased, erase, export_conversations, export_memories, export_messages};
+pub use self::feedback::{
+    FeedbackEntry, FeedbackFilter, FeedbackOutcome, FeedbackRow, NewFeedback, Vote, delete_feedback, export_feedback,
+    list_feedback, put_feedback,
+};
 pub use self::memories::{
     Memory, MemoryFilter, create_memory, delete_memory, find_memory, list_memories, search_memories, search_terms,
     update_memory,
@@ -91,6 +96,21 @@ mod tables {
     }
 
     #[derive(Iden, Clone, Copy)]
+    pub enum Feedback {
+        Table,
+        MessageId,
+        ApplicationId,
+        Sub,
+        AgentId,
+        ConversationId,
+        Vote,
+        Comment,
+        Tags,
+        CreatedAt,
+        UpdatedAt,
+    }
+
+    #[derive(Iden, Clone, Copy)]
     #[iden = "usage_daily"]
     pub enum Usage {
         Table,
@@ -104,7 +124,7 @@ mod tables {
     }
 }
 
-use tables::{Conversations, Memories, Messages, Usage};
+use tables::{Conversations, Feedback, Memories, Messages, Usage};
 
 /// A table of user data: every row carries its owner's application and `sub`.
 trait UserTable: Iden + Copy + 'static {
@@ -129,6 +149,7 @@ macro_rules! user_table {
 user_table!(Conversations, Some(Conversations::AgentId));
 user_table!(Messages, None);
 user_table!(Memories, Some(Memories::AgentId));
+user_table!(Feedback, Some(Feedback::AgentId));
 // Usage counts against the user whichever agent their key reaches (a quota is the user's).
 user_table!(Usage, None);
 
@@ -270,6 +291,7 @@ mod tests {
         ("stats.rs", include_str!("stats.rs")),
         ("usage.rs", include_str!("usage.rs")),
         ("operator.rs", include_str!("operator.rs")),
+        ("feedback.rs", include_str!("feedback.rs")),
     ];
 
     #[test]
@@ -284,6 +306,7 @@ mod tests {
             ".from(Messages",
             ".from(Memories",
             ".from(Usage",
+            ".from(Feedback",
             ".table(",
             ".from_table(",
             ".into_table(",
