@@ -9,16 +9,45 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::conversations::{ConversationView, conversation_page, encode_cursor};
+use super::conversations::{
+    ConversationView, ConversationWithMessages, MessageParams, conversation_json, conversation_page, encode_cursor,
+};
 use super::{Json, Path, Query};
 use crate::AppState;
 use crate::auth::extract::Principal;
 use crate::error::{Error, Result};
-use crate::store::scope::validate_sub;
+use crate::store::scope::{AgentScope, UserScope, validate_sub};
 use crate::store::user_data::{self, BrowseFilter};
 
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(browse_conversations, purge_conversations))
+    OpenApiRouter::new()
+        .routes(routes!(browse_conversations, purge_conversations))
+        .routes(routes!(read_users_conversation))
+}
+
+/// One conversation of one of the application's users, with a page of its messages (as the user
+/// reads it: the newest `limit`, oldest first, `messages_next_cursor` to page back).
+#[utoipa::path(
+    get, path = "/v1/applications/{app_id}/users/{sub}/conversations/{conversation_id}", tag = "conversations",
+    params(("app_id" = Uuid, Path, description = "Application id"), ("sub" = String, Path, description = "The user's `sub` (URL-encoded)"),
+        ("conversation_id" = String, Path, description = "Conversation id"), MessageParams),
+    security(("operator" = []), ("api_key" = []), ("api_key_bearer" = [])),
+    responses((status = 200, description = "The conversation and a page of its messages", body = ConversationWithMessages))
+)]
+async fn read_users_conversation(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path((app_id, sub, conversation_id)): Path<(Uuid, String, String)>,
+    Query(params): Query<MessageParams>,
+) -> Result<Json<ConversationWithMessages>> {
+    let access = principal.access(&state, app_id).await?;
+    let page = params.page()?;
+    let user = UserScope::for_administrator(&access, &sub)?;
+    let conversation = user_data::find_users_conversation(state.db(), &user, &conversation_id)
+        .await?
+        .ok_or_else(|| Error::not_found("conversation"))?;
+    let scope = AgentScope::check(state.db(), state.agents(), user, conversation.agent_id()).await?;
+    conversation_json(&state, &scope, &conversation_id, page).await
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

@@ -95,7 +95,7 @@ pub struct MessageParams {
 }
 
 impl MessageParams {
-    fn page(&self) -> Result<MessagePage> {
+    pub(super) fn page(&self) -> Result<MessagePage> {
         let limit = self.limit.unwrap_or(100);
         if !(1..=1000).contains(&limit) {
             return Err(Error::InvalidRequest("limit must be between 1 and 1000".into()));
@@ -193,8 +193,18 @@ async fn get_conversation(
     Query(params): Query<MessageParams>,
 ) -> Result<Json<ConversationWithMessages>> {
     let page = params.page()?;
+    conversation_json(&state, &scope, &conversation_id, page).await
+}
+
+/// One conversation of the scope's user and agent with a page of its messages, as the API shows it.
+pub(super) async fn conversation_json(
+    state: &AppState,
+    scope: &AgentScope,
+    conversation_id: &str,
+    page: MessagePage,
+) -> Result<Json<ConversationWithMessages>> {
     let (conversation, messages, older) =
-        user_data::conversation_with_messages(state.db(), &scope, &conversation_id, page)
+        user_data::conversation_with_messages(state.db(), scope, conversation_id, page)
             .await?
             .ok_or_else(|| Error::not_found("conversation"))?;
     Ok(Json(ConversationWithMessages {

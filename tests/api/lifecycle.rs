@@ -98,9 +98,37 @@ async fn administrators_browse_conversations_across_users_a_page_at_a_time(app: 
     app.get(&format!("{base}?cursor=nope"), &owner)
         .await
         .assert_error(400, "invalid_request");
+    // Any one of them, with its messages, by its user and id (whatever its agent).
+    let users = format!("/v1/applications/{}/users", tenant.app_id);
+    let read = app.get(&format!("{users}/alice/conversations/a2"), &owner).await;
+    assert_eq!(read.assert_status(200)["agent_id"], b.as_str());
+    let contents: Vec<&str> = read.body["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["content"].as_str().unwrap())
+        .collect();
+    assert_eq!(contents, ["hello from a2", "hello from a2"]);
+    let paged = app
+        .get(&format!("{users}/alice/conversations/a2?limit=1"), &owner)
+        .await;
+    assert_eq!(paged.body["messages"].as_array().unwrap().len(), 1);
+    assert!(paged.body["messages_next_cursor"].is_string());
+    for missing in [
+        "bob/conversations/a2",
+        "alice/conversations/elsewhere",
+        "nobody/conversations/a1",
+    ] {
+        app.get(&format!("{users}/{missing}"), &owner)
+            .await
+            .assert_error(404, "not_found");
+    }
     // Only the application's administrators.
     let stranger = app.other_operator("stranger@example.com").await;
     app.get(&base, &stranger).await.assert_error(403, "forbidden");
+    app.get(&format!("{users}/alice/conversations/a2"), &stranger)
+        .await
+        .assert_error(403, "forbidden");
     app.get(&base, &alice).await.assert_error(401, "invalid_token");
 }
 

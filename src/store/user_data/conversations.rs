@@ -296,9 +296,23 @@ pub enum OpenedConversation {
 
 /// The user's conversation with this id, whatever its agent (ids are unique per user).
 fn any_agent_statement(scope: &AgentScope, external_id: &str) -> SelectStatement {
-    let mut query = of_user(scope.user());
+    by_external_id(scope.user(), external_id)
+}
+
+fn by_external_id(scope: &UserScope, external_id: &str) -> SelectStatement {
+    let mut query = of_user(scope);
     query.and_where(Expr::col((Conversations::Table, Conversations::ExternalId)).eq(external_id));
     query
+}
+
+/// The user's conversation with this id, with whichever agent the scope reaches (ids are unique
+/// per user): for their administrators, who look at a user's conversations across agents.
+pub async fn find_users_conversation(
+    db: &Db,
+    scope: &UserScope,
+    external_id: &str,
+) -> StoreResult<Option<Conversation>> {
+    db.row(&by_external_id(scope, external_id)).await
 }
 
 fn insert_statement(scope: &AgentScope, conversation: &Conversation) -> sea_query::InsertStatement {
