@@ -237,6 +237,8 @@ async function render() {
     ["authentication-keys", "Authentication keys"],
     ["api-keys", "API keys"],
     ["providers", "Providers"],
+    ["conversations", "Conversations"],
+    ["feedback", "Feedback"],
     ["settings", "Usage & limits"],
   ];
   const nav = h(
@@ -253,6 +255,8 @@ async function render() {
     "authentication-keys": renderAuthenticationKeys,
     "api-keys": renderApiKeys,
     providers: renderProviders,
+    conversations: renderConversations,
+    feedback: renderFeedback,
     settings: renderSettings,
   };
   await views[state.tab](panel);
@@ -693,6 +697,149 @@ async function renderProviders(panel) {
     ),
     h("section", { class: "card" }, form),
   );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Conversations and feedback, across the application's users
+
+async function agentNames() {
+  const agents = await api("GET", appPath("/agents?limit=100"));
+  return new Map(agents.data.map((a) => [a.id, a.name]));
+}
+
+async function renderConversations(panel) {
+  const names = await agentNames();
+  const agent = h("select", {}, h("option", { value: "" }, "All agents"), [...names].map(([id, name]) => h("option", { value: id }, name)));
+  const sub = h("input", { type: "text", placeholder: "any user", maxlength: "256" });
+  const rows = h("tbody", {});
+  const more = h("button", { type: "button", hidden: true }, "Load more");
+  let cursor = null;
+  const load = async (reset) => {
+    if (reset) {
+      rows.replaceChildren();
+      cursor = null;
+    }
+    const query = new URLSearchParams({ limit: "50" });
+    if (agent.value) query.set("agent_id", agent.value);
+    if (sub.value.trim()) query.set("sub", sub.value.trim());
+    if (cursor) query.set("cursor", cursor);
+    const page = await attempt(() => api("GET", appPath(`/conversations?${query}`)));
+    if (!page) return;
+    for (const c of page.data) {
+      rows.append(
+        h(
+          "tr",
+          {},
+          h("td", { text: when(c.updated_at) }),
+          h("td", { class: "mono", text: c.sub }),
+          h("td", { text: names.get(c.agent_id) ?? c.agent_id }),
+          h("td", {}, h("button", { type: "button", onclick: () => renderTranscript(c.sub, c.id) }, c.title || c.id)),
+        ),
+      );
+    }
+    if (!rows.children.length) rows.append(h("tr", {}, h("td", { colspan: "4", class: "muted", text: "No conversations." })));
+    cursor = page.next_cursor;
+    more.hidden = !cursor;
+  };
+  more.addEventListener("click", () => load(false));
+  const filters = h(
+    "form",
+    { class: "row", onsubmit: (event) => { event.preventDefault(); load(true); } },
+    field("Agent", agent),
+    field("User (sub)", sub),
+    h("button", { type: "submit" }, "Search"),
+  );
+  const before = h("input", { type: "date", required: true });
+  const purge = h(
+    "form",
+    {
+      onsubmit: async (event) => {
+        event.preventDefault();
+        const scope = agent.value ? `of “${names.get(agent.value)}” ` : "";
+        if (!(await confirmAction("Delete conversations", `Delete every conversation ${scope}not updated since ${before.value}, with its messages?`, "Delete conversations"))) return;
+        const query = new URLSearchParams({ before: before.value });
+        if (agent.value) query.set("agent_id", agent.value);
+        const done = await attempt(() => api("DELETE", appPath(`/conversations?${query}`)));
+        if (done) {
+          status(`${done.deleted} conversation(s) deleted.`);
+          load(true);
+        }
+      },
+    },
+    h("h2", { text: "Delete old conversations" }),
+    h("p", { class: "muted", text: "Deletes the conversations (of the agent chosen above, or all) not updated since the day you pick, with their messages and votes." }),
+    field("Not updated since", before),
+    h("button", { class: "danger", type: "submit" }, "Delete conversations"),
+  );
+  panel.append(
+    h(
+      "section",
+      { class: "card" },
+      h("h2", { text: "Conversations" }),
+      filters,
+      h("table", {}, h("thead", {}, h("tr", {}, ["Updated", "User (sub)", "Agent", "Title"].map((t) => h("th", { text: t })))), rows),
+      more,
+    ),
+    h("section", { class: "card" }, purge),
+  );
+  await load(true);
+}
+
+async function renderTranscript(sub, conversationId) {
+  const path = appPath(`/users/${encodeURIComponent(sub)}/conversations/${encodeURIComponent(conversationId)}?limit=1000`);
+  const conversation = await attempt(() => api("GET", path));
+  if (!conversation) return;
+  const messages = conversation.messages.map((m) =>
+    h(
+      "div",
+      { class: `message ${m.role}` },
+      h("div", { class: "muted", text: `${m.role} · ${when(m.created_at)}${m.status === "complete" ? "" : ` · ${m.status}`}` }),
+      h("div", { class: "content", text: m.content }),
+    ),
+  );
+  $("main").replaceChildren(
+    h("p", {}, h("button", { type: "button", onclick: () => render() }, "← Back")),
+    h("h1", { text: conversation.title || conversation.id }),
+    h("p", { class: "muted mono", text: `${sub} · ${conversation.id}` }),
+    h("section", { class: "card transcript", id: "transcript" }, messages.length ? messages : h("p", { class: "muted", text: "No messages." })),
+  );
+}
+
+async function renderFeedback(panel) {
+  const vote = h("select", {}, h("option", { value: "" }, "All votes"), h("option", { value: "up" }, "Helpful (up)"), h("option", { value: "down" }, "Not helpful (down)"));
+  const rows = h("tbody", {});
+  const load = async () => {
+    const query = new URLSearchParams({ limit: "100" });
+    if (vote.value) query.set("vote", vote.value);
+    const page = await attempt(() => api("GET", appPath(`/feedback?${query}`)));
+    if (!page) return;
+    rows.replaceChildren(
+      ...page.data.map((f) =>
+        h(
+          "tr",
+          {},
+          h("td", { text: when(f.updated_at) }),
+          h("td", { text: f.vote === "up" ? "▲ up" : "▼ down" }),
+          h("td", { class: "mono", text: f.sub }),
+          h("td", {}, h("button", { type: "button", onclick: () => renderTranscript(f.sub, f.conversation_id) }, f.content.slice(0, 80) || "(empty)")),
+          h("td", { text: [f.comment, ...(f.tags || []).map((t) => `#${t}`)].filter(Boolean).join(" ") }),
+        ),
+      ),
+    );
+    if (!page.data.length) rows.append(h("tr", {}, h("td", { colspan: "5", class: "muted", text: "No feedback yet." })));
+  };
+  vote.addEventListener("change", load);
+  panel.append(
+    h(
+      "section",
+      { class: "card" },
+      h("h2", { text: "Feedback" }),
+      h("p", { class: "muted", text: "Votes your users gave the agents' replies (newest first). Open a reply to read its conversation." }),
+      field("Show", vote),
+      h("table", {}, h("thead", {}, h("tr", {}, ["When", "Vote", "User (sub)", "Reply", "Comment and tags"].map((t) => h("th", { text: t })))), rows),
+    ),
+  );
+  await load();
 }
 
 // ---------------------------------------------------------------------------------------------

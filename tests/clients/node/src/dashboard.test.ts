@@ -107,6 +107,21 @@ test("an operator manages an agent and its keys and chats with it", { skip }, as
   assert.equal(await page.locator("#stat-users").textContent(), "1");
   await shot("04-agent-try-it");
 
+  // Conversations across users: the try-it chat is listed under its user, and its transcript reads.
+  await page.getByRole("button", { name: "← All agents" }).click();
+  await page.getByRole("tab", { name: "Conversations" }).click();
+  const listed = page.getByRole("row", { name: /dashboard-test-user/ });
+  await listed.waitFor();
+  await listed.getByRole("button").click();
+  await page.locator("#transcript", { hasText: "and once more" }).waitFor();
+  assert.match((await page.locator("#transcript").textContent()) ?? "", /hello from the browser/);
+  await shot("04a-transcript");
+  await page.getByRole("button", { name: "← Back" }).click();
+  await page.getByRole("tab", { name: "Feedback" }).click();
+  await page.getByText("No feedback yet.").waitFor();
+  await page.getByRole("tab", { name: "Agents" }).click();
+  await page.getByRole("button", { name: "Support", exact: true }).click();
+
   // Usage & limits: the two turns are counted (written about a second after each turn), and the
   // browser origins and per-user limits are saved.
   await page.getByRole("button", { name: "← All agents" }).click();
