@@ -331,6 +331,25 @@ mod tests {
     }
 
     #[test]
+    fn every_setting_is_in_the_readme() {
+        use clap::Args as _;
+        let readme = include_str!("../README.md");
+        let command = ServeArgs::augment_args(clap::Command::new("serve"));
+        let names: Vec<String> = command
+            .get_arguments()
+            .filter_map(|arg| arg.get_env())
+            .map(|env| env.to_string_lossy().into_owned())
+            .collect();
+        assert!(names.len() > 20, "{names:?}");
+        for name in names {
+            assert!(
+                readme.contains(&format!("`{name}`")),
+                "{name} is not documented in README.md"
+            );
+        }
+    }
+
+    #[test]
     fn default_settings_are_the_flags_defaults() {
         let settings = Settings::default();
         assert_eq!(settings.max_body_bytes, 1024 * 1024);
