@@ -12,12 +12,10 @@ use uuid::Uuid;
 use crate::completions::Usage;
 use crate::store::scope::{ApplicationId, UserScope};
 use crate::store::user_data::{self, Day, Spent, UserSpending};
-use crate::store::{Db, StoreError, StoreResult, now_micros};
+use crate::store::{Db, MICROS_PER_DAY, StoreError, StoreResult, now_micros};
 
 /// How long the durable part of a user's daily total is reused before it is read again.
 const TOTAL_TTL: Duration = Duration::from_secs(2);
-
-const MICROS_PER_DAY: i64 = 86_400_000_000;
 
 /// Today, as a day number (UTC).
 pub fn today() -> Day {

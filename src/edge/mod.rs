@@ -69,7 +69,7 @@ pub async fn admit(state: &AppState, parts: &Parts, caller: Caller<'_>) -> Resul
     let Some(user) = caller.user else { return Ok(()) };
     let sub = user.sub_shared();
     let limits = application.limits.0.effective(state.settings());
-    let completion = is_completion(parts);
+    let completion = is_turn(&parts.extensions);
     let slot = parts.extensions.get::<RateSlot>();
     let app_id = caller.application_id.uuid();
     let mut shown = None;
@@ -116,11 +116,11 @@ pub fn request_origin(headers: &HeaderMap) -> Option<&str> {
     headers.get(header::ORIGIN).and_then(|v| v.to_str().ok())
 }
 
-/// A completion turn (both completion routes end so), which counts against the completions limit
-/// and the token quota.
-fn is_completion(parts: &Parts) -> bool {
-    parts
-        .extensions
+/// Whether the matched route is a completion turn (both completion routes end so): it counts
+/// against the completions limit and the token quota, and has the turn's deadline rather than the
+/// request's.
+pub fn is_turn(extensions: &axum::http::Extensions) -> bool {
+    extensions
         .get::<axum::extract::MatchedPath>()
         .is_some_and(|p| p.as_str().ends_with("/completions"))
 }

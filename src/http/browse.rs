@@ -2,17 +2,14 @@
 //! each is) and purge old ones.
 
 use axum::extract::State;
-use chrono::{DateTime, NaiveDate, NaiveTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::conversations::{
-    ConversationView, ConversationWithMessages, MessageParams, conversation_json, conversation_page, encode_cursor,
-};
-use super::{Json, Path, Query};
+use super::conversations::{ConversationView, ConversationWithMessages, MessageParams, conversation_json};
+use super::{Json, Path, Query, encode_recent_cursor, parse_time, recent_page};
 use crate::AppState;
 use crate::auth::extract::Principal;
 use crate::error::{Error, Result};
@@ -85,17 +82,6 @@ pub struct UserConversationPage {
     pub next_cursor: Option<String>,
 }
 
-/// A time given as RFC 3339 or as a day; a day means its start (`end: false`) or its end.
-pub(super) fn parse_time(field: &str, text: &str, end: bool) -> Result<i64> {
-    if let Ok(at) = DateTime::parse_from_rfc3339(text) {
-        return Ok(at.with_timezone(&Utc).timestamp_micros());
-    }
-    let day = NaiveDate::parse_from_str(text, "%Y-%m-%d")
-        .map_err(|_| Error::invalid_field(field, "must be an RFC 3339 time or a day as YYYY-MM-DD"))?;
-    let start = day.and_time(NaiveTime::MIN).and_utc().timestamp_micros();
-    Ok(if end { start + 86_400_000_000 - 1 } else { start })
-}
-
 /// The application's conversations across its users, most recently active first.
 #[utoipa::path(
     get, path = "/v1/applications/{app_id}/conversations", tag = "conversations",
@@ -110,7 +96,7 @@ async fn browse_conversations(
     Query(params): Query<BrowseParams>,
 ) -> Result<Json<UserConversationPage>> {
     let access = principal.access(&state, app_id).await?;
-    let (limit, after) = conversation_page(params.limit, params.cursor.as_deref())?;
+    let (limit, after) = recent_page(params.limit, params.cursor.as_deref())?;
     if let Some(sub) = &params.sub {
         validate_sub(sub).map_err(|problem| Error::invalid_field("sub", problem))?;
     }
@@ -133,7 +119,7 @@ async fn browse_conversations(
                 sub: row.sub,
             })
             .collect(),
-        next_cursor: next.map(encode_cursor),
+        next_cursor: next.map(encode_recent_cursor),
     }))
 }
 

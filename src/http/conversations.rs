@@ -11,11 +11,11 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::{Json, ListParams, Path, Query, timestamp};
+use super::{Json, ListParams, Path, Query, encode_recent_cursor, recent_page, timestamp};
 use crate::AppState;
 use crate::error::{Error, Result};
 use crate::store::scope::AgentScope;
-use crate::store::user_data::{self, Conversation, ConversationCursor, Message, MessagePage};
+use crate::store::user_data::{self, Conversation, Message, MessagePage};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(list_conversations)).routes(routes!(
@@ -133,31 +133,6 @@ pub struct ConversationPage {
     pub next_cursor: Option<String>,
 }
 
-pub(super) fn encode_cursor(cursor: ConversationCursor) -> String {
-    let mut bytes = Vec::with_capacity(24);
-    bytes.extend_from_slice(&cursor.updated_at.to_be_bytes());
-    bytes.extend_from_slice(cursor.id.as_bytes());
-    URL_SAFE_NO_PAD.encode(bytes)
-}
-
-/// A page of conversations: its size (1..100, default 20) and where it continues.
-pub(super) fn conversation_page(limit: Option<u32>, cursor: Option<&str>) -> Result<(u64, Option<ConversationCursor>)> {
-    let limit = ListParams { limit, cursor: None }.page()?.limit;
-    let after = cursor.filter(|c| !c.is_empty()).map(decode_cursor).transpose()?;
-    Ok((limit, after))
-}
-
-fn decode_cursor(text: &str) -> Result<ConversationCursor> {
-    let bad = || Error::InvalidRequest("the cursor is not one this server issued".into());
-    let bytes = URL_SAFE_NO_PAD.decode(text).map_err(|_| bad())?;
-    if bytes.len() != 24 {
-        return Err(bad());
-    }
-    let updated_at = i64::from_be_bytes(bytes[..8].try_into().map_err(|_| bad())?);
-    let id = Uuid::from_slice(&bytes[8..]).map_err(|_| bad())?;
-    Ok(ConversationCursor { updated_at, id })
-}
-
 /// The user's conversations with this agent, most recently active first.
 #[utoipa::path(
     get, path = "/v1/agents/{agent_id}/conversations", tag = "conversations",
@@ -170,11 +145,11 @@ async fn list_conversations(
     scope: AgentScope,
     Query(params): Query<ListParams>,
 ) -> Result<Json<ConversationPage>> {
-    let (limit, after) = conversation_page(params.limit, params.cursor.as_deref())?;
+    let (limit, after) = recent_page(params.limit, params.cursor.as_deref())?;
     let (rows, next) = user_data::list_conversations(state.db(), &scope, limit, after).await?;
     Ok(Json(ConversationPage {
         data: rows.iter().map(ConversationView::from).collect(),
-        next_cursor: next.map(encode_cursor),
+        next_cursor: next.map(encode_recent_cursor),
     }))
 }
 

@@ -2,8 +2,6 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -11,8 +9,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::browse::parse_time;
-use super::{Json, ListParams, Path, Query, timestamp};
+use super::{Json, Path, Query, encode_recent_cursor, parse_time, recent_page, timestamp};
 use crate::AppState;
 use crate::auth::extract::Principal;
 use crate::error::{Error, Result};
@@ -180,22 +177,6 @@ pub struct FeedbackPage {
     pub next_cursor: Option<String>,
 }
 
-fn encode(cursor: (i64, Uuid)) -> String {
-    let mut bytes = cursor.0.to_be_bytes().to_vec();
-    bytes.extend_from_slice(cursor.1.as_bytes());
-    URL_SAFE_NO_PAD.encode(bytes)
-}
-
-fn decode(text: &str) -> Result<(i64, Uuid)> {
-    let bad = || Error::InvalidRequest("the cursor is not one this server issued".into());
-    let bytes = URL_SAFE_NO_PAD.decode(text).map_err(|_| bad())?;
-    if bytes.len() != 24 {
-        return Err(bad());
-    }
-    let at = i64::from_be_bytes(bytes[..8].try_into().map_err(|_| bad())?);
-    Ok((at, Uuid::from_slice(&bytes[8..]).map_err(|_| bad())?))
-}
-
 /// The application's feedback, newest first, with each reply's text and conversation.
 #[utoipa::path(
     get, path = "/v1/applications/{app_id}/feedback", tag = "applications",
@@ -210,12 +191,7 @@ async fn list_feedback(
     Query(params): Query<FeedbackParams>,
 ) -> Result<Json<FeedbackPage>> {
     let access = principal.access(&state, app_id).await?;
-    let limit = ListParams {
-        limit: params.limit,
-        cursor: None,
-    }
-    .page()?
-    .limit;
+    let (limit, before) = recent_page(params.limit, params.cursor.as_deref())?;
     let filter = FeedbackFilter {
         agent_id: params.agent_id,
         vote: params.vote,
@@ -226,16 +202,10 @@ async fn list_feedback(
             .transpose()?,
         to: params.to.as_deref().map(|t| parse_time("to", t, true)).transpose()?,
     };
-    let before = params
-        .cursor
-        .as_deref()
-        .filter(|c| !c.is_empty())
-        .map(decode)
-        .transpose()?;
     let (rows, next) = user_data::list_feedback(state.db(), &access, &filter, limit, before).await?;
     Ok(Json(FeedbackPage {
         data: rows.into_iter().map(entry_view).collect(),
-        next_cursor: next.map(encode),
+        next_cursor: next.map(encode_recent_cursor),
     }))
 }
 

@@ -40,6 +40,7 @@ use crate::AppState;
 use crate::error::Error;
 use crate::store::PageRequest;
 use crate::store::scope::{AgentScope, UserScope};
+use crate::store::user_data::RecentCursor;
 
 /// `axum::Json` whose rejections are the contract's `invalid_request` / `payload_too_large`, and
 /// which refuses text holding U+0000 (`validation_failed`) before it reaches either database
@@ -180,6 +181,44 @@ fn encode_cursor(id: Uuid) -> String {
     URL_SAFE_NO_PAD.encode(id.as_bytes())
 }
 
+/// A time given as RFC 3339 or as a day; a day means its start (`end: false`) or its end.
+pub fn parse_time(field: &str, text: &str, end: bool) -> Result<i64, Error> {
+    if let Ok(at) = chrono::DateTime::parse_from_rfc3339(text) {
+        return Ok(at.with_timezone(&chrono::Utc).timestamp_micros());
+    }
+    let day = chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d")
+        .map_err(|_| Error::invalid_field(field, "must be an RFC 3339 time or a day as YYYY-MM-DD"))?;
+    let start = day.and_time(chrono::NaiveTime::MIN).and_utc().timestamp_micros();
+    Ok(if end { start + 86_400_000_000 - 1 } else { start })
+}
+
+/// A newest-first listing's page: its size (1..100, default 20) and where it continues (`cursor`,
+/// a `next_cursor` this server issued).
+pub fn recent_page(limit: Option<u32>, cursor: Option<&str>) -> Result<(u64, Option<RecentCursor>), Error> {
+    let limit = ListParams { limit, cursor: None }.page()?.limit;
+    let after = cursor.filter(|c| !c.is_empty()).map(decode_recent_cursor).transpose()?;
+    Ok((limit, after))
+}
+
+/// A newest-first listing's cursor: the last row's update time and id.
+pub fn encode_recent_cursor(cursor: RecentCursor) -> String {
+    let mut bytes = Vec::with_capacity(24);
+    bytes.extend_from_slice(&cursor.updated_at.to_be_bytes());
+    bytes.extend_from_slice(cursor.id.as_bytes());
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+fn decode_recent_cursor(text: &str) -> Result<RecentCursor, Error> {
+    let bad = || Error::InvalidRequest("the cursor is not one this server issued".into());
+    let bytes = URL_SAFE_NO_PAD.decode(text).map_err(|_| bad())?;
+    if bytes.len() != 24 {
+        return Err(bad());
+    }
+    let updated_at = i64::from_be_bytes(bytes[..8].try_into().map_err(|_| bad())?);
+    let id = Uuid::from_slice(&bytes[8..]).map_err(|_| bad())?;
+    Ok(RecentCursor { updated_at, id })
+}
+
 /// Declares the page type of a listing: `{"data": [...], "next_cursor": "..." | null}`. Concrete
 /// types (rather than a generic `Page<T>`) make the OpenAPI document reference the item schema, so
 /// generated clients get one model per resource.
@@ -277,7 +316,7 @@ async fn count_request(
 /// turn timeout instead (a whole reply may take longer than an ordinary request), and streamed
 /// bodies by the send timeout. A request cut here is dropped, with whatever it awaited.
 async fn request_deadline(state: &AppState, request: axum::extract::Request, next: axum::middleware::Next) -> Response {
-    if request.uri().path().ends_with("/completions") {
+    if crate::edge::is_turn(request.extensions()) {
         return next.run(request).await;
     }
     match tokio::time::timeout(state.settings().request_timeout, next.run(request)).await {

@@ -13,6 +13,7 @@ use crate::AppState;
 use crate::auth::extract::Principal;
 use crate::error::{Error, Result};
 use crate::metering::today;
+use crate::store::MICROS_PER_DAY;
 use crate::store::scope::validate_sub;
 use crate::store::user_data::{self, Day, GroupBy, UsageGroup, UsageQuery, UsageRow};
 
@@ -93,13 +94,10 @@ fn date_of(day: Day) -> NaiveDate {
 /// Days from 0001-01-01 to 1970-01-01.
 const EPOCH_CE_DAYS: i32 = 719_163;
 
+/// A day given as `YYYY-MM-DD` (or an RFC 3339 time: its day, UTC).
 fn parse_day(field: &str, text: &str) -> Result<Day> {
-    NaiveDate::parse_from_str(text, "%Y-%m-%d")
-        .map(|d| d.num_days_from_ce() - EPOCH_CE_DAYS)
-        .map_err(|_| Error::invalid_field(field, "must be a date as YYYY-MM-DD"))
+    Ok((super::parse_time(field, text, false)?.div_euclid(MICROS_PER_DAY)) as Day)
 }
-
-use chrono::Datelike;
 
 impl UsageParams {
     fn query(self) -> Result<UsageQuery> {

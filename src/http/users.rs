@@ -21,7 +21,7 @@ use crate::AppState;
 use crate::auth::extract::Principal;
 use crate::error::Result;
 use crate::store::scope::UserScope;
-use crate::store::user_data;
+use crate::store::user_data::{self, RecentCursor};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(export_user, erase_user))
@@ -187,7 +187,10 @@ async fn write_export(
         if !text.is_empty() && !send(text).await {
             return Ok(());
         }
-        before = page.last().map(|v| (v.updated_at, v.message_id));
+        before = page.last().map(|v| RecentCursor {
+            updated_at: v.updated_at,
+            id: v.message_id,
+        });
         if (page.len() as u64) < EXPORT_FEEDBACK {
             break;
         }

@@ -488,6 +488,9 @@ where
     .await
 }
 
+/// Microseconds in a day (timestamps are microseconds since the Unix epoch).
+pub const MICROS_PER_DAY: i64 = 86_400_000_000;
+
 /// Microseconds since the Unix epoch: how every timestamp is stored.
 pub fn now_micros() -> i64 {
     chrono::Utc::now().timestamp_micros()

@@ -259,16 +259,30 @@ async fn origins_and_limits_are_validated(app: TestApp) {
     let owner = app.owner_token().await;
     let tenant = app.tenant(&owner, "Acme", 1).await;
     let one = format!("/v1/applications/{}", tenant.app_id);
-    for bad in [
-        json!({"allowed_origins": ["app.example.com"]}),
-        json!({"allowed_origins": ["https://app.example.com/path"]}),
-        json!({"allowed_origins": ["*"]}),
-        json!({"limits": {"user_requests_per_minute": 0}}),
-        json!({"limits": {"user_tokens_per_day": -1}}),
+    for (bad, field) in [
+        (json!({"allowed_origins": ["app.example.com"]}), "allowed_origins"),
+        (
+            json!({"allowed_origins": ["https://app.example.com/path"]}),
+            "allowed_origins",
+        ),
+        (json!({"allowed_origins": ["*"]}), "allowed_origins"),
+        (
+            json!({"limits": {"user_requests_per_minute": 0}}),
+            "limits.user_requests_per_minute",
+        ),
     ] {
         let reply = app.patch(&one, &owner, bad.clone()).await;
-        assert!(matches!(reply.status.as_u16(), 400 | 422), "{bad}: {}", reply.text);
+        reply.assert_error(422, "validation_failed");
+        assert!(
+            reply.body["details"]["fields"][field].is_string(),
+            "{bad}: {}",
+            reply.text
+        );
     }
+    // Not a number of the right type: the body is malformed.
+    app.patch(&one, &owner, json!({"limits": {"user_tokens_per_day": -1}}))
+        .await
+        .assert_error(400, "invalid_request");
     app.patch(&one, &owner, json!({"limits": {"per_minute": 3}}))
         .await
         .assert_error(400, "invalid_request");

@@ -513,4 +513,28 @@ async fn a_request_stalled_on_the_database_ends_at_the_request_timeout(mut app: 
     app.post(&agents, &owner, json!({"name": "Fine"}))
         .await
         .assert_status(201);
+
+    // A whole (unstreamed) turn slower than the request timeout is bounded by the turn's own
+    // deadline instead, and answers.
+    let fake = crate::fake_provider::FakeProvider::start(crate::fake_provider::Script::Reply {
+        chunks: vec!["slow ".into(), "but ".into(), "whole".into()],
+        delay: Duration::from_millis(300),
+    })
+    .await;
+    let (_, tenant, agent) = crate::completions::provider_agent(&app, &fake, false).await;
+    let token = user_token(&tenant.all_key, "alice");
+    let started = Instant::now();
+    let reply = app
+        .post(
+            &format!("/v1/agents/{agent}/completions"),
+            &token,
+            json!({"message": "take your time", "stream": false, "conversation_id": "slow"}),
+        )
+        .await;
+    assert!(started.elapsed() > Duration::from_millis(500));
+    assert!(
+        reply.assert_status(200).to_string().contains("slow but whole"),
+        "{}",
+        reply.text
+    );
 }

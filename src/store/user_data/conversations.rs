@@ -5,7 +5,7 @@ use uuid::Uuid;
 
 use super::messages::{MESSAGE_COLUMNS, Message};
 use super::tables::{Conversations, Messages};
-use super::{insert, left_join_owned, select, update};
+use super::{RecentCursor, insert, left_join_owned, newest_first, select, update};
 use crate::store::scope::{AgentScope, UserScope};
 use crate::store::{Db, FromRow, Row, StoreError, StoreResult, now_micros};
 
@@ -33,8 +33,8 @@ crate::from_row!(Conversation {
 
 impl Conversation {
     /// Where a listing continues after this conversation.
-    pub fn position_cursor(&self) -> ConversationCursor {
-        ConversationCursor {
+    pub fn position_cursor(&self) -> RecentCursor {
+        RecentCursor {
             updated_at: self.updated_at,
             id: self.id,
         }
@@ -96,36 +96,15 @@ fn named(scope: &AgentScope, external_id: &str) -> SelectStatement {
     query
 }
 
-/// Where a page of conversations continues: after this (updated_at, id).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ConversationCursor {
-    pub updated_at: i64,
-    pub id: Uuid,
-}
-
-fn list_statement(scope: &AgentScope, limit: u64, after: Option<ConversationCursor>) -> SelectStatement {
+fn list_statement(scope: &AgentScope, limit: u64, after: Option<RecentCursor>) -> SelectStatement {
     let mut query = of_agent(scope);
-    newest_first(&mut query, limit, after);
+    newest_first(
+        &mut query,
+        (Conversations::UpdatedAt, Conversations::Id),
+        limit + 1,
+        after,
+    );
     query
-}
-
-/// Most recently updated first, after `after`, one more than `limit` (to tell whether more remain).
-pub(super) fn newest_first(query: &mut SelectStatement, limit: u64, after: Option<ConversationCursor>) {
-    if let Some(after) = after {
-        query.cond_where(
-            Condition::any()
-                .add(Expr::col(Conversations::UpdatedAt).lt(after.updated_at))
-                .add(
-                    Condition::all()
-                        .add(Expr::col(Conversations::UpdatedAt).eq(after.updated_at))
-                        .add(Expr::col(Conversations::Id).lt(after.id)),
-                ),
-        );
-    }
-    query
-        .order_by(Conversations::UpdatedAt, Order::Desc)
-        .order_by(Conversations::Id, Order::Desc)
-        .limit(limit + 1);
 }
 
 /// The user's conversations with the scope's agent, most recently updated first.
@@ -133,15 +112,12 @@ pub async fn list_conversations(
     db: &Db,
     scope: &AgentScope,
     limit: u64,
-    after: Option<ConversationCursor>,
-) -> StoreResult<(Vec<Conversation>, Option<ConversationCursor>)> {
+    after: Option<RecentCursor>,
+) -> StoreResult<(Vec<Conversation>, Option<RecentCursor>)> {
     let mut rows: Vec<Conversation> = db.rows(&list_statement(scope, limit, after)).await?;
     let more = rows.len() as u64 > limit;
     rows.truncate(limit as usize);
-    let next = more.then(|| rows.last()).flatten().map(|c| ConversationCursor {
-        updated_at: c.updated_at,
-        id: c.id,
-    });
+    let next = more.then(|| rows.last()).flatten().map(Conversation::position_cursor);
     Ok((rows, next))
 }
 
@@ -375,7 +351,7 @@ mod tests {
     fn every_conversation_statement_is_owned() {
         let (scope, conversation) = agent_scope_and_conversation();
         let agent = scope.agent_id();
-        let cursor = ConversationCursor {
+        let cursor = RecentCursor {
             updated_at: 1,
             id: agent,
         };

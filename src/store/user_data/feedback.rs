@@ -1,12 +1,12 @@
 //! End users' votes on the assistant's messages (one per message), and the application's view of
 //! them for its administrators.
 
-use sea_query::{Alias, Expr, ExprTrait, OnConflict, Order, SelectStatement};
+use sea_query::{Alias, Expr, ExprTrait, OnConflict, SelectStatement};
 use uuid::Uuid;
 
 use super::conversations::{Conversation, find_conversation};
 use super::tables::{Conversations, Feedback, Messages};
-use super::{delete, insert, select, select_all_users, sub_column};
+use super::{RecentCursor, delete, insert, newest_first, select, select_all_users, sub_column};
 use crate::store::row::Json;
 use crate::store::scope::{AgentScope, AppAccess, UserScope};
 use crate::store::{Db, StoreResult, now_micros};
@@ -42,6 +42,12 @@ crate::from_row!(FeedbackRow {
     created_at,
     updated_at
 });
+
+/// Votes list newest first: (updated_at, message id), qualified (the operators' list joins).
+const BY_RECENCY: ((Feedback, Feedback), (Feedback, Feedback)) = (
+    (Feedback::Table, Feedback::UpdatedAt),
+    (Feedback::Table, Feedback::MessageId),
+);
 
 const COLUMNS: [Feedback; 7] = [
     Feedback::MessageId,
@@ -182,31 +188,12 @@ pub async fn delete_feedback(
 pub async fn export_feedback(
     db: &Db,
     scope: &UserScope,
-    before: Option<(i64, Uuid)>,
+    before: Option<RecentCursor>,
     limit: u64,
 ) -> StoreResult<Vec<FeedbackRow>> {
     let mut query = select::<Feedback>(scope, &COLUMNS);
-    newest_first(&mut query, before, limit);
+    newest_first(&mut query, BY_RECENCY, limit, before);
     db.rows(&query).await
-}
-
-/// Newest vote first, before `before` (keyset on updated_at, message id), at most `limit`.
-fn newest_first(query: &mut SelectStatement, before: Option<(i64, Uuid)>, limit: u64) {
-    if let Some((at, id)) = before {
-        query.cond_where(
-            sea_query::Condition::any()
-                .add(Expr::col((Feedback::Table, Feedback::UpdatedAt)).lt(at))
-                .add(
-                    sea_query::Condition::all()
-                        .add(Expr::col((Feedback::Table, Feedback::UpdatedAt)).eq(at))
-                        .add(Expr::col((Feedback::Table, Feedback::MessageId)).lt(id)),
-                ),
-        );
-    }
-    query
-        .order_by((Feedback::Table, Feedback::UpdatedAt), Order::Desc)
-        .order_by((Feedback::Table, Feedback::MessageId), Order::Desc)
-        .limit(limit);
 }
 
 /// Which votes an administrator lists.
@@ -242,7 +229,7 @@ fn list_statement(
     access: &AppAccess,
     filter: &FeedbackFilter,
     limit: u64,
-    before: Option<(i64, Uuid)>,
+    before: Option<RecentCursor>,
 ) -> SelectStatement {
     let mut query = select_all_users::<Feedback>(access);
     query
@@ -274,7 +261,7 @@ fn list_statement(
     if let Some(to) = filter.to {
         query.and_where(Expr::col((Feedback::Table, Feedback::UpdatedAt)).lte(to));
     }
-    newest_first(&mut query, before, limit + 1);
+    newest_first(&mut query, BY_RECENCY, limit + 1, before);
     query
 }
 
@@ -284,15 +271,15 @@ pub async fn list_feedback(
     access: &AppAccess,
     filter: &FeedbackFilter,
     limit: u64,
-    before: Option<(i64, Uuid)>,
-) -> StoreResult<(Vec<FeedbackEntry>, Option<(i64, Uuid)>)> {
+    before: Option<RecentCursor>,
+) -> StoreResult<(Vec<FeedbackEntry>, Option<RecentCursor>)> {
     let mut rows: Vec<FeedbackEntry> = db.rows(&list_statement(access, filter, limit, before)).await?;
     let more = rows.len() as u64 > limit;
     rows.truncate(limit as usize);
-    let next = more
-        .then(|| rows.last())
-        .flatten()
-        .map(|e| (e.feedback.updated_at, e.feedback.message_id));
+    let next = more.then(|| rows.last()).flatten().map(|e| RecentCursor {
+        updated_at: e.feedback.updated_at,
+        id: e.feedback.message_id,
+    });
     Ok((rows, next))
 }
 

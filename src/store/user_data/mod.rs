@@ -29,8 +29,8 @@ use sea_query::{
 };
 
 pub use self::conversations::{
-    Conversation, ConversationCursor, MessagePage, OpenedConversation, conversation_with_messages, delete_conversation,
-    find_conversation, find_users_conversation, list_conversations, open_conversation, rename_conversation,
+    Conversation, MessagePage, OpenedConversation, conversation_with_messages, delete_conversation, find_conversation,
+    find_users_conversation, list_conversations, open_conversation, rename_conversation,
 };
 pub use self::export::{Erased, erase, export_conversations, export_memories, export_messages};
 pub use self::feedback::{
@@ -44,10 +44,13 @@ pub use self::memories::{
 pub use self::messages::{Message, MessageStatus, NewMessage, append_messages, recent_messages};
 pub use self::operator::{BrowseFilter, UserConversation, browse_conversations, purge_conversations};
 pub use self::stats::{AgentStats, agent_stats};
+// (RecentCursor is defined below, beside the keyset paging it drives.)
 pub use self::usage::{
     Day, GroupBy, Spent, UsageGroup, UsageQuery, UsageRow, UserSpending, add_usage, export_usage, tokens_on_day,
     usage_report,
 };
+use uuid::Uuid;
+
 use crate::store::scope::{AgentAccess, AppAccess, UserScope};
 
 mod tables {
@@ -264,6 +267,37 @@ fn delete_all_users<T: UserTable>(access: &AppAccess) -> DeleteStatement {
         .from_table(T::TABLE)
         .and_where(Expr::col((T::TABLE, T::APPLICATION_ID)).eq(access.app_id()));
     delete
+}
+
+/// Where a newest-first listing continues: after the row last updated at `updated_at` with this id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecentCursor {
+    pub updated_at: i64,
+    pub id: Uuid,
+}
+
+/// Most recently updated first (ties by id), after `after`, at most `limit` rows: the keyset
+/// paging of every newest-first listing. `columns` are (updated_at, id) of the listed table.
+fn newest_first<C: sea_query::IntoColumnRef + Copy>(
+    query: &mut SelectStatement,
+    columns: (C, C),
+    limit: u64,
+    after: Option<RecentCursor>,
+) {
+    let (updated_at, id) = columns;
+    if let Some(after) = after {
+        query.cond_where(
+            Condition::any().add(Expr::col(updated_at).lt(after.updated_at)).add(
+                Condition::all()
+                    .add(Expr::col(updated_at).eq(after.updated_at))
+                    .add(Expr::col(id).lt(after.id)),
+            ),
+        );
+    }
+    query
+        .order_by(updated_at, sea_query::Order::Desc)
+        .order_by(id, sea_query::Order::Desc)
+        .limit(limit);
 }
 
 /// `COUNT(DISTINCT sub)`: how many users, for aggregates.

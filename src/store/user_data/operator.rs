@@ -5,9 +5,9 @@
 use sea_query::{Expr, ExprTrait, SelectStatement};
 use uuid::Uuid;
 
-use super::conversations::{CONVERSATION_COLUMNS, Conversation, ConversationCursor, newest_first};
+use super::conversations::{CONVERSATION_COLUMNS, Conversation};
 use super::tables::Conversations;
-use super::{delete_all_users, select_all_users, sub_column};
+use super::{RecentCursor, delete_all_users, newest_first, select_all_users, sub_column};
 use crate::store::row::{FromRow, Row};
 use crate::store::scope::AppAccess;
 use crate::store::{Db, StoreResult};
@@ -43,7 +43,7 @@ fn browse_statement(
     access: &AppAccess,
     filter: &BrowseFilter,
     limit: u64,
-    after: Option<ConversationCursor>,
+    after: Option<RecentCursor>,
 ) -> SelectStatement {
     let mut query = select_all_users::<Conversations>(access);
     query
@@ -61,7 +61,12 @@ fn browse_statement(
     if let Some(to) = filter.to {
         query.and_where(Expr::col(Conversations::UpdatedAt).lte(to));
     }
-    newest_first(&mut query, limit, after);
+    newest_first(
+        &mut query,
+        (Conversations::UpdatedAt, Conversations::Id),
+        limit + 1,
+        after,
+    );
     query
 }
 
@@ -71,8 +76,8 @@ pub async fn browse_conversations(
     access: &AppAccess,
     filter: &BrowseFilter,
     limit: u64,
-    after: Option<ConversationCursor>,
-) -> StoreResult<(Vec<UserConversation>, Option<ConversationCursor>)> {
+    after: Option<RecentCursor>,
+) -> StoreResult<(Vec<UserConversation>, Option<RecentCursor>)> {
     let mut rows: Vec<UserConversation> = db.rows(&browse_statement(access, filter, limit, after)).await?;
     let more = rows.len() as u64 > limit;
     rows.truncate(limit as usize);

@@ -6,7 +6,7 @@ use uuid::Uuid;
 use super::tables::Conversations;
 use super::{count_users, select_all_users};
 use crate::store::scope::AppAccess;
-use crate::store::{Db, StoreError, StoreResult};
+use crate::store::{Db, MICROS_PER_DAY, StoreError, StoreResult};
 
 /// How much one agent is used.
 #[derive(Debug, Clone, Default)]
@@ -28,8 +28,6 @@ struct Day {
     n: i64,
 }
 crate::from_row!(Day { day, n });
-
-const MICROS_PER_DAY: i64 = 86_400_000_000;
 
 fn statements(
     access: &AppAccess,
