@@ -136,6 +136,11 @@ pub struct Settings {
     #[arg(long, env = "CONFIDANT_SEND_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub send_timeout: Duration,
 
+    /// How often each application's retention policy is carried out (conversations and memory
+    /// older than it allows are deleted; on PostgreSQL by one instance at a time).
+    #[arg(long, env = "CONFIDANT_PURGE_INTERVAL", default_value = "10m", value_parser = parse_duration)]
+    pub purge_interval: Duration,
+
     /// Most messages of a conversation's history given to the model per turn.
     #[arg(long, env = "CONFIDANT_HISTORY_MESSAGES", default_value_t = 50)]
     pub history_messages: u64,

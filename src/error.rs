@@ -100,6 +100,13 @@ impl Error {
         }
     }
 
+    /// A write of memory refused because the application is in privacy mode.
+    pub fn privacy_mode() -> Self {
+        Self::Forbidden(
+            "this application is in privacy mode (retention.store_content is false): memory is not stored".into(),
+        )
+    }
+
     pub fn not_found(what: &str) -> Self {
         Self::NotFound(format!("no such {what}"))
     }

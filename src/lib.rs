@@ -12,6 +12,7 @@ pub mod http;
 pub mod invalidation;
 pub mod metering;
 pub mod metrics;
+pub mod retention;
 pub mod store;
 
 use std::sync::Arc;
@@ -189,6 +190,7 @@ pub async fn serve(
         })
     };
     let invalidations = invalidation::spawn_listener(state.clone());
+    let purge = retention::spawn(state.clone(), state.settings().purge_interval);
     let router = app(state.clone());
     let mut builder = Builder::new(TokioExecutor::new());
     builder
@@ -239,6 +241,7 @@ pub async fn serve(
     flusher.abort();
     metering.abort();
     forgetter.abort();
+    purge.abort();
     if let Some(listener) = invalidations {
         listener.abort();
     }

@@ -23,9 +23,9 @@ use crate::AppState;
 use crate::error::{Error, Result};
 use crate::metrics::ReplyEnd;
 use crate::store::agents::{Agent, AgentModel};
-use crate::store::providers;
 use crate::store::scope::{AgentScope, UserScope};
 use crate::store::user_data::{self, Conversation, MessageStatus, NewMessage, OpenedConversation};
+use crate::store::{StoreError, providers};
 
 /// Longest accepted user message, in bytes.
 const MAX_MESSAGE_BYTES: usize = 256 * 1024;
@@ -84,18 +84,29 @@ pub async fn start(state: &AppState, caller: TurnCaller, request: TurnRequest, d
 
     let (agent, prompt, sink) = match caller {
         TurnCaller::User(scope) => {
-            let (conversation, last_seq) = store_user_messages(state, &scope, &conversation_id, &request).await?;
-            let context = Context {
-                conversation: &conversation,
-                up_to: last_seq,
-                use_memory: scope.agent().memory && request.memory != Some(false),
-                query_text: request
-                    .user_messages
-                    .last()
-                    .map(|m| m.content.as_str())
-                    .unwrap_or_default(),
+            let store_content = state
+                .applications()
+                .stores_content(state.db(), scope.user().application_id())
+                .await?;
+            let (conversation, up_to) =
+                store_user_messages(state, &scope, &conversation_id, &request, store_content).await?;
+            let prompt = if store_content {
+                let context = Context {
+                    conversation: &conversation,
+                    up_to,
+                    use_memory: scope.agent().memory && request.memory != Some(false),
+                    query_text: request
+                        .user_messages
+                        .last()
+                        .map(|m| m.content.as_str())
+                        .unwrap_or_default(),
+                };
+                context::build(state, &scope, context).await?
+            } else {
+                // Privacy mode: nothing stored to read back; the model sees what the request
+                // carries.
+                request_prompt(scope.agent(), &request)
             };
-            let prompt = context::build(state, &scope, context).await?;
             let agent = scope.agent().clone();
             (
                 agent,
@@ -104,15 +115,12 @@ pub async fn start(state: &AppState, caller: TurnCaller, request: TurnRequest, d
                     scope,
                     conversation,
                     id: reply_id,
+                    store_content,
                 }),
             )
         }
         TurnCaller::Stateless(agent) => {
-            let mut prompt = context::instructions(&agent);
-            prompt.extend(request.history.iter().map(|m| PromptMessage {
-                role: m.role,
-                content: m.content.clone(),
-            }));
+            let prompt = request_prompt(&agent, &request);
             (agent, prompt, None)
         }
     };
@@ -142,6 +150,17 @@ pub async fn start(state: &AppState, caller: TurnCaller, request: TurnRequest, d
         model: model.name().to_owned(),
         events: receiver,
     })
+}
+
+/// The agent's instructions and the history the request carries (a stateless turn, or privacy
+/// mode).
+fn request_prompt(agent: &Agent, request: &TurnRequest) -> Vec<PromptMessage> {
+    let mut prompt = context::instructions(agent);
+    prompt.extend(request.history.iter().map(|m| PromptMessage {
+        role: m.role,
+        content: m.content.clone(),
+    }));
+    prompt
 }
 
 /// The longest title a conversation takes from its first message, in characters.
@@ -180,36 +199,80 @@ fn validate_conversation_id(id: &str) -> Result<()> {
     }
 }
 
-/// Opens (or starts) the user's conversation and appends the messages it has not stored yet;
-/// returns the conversation and the sequence number of the last message this turn stored.
+/// Opens (or starts) the user's conversation and stores the turn's messages: appends those it has
+/// not stored yet, or revises it with the whole history a client sent (a regenerate, an edit).
+/// Returns the conversation and the sequence number of the last message the model answers.
+/// In privacy mode the messages are stored without their text, and no title is taken from it.
 async fn store_user_messages(
     state: &AppState,
     scope: &AgentScope,
     conversation_id: &str,
     request: &TurnRequest,
+    store_content: bool,
 ) -> Result<(Conversation, Option<i64>)> {
-    let title = request.user_messages.first().map(|m| title_from(&m.content));
-    let conversation = match user_data::open_conversation(state.db(), scope, conversation_id, title.as_deref()).await? {
-        OpenedConversation::Existing(c) | OpenedConversation::Created(c) => c,
-        OpenedConversation::OtherAgent => {
-            return Err(Error::Conflict(
-                "this conversation id is already used with another agent".into(),
-            ));
+    let title = request
+        .user_messages
+        .first()
+        .map(|m| title_from(&m.content))
+        .filter(|_| store_content);
+    let text = |content: &str| {
+        if store_content {
+            content.to_owned()
+        } else {
+            String::new()
         }
     };
-    let new: Vec<NewMessage> = request
-        .user_messages
-        .iter()
-        .map(|m| NewMessage {
-            id: Uuid::now_v7(),
-            role: "user",
-            content: m.content.clone(),
-            status: MessageStatus::Complete,
-            client_id: m.client_id.clone(),
-        })
-        .collect();
-    let stored = user_data::append_messages(state.db(), scope, &conversation, &new).await?;
-    Ok((conversation, stored.last().map(|m| m.seq)))
+    // A retention purge may delete the conversation between opening and appending: open it again.
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let conversation =
+            match user_data::open_conversation(state.db(), scope, conversation_id, title.as_deref()).await? {
+                OpenedConversation::Existing(c) | OpenedConversation::Created(c) => c,
+                OpenedConversation::OtherAgent => {
+                    return Err(Error::Conflict(
+                        "this conversation id is already used with another agent".into(),
+                    ));
+                }
+            };
+        let stored = if let Some(history) = &request.sent_history {
+            let mut history = history.clone();
+            for message in &mut history.messages {
+                message.content = text(&message.content);
+            }
+            user_data::revise_history(state.db(), scope, &conversation, history, store_content)
+                .await
+                .map(|revised| {
+                    if revised.superseded > 0 {
+                        tracing::debug!(
+                            superseded = revised.superseded,
+                            "messages replaced by the client's history"
+                        );
+                    }
+                    revised.up_to
+                })
+        } else {
+            let new: Vec<NewMessage> = request
+                .user_messages
+                .iter()
+                .map(|m| NewMessage {
+                    id: Uuid::now_v7(),
+                    role: "user",
+                    content: text(&m.content),
+                    status: MessageStatus::Complete,
+                    client_id: m.client_id.clone(),
+                })
+                .collect();
+            user_data::append_messages(state.db(), scope, &conversation, &new)
+                .await
+                .map(|stored| stored.last().map(|m| m.seq))
+        };
+        match stored {
+            Ok(up_to) => return Ok((conversation, up_to)),
+            Err(StoreError::NotFound) if attempts < 3 => continue,
+            Err(error) => return Err(error.into()),
+        }
+    }
 }
 
 /// The model behind an agent: `echo`, or its provider with the key decrypted for this call.
@@ -245,6 +308,8 @@ struct Reply {
     scope: AgentScope,
     conversation: Conversation,
     id: Uuid,
+    /// `false`: privacy mode, the reply is stored without its text.
+    store_content: bool,
 }
 
 /// What waiting for the next model event ended with.
@@ -379,7 +444,7 @@ impl ReplyTask {
         let message = NewMessage {
             id: reply.id,
             role: "assistant",
-            content: text,
+            content: if reply.store_content { text } else { String::new() },
             status: if complete {
                 MessageStatus::Complete
             } else {
@@ -387,10 +452,13 @@ impl ReplyTask {
             },
             client_id: Some(reply.id.to_string()),
         };
-        if let Err(error) =
-            user_data::append_messages(self.state.db(), &reply.scope, &reply.conversation, &[message]).await
-        {
-            tracing::error!(%error, "could not store the assistant's reply");
+        match user_data::append_messages(self.state.db(), &reply.scope, &reply.conversation, &[message]).await {
+            Ok(_) => {}
+            // Deleted while the reply ran (by its user, or by a retention purge): nothing to add to.
+            Err(StoreError::NotFound) => {
+                tracing::info!("the conversation was deleted before its reply was stored");
+            }
+            Err(error) => tracing::error!(%error, "could not store the assistant's reply"),
         }
     }
 }

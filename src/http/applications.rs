@@ -15,7 +15,9 @@ use crate::auth::extract::Principal;
 use crate::edge::limits::{Limits, LimitsOverride};
 use crate::edge::origins;
 use crate::error::{Error, Result};
-use crate::store::applications::{self, Application, ApplicationSettings, Member, MemberRole, RemoveMember};
+use crate::store::applications::{
+    self, Application, ApplicationSettings, Member, MemberRole, RemoveMember, Retention, RetentionChange,
+};
 use crate::store::operators;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -36,6 +38,9 @@ pub struct ApplicationView {
     /// The per-user limits in force (`null`: no limit): the application's own, else the
     /// server's defaults.
     pub limits: Limits,
+    /// How long users' conversations and memory are kept, and whether their text is kept at all
+    /// (`store_content: false`, privacy mode).
+    pub retention: Retention,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -47,6 +52,7 @@ impl ApplicationView {
             name: app.name,
             allowed_origins: app.allowed_origins.0,
             limits: app.limits.0.effective(settings),
+            retention: app.retention.0,
             created_at: timestamp(app.created_at),
             updated_at: timestamp(app.updated_at),
         }
@@ -55,7 +61,7 @@ impl ApplicationView {
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-#[schema(example = json!({"name": "Acme support", "allowed_origins": ["https://app.acme.example"], "limits": {"user_completions_per_minute": 20, "user_tokens_per_day": 200000}}))]
+#[schema(example = json!({"name": "Acme support", "allowed_origins": ["https://app.acme.example"], "limits": {"user_completions_per_minute": 20, "user_tokens_per_day": 200000}, "retention": {"conversation_days": 30, "memory_days": 365}}))]
 pub struct CreateApplication {
     pub name: String,
     /// Origins browsers may call the data plane from; empty or left out: any origin.
@@ -64,6 +70,16 @@ pub struct CreateApplication {
     /// Per-user limits; a field left out follows the server's default, `null` is no limit.
     #[serde(default)]
     pub limits: Option<LimitsOverride>,
+    /// Retention and privacy mode; a field left out keeps everything (forever, text included).
+    #[serde(default)]
+    pub retention: Option<RetentionChange>,
+}
+
+fn validate_retention(retention: Option<RetentionChange>) -> Result<Option<RetentionChange>> {
+    if let Some(retention) = &retention {
+        retention.validate()?;
+    }
+    Ok(retention)
 }
 
 /// Checks and normalises an allowed-origins list from a request body.
@@ -96,6 +112,7 @@ async fn create_application(
         name: Some(validate_name("name", &body.name)?),
         allowed_origins: validate_origins(body.allowed_origins)?,
         limits: validate_limits(body.limits)?,
+        retention: validate_retention(body.retention)?,
     };
     let app = applications::create(state.db(), settings, Some(operator)).await?;
     tracing::info!(application.id = %app.id, operator.id = %operator, "application created");
@@ -150,7 +167,7 @@ async fn get_application(
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-#[schema(example = json!({"allowed_origins": ["https://app.acme.example", "https://*.acme.example"], "limits": {"user_requests_per_minute": 120, "user_completions_per_minute": 20, "user_tokens_per_day": null}}))]
+#[schema(example = json!({"allowed_origins": ["https://app.acme.example", "https://*.acme.example"], "limits": {"user_requests_per_minute": 120, "user_completions_per_minute": 20, "user_tokens_per_day": null}, "retention": {"conversation_days": 30, "store_content": true}}))]
 pub struct UpdateApplication {
     pub name: Option<String>,
     /// Replaces the allowed origins (`[]`: any origin).
@@ -158,9 +175,12 @@ pub struct UpdateApplication {
     /// Replaces the application's limits: a field left out follows the server's default
     /// (`{}` returns to the defaults), `null` is no limit.
     pub limits: Option<LimitsOverride>,
+    /// Changes the retention policy: a field left out stays as it is, a day count of `null`
+    /// keeps forever.
+    pub retention: Option<RetentionChange>,
 }
 
-/// Change an application: its name, allowed origins or per-user limits.
+/// Change an application: its name, allowed origins, per-user limits or retention policy.
 #[utoipa::path(
     patch, path = "/v1/applications/{app_id}", tag = "applications",
     params(("app_id" = Uuid, Path, description = "Application id")),
@@ -179,6 +199,7 @@ async fn update_application(
         name: body.name.map(|name| validate_name("name", &name)).transpose()?,
         allowed_origins: validate_origins(body.allowed_origins)?,
         limits: validate_limits(body.limits)?,
+        retention: validate_retention(body.retention)?,
     };
     let app = applications::update(state.db(), app_id, changes)
         .await?

@@ -31,7 +31,9 @@ pub struct MessageView {
     #[schema(example = "user")]
     pub role: String,
     pub content: String,
-    /// `complete`, or `incomplete` when the reply was cut short (model failure, client gone).
+    /// `complete`; `incomplete` when the reply was cut short (model failure, client gone, stop);
+    /// `superseded` when a regenerate or an edit replaced it (listed only with
+    /// `?include=superseded`).
     #[schema(example = "complete")]
     pub status: String,
     pub created_at: DateTime<Utc>,
@@ -40,10 +42,10 @@ pub struct MessageView {
 impl From<Message> for MessageView {
     fn from(m: Message) -> Self {
         Self {
+            status: m.state().to_owned(),
             id: m.id,
             role: m.role,
             content: m.content,
-            status: m.status.as_str().to_owned(),
             created_at: timestamp(m.created_at),
         }
     }
@@ -92,6 +94,16 @@ pub struct MessageParams {
     pub limit: Option<u32>,
     /// The `messages_next_cursor` of the previous page: messages older than those.
     pub before: Option<String>,
+    /// `superseded` also lists the messages a regenerate or an edit replaced (`status:
+    /// "superseded"`), in their place.
+    pub include: Option<Include>,
+}
+
+/// What `?include=` adds to a conversation's messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Include {
+    Superseded,
 }
 
 impl MessageParams {
@@ -107,6 +119,7 @@ impl MessageParams {
         Ok(MessagePage {
             limit: limit.into(),
             before,
+            include_superseded: self.include == Some(Include::Superseded),
         })
     }
 }

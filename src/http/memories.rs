@@ -97,7 +97,7 @@ pub struct CreateMemory {
     security(("user_token" = []), ("user_token_header" = [])),
     responses(
         (status = 201, description = "Stored", body = MemoryView),
-        (status = 403, description = "`agent_not_in_scope`: the key does not cover this agent, or app-wide memory without an all-agents key", body = crate::error::ErrorBody),
+        (status = 403, description = "`agent_not_in_scope`: the key does not cover this agent, or app-wide memory without an all-agents key; `forbidden`: the application is in privacy mode (`retention.store_content: false`)", body = crate::error::ErrorBody),
     )
 )]
 async fn create_memory(
@@ -108,12 +108,27 @@ async fn create_memory(
     validate_content(&body.content)?;
     let metadata = body.metadata.unwrap_or_else(|| Value::Object(Default::default()));
     validate_metadata(&metadata)?;
+    require_stored_content(&state, &scope).await?;
     let owner = match body.agent_id {
         Some(agent_id) => MemoryOwner::Agent(AgentScope::check(state.db(), state.agents(), scope, agent_id).await?),
         None => MemoryOwner::app_wide(scope)?,
     };
     let memory = user_data::create_memory(state.db(), &owner, &body.content, &metadata).await?;
     Ok((StatusCode::CREATED, Json(memory.into())))
+}
+
+/// Privacy mode stores no memory: writes are refused (reads and deletes of what was stored before
+/// still work).
+async fn require_stored_content(state: &AppState, scope: &UserScope) -> Result<()> {
+    if state
+        .applications()
+        .stores_content(state.db(), scope.application_id())
+        .await?
+    {
+        Ok(())
+    } else {
+        Err(Error::privacy_mode())
+    }
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -203,7 +218,10 @@ pub struct UpdateMemory {
     params(("memory_id" = Uuid, Path, description = "Memory id")),
     request_body = UpdateMemory,
     security(("user_token" = []), ("user_token_header" = [])),
-    responses((status = 200, description = "The updated record", body = MemoryView))
+    responses(
+        (status = 200, description = "The updated record", body = MemoryView),
+        (status = 403, description = "`forbidden`: the application is in privacy mode (`retention.store_content: false`)", body = crate::error::ErrorBody),
+    )
 )]
 async fn update_memory(
     State(state): State<AppState>,
@@ -217,6 +235,7 @@ async fn update_memory(
     if let Some(metadata) = &body.metadata {
         validate_metadata(metadata)?;
     }
+    require_stored_content(&state, &scope).await?;
     let memory = user_data::update_memory(
         state.db(),
         &scope,

@@ -13,6 +13,8 @@ use super::schema::{Applications, Memberships, Operators};
 use super::scope::ApplicationId;
 use super::{Db, PageRequest, StoreError, StoreResult, now_micros};
 use crate::edge::limits::LimitsOverride;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 #[derive(Debug, Clone)]
 pub struct Application {
@@ -22,6 +24,8 @@ pub struct Application {
     pub allowed_origins: Json<Vec<String>>,
     /// Per-user limits that override the server's defaults.
     pub limits: Json<LimitsOverride>,
+    /// How long users' data is kept, and whether their words are kept at all.
+    pub retention: Json<Retention>,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -31,18 +35,107 @@ crate::from_row!(Application {
     name,
     allowed_origins,
     limits,
+    retention,
     created_at,
     updated_at
 });
 
-const COLUMNS: [Applications; 6] = [
+const COLUMNS: [Applications; 7] = [
     Applications::Id,
     Applications::Name,
     Applications::AllowedOrigins,
     Applications::Limits,
+    Applications::Retention,
     Applications::CreatedAt,
     Applications::UpdatedAt,
 ];
+
+/// The most days a retention period may name (a hundred years; `null` is forever).
+pub const MAX_RETENTION_DAYS: i64 = 36_500;
+
+/// An application's retention policy: how long its users' conversations and memory are kept, and
+/// whether their text is kept at all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Retention {
+    /// Days a conversation is kept after its last activity; `null`: forever; `0`: nothing past
+    /// the next purge.
+    #[serde(default)]
+    #[schema(minimum = 0, maximum = 36500)]
+    pub conversation_days: Option<i64>,
+    /// Days a memory record is kept after it was last written; `null`: forever; `0`: nothing
+    /// past the next purge.
+    #[serde(default)]
+    #[schema(minimum = 0, maximum = 36500)]
+    pub memory_days: Option<i64>,
+    /// `false` is privacy mode: conversations and message metadata (role, times, usage,
+    /// feedback) are kept, message text and memory never are, and the model sees only what each
+    /// request carries.
+    #[serde(default = "keep_content")]
+    pub store_content: bool,
+}
+
+fn keep_content() -> bool {
+    true
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Self {
+            conversation_days: None,
+            memory_days: None,
+            store_content: true,
+        }
+    }
+}
+
+impl Retention {
+    /// Whether the purge has anything to do for this policy.
+    pub fn purges(&self) -> bool {
+        self.conversation_days.is_some() || self.memory_days.is_some()
+    }
+}
+
+/// A change to a retention policy: a field left out stays as it is, `null` is forever.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionChange {
+    #[serde(default, deserialize_with = "crate::edge::limits::present")]
+    #[schema(value_type = Option<i64>, minimum = 0, maximum = 36500)]
+    pub conversation_days: Option<Option<i64>>,
+    #[serde(default, deserialize_with = "crate::edge::limits::present")]
+    #[schema(value_type = Option<i64>, minimum = 0, maximum = 36500)]
+    pub memory_days: Option<Option<i64>>,
+    pub store_content: Option<bool>,
+}
+
+impl RetentionChange {
+    /// Refuses negative and absurd day counts.
+    pub fn validate(&self) -> crate::error::Result<()> {
+        for (field, days) in [
+            ("conversation_days", self.conversation_days),
+            ("memory_days", self.memory_days),
+        ] {
+            if let Some(Some(days)) = days
+                && !(0..=MAX_RETENTION_DAYS).contains(&days)
+            {
+                return Err(crate::error::Error::invalid_field(
+                    &format!("retention.{field}"),
+                    format!("must be between 0 and {MAX_RETENTION_DAYS} days, or null to keep forever"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// This change over `current`.
+    pub fn apply(&self, current: Retention) -> Retention {
+        Retention {
+            conversation_days: self.conversation_days.unwrap_or(current.conversation_days),
+            memory_days: self.memory_days.unwrap_or(current.memory_days),
+            store_content: self.store_content.unwrap_or(current.store_content),
+        }
+    }
+}
 
 fn json_value<T: serde::Serialize>(value: &T) -> sea_query::Value {
     serde_json::to_value(value).expect("serializes").into()
@@ -61,6 +154,7 @@ pub struct ApplicationSettings {
     pub name: Option<String>,
     pub allowed_origins: Option<Vec<String>>,
     pub limits: Option<LimitsOverride>,
+    pub retention: Option<RetentionChange>,
 }
 
 /// Creates an application with `owner` as its first owner.
@@ -71,6 +165,7 @@ pub async fn create(db: &Db, settings: ApplicationSettings, owner: Option<Uuid>)
         name: settings.name.unwrap_or_default(),
         allowed_origins: Json(settings.allowed_origins.unwrap_or_default()),
         limits: Json(settings.limits.unwrap_or_default()),
+        retention: Json(settings.retention.unwrap_or_default().apply(Retention::default())),
         created_at: now,
         updated_at: now,
     };
@@ -82,6 +177,7 @@ pub async fn create(db: &Db, settings: ApplicationSettings, owner: Option<Uuid>)
             app.name.clone().into(),
             json_value(&app.allowed_origins.0).into(),
             json_value(&app.limits.0).into(),
+            json_value(&app.retention.0).into(),
             now.into(),
             now.into(),
         ])
@@ -140,8 +236,23 @@ pub async fn update(db: &Db, id: ApplicationId, changes: ApplicationSettings) ->
     update
         .and_where(Expr::col(Applications::Id).eq(id))
         .returning(Query::returning().columns(COLUMNS));
+    // A retention change merges into the stored policy, read under a lock so two changes of
+    // different fields both hold.
+    let current = changes.retention.map(|change| {
+        let read = select()
+            .and_where(Expr::col((Applications::Table, Applications::Id)).eq(id))
+            .lock(LockType::Update)
+            .to_owned();
+        (read, change)
+    });
     db.transaction(move |tx| {
         Box::pin(async move {
+            if let Some((read, change)) = current {
+                let Some(app) = tx.row::<Application>(&read).await? else {
+                    return Ok(None);
+                };
+                update.value(Applications::Retention, json_value(&change.apply(app.retention.0)));
+            }
             let updated: Option<Application> = tx.row(&update).await?;
             if updated.is_some() {
                 tx.notify(Notice::ApplicationChanged(id.uuid())).await?;
@@ -150,6 +261,23 @@ pub async fn update(db: &Db, id: ApplicationId, changes: ApplicationSettings) ->
         })
     })
     .await
+}
+
+/// Every application's id and retention policy, for the purge.
+pub async fn retention_policies(db: &Db) -> StoreResult<Vec<(ApplicationId, Retention)>> {
+    struct Policy {
+        id: ApplicationId,
+        retention: Json<Retention>,
+    }
+    crate::from_row!(Policy { id, retention });
+    let rows: Vec<Policy> = db
+        .rows(
+            &Query::select()
+                .columns([Applications::Id, Applications::Retention])
+                .from(Applications::Table),
+        )
+        .await?;
+    Ok(rows.into_iter().map(|p| (p.id, p.retention.0)).collect())
 }
 
 /// Applications by id, kept in memory for the data plane (origins and limits on every request).
@@ -170,6 +298,12 @@ impl ApplicationCache {
 
     pub async fn invalidate(&self, id: Uuid) {
         self.0.invalidate(id).await;
+    }
+
+    /// Whether the application keeps its users' message text and memory (`false`: privacy mode).
+    pub async fn stores_content(&self, db: &Db, id: ApplicationId) -> StoreResult<bool> {
+        let app = self.get(db, id.uuid()).await?.ok_or(StoreError::NotFound)?;
+        Ok(app.retention.0.store_content)
     }
 
     pub fn clear(&self) {

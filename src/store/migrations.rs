@@ -39,6 +39,7 @@ migrations! {
     5 "0005_origins_limits_usage",
     6 "0006_conversations_by_application",
     7 "0007_feedback",
+    8 "0008_retention_superseded",
 }
 
 /// sqlx's checksum of a migration: SHA-384 of its SQL.

@@ -108,6 +108,10 @@ fn constraint_conflict(constraint: &str) -> StoreError {
     StoreError::Conflict(message.to_owned())
 }
 
+/// A lock one instance at a time holds (`Db::exclusive`); released when dropped (on PostgreSQL
+/// its connection is closed, which ends the session and its advisory lock, whatever happened).
+pub struct ExclusiveLock(#[allow(dead_code)] Option<sqlx::pool::PoolConnection<sqlx::Postgres>>);
+
 /// Which database a URL names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -239,6 +243,18 @@ impl Db {
         match &self.0 {
             Engine::Postgres(pool) => Some(pool),
             Engine::Sqlite(_) => None,
+        }
+    }
+
+    /// Holds a lock that only one instance at a time may have (PostgreSQL: a session advisory
+    /// lock on a connection of its own), or `None` when another instance holds it. SQLite has
+    /// one process serving each file: the lock is always free. The lock ends with the value.
+    pub async fn exclusive(&self, key: i64) -> StoreResult<Option<ExclusiveLock>> {
+        match &self.0 {
+            Engine::Sqlite(_) => Ok(Some(ExclusiveLock(None))),
+            Engine::Postgres(pool) => Ok(postgres::try_advisory_lock(pool, key)
+                .await?
+                .map(|c| ExclusiveLock(Some(c)))),
         }
     }
 

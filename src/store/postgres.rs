@@ -44,6 +44,21 @@ pub(super) async fn execute<'e>(
         .rows_affected())
 }
 
+/// A connection holding the session advisory lock `key`, or `None` if another session holds it.
+/// The connection is closed rather than returned to the pool, so the lock never outlives it.
+pub(super) async fn try_advisory_lock(
+    pool: &PgPool,
+    key: i64,
+) -> StoreResult<Option<sqlx::pool::PoolConnection<Postgres>>> {
+    let mut connection = pool.acquire().await?;
+    connection.close_on_drop();
+    let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+        .bind(key)
+        .fetch_one(&mut *connection)
+        .await?;
+    Ok(locked.then_some(connection))
+}
+
 pub(super) async fn migrate(pool: &PgPool) -> StoreResult<()> {
     super::migrations::postgres_migrator()
         .run(pool)

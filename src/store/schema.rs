@@ -37,6 +37,7 @@ pub enum Applications {
     Name,
     AllowedOrigins,
     Limits,
+    Retention,
     CreatedAt,
     UpdatedAt,
 }

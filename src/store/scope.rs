@@ -98,6 +98,8 @@ pub enum Role {
     Admin,
     /// An API key with the `admin` ACL: manages the application but not its membership.
     ApiKey,
+    /// The server itself, carrying out the application's retention policy.
+    Retention,
 }
 
 /// Proof that the caller may administer one application (made by `auth::extract::Principal`).
@@ -113,6 +115,15 @@ impl AppAccess {
         Self {
             app_id: ApplicationId(app_id),
             role,
+        }
+    }
+
+    /// The server's own access to an application it has just read, to purge what its retention
+    /// policy no longer keeps.
+    pub(crate) fn for_retention(app_id: ApplicationId) -> Self {
+        Self {
+            app_id,
+            role: Role::Retention,
         }
     }
 

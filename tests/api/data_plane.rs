@@ -63,16 +63,8 @@ async fn whole_completion_stores_both_messages_and_names_the_conversation(app: T
         .get(&format!("/v1/agents/{agent}/conversations/chat-1"), &token)
         .await;
     let messages = conversation.assert_status(200)["messages"].as_array().unwrap().clone();
-    let summary: Vec<(&str, &str, &str)> = messages
-        .iter()
-        .map(|m| {
-            (
-                m["role"].as_str().unwrap(),
-                m["content"].as_str().unwrap(),
-                m["status"].as_str().unwrap(),
-            )
-        })
-        .collect();
+    let states = crate::harness::message_states(&Value::Array(messages.clone()));
+    let summary = crate::harness::as_strs(&states);
     assert_eq!(
         summary,
         vec![

@@ -445,6 +445,27 @@ pub fn roles_and_contents(messages: &Value) -> Vec<(String, String)> {
         .collect()
 }
 
+/// (role, content, status) of each message of a JSON array of messages.
+pub fn message_states(messages: &Value) -> Vec<(String, String, String)> {
+    messages
+        .as_array()
+        .expect("an array of messages")
+        .iter()
+        .map(|m| {
+            let field = |name: &str| m[name].as_str().unwrap_or_else(|| panic!("no {name}: {m}")).to_owned();
+            (field("role"), field("content"), field("status"))
+        })
+        .collect()
+}
+
+/// `message_states` as `&str`s, for comparing with literals.
+pub fn as_strs(states: &[(String, String, String)]) -> Vec<(&str, &str, &str)> {
+    states
+        .iter()
+        .map(|(r, c, s)| (r.as_str(), c.as_str(), s.as_str()))
+        .collect()
+}
+
 /// Signs a secure user token valid for an hour.
 pub fn user_token(key: &(String, String), sub: &str) -> String {
     confidant::auth::mint_user_token(&key.0, &key.1, sub, std::time::Duration::from_secs(3600)).expect("token")

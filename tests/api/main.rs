@@ -19,6 +19,7 @@ mod fake_provider;
 mod isolation;
 mod lifecycle;
 mod operator_auth;
+mod retention;
 mod scale_out;
 mod storage;
 mod user_tokens;

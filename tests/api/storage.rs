@@ -15,7 +15,7 @@ db_tests!(
 
 /// Every byte the database holds, as text we can search: the SQLite files, or a dump of every
 /// table's rows from PostgreSQL.
-async fn database_contents(app: &TestApp) -> Vec<u8> {
+pub(crate) async fn database_contents(app: &TestApp) -> Vec<u8> {
     match app.backend() {
         Backend::Sqlite => {
             let path = app.database.sqlite_path().unwrap();
@@ -258,6 +258,10 @@ async fn later_migrations_upgrade_a_database_made_by_the_first(mut app: TestApp)
          ALTER TABLE applications DROP COLUMN allowed_origins; ALTER TABLE applications DROP COLUMN limits; \
          ALTER TABLE agents DROP COLUMN allowed_origins; DROP TABLE usage_daily; \
          DROP INDEX conversations_application_recent; DROP TABLE feedback; \
+         DROP INDEX messages_conversation_client_id; ALTER TABLE messages DROP COLUMN superseded_at; \
+         CREATE UNIQUE INDEX messages_conversation_client_id ON messages (conversation_id, client_id) \
+             WHERE client_id IS NOT NULL; \
+         ALTER TABLE applications DROP COLUMN retention; DROP INDEX memories_application_updated; \
          DELETE FROM _sqlx_migrations WHERE version >= 2;",
     )
     .await;

@@ -9,7 +9,7 @@
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{Encoder, SentMessage, TurnMeta, TurnRequest, sse_data, whole_history_turn};
+use super::{Encoder, SentMessage, Trigger, TurnMeta, TurnRequest, sse_data, whole_history_turn};
 use crate::completions::{FinishReason, Usage};
 use crate::error::{Error, Result};
 
@@ -22,6 +22,10 @@ struct Body {
     stream: Option<bool>,
     #[serde(default)]
     memory: Option<bool>,
+    #[serde(default)]
+    trigger: Option<String>,
+    #[serde(default, rename = "messageId")]
+    message_id: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -56,7 +60,8 @@ pub fn parse(body: Value) -> Result<TurnRequest> {
             text: m.text(),
         })
         .collect();
-    whole_history_turn(body.id, messages, body.stream, body.memory)
+    let trigger = Trigger::from_ai_sdk(body.trigger.as_deref(), body.message_id)?;
+    whole_history_turn(body.id, messages, body.stream, body.memory, trigger)
 }
 
 pub struct AiSdkEncoder {

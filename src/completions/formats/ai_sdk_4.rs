@@ -7,7 +7,7 @@
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{Encoder, SentMessage, TurnMeta, TurnRequest, whole_history_turn};
+use super::{Encoder, SentMessage, Trigger, TurnMeta, TurnRequest, whole_history_turn};
 use crate::completions::{FinishReason, Usage};
 use crate::error::{Error, Result};
 
@@ -20,6 +20,10 @@ struct Body {
     stream: Option<bool>,
     #[serde(default)]
     memory: Option<bool>,
+    #[serde(default)]
+    trigger: Option<String>,
+    #[serde(default, rename = "messageId")]
+    message_id: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -55,7 +59,8 @@ pub fn parse(body: Value) -> Result<TurnRequest> {
             text: text_of(&m.content),
         })
         .collect();
-    whole_history_turn(body.id, messages, body.stream, body.memory)
+    let trigger = Trigger::from_ai_sdk(body.trigger.as_deref(), body.message_id)?;
+    whole_history_turn(body.id, messages, body.stream, body.memory, trigger)
 }
 
 pub struct AiSdk4Encoder {

@@ -42,6 +42,7 @@ pub fn parse(body: Value) -> Result<TurnRequest> {
         }],
         stream: body.stream,
         memory: body.memory,
+        sent_history: None,
     })
 }
 

@@ -14,6 +14,7 @@ use utoipa::ToSchema;
 
 use super::{FinishReason, Usage};
 use crate::error::{Error, Result};
+use crate::store::user_data::{SentEntry, SentHistory};
 
 /// The formats the completions endpoint speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema)]
@@ -105,14 +106,53 @@ pub struct SentMessage {
 /// Longest client message id kept (AI SDK ids are short).
 const MAX_CLIENT_ID: usize = 200;
 
-/// The turn of a whole-history client: with ids on every user message, each is a candidate and the
-/// store skips those it has; without, only the last user message is new.
+/// What a whole-history client's `trigger` (and `messageId`) ask for.
+#[derive(Debug, Clone, Default)]
+pub struct Trigger {
+    /// AI SDK `regenerate-message`: replace a reply.
+    pub regenerate: bool,
+    /// AI SDK `messageId`: the reply to regenerate, or the user message that was edited.
+    pub message_id: Option<String>,
+}
+
+impl Trigger {
+    /// Reads the AI SDK's `trigger` (its v5 names and their early spellings) and `messageId`.
+    pub fn from_ai_sdk(trigger: Option<&str>, message_id: Option<String>) -> Result<Self> {
+        let regenerate = match trigger {
+            None | Some("submit-message" | "submit-user-message" | "submit-tool-result") => false,
+            Some("regenerate-message" | "regenerate-assistant-message") => true,
+            Some(other) => {
+                return Err(Error::InvalidRequest(format!(
+                    "unsupported trigger `{other}` (supported: submit-message, regenerate-message)"
+                )));
+            }
+        };
+        Ok(Self {
+            regenerate,
+            message_id: message_id.filter(|id| !id.is_empty() && id.len() <= MAX_CLIENT_ID),
+        })
+    }
+}
+
+/// The turn of a whole-history client: with ids on every user message, the history is compared
+/// with what is stored (new messages appended, a regenerated reply or an edited message and all
+/// after it replaced); without, only the last user message is new.
 pub fn whole_history_turn(
     conversation_id: Option<String>,
-    messages: Vec<SentMessage>,
+    mut messages: Vec<SentMessage>,
     stream: Option<bool>,
     memory: Option<bool>,
+    trigger: Trigger,
 ) -> Result<TurnRequest> {
+    if trigger.regenerate
+        && let Some(target) = &trigger.message_id
+        && let Some(at) = messages.iter().position(|m| m.id.as_ref() == Some(target))
+    {
+        // A client that still sends the reply to regenerate: the history ends before it (after
+        // it, when it names a user message: the reply to that one is made again).
+        let keep = if messages[at].role == "user" { at + 1 } else { at };
+        messages.truncate(keep);
+    }
     let history: Vec<ClientMessage> = messages
         .iter()
         .filter_map(|m| {
@@ -126,10 +166,11 @@ pub fn whole_history_turn(
     let Some(last) = users.last() else {
         return Err(Error::invalid_field("messages", "must hold a user message"));
     };
-    let all_have_ids = users.iter().all(|m| {
+    let usable_id = |m: &SentMessage| {
         m.id.as_deref()
             .is_some_and(|id| !id.is_empty() && id.len() <= MAX_CLIENT_ID)
-    });
+    };
+    let all_have_ids = users.iter().all(|m| usable_id(m));
     let user_messages = if all_have_ids {
         users
             .iter()
@@ -144,12 +185,27 @@ pub fn whole_history_turn(
             client_id: None,
         }]
     };
+    let sent_history = all_have_ids.then(|| SentHistory {
+        messages: messages
+            .iter()
+            .filter_map(|m| {
+                Some(SentEntry {
+                    client_id: m.id.clone().filter(|_| usable_id(m)),
+                    role: known_role(&m.role)?,
+                    content: m.text.clone(),
+                })
+            })
+            .collect(),
+        regenerate: trigger.regenerate,
+        edited: trigger.message_id.filter(|_| !trigger.regenerate),
+    });
     Ok(TurnRequest {
         conversation_id,
         user_messages,
         stream,
         memory,
         history,
+        sent_history,
     })
 }
 
@@ -175,6 +231,9 @@ pub struct TurnRequest {
     pub memory: Option<bool>,
     /// The whole conversation as the client sent it, oldest first (user and assistant turns).
     pub history: Vec<ClientMessage>,
+    /// The same history with the client's message ids, when it gives them (the AI SDKs): the
+    /// store compares it with what it holds.
+    pub sent_history: Option<SentHistory>,
 }
 
 #[derive(Debug, Clone)]

@@ -85,6 +85,7 @@ pub fn parse(body: Value) -> Result<TurnRequest> {
         stream: body.stream,
         memory: body.memory,
         history,
+        sent_history: None,
     })
 }
 

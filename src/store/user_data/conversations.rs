@@ -131,6 +131,8 @@ pub async fn find_conversation(db: &Db, scope: &AgentScope, external_id: &str) -
 pub struct MessagePage {
     pub limit: u64,
     pub before: Option<i64>,
+    /// Also the messages a regenerate or an edit replaced (`?include=superseded`).
+    pub include_superseded: bool,
 }
 
 fn with_messages_statement(scope: &AgentScope, external_id: &str, page: MessagePage) -> SelectStatement {
@@ -147,6 +149,9 @@ fn with_messages_statement(scope: &AgentScope, external_id: &str, page: MessageP
         .add(Expr::col((Messages::Table, Messages::ConversationId)).equals((Conversations::Table, Conversations::Id)));
     if let Some(before) = page.before {
         on = on.add(Expr::col((Messages::Table, Messages::Seq)).lt(before));
+    }
+    if !page.include_superseded {
+        on = on.add(Expr::col((Messages::Table, Messages::SupersededAt)).is_null());
     }
     left_join_owned::<Messages>(&mut query, scope.user(), on);
     // Newest first, one more than asked to learn whether older ones remain.
@@ -179,7 +184,7 @@ pub async fn conversation_with_messages(
 }
 
 /// What `conversation_with_messages` calls the message columns (`MESSAGE_COLUMNS`, in order).
-const MESSAGE_ALIASES: [&str; 7] = [
+const MESSAGE_ALIASES: [&str; 8] = [
     "message_id",
     "message_seq",
     "message_role",
@@ -187,6 +192,7 @@ const MESSAGE_ALIASES: [&str; 7] = [
     "message_status",
     "message_client_id",
     "message_created_at",
+    "message_superseded_at",
 ];
 
 /// A row of `conversation_with_messages`: the conversation, and one of its messages (none when it
@@ -209,6 +215,7 @@ impl FromRow for ConversationMessage {
                 status: row.get("message_status")?,
                 client_id: row.get("message_client_id")?,
                 created_at: row.get("message_created_at")?,
+                superseded_at: row.get("message_superseded_at")?,
             }),
         };
         Ok(Self {
@@ -365,6 +372,7 @@ mod tests {
         let page = MessagePage {
             limit: 10,
             before: Some(5),
+            include_superseded: false,
         };
         let (sql, _) = with_messages_statement(&scope, "c", page).build(sea_query::SqliteQueryBuilder);
         assert!(sql.contains("\"messages\".\"application_id\" ="), "{sql}");

@@ -41,8 +41,11 @@ pub use self::memories::{
     Memory, MemoryFilter, create_memory, delete_memory, find_memory, list_memories, search_memories, search_terms,
     update_memory,
 };
-pub use self::messages::{Message, MessageStatus, NewMessage, append_messages, recent_messages};
-pub use self::operator::{BrowseFilter, UserConversation, browse_conversations, purge_conversations};
+pub use self::messages::{
+    Message, MessageStatus, NewMessage, Revised, SentEntry, SentHistory, append_messages, recent_messages,
+    revise_history,
+};
+pub use self::operator::{BrowseFilter, UserConversation, browse_conversations, purge_conversations, purge_memories};
 pub use self::stats::{AgentStats, agent_stats};
 // (RecentCursor is defined below, beside the keyset paging it drives.)
 pub use self::usage::{
@@ -83,6 +86,7 @@ mod tables {
         Status,
         ClientId,
         CreatedAt,
+        SupersededAt,
     }
 
     #[derive(Iden, Clone, Copy)]

@@ -6,7 +6,7 @@ use sea_query::{Expr, ExprTrait, SelectStatement};
 use uuid::Uuid;
 
 use super::conversations::{CONVERSATION_COLUMNS, Conversation};
-use super::tables::Conversations;
+use super::tables::{Conversations, Memories};
 use super::{RecentCursor, delete_all_users, newest_first, select_all_users, sub_column};
 use crate::store::row::{FromRow, Row};
 use crate::store::scope::AppAccess;
@@ -121,6 +121,31 @@ pub async fn purge_conversations(db: &Db, access: &AppAccess, agent_id: Option<U
     }
 }
 
+fn purge_memories_statement(access: &AppAccess, before: i64) -> sea_query::DeleteStatement {
+    let mut victims = select_all_users::<Memories>(access);
+    victims
+        .column(Memories::Id)
+        .and_where(Expr::col(Memories::UpdatedAt).lt(before))
+        .limit(PURGE_BATCH);
+    let mut delete = delete_all_users::<Memories>(access);
+    delete.and_where(Expr::col(Memories::Id).in_subquery(victims));
+    delete
+}
+
+/// Deletes the application's memory records not written since `before`, in batches (their
+/// full-text entries go with them); returns how many went.
+pub async fn purge_memories(db: &Db, access: &AppAccess, before: i64) -> StoreResult<u64> {
+    let mut deleted = 0;
+    loop {
+        let batch = db.execute(purge_memories_statement(access, before)).await?;
+        deleted += batch;
+        if batch < PURGE_BATCH {
+            return Ok(deleted);
+        }
+        tokio::task::yield_now().await;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use sea_query::{SqliteQueryBuilder, Value};
@@ -141,18 +166,23 @@ mod tests {
         for (sql, values) in [
             browse_statement(&access, &filter, 10, None).build(SqliteQueryBuilder),
             purge_statement(&access, None, 5).build(SqliteQueryBuilder),
+            purge_memories_statement(&access, 5).build(SqliteQueryBuilder),
         ] {
             assert!(sql.contains("\"application_id\" = ?"), "{sql}");
             let bound = values.0.iter().filter(|v| **v == Value::Uuid(Some(app))).count();
             assert!(bound >= 1, "{sql} {values:?}");
         }
-        // The purge's inner select is bounded and in the application too.
-        let (sql, values) = purge_statement(&access, None, 5).build(SqliteQueryBuilder);
-        assert!(sql.contains("LIMIT"), "{sql}");
-        assert_eq!(
-            values.0.iter().filter(|v| **v == Value::Uuid(Some(app))).count(),
-            2,
-            "{sql}"
-        );
+        // The purges' inner selects are bounded and in the application too.
+        for (sql, values) in [
+            purge_statement(&access, None, 5).build(SqliteQueryBuilder),
+            purge_memories_statement(&access, 5).build(SqliteQueryBuilder),
+        ] {
+            assert!(sql.contains("LIMIT"), "{sql}");
+            assert_eq!(
+                values.0.iter().filter(|v| **v == Value::Uuid(Some(app))).count(),
+                2,
+                "{sql}"
+            );
+        }
     }
 }
