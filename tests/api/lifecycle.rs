@@ -3,13 +3,19 @@
 
 use serde_json::{Value, json};
 
+use crate::completions::provider_agent;
 use crate::db_tests;
+use crate::fake_provider::{FakeProvider, Script};
 use crate::harness::{TestApp, user_token};
 
 db_tests!(
     administrators_browse_conversations_across_users_a_page_at_a_time,
     administrators_purge_old_conversations_with_their_messages,
-    users_vote_on_replies_and_administrators_read_the_votes
+    users_vote_on_replies_and_administrators_read_the_votes,
+    regenerating_a_reply_supersedes_it,
+    editing_a_message_supersedes_it_and_what_followed,
+    a_history_the_store_cannot_compare_replaces_nothing,
+    superseded_messages_are_never_given_to_the_model
 );
 
 async fn talk(app: &TestApp, token: &str, agent: &str, conversation: &str) {
@@ -338,4 +344,284 @@ async fn users_vote_on_replies_and_administrators_read_the_votes(app: TestApp) {
     .await
     .assert_status(200);
     assert_eq!(app.count_rows("feedback").await, 0);
+}
+
+/// A message as `useChat` sends it.
+fn ui(id: &str, role: &str, text: &str) -> Value {
+    json!({"id": id, "role": role, "parts": [{"type": "text", "text": text}]})
+}
+
+/// One AI SDK turn (not streamed); returns the reply (its `id` is the assistant message's).
+async fn ui_turn(app: &TestApp, token: &str, agent: &str, chat: &str, messages: Vec<Value>, extra: Value) -> Value {
+    let mut body = json!({"id": chat, "stream": false, "trigger": "submit-message", "messages": messages});
+    for (key, value) in extra.as_object().unwrap() {
+        body[key] = value.clone();
+    }
+    let reply = app
+        .post(&format!("/v1/agents/{agent}/completions?format=ai-sdk"), token, body)
+        .await;
+    reply.assert_status(200).clone()
+}
+
+async fn states(app: &TestApp, token: &str, agent: &str, chat: &str, query: &str) -> Vec<(String, String, String)> {
+    let reply = app
+        .get(&format!("/v1/agents/{agent}/conversations/{chat}{query}"), token)
+        .await;
+    crate::harness::message_states(&reply.assert_status(200)["messages"])
+}
+
+async fn regenerating_a_reply_supersedes_it(app: TestApp) {
+    let owner = app.owner_token().await;
+    let tenant = app.tenant(&owner, "Acme", 1).await;
+    let agent = &tenant.agents[0];
+    let token = user_token(&tenant.all_key, "alice");
+    let u1 = ui("u1", "user", "one");
+    let a1 = ui_turn(&app, &token, agent, "chat", vec![u1.clone()], json!({})).await;
+    let a1 = ui(a1["id"].as_str().unwrap(), "assistant", "one");
+    let u2 = ui("u2", "user", "two");
+    let a2 = ui_turn(
+        &app,
+        &token,
+        agent,
+        "chat",
+        vec![u1.clone(), a1.clone(), u2.clone()],
+        json!({}),
+    )
+    .await;
+    let a2_id = a2["id"].as_str().unwrap().to_owned();
+
+    // useChat's regenerate: the reply is dropped from the history and made again.
+    let again = ui_turn(
+        &app,
+        &token,
+        agent,
+        "chat",
+        vec![u1.clone(), a1.clone(), u2.clone()],
+        json!({"trigger": "regenerate-message", "messageId": a2_id}),
+    )
+    .await;
+    assert_ne!(again["id"], a2_id.as_str());
+    let live = states(&app, &token, agent, "chat", "").await;
+    assert_eq!(
+        crate::harness::as_strs(&live),
+        [
+            ("user", "one", "complete"),
+            ("assistant", "one", "complete"),
+            ("user", "two", "complete"),
+            ("assistant", "two", "complete")
+        ]
+    );
+    let listed = app.get(&format!("/v1/agents/{agent}/conversations/chat"), &token).await;
+    let ids: Vec<&str> = listed.body["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert!(!ids.contains(&a2_id.as_str()) && ids.contains(&again["id"].as_str().unwrap()));
+    let all = states(&app, &token, agent, "chat", "?include=superseded").await;
+    assert_eq!(
+        crate::harness::as_strs(&all),
+        [
+            ("user", "one", "complete"),
+            ("assistant", "one", "complete"),
+            ("user", "two", "complete"),
+            ("assistant", "two", "superseded"),
+            ("assistant", "two", "complete")
+        ]
+    );
+
+    // A client that still sends the reply it regenerates (naming it) gets the same.
+    let a2b = ui(again["id"].as_str().unwrap(), "assistant", "two");
+    ui_turn(
+        &app,
+        &token,
+        agent,
+        "chat",
+        vec![u1, a1, u2, a2b],
+        json!({"trigger": "regenerate-message", "messageId": again["id"]}),
+    )
+    .await;
+    let live = states(&app, &token, agent, "chat", "").await;
+    assert_eq!(live.len(), 4);
+    let all = states(&app, &token, agent, "chat", "?include=superseded").await;
+    assert_eq!(all.iter().filter(|m| m.2 == "superseded").count(), 2);
+    let unknown = app
+        .get(
+            &format!("/v1/agents/{agent}/conversations/chat?include=everything"),
+            &token,
+        )
+        .await;
+    unknown.assert_error(400, "invalid_request");
+}
+
+async fn editing_a_message_supersedes_it_and_what_followed(app: TestApp) {
+    let owner = app.owner_token().await;
+    let tenant = app.tenant(&owner, "Acme", 1).await;
+    let agent = &tenant.agents[0];
+    let token = user_token(&tenant.all_key, "alice");
+    let u1 = ui("u1", "user", "one");
+    let a1 = ui_turn(&app, &token, agent, "chat", vec![u1.clone()], json!({})).await;
+    let a1 = ui(a1["id"].as_str().unwrap(), "assistant", "one");
+    let u2 = ui("u2", "user", "two");
+    let a2 = ui_turn(
+        &app,
+        &token,
+        agent,
+        "chat",
+        vec![u1.clone(), a1.clone(), u2.clone()],
+        json!({}),
+    )
+    .await;
+    let a2 = ui(a2["id"].as_str().unwrap(), "assistant", "two");
+    ui_turn(
+        &app,
+        &token,
+        agent,
+        "chat",
+        vec![u1.clone(), a1.clone(), u2, a2, ui("u3", "user", "three")],
+        json!({}),
+    )
+    .await;
+
+    // useChat's edit of u2: the same id with new text, the later messages dropped.
+    ui_turn(
+        &app,
+        &token,
+        agent,
+        "chat",
+        vec![u1.clone(), a1.clone(), ui("u2", "user", "TWO")],
+        json!({"messageId": "u2"}),
+    )
+    .await;
+    let live = states(&app, &token, agent, "chat", "").await;
+    assert_eq!(
+        crate::harness::as_strs(&live),
+        [
+            ("user", "one", "complete"),
+            ("assistant", "one", "complete"),
+            ("user", "TWO", "complete"),
+            ("assistant", "TWO", "complete")
+        ]
+    );
+    let all = states(&app, &token, agent, "chat", "?include=superseded").await;
+    let superseded: Vec<&str> = all
+        .iter()
+        .filter(|m| m.2 == "superseded")
+        .map(|m| m.1.as_str())
+        .collect();
+    assert_eq!(superseded, ["two", "two", "three", "three"]);
+    // The edited message can be edited again (its id is free once replaced).
+    ui_turn(
+        &app,
+        &token,
+        agent,
+        "chat",
+        vec![u1, a1, ui("u2", "user", "deux")],
+        json!({}),
+    )
+    .await;
+    let live = states(&app, &token, agent, "chat", "").await;
+    assert_eq!(live[2].1, "deux");
+    assert_eq!(live.len(), 4);
+}
+
+async fn a_history_the_store_cannot_compare_replaces_nothing(app: TestApp) {
+    let owner = app.owner_token().await;
+    let tenant = app.tenant(&owner, "Acme", 1).await;
+    let agent = &tenant.agents[0];
+    let token = user_token(&tenant.all_key, "alice");
+    let u1 = ui("u1", "user", "one");
+    ui_turn(&app, &token, agent, "chat", vec![u1.clone()], json!({})).await;
+    // Replies under ids of the client's own making: nothing can be said to be dropped.
+    ui_turn(
+        &app,
+        &token,
+        agent,
+        "chat",
+        vec![u1.clone(), ui("my-own-id", "assistant", "one"), ui("u2", "user", "two")],
+        json!({}),
+    )
+    .await;
+    // Only the newest message, as some clients send.
+    ui_turn(&app, &token, agent, "chat", vec![ui("u3", "user", "three")], json!({})).await;
+    let all = states(&app, &token, agent, "chat", "?include=superseded").await;
+    assert_eq!(all.len(), 6);
+    assert!(all.iter().all(|m| m.2 == "complete"), "{all:?}");
+    // Ids read back from the API name the same messages: nothing is stored twice.
+    let listed = app.get(&format!("/v1/agents/{agent}/conversations/chat"), &token).await;
+    let from_api: Vec<Value> = listed.body["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            ui(
+                m["id"].as_str().unwrap(),
+                m["role"].as_str().unwrap(),
+                m["content"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    let mut next = from_api;
+    next.push(ui("u4", "user", "four"));
+    ui_turn(&app, &token, agent, "chat", next, json!({})).await;
+    let live = states(&app, &token, agent, "chat", "").await;
+    assert_eq!(live.len(), 8, "{live:?}");
+}
+
+async fn superseded_messages_are_never_given_to_the_model(app: TestApp) {
+    let fake = FakeProvider::start(Script::Reply {
+        chunks: vec!["Hello".into()],
+        delay: std::time::Duration::ZERO,
+    })
+    .await;
+    let (_, tenant, agent) = provider_agent(&app, &fake, false).await;
+    let token = user_token(&tenant.all_key, "alice");
+    let a1 = ui_turn(&app, &token, &agent, "chat", vec![ui("u1", "user", "first")], json!({})).await;
+    let a1 = ui(a1["id"].as_str().unwrap(), "assistant", "Hello");
+    // Edit the only message, then go on from the edited history.
+    let a1b = ui_turn(
+        &app,
+        &token,
+        &agent,
+        "chat",
+        vec![ui("u1", "user", "changed")],
+        json!({}),
+    )
+    .await;
+    let a1b = ui(a1b["id"].as_str().unwrap(), "assistant", "Hello");
+    ui_turn(
+        &app,
+        &token,
+        &agent,
+        "chat",
+        vec![ui("u1", "user", "changed"), a1b, ui("u2", "user", "next")],
+        json!({}),
+    )
+    .await;
+    // Regenerate the last reply, useChat's way.
+    ui_turn(
+        &app,
+        &token,
+        &agent,
+        "chat",
+        vec![ui("u1", "user", "changed"), a1.clone(), ui("u2", "user", "next")],
+        json!({"trigger": "regenerate-message"}),
+    )
+    .await;
+    let requests = fake.requests();
+    let prompt = |i: usize| crate::harness::roles_and_contents(&requests[i].1["messages"]);
+    let system = ("system".to_owned(), "You are the test agent.".to_owned());
+    let user = |t: &str| ("user".to_owned(), t.to_owned());
+    let assistant = ("assistant".to_owned(), "Hello".to_owned());
+    assert_eq!(prompt(1), vec![system.clone(), user("changed")]);
+    assert_eq!(
+        prompt(2),
+        vec![system.clone(), user("changed"), assistant.clone(), user("next")]
+    );
+    assert_eq!(
+        prompt(3),
+        prompt(2),
+        "the regenerated reply is made from the same history"
+    );
 }
