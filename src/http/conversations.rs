@@ -96,6 +96,7 @@ pub struct MessageParams {
     pub before: Option<String>,
     /// `superseded` also lists the messages a regenerate or an edit replaced (`status:
     /// "superseded"`), in their place.
+    #[param(inline)]
     pub include: Option<Include>,
 }
 

@@ -135,6 +135,47 @@ describe("Confidant with real clients", () => {
     );
   });
 
+  test("the AI SDK 5 chat regenerates and edits, and the server ends with what it shows", async () => {
+    const token = await userToken("ai-sdk-editor");
+    const headers = { "X-Secure-User-Token": token };
+    const chat = new Chat(`edit-${Date.now()}`, `${BASE}/v1/agents/${agentId}/completions`, headers);
+    await chat.sendMessage({ text: "first question" });
+    await chat.sendMessage({ text: "second question" });
+    assert.equal(chat.messages.length, 4);
+    const replaced = chat.messages[3].id;
+
+    await chat.regenerate();
+    assert.equal(chat.status, "ready", String(chat.error));
+    assert.equal(chat.messages.length, 4);
+    assert.notEqual(chat.messages[3].id, replaced, "a new reply, not the old one");
+
+    // Edit the first message: useChat keeps its id, drops what followed and asks again.
+    await chat.sendMessage({ text: "first question, edited", messageId: chat.messages[0].id });
+    assert.equal(chat.status, "ready", String(chat.error));
+    assert.equal(chat.messages.length, 2);
+    assert.equal(textOf(chat.messages[1]), "first question, edited");
+
+    const read = (include?: "superseded") =>
+      api.GET("/v1/agents/{agent_id}/conversations/{conversation_id}", {
+        params: { path: { agent_id: agentId, conversation_id: chat.id }, query: include ? { include } : {} },
+        headers,
+      });
+    const stored = await read();
+    assert.equal(stored.response.status, 200);
+    const shown = chat.messages.map((m) => [m.role, textOf(m)]);
+    assert.deepEqual(
+      stored.data!.messages.map((m) => [m.role, m.content]),
+      shown,
+    );
+    // The replies are the very messages useChat holds.
+    assert.equal(stored.data!.messages[1].id, chat.messages[1].id);
+    const everything = await read("superseded");
+    assert.deepEqual(
+      everything.data!.messages.map((m) => m.status),
+      ["superseded", "superseded", "superseded", "superseded", "superseded", "complete", "complete"],
+    );
+  });
+
   test("the AI SDK surfaces a 401 as an error", async () => {
     const chat = new Chat(`bad-${Date.now()}`, `${BASE}/v1/agents/${agentId}/completions`, {
       "X-Secure-User-Token": "not-a-token",
