@@ -15,7 +15,7 @@ use super::{Json, ListParams, Path, Query, encode_recent_cursor, recent_page, ti
 use crate::AppState;
 use crate::error::{Error, Result};
 use crate::store::scope::AgentScope;
-use crate::store::user_data::{self, Conversation, Message, MessagePage};
+use crate::store::user_data::{self, Conversation, ListedMessage, MessagePage, MessageVote, Vote};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(list_conversations)).routes(routes!(
@@ -37,11 +37,29 @@ pub struct MessageView {
     #[schema(example = "complete")]
     pub status: String,
     pub created_at: DateTime<Utc>,
+    /// The user's vote on this reply, if they gave one.
+    #[schema(required = true)]
+    pub feedback: Option<MessageFeedback>,
 }
 
-impl From<Message> for MessageView {
-    fn from(m: Message) -> Self {
+/// A vote as its message shows it.
+#[derive(Serialize, ToSchema)]
+pub struct MessageFeedback {
+    pub vote: Vote,
+    pub comment: Option<String>,
+    pub tags: Vec<String>,
+}
+
+impl From<ListedMessage> for MessageView {
+    fn from(listed: ListedMessage) -> Self {
+        let feedback = listed.feedback.map(|f: MessageVote| MessageFeedback {
+            vote: f.vote,
+            comment: f.comment,
+            tags: f.tags,
+        });
+        let m = listed.message;
         Self {
+            feedback,
             status: m.state().to_owned(),
             id: m.id,
             role: m.role,

@@ -123,7 +123,11 @@ async fn write_export(
                     }
                     first_message = false;
                     seq = Some(message.seq);
-                    text.push_str(&json(&MessageView::from(message.clone())));
+                    // (Votes are exported whole, under `feedback`.)
+                    text.push_str(&json(&MessageView::from(user_data::ListedMessage {
+                        message: message.clone(),
+                        feedback: None,
+                    })));
                 }
                 if !text.is_empty() && !send(text).await {
                     return Ok(());

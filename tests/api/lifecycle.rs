@@ -239,6 +239,14 @@ async fn users_vote_on_replies_and_administrators_read_the_votes(app: TestApp) {
     assert_eq!(down.assert_status(200)["vote"], "down");
     assert_eq!(down.body["tags"], json!(["inaccurate", "links"]));
     assert_eq!(down.body["created_at"], up.body["created_at"]);
+    // The conversation shows the user's vote on its reply.
+    let read = app.get(&format!("/v1/agents/{a}/conversations/c1"), &alice).await;
+    let messages = read.assert_status(200)["messages"].clone();
+    assert_eq!(messages[0]["feedback"], Value::Null);
+    assert_eq!(
+        messages[1]["feedback"],
+        json!({"vote": "down", "comment": "Wrong link", "tags": ["inaccurate", "links"]})
+    );
     // Only the assistant's messages, only in the user's own conversation with that agent.
     app.call(
         reqwest::Method::PUT,

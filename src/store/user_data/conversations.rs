@@ -3,8 +3,9 @@
 use sea_query::{Condition, Expr, ExprTrait, Order, SelectExprTrait, SelectStatement};
 use uuid::Uuid;
 
+use super::feedback::Vote;
 use super::messages::{MESSAGE_COLUMNS, Message};
-use super::tables::{Conversations, Messages};
+use super::tables::{Conversations, Feedback, Messages};
 use super::{RecentCursor, insert, left_join_owned, newest_first, select, update};
 use crate::store::scope::{AgentScope, UserScope};
 use crate::store::{Db, FromRow, Row, StoreError, StoreResult, now_micros};
@@ -154,6 +155,17 @@ fn with_messages_statement(scope: &AgentScope, external_id: &str, page: MessageP
         on = on.add(Expr::col((Messages::Table, Messages::SupersededAt)).is_null());
     }
     left_join_owned::<Messages>(&mut query, scope.user(), on);
+    // Each message's vote, if its user gave one (by the vote's primary key).
+    query.exprs([
+        Expr::col((Feedback::Table, Feedback::Vote)).alias("feedback_vote"),
+        Expr::col((Feedback::Table, Feedback::Comment)).alias("feedback_comment"),
+        Expr::col((Feedback::Table, Feedback::Tags)).alias("feedback_tags"),
+    ]);
+    left_join_owned::<Feedback>(
+        &mut query,
+        scope.user(),
+        Condition::all().add(Expr::col((Feedback::Table, Feedback::MessageId)).equals((Messages::Table, Messages::Id))),
+    );
     // Newest first, one more than asked to learn whether older ones remain.
     query
         .order_by((Messages::Table, Messages::Seq), Order::Desc)
@@ -161,25 +173,41 @@ fn with_messages_statement(scope: &AgentScope, external_id: &str, page: MessageP
     query
 }
 
+/// The user's vote on a message, as its conversation shows it.
+#[derive(Debug, Clone)]
+pub struct MessageVote {
+    pub vote: Vote,
+    pub comment: Option<String>,
+    pub tags: Vec<String>,
+}
+
+/// A message of a conversation as it is read back, with its user's vote.
+#[derive(Debug, Clone)]
+pub struct ListedMessage {
+    pub message: Message,
+    pub feedback: Option<MessageVote>,
+}
+
 /// One of the user's conversations with the scope's agent and a page of its messages (the newest
-/// `page.limit` before `page.before`, returned oldest first), in one bounded query on the calling
-/// thread; and the sequence number to page back from, if older messages remain.
+/// `page.limit` before `page.before`, returned oldest first, each with its vote), in one bounded
+/// query on the calling thread; and the sequence number to page back from, if older messages
+/// remain.
 pub async fn conversation_with_messages(
     db: &Db,
     scope: &AgentScope,
     external_id: &str,
     page: MessagePage,
-) -> StoreResult<Option<(Conversation, Vec<Message>, Option<i64>)>> {
+) -> StoreResult<Option<(Conversation, Vec<ListedMessage>, Option<i64>)>> {
     let rows: Vec<ConversationMessage> = db.rows(&with_messages_statement(scope, external_id, page)).await?;
     let Some(first) = rows.first() else {
         return Ok(None);
     };
     let conversation = first.conversation.clone();
-    let mut messages: Vec<Message> = rows.into_iter().filter_map(|row| row.message).collect();
+    let mut messages: Vec<ListedMessage> = rows.into_iter().filter_map(|row| row.message).collect();
     let more = messages.len() as u64 > page.limit;
     messages.truncate(page.limit as usize);
     messages.reverse();
-    let next = more.then(|| messages.first().map(|m| m.seq)).flatten();
+    let next = more.then(|| messages.first().map(|m| m.message.seq)).flatten();
     Ok(Some((conversation, messages, next)))
 }
 
@@ -199,7 +227,7 @@ const MESSAGE_ALIASES: [&str; 8] = [
 /// has no messages: a left join).
 struct ConversationMessage {
     conversation: Conversation,
-    message: Option<Message>,
+    message: Option<ListedMessage>,
 }
 
 impl FromRow for ConversationMessage {
@@ -216,6 +244,25 @@ impl FromRow for ConversationMessage {
                 client_id: row.get("message_client_id")?,
                 created_at: row.get("message_created_at")?,
                 superseded_at: row.get("message_superseded_at")?,
+            }),
+        };
+        let vote = row
+            .get::<Option<String>>("feedback_vote")?
+            .as_deref()
+            .and_then(Vote::parse);
+        let message = match (message, vote) {
+            (None, _) => None,
+            (Some(message), None) => Some(ListedMessage {
+                message,
+                feedback: None,
+            }),
+            (Some(message), Some(vote)) => Some(ListedMessage {
+                message,
+                feedback: Some(MessageVote {
+                    vote,
+                    comment: row.get("feedback_comment")?,
+                    tags: row.get::<crate::store::Json<Vec<String>>>("feedback_tags")?.0,
+                }),
             }),
         };
         Ok(Self {

@@ -29,8 +29,9 @@ use sea_query::{
 };
 
 pub use self::conversations::{
-    Conversation, MessagePage, OpenedConversation, conversation_with_messages, delete_conversation, find_conversation,
-    find_users_conversation, list_conversations, open_conversation, rename_conversation,
+    Conversation, ListedMessage, MessagePage, MessageVote, OpenedConversation, conversation_with_messages,
+    delete_conversation, find_conversation, find_users_conversation, list_conversations, open_conversation,
+    rename_conversation,
 };
 pub use self::export::{Erased, erase, export_conversations, export_memories, export_messages};
 pub use self::feedback::{
