@@ -786,17 +786,24 @@ async function renderConversations(panel) {
 }
 
 async function renderTranscript(sub, conversationId) {
-  const path = appPath(`/users/${encodeURIComponent(sub)}/conversations/${encodeURIComponent(conversationId)}?limit=1000`);
+  const path = appPath(`/users/${encodeURIComponent(sub)}/conversations/${encodeURIComponent(conversationId)}?limit=1000&include=superseded`);
   const conversation = await attempt(() => api("GET", path));
   if (!conversation) return;
-  const messages = conversation.messages.map((m) =>
-    h(
+  const messages = conversation.messages.map((m) => {
+    const notes = [m.role, when(m.created_at)];
+    if (m.status === "incomplete") notes.push("incomplete");
+    if (m.status === "superseded") notes.push("replaced by a regenerate or an edit");
+    const vote = m.feedback
+      ? h("div", { class: `vote ${m.feedback.vote}`, text: [m.feedback.vote === "up" ? "▲ rated helpful" : "▼ rated not helpful", m.feedback.comment, ...(m.feedback.tags || []).map((t) => `#${t}`)].filter(Boolean).join(" · ") })
+      : null;
+    return h(
       "div",
-      { class: `message ${m.role}` },
-      h("div", { class: "muted", text: `${m.role} · ${when(m.created_at)}${m.status === "complete" ? "" : ` · ${m.status}`}` }),
-      h("div", { class: "content", text: m.content }),
-    ),
-  );
+      { class: `message ${m.role}${m.status === "superseded" ? " superseded" : ""}` },
+      h("div", { class: "muted", text: notes.join(" · ") }),
+      h("div", { class: "content", text: m.content || (m.role === "user" || m.role === "assistant" ? "(text not stored: privacy mode)" : "") }),
+      vote,
+    );
+  });
   $("main").replaceChildren(
     h("p", {}, h("button", { type: "button", onclick: () => render() }, "← Back")),
     h("h1", { text: conversation.title || conversation.id }),
@@ -926,7 +933,46 @@ async function renderSettings(panel) {
     field("Tokens per day (UTC)", tokens),
     h("button", { class: "primary", type: "submit" }, "Save"),
   );
-  panel.append(h("div", { class: "grid2" }, h("section", { class: "card" }, form), usage));
+  panel.append(h("div", { class: "grid2" }, h("section", { class: "card" }, form), usage), retentionForm(app));
+}
+
+/** The application's retention policy and privacy mode, with what each does in plain words. */
+function retentionForm(app) {
+  const days = (value) => h("input", { type: "number", min: "0", max: "36500", step: "1", value: value ?? "", placeholder: "forever" });
+  const conversations = days(app.retention.conversation_days);
+  const memories = days(app.retention.memory_days);
+  const keepText = h("input", { type: "checkbox" });
+  keepText.checked = app.retention.store_content;
+  const number = (input) => (input.value.trim() === "" ? null : Number(input.value));
+  return h(
+    "section",
+    { class: "card" },
+    h(
+      "form",
+      {
+        onsubmit: async (event) => {
+          event.preventDefault();
+          const retention = { conversation_days: number(conversations), memory_days: number(memories), store_content: keepText.checked };
+          if (!retention.store_content && app.retention.store_content) {
+            const sure = await confirmAction(
+              "Turn on privacy mode?",
+              "From now on, your users' message text and memory are never written to disk, and agents see only what each request carries. What is stored already stays until retention removes it.",
+              "Turn on privacy mode",
+            );
+            if (!sure) return;
+          }
+          if (await attempt(() => api("PATCH", appPath(), { retention }), "Retention saved.")) render();
+        },
+      },
+      h("h2", { text: "Retention and privacy" }),
+      h("p", { class: "muted", text: "Conversations and memory older than these are deleted automatically, checked every few minutes. Leave a field empty to keep forever; 0 deletes everything at the next check." }),
+      field("Delete conversations inactive for (days)", conversations),
+      field("Delete memory not updated for (days)", memories),
+      field("Store message text and memory", keepText, true),
+      h("p", { class: "muted", text: "Unticked is privacy mode: conversations, message roles, times, token usage and feedback are kept, but what users and agents wrote is never stored, memory cannot be saved, and agents only see the messages each request sends." }),
+      h("button", { class: "primary", type: "submit" }, "Save retention"),
+    ),
+  );
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -135,13 +135,26 @@ test("an operator manages an agent and its keys and chats with it", { skip }, as
   assert.ok(Number(await page.locator("#usage-tokens").textContent()) > 0);
   await page.getByLabel("Allowed browser origins, one per line").fill("https://shop.example.com\nhttps://*.example.org");
   await page.getByLabel("Completions per minute").fill("20");
-  await page.getByRole("button", { name: "Save" }).click();
+  await page.getByRole("button", { name: "Save", exact: true }).click();
   await page.getByText("Settings saved.").waitFor();
   await page.getByRole("tab", { name: "Usage & limits" }).click();
   assert.equal(await page.getByLabel("Allowed browser origins, one per line").inputValue(), "https://shop.example.com\nhttps://*.example.org");
   assert.equal(await page.getByLabel("Completions per minute").inputValue(), "20");
   assert.equal(await page.getByLabel("Tokens per day (UTC)").inputValue(), "");
   await shot("04b-usage-and-limits");
+  // Retention and privacy mode: saved after a confirmation, read back after a reload of the tab.
+  await page.getByLabel("Delete conversations inactive for (days)").fill("30");
+  await page.getByLabel("Store message text and memory").uncheck();
+  await page.getByRole("button", { name: "Save retention" }).click();
+  await page.getByRole("dialog").getByRole("button", { name: "Turn on privacy mode" }).click();
+  await page.getByText("Retention saved.").waitFor();
+  await page.getByRole("tab", { name: "Usage & limits" }).click();
+  assert.equal(await page.getByLabel("Delete conversations inactive for (days)").inputValue(), "30");
+  assert.equal(await page.getByLabel("Delete memory not updated for (days)").inputValue(), "");
+  assert.equal(await page.getByLabel("Store message text and memory").isChecked(), false);
+  await page.getByLabel("Store message text and memory").check();
+  await page.getByRole("button", { name: "Save retention" }).click();
+  await page.getByText("Retention saved.").waitFor();
   await page.getByRole("tab", { name: "Agents" }).click();
 
   // Delete the key, after confirming.
