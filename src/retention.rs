@@ -11,7 +11,7 @@ use crate::store::scope::AppAccess;
 use crate::store::{Db, MICROS_PER_DAY, StoreResult, applications, now_micros, user_data};
 
 /// The advisory lock's key: "confidant purge", so no other application's lock collides with it.
-const PURGE_LOCK: i64 = 0x636f_6e66_7075_7267;
+pub const PURGE_LOCK: i64 = 0x636f_6e66_7075_7267;
 
 /// What one purge deleted.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]

@@ -14,7 +14,8 @@ db_tests!(
     retention_settings_are_validated_and_merged,
     the_purge_deletes_what_the_policy_no_longer_keeps,
     a_purge_racing_turns_fails_no_turn,
-    privacy_mode_keeps_metadata_and_never_the_text
+    privacy_mode_keeps_metadata_and_never_the_text,
+    one_instance_at_a_time_purges
 );
 
 const DAY_MICROS: i64 = 86_400_000_000;
@@ -362,4 +363,31 @@ async fn privacy_mode_keeps_metadata_and_never_the_text(mut app: TestApp) {
             "{needle} reached the database"
         );
     }
+}
+
+async fn one_instance_at_a_time_purges(app: TestApp) {
+    let other = confidant::store::Db::connect(&app.database.url, &confidant::store::DbOptions::default())
+        .await
+        .unwrap();
+    let held = other.exclusive(confidant::retention::PURGE_LOCK).await.unwrap();
+    assert!(held.is_some(), "the lock is free at first");
+    let skipped = confidant::retention::purge_once(&app.db).await.unwrap();
+    match app.backend() {
+        // Another instance holds the lock: this one skips its round.
+        Backend::Postgres => assert_eq!(skipped, None),
+        // One process serves a SQLite file.
+        Backend::Sqlite => assert!(skipped.is_some()),
+    }
+    drop(held);
+    // Released with its connection, even without an unlock.
+    let mut ran = None;
+    for _ in 0..50 {
+        ran = confidant::retention::purge_once(&app.db).await.unwrap();
+        if ran.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(ran.is_some(), "the lock outlived its holder");
+    other.close().await;
 }
