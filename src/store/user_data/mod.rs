@@ -20,6 +20,7 @@ mod feedback;
 mod memories;
 mod messages;
 mod operator;
+mod revisions;
 mod stats;
 mod usage;
 
@@ -42,11 +43,9 @@ pub use self::memories::{
     Memory, MemoryFilter, create_memory, delete_memory, find_memory, list_memories, search_memories, search_terms,
     update_memory,
 };
-pub use self::messages::{
-    Message, MessageStatus, NewMessage, Revised, SentEntry, SentHistory, append_messages, recent_messages,
-    revise_history,
-};
+pub use self::messages::{Message, MessageStatus, NewMessage, append_messages, recent_messages};
 pub use self::operator::{BrowseFilter, UserConversation, browse_conversations, purge_conversations, purge_memories};
+pub use self::revisions::{Revised, SentEntry, SentHistory, revise_history};
 pub use self::stats::{AgentStats, agent_stats};
 // (RecentCursor is defined below, beside the keyset paging it drives.)
 pub use self::usage::{
@@ -325,6 +324,7 @@ mod tests {
     const FILES: &[(&str, &str)] = &[
         ("conversations.rs", include_str!("conversations.rs")),
         ("messages.rs", include_str!("messages.rs")),
+        ("revisions.rs", include_str!("revisions.rs")),
         ("memories.rs", include_str!("memories.rs")),
         ("export.rs", include_str!("export.rs")),
         ("stats.rs", include_str!("stats.rs")),
