@@ -270,7 +270,8 @@ impl FromRequestParts<AppState> for UserScope {
             agent: agent.as_deref(),
             user: Some(&scope),
         };
-        edge::admit(state, parts, caller).await?;
+        let application = edge::admit(state, parts, caller).await?;
+        let scope = scope.with_content_policy(application.retention.0.store_content);
         if let Some(id) = agent_id {
             // `AgentScope` checks this agent next: no second parse, no second cache lookup.
             parts.extensions.insert(PathAgent { id, agent });

@@ -84,10 +84,7 @@ pub async fn start(state: &AppState, caller: TurnCaller, request: TurnRequest, d
 
     let (agent, prompt, sink) = match caller {
         TurnCaller::User(scope) => {
-            let store_content = state
-                .applications()
-                .stores_content(state.db(), scope.user().application_id())
-                .await?;
+            let store_content = scope.user().stores_content();
             let (conversation, up_to) =
                 store_user_messages(state, &scope, &conversation_id, &request, store_content).await?;
             let prompt = if store_content {

@@ -18,6 +18,7 @@ use axum::http::{HeaderMap, header};
 use crate::AppState;
 use crate::error::{Error, Result};
 use crate::store::agents::Agent;
+use crate::store::applications::Application;
 use crate::store::scope::{ApplicationId, UserScope};
 use limits::{Kind, RateState};
 
@@ -46,7 +47,8 @@ pub struct Caller<'a> {
 }
 
 /// Lets the request in, or says why not: `origin_not_allowed`, `rate_limited`, `quota_exceeded`.
-pub async fn admit(state: &AppState, parts: &Parts, caller: Caller<'_>) -> Result<()> {
+/// Returns the caller's application, read once here for the whole request.
+pub async fn admit(state: &AppState, parts: &Parts, caller: Caller<'_>) -> Result<Arc<Application>> {
     let application = state
         .applications()
         .get(state.db(), caller.application_id.uuid())
@@ -66,7 +68,9 @@ pub async fn admit(state: &AppState, parts: &Parts, caller: Caller<'_>) -> Resul
             )));
         }
     }
-    let Some(user) = caller.user else { return Ok(()) };
+    let Some(user) = caller.user else {
+        return Ok(application);
+    };
     let sub = user.sub_shared();
     let limits = application.limits.0.effective(state.settings());
     let completion = is_turn(&parts.extensions);
@@ -108,7 +112,7 @@ pub async fn admit(state: &AppState, parts: &Parts, caller: Caller<'_>) -> Resul
             });
         }
     }
-    Ok(())
+    Ok(application)
 }
 
 /// The browser's `Origin`, when there is one (servers and curl send none).

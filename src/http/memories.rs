@@ -108,7 +108,7 @@ async fn create_memory(
     validate_content(&body.content)?;
     let metadata = body.metadata.unwrap_or_else(|| Value::Object(Default::default()));
     validate_metadata(&metadata)?;
-    require_stored_content(&state, &scope).await?;
+    require_stored_content(&scope)?;
     let owner = match body.agent_id {
         Some(agent_id) => MemoryOwner::Agent(AgentScope::check(state.db(), state.agents(), scope, agent_id).await?),
         None => MemoryOwner::app_wide(scope)?,
@@ -119,12 +119,8 @@ async fn create_memory(
 
 /// Privacy mode stores no memory: writes are refused (reads and deletes of what was stored before
 /// still work).
-async fn require_stored_content(state: &AppState, scope: &UserScope) -> Result<()> {
-    if state
-        .applications()
-        .stores_content(state.db(), scope.application_id())
-        .await?
-    {
+fn require_stored_content(scope: &UserScope) -> Result<()> {
+    if scope.stores_content() {
         Ok(())
     } else {
         Err(Error::privacy_mode())
@@ -235,7 +231,7 @@ async fn update_memory(
     if let Some(metadata) = &body.metadata {
         validate_metadata(metadata)?;
     }
-    require_stored_content(&state, &scope).await?;
+    require_stored_content(&scope)?;
     let memory = user_data::update_memory(
         state.db(),
         &scope,

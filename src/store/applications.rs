@@ -300,12 +300,6 @@ impl ApplicationCache {
         self.0.invalidate(id).await;
     }
 
-    /// Whether the application keeps its users' message text and memory (`false`: privacy mode).
-    pub async fn stores_content(&self, db: &Db, id: ApplicationId) -> StoreResult<bool> {
-        let app = self.get(db, id.uuid()).await?.ok_or(StoreError::NotFound)?;
-        Ok(app.retention.0.store_content)
-    }
-
     pub fn clear(&self) {
         self.0.clear();
     }

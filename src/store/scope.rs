@@ -167,6 +167,8 @@ pub struct UserScope {
     application_id: ApplicationId,
     sub: Arc<str>,
     agents: AgentAccess,
+    /// The application keeps message text and memory (`false`: privacy mode).
+    stores_content: bool,
 }
 
 /// The longest accepted `sub`, in bytes.
@@ -179,7 +181,18 @@ impl UserScope {
             application_id,
             sub: sub.into(),
             agents,
+            stores_content: true,
         }
+    }
+
+    /// This scope under its application's privacy mode, as the door read it for this request.
+    pub(crate) fn with_content_policy(self, stores_content: bool) -> Self {
+        Self { stores_content, ..self }
+    }
+
+    /// Whether the user's words may be stored: `false` in privacy mode (`retention.store_content`).
+    pub fn stores_content(&self) -> bool {
+        self.stores_content
     }
 
     /// An administrator's view of one user of their application (export, erase): all agents.
@@ -189,6 +202,7 @@ impl UserScope {
             application_id: access.app_id(),
             sub: sub.into(),
             agents: AgentAccess::All,
+            stores_content: true,
         })
     }
 
@@ -199,6 +213,7 @@ impl UserScope {
             application_id,
             sub: "".into(),
             agents: AgentAccess::All,
+            stores_content: false,
         }
     }
 

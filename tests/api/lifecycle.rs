@@ -378,24 +378,37 @@ async fn states(app: &TestApp, token: &str, agent: &str, chat: &str, query: &str
     crate::harness::message_states(&reply.assert_status(200)["messages"])
 }
 
-async fn regenerating_a_reply_supersedes_it(app: TestApp) {
+/// An application with one echo agent, and its user Alice's token.
+async fn alice(app: &TestApp) -> (crate::harness::Tenant, String) {
     let owner = app.owner_token().await;
     let tenant = app.tenant(&owner, "Acme", 1).await;
-    let agent = &tenant.agents[0];
     let token = user_token(&tenant.all_key, "alice");
+    (tenant, token)
+}
+
+/// Two AI SDK turns ("one", "two") with the echo agent: the four messages as `useChat` holds them.
+async fn two_turns(app: &TestApp, token: &str, agent: &str, chat: &str) -> [Value; 4] {
     let u1 = ui("u1", "user", "one");
-    let a1 = ui_turn(&app, &token, agent, "chat", vec![u1.clone()], json!({})).await;
+    let a1 = ui_turn(app, token, agent, chat, vec![u1.clone()], json!({})).await;
     let a1 = ui(a1["id"].as_str().unwrap(), "assistant", "one");
     let u2 = ui("u2", "user", "two");
     let a2 = ui_turn(
-        &app,
-        &token,
+        app,
+        token,
         agent,
-        "chat",
+        chat,
         vec![u1.clone(), a1.clone(), u2.clone()],
         json!({}),
     )
     .await;
+    let a2 = ui(a2["id"].as_str().unwrap(), "assistant", "two");
+    [u1, a1, u2, a2]
+}
+
+async fn regenerating_a_reply_supersedes_it(app: TestApp) {
+    let (tenant, token) = alice(&app).await;
+    let agent = &tenant.agents[0];
+    let [u1, a1, u2, a2] = two_turns(&app, &token, agent, "chat").await;
     let a2_id = a2["id"].as_str().unwrap().to_owned();
 
     // useChat's regenerate: the reply is dropped from the history and made again.
@@ -464,24 +477,9 @@ async fn regenerating_a_reply_supersedes_it(app: TestApp) {
 }
 
 async fn editing_a_message_supersedes_it_and_what_followed(app: TestApp) {
-    let owner = app.owner_token().await;
-    let tenant = app.tenant(&owner, "Acme", 1).await;
+    let (tenant, token) = alice(&app).await;
     let agent = &tenant.agents[0];
-    let token = user_token(&tenant.all_key, "alice");
-    let u1 = ui("u1", "user", "one");
-    let a1 = ui_turn(&app, &token, agent, "chat", vec![u1.clone()], json!({})).await;
-    let a1 = ui(a1["id"].as_str().unwrap(), "assistant", "one");
-    let u2 = ui("u2", "user", "two");
-    let a2 = ui_turn(
-        &app,
-        &token,
-        agent,
-        "chat",
-        vec![u1.clone(), a1.clone(), u2.clone()],
-        json!({}),
-    )
-    .await;
-    let a2 = ui(a2["id"].as_str().unwrap(), "assistant", "two");
+    let [u1, a1, u2, a2] = two_turns(&app, &token, agent, "chat").await;
     ui_turn(
         &app,
         &token,
@@ -535,10 +533,8 @@ async fn editing_a_message_supersedes_it_and_what_followed(app: TestApp) {
 }
 
 async fn a_history_the_store_cannot_compare_replaces_nothing(app: TestApp) {
-    let owner = app.owner_token().await;
-    let tenant = app.tenant(&owner, "Acme", 1).await;
+    let (tenant, token) = alice(&app).await;
     let agent = &tenant.agents[0];
-    let token = user_token(&tenant.all_key, "alice");
     let u1 = ui("u1", "user", "one");
     ui_turn(&app, &token, agent, "chat", vec![u1.clone()], json!({})).await;
     // Replies under ids of the client's own making: nothing can be said to be dropped.

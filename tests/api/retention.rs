@@ -267,8 +267,13 @@ async fn privacy_mode_keeps_metadata_and_never_the_text(mut app: TestApp) {
     })
     .await;
     let (owner, tenant, agent) = provider_agent(&app, &fake, true).await;
-    set_retention(&app, &owner, &tenant.app_id, json!({"store_content": false})).await;
     let token = user_token(&tenant.all_key, "alice");
+    // A record stored before privacy mode: it may be read and deleted, not changed.
+    let earlier = app
+        .post("/v1/memories", &token, json!({"content": "an earlier note"}))
+        .await;
+    let earlier = format!("/v1/memories/{}", earlier.assert_status(201)["id"].as_str().unwrap());
+    set_retention(&app, &owner, &tenant.app_id, json!({"store_content": false})).await;
     let secret = "PRIVATE-MARKER-5d2c my card number";
     let turn = |body: Value| {
         let path = format!("/v1/agents/{agent}/completions");
@@ -335,6 +340,11 @@ async fn privacy_mode_keeps_metadata_and_never_the_text(mut app: TestApp) {
         .await;
     refused.assert_error(403, "forbidden");
     assert!(refused.body["message"].as_str().unwrap().contains("privacy mode"));
+    app.patch(&earlier, &token, json!({"content": "PRIVATE-MARKER-5d2c"}))
+        .await
+        .assert_error(403, "forbidden");
+    app.get(&earlier, &token).await.assert_status(200);
+    assert_eq!(app.delete(&earlier, &token).await.status, 204);
 
     // Privacy mode off again: text is stored as usual.
     set_retention(&app, &owner, &tenant.app_id, json!({"store_content": true})).await;

@@ -126,7 +126,7 @@ fn plan(history: &SentHistory, known: &[Known], compare_text: bool) -> Plan {
                 break;
             }
             Some(stored) => {
-                let after = kept.map_or(i64::MIN, |k| k);
+                let after = kept.unwrap_or(i64::MIN);
                 let same = stored.role == sent.role
                     && stored.seq > after
                     && (history.edited.is_none() || history.edited != sent.client_id)
