@@ -72,6 +72,8 @@ fn scoped_list(c: &mut Criterion) {
             &db,
             app_id,
             agents::NewAgent {
+                id: Uuid::now_v7(),
+                tools: Default::default(),
                 name: "a",
                 instructions: "",
                 model: &model,
@@ -101,13 +103,7 @@ fn scoped_list(c: &mut Criterion) {
                 else {
                     unreachable!()
                 };
-                let message = |role| NewMessage {
-                    id: Uuid::now_v7(),
-                    role,
-                    content: "hello".into(),
-                    status: MessageStatus::Complete,
-                    client_id: None,
-                };
+                let message = |role| NewMessage::text(role, "hello".into(), MessageStatus::Complete, None);
                 user_data::append_messages(&db, &scope, &conversation, &[message("user"), message("assistant")])
                     .await
                     .unwrap();

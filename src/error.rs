@@ -116,7 +116,8 @@ impl Error {
     }
 
     /// A validation failure on one field.
-    pub fn invalid_field(field: &str, problem: impl Into<String>) -> Self {
+    pub fn invalid_field(field: impl AsRef<str>, problem: impl Into<String>) -> Self {
+        let field = field.as_ref();
         let problem = problem.into();
         let mut fields = serde_json::Map::new();
         fields.insert(field.to_owned(), Value::String(problem.clone()));

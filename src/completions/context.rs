@@ -1,7 +1,8 @@
 //! The model's context for one turn: the agent's instructions, then the user's memory records
-//! that match the message (quoted as notes the user stored), then the conversation's history.
+//! that match the message (quoted as notes the user stored), then the conversation's history
+//! (tool calls and results included, in the shape providers accept).
 
-use super::PromptMessage;
+use super::{PromptMessage, tools};
 use crate::AppState;
 use crate::error::Result;
 use crate::store::agents::Agent;
@@ -27,10 +28,7 @@ pub fn instructions(agent: &Agent) -> Vec<PromptMessage> {
     if agent.instructions.trim().is_empty() {
         Vec::new()
     } else {
-        vec![PromptMessage {
-            role: "system",
-            content: agent.instructions.clone(),
-        }]
+        vec![PromptMessage::text("system", agent.instructions.clone())]
     }
 }
 
@@ -74,10 +72,10 @@ pub async fn build(state: &AppState, scope: &AgentScope, context: Context<'_>) -
         )
         .await?;
         if !memories.is_empty() {
-            prompt.push(PromptMessage {
-                role: "system",
-                content: notes(memories.iter().map(|m| m.content.as_str())),
-            });
+            prompt.push(PromptMessage::text(
+                "system",
+                notes(memories.iter().map(|m| m.content.as_str())),
+            ));
         }
     }
     let history = user_data::recent_messages(
@@ -88,18 +86,21 @@ pub async fn build(state: &AppState, scope: &AgentScope, context: Context<'_>) -
         state.settings().history_messages,
     )
     .await?;
-    for message in history {
+    let history = history.into_iter().map(|message| {
         let role = match message.role.as_str() {
             "assistant" => "assistant",
             "system" => "system",
             "tool" => "tool",
             _ => "user",
         };
-        prompt.push(PromptMessage {
+        PromptMessage {
             role,
             content: message.content,
-        });
-    }
+            tool_calls: message.tool_calls.map(|calls| calls.0).unwrap_or_default(),
+            tool_call_id: message.tool_call_id,
+        }
+    });
+    prompt.extend(tools::well_formed(history.collect()));
     Ok(prompt)
 }
 

@@ -10,6 +10,8 @@ pub mod context;
 pub mod egress;
 pub mod formats;
 pub mod models;
+mod reply;
+pub mod tools;
 pub mod turn;
 
 use std::time::Duration;
@@ -38,9 +40,34 @@ pub fn provider_client(connect_timeout: Duration, egress: &egress::Egress) -> re
 pub enum ModelEvent {
     /// More text of the reply.
     Delta(String),
-    /// The reply is complete.
+    /// The model began a tool call (its arguments follow as `ToolCallDelta`s).
+    ToolCallStart { id: String, name: String },
+    /// More of a tool call's arguments (JSON text, in fragments).
+    ToolCallDelta { id: String, delta: String },
+    /// A whole tool call, once its arguments are complete (before `Finish`).
+    ToolCall(ToolCall),
+    /// The model's step is complete; `ToolCalls` when it asked for tools.
     Finish { reason: FinishReason, usage: Usage },
     /// The model failed; what was produced so far is kept as incomplete.
+    Error(String),
+}
+
+/// What a turn produces, for the encoders: the model's events of every step, with the tool calls
+/// marked by who runs them, and the results of the tools the server ran.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TurnEvent {
+    Delta(String),
+    /// `server`: a tool the server runs (memory, MCP); else the client's.
+    ToolCallStart { id: String, name: String, server: bool },
+    ToolCallDelta { id: String, delta: String, server: bool },
+    ToolCall { call: ToolCall, server: bool },
+    /// The result of a server tool, as the model will see it.
+    ToolResult { call: ToolCall, output: String, error: bool },
+    /// A model call ended with tool calls the server ran; another begins.
+    StepFinish,
+    StepStart,
+    /// The turn is complete (`ToolCalls`: the client has tools to run, or `max_steps` was reached).
+    Finish { reason: FinishReason, usage: Usage },
     Error(String),
 }
 
@@ -49,6 +76,17 @@ pub enum ModelEvent {
 pub enum FinishReason {
     Stop,
     Length,
+    ToolCalls,
+}
+
+/// One tool call of the model: `arguments` is the JSON text it produced (as OpenAI sends it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct ToolCall {
+    pub id: String,
+    pub name: String,
+    /// The arguments as JSON text.
+    #[schema(example = "{\"city\":\"Paris\"}")]
+    pub arguments: String,
 }
 
 /// Token counts, as the provider reports them (the echo model counts words).
@@ -62,11 +100,55 @@ impl Usage {
     pub fn total(&self) -> u64 {
         self.prompt_tokens + self.completion_tokens
     }
+
+    pub fn add(&mut self, other: Usage) {
+        self.prompt_tokens += other.prompt_tokens;
+        self.completion_tokens += other.completion_tokens;
+    }
 }
 
-/// One message of the model's context.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// One message of the model's context: text, an assistant's tool calls, or a tool's result.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PromptMessage {
     pub role: &'static str,
     pub content: String,
+    /// An assistant message's tool calls.
+    pub tool_calls: Vec<ToolCall>,
+    /// A tool message: the call it answers.
+    pub tool_call_id: Option<String>,
+}
+
+impl PromptMessage {
+    pub fn text(role: &'static str, content: impl Into<String>) -> Self {
+        Self {
+            role,
+            content: content.into(),
+            ..Self::default()
+        }
+    }
+
+    /// The message in OpenAI's chat format.
+    pub fn to_openai(&self) -> serde_json::Value {
+        let mut message = serde_json::json!({"role": self.role, "content": self.content});
+        if !self.tool_calls.is_empty() {
+            message["tool_calls"] = self
+                .tool_calls
+                .iter()
+                .map(|call| {
+                    serde_json::json!({
+                        "id": call.id,
+                        "type": "function",
+                        "function": {"name": call.name, "arguments": call.arguments},
+                    })
+                })
+                .collect();
+            if self.content.is_empty() {
+                message["content"] = serde_json::Value::Null;
+            }
+        }
+        if let Some(id) = &self.tool_call_id {
+            message["tool_call_id"] = id.as_str().into();
+        }
+        message
+    }
 }

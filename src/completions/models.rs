@@ -5,6 +5,7 @@
 //! (connection refused, 4xx/5xx) fails before the client's response has begun and becomes an
 //! ordinary `502 upstream_error`.
 
+use std::collections::VecDeque;
 use std::pin::Pin;
 use std::time::Duration;
 
@@ -13,7 +14,7 @@ use futures_util::{Stream, StreamExt, stream};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{FinishReason, ModelEvent, PromptMessage, Usage};
+use super::{FinishReason, ModelEvent, PromptMessage, ToolCall, Usage};
 
 /// A model's reply as it arrives.
 pub type ModelStream = Pin<Box<dyn Stream<Item = ModelEvent> + Send + 'static>>;
@@ -56,11 +57,11 @@ impl std::fmt::Debug for ProviderCall {
 pub struct StartError(pub String);
 
 impl Model {
-    /// Starts the reply to `prompt`.
-    pub async fn start(&self, prompt: &[PromptMessage]) -> Result<ModelStream, StartError> {
+    /// Starts the reply to `prompt`, offering `tools` (OpenAI's request shape).
+    pub async fn start(&self, prompt: &[PromptMessage], tools: &[Value]) -> Result<ModelStream, StartError> {
         match self {
             Model::Echo => Ok(Box::pin(echo(prompt))),
-            Model::OpenAiCompatible(call) => call.start(prompt).await,
+            Model::OpenAiCompatible(call) => call.start(prompt, tools).await,
         }
     }
 
@@ -73,23 +74,89 @@ impl Model {
     }
 }
 
+/// The echo model: after tool results it answers with their text; a user message whose lines are
+/// `/call <tool> <json arguments>` makes it call those tools; else it repeats the user's last
+/// message, a word at a time.
 fn echo(prompt: &[PromptMessage]) -> impl Stream<Item = ModelEvent> + Send + 'static {
-    let text = prompt
-        .iter()
-        .rev()
-        .find(|m| m.role == "user")
-        .map(|m| m.content.clone())
-        .unwrap_or_default();
     let prompt_tokens = prompt.iter().map(|m| m.content.split_whitespace().count() as u64).sum();
-    let words: Vec<String> = text.split_inclusive(char::is_whitespace).map(str::to_owned).collect();
-    let usage = Usage {
-        prompt_tokens,
-        completion_tokens: text.split_whitespace().count() as u64,
+    let last = prompt.iter().rev().find(|m| m.role != "system");
+    let text = match last {
+        Some(m) if m.role == "tool" => {
+            let results: Vec<&str> = prompt
+                .iter()
+                .rev()
+                .take_while(|m| m.role == "tool")
+                .map(|m| m.content.as_str())
+                .collect();
+            results.into_iter().rev().collect::<Vec<_>>().join("\n")
+        }
+        _ => prompt
+            .iter()
+            .rev()
+            .find(|m| m.role == "user")
+            .map(|m| m.content.clone())
+            .unwrap_or_default(),
     };
-    stream::iter(words.into_iter().map(ModelEvent::Delta).chain([ModelEvent::Finish {
-        reason: FinishReason::Stop,
-        usage,
-    }]))
+    let calls = if last.is_some_and(|m| m.role == "user") {
+        echo_calls(&text)
+    } else {
+        Vec::new()
+    };
+    let mut events = Vec::new();
+    if calls.is_empty() {
+        let usage = Usage {
+            prompt_tokens,
+            completion_tokens: text.split_whitespace().count() as u64,
+        };
+        events.extend(text.split_inclusive(char::is_whitespace).map(|w| ModelEvent::Delta(w.to_owned())));
+        events.push(ModelEvent::Finish {
+            reason: FinishReason::Stop,
+            usage,
+        });
+    } else {
+        let completion_tokens = calls.iter().map(|c| c.arguments.split_whitespace().count() as u64 + 1).sum();
+        for call in &calls {
+            events.push(ModelEvent::ToolCallStart {
+                id: call.id.clone(),
+                name: call.name.clone(),
+            });
+            events.push(ModelEvent::ToolCallDelta {
+                id: call.id.clone(),
+                delta: call.arguments.clone(),
+            });
+        }
+        events.extend(calls.into_iter().map(ModelEvent::ToolCall));
+        events.push(ModelEvent::Finish {
+            reason: FinishReason::ToolCalls,
+            usage: Usage {
+                prompt_tokens,
+                completion_tokens,
+            },
+        });
+    }
+    stream::iter(events)
+}
+
+/// The tool calls of an echo prompt: every line `/call <tool> <json>` (arguments `{}` when left
+/// out). A message with any other line calls nothing.
+fn echo_calls(text: &str) -> Vec<ToolCall> {
+    let lines: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    if lines.is_empty() || !lines.iter().all(|l| l.starts_with("/call ")) {
+        return Vec::new();
+    }
+    lines
+        .iter()
+        .filter_map(|line| {
+            let rest = line["/call ".len()..].trim_start();
+            let (name, arguments) = rest.split_once(char::is_whitespace).unwrap_or((rest, ""));
+            let arguments = arguments.trim();
+            (!name.is_empty()).then(|| ToolCall {
+                id: format!("call_{}", uuid::Uuid::now_v7().simple()),
+                name: name.to_owned(),
+                arguments: if arguments.is_empty() { "{}".into() } else { arguments.to_owned() },
+            })
+        })
+        .collect()
 }
 
 /// One chunk of an OpenAI-compatible stream, read leniently: servers omit `object`, send
@@ -119,6 +186,36 @@ struct Choice {
 struct Delta {
     #[serde(default)]
     content: Option<Value>,
+    #[serde(default)]
+    tool_calls: Option<Vec<ToolCallFragment>>,
+}
+
+/// A piece of a streamed tool call: the first names it (`id`, `function.name`), the rest add to
+/// its arguments; `index` says which call it belongs to.
+#[derive(Deserialize, Default)]
+struct ToolCallFragment {
+    #[serde(default)]
+    index: Option<u64>,
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    function: Option<FunctionFragment>,
+}
+
+#[derive(Deserialize, Default)]
+struct FunctionFragment {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    arguments: Option<String>,
+}
+
+/// A tool call being assembled from its fragments.
+struct PartialCall {
+    index: u64,
+    call: ToolCall,
+    /// Whether `ToolCallStart` was sent (once its name is known).
+    started: bool,
 }
 
 #[derive(Deserialize, Default)]
@@ -135,17 +232,100 @@ struct Reading<S> {
     idle_timeout: Duration,
     finish: Option<FinishReason>,
     usage: Usage,
+    calls: Vec<PartialCall>,
+    /// Events read but not yet handed out (a chunk may carry several).
+    pending: VecDeque<ModelEvent>,
     done: bool,
 }
 
+/// Most tool calls one step may make, and most bytes of arguments each.
+const MAX_CALLS: usize = 32;
+const MAX_ARGUMENT_BYTES: usize = 256 * 1024;
+
+impl<S> Reading<S> {
+    fn new(events: S, idle_timeout: Duration) -> Self {
+        Self {
+            events,
+            idle_timeout,
+            finish: None,
+            usage: Usage::default(),
+            calls: Vec::new(),
+            pending: VecDeque::new(),
+            done: false,
+        }
+    }
+
+    /// Adds a fragment to its call; the events it makes are queued. Err: the model exceeded the
+    /// limits.
+    fn fragment(&mut self, fragment: ToolCallFragment) -> Result<(), &'static str> {
+        let index = fragment.index.unwrap_or(self.calls.len().saturating_sub(1) as u64);
+        let function = fragment.function.unwrap_or_default();
+        let at = match self.calls.iter().position(|c| c.index == index) {
+            Some(at) => at,
+            None => {
+                if self.calls.len() >= MAX_CALLS {
+                    return Err("the model made too many tool calls");
+                }
+                self.calls.push(PartialCall {
+                    index,
+                    call: ToolCall {
+                        id: fragment
+                            .id
+                            .clone()
+                            .unwrap_or_else(|| format!("call_{}", uuid::Uuid::now_v7().simple())),
+                        name: String::new(),
+                        arguments: String::new(),
+                    },
+                    started: false,
+                });
+                self.calls.len() - 1
+            }
+        };
+        let partial = &mut self.calls[at];
+        if let Some(name) = function.name {
+            partial.call.name.push_str(&name);
+        }
+        if !partial.started && !partial.call.name.is_empty() {
+            partial.started = true;
+            self.pending.push_back(ModelEvent::ToolCallStart {
+                id: partial.call.id.clone(),
+                name: partial.call.name.clone(),
+            });
+            if !partial.call.arguments.is_empty() {
+                self.pending.push_back(ModelEvent::ToolCallDelta {
+                    id: partial.call.id.clone(),
+                    delta: partial.call.arguments.clone(),
+                });
+            }
+        }
+        if let Some(arguments) = function.arguments.filter(|a| !a.is_empty()) {
+            if partial.call.arguments.len() + arguments.len() > MAX_ARGUMENT_BYTES {
+                return Err("the model's tool arguments are too long");
+            }
+            partial.call.arguments.push_str(&arguments);
+            if partial.started {
+                self.pending.push_back(ModelEvent::ToolCallDelta {
+                    id: partial.call.id.clone(),
+                    delta: arguments,
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
 impl ProviderCall {
-    async fn start(&self, prompt: &[PromptMessage]) -> Result<ModelStream, StartError> {
+    async fn start(&self, prompt: &[PromptMessage], tools: &[Value]) -> Result<ModelStream, StartError> {
+        let messages: Vec<Value> = prompt.iter().map(PromptMessage::to_openai).collect();
         let mut body = json!({
             "model": self.model,
-            "messages": prompt,
+            "messages": messages,
             "stream": true,
             "stream_options": {"include_usage": true},
         });
+        if !tools.is_empty() {
+            body["tools"] = Value::Array(tools.to_vec());
+        }
         if let Some(temperature) = self.temperature {
             body["temperature"] = json!(temperature);
         }
@@ -174,13 +354,7 @@ impl ProviderCall {
             tracing::warn!(status = status.as_u16(), "model provider refused the request");
             return Err(StartError(format!("the model provider answered {}", status.as_u16())));
         }
-        let reading = Reading {
-            events: response.bytes_stream().eventsource(),
-            idle_timeout: self.idle_timeout,
-            finish: None,
-            usage: Usage::default(),
-            done: false,
-        };
+        let reading = Reading::new(response.bytes_stream().eventsource(), self.idle_timeout);
         Ok(Box::pin(stream::unfold(reading, next_event)))
     }
 }
@@ -190,10 +364,13 @@ where
     S: Stream<Item = Result<eventsource_stream::Event, E>> + Unpin,
     E: std::fmt::Display,
 {
-    if state.done {
-        return None;
-    }
     loop {
+        if let Some(event) = state.pending.pop_front() {
+            return Some((event, state));
+        }
+        if state.done {
+            return None;
+        }
         let next = match tokio::time::timeout(state.idle_timeout, state.events.next()).await {
             Err(_) => return fail(state, "the model provider stopped answering"),
             Ok(next) => next,
@@ -233,31 +410,61 @@ where
                 completion_tokens: usage.completion_tokens.unwrap_or(state.usage.completion_tokens),
             };
         }
-        let mut text = String::new();
         for choice in chunk.choices.into_iter().take(1) {
-            if let Some(Value::String(delta)) = choice.delta.or(choice.message).and_then(|d| d.content) {
-                text = delta;
+            let delta = choice.delta.or(choice.message).unwrap_or_default();
+            if let Some(Value::String(text)) = delta.content
+                && !text.is_empty()
+            {
+                state.pending.push_back(ModelEvent::Delta(text));
+            }
+            for fragment in delta.tool_calls.unwrap_or_default() {
+                if let Err(why) = state.fragment(fragment) {
+                    return fail(state, why);
+                }
             }
             match choice.finish_reason {
                 Some(Value::String(reason)) if reason == "length" => state.finish = Some(FinishReason::Length),
+                Some(Value::String(reason)) if reason == "tool_calls" || reason == "function_call" => {
+                    state.finish = Some(FinishReason::ToolCalls);
+                }
                 Some(Value::String(reason)) if !reason.is_empty() => state.finish = Some(FinishReason::Stop),
                 _ => {}
             }
         }
-        if !text.is_empty() {
-            return Some((ModelEvent::Delta(text), state));
-        }
     }
 }
 
+/// Ends the step: the whole tool calls (those that got a name), then `Finish` (`ToolCalls`
+/// whenever there are calls, whatever the provider said).
 fn finish<S>(mut state: Reading<S>, reason: FinishReason) -> Option<(ModelEvent, Reading<S>)> {
     state.done = true;
-    let usage = state.usage;
-    Some((ModelEvent::Finish { reason, usage }, state))
+    let calls: Vec<ToolCall> = state
+        .calls
+        .drain(..)
+        .filter(|c| c.started)
+        .map(|c| c.call)
+        .collect();
+    let reason = if calls.is_empty() {
+        if reason == FinishReason::ToolCalls {
+            FinishReason::Stop
+        } else {
+            reason
+        }
+    } else {
+        FinishReason::ToolCalls
+    };
+    state.pending.extend(calls.into_iter().map(ModelEvent::ToolCall));
+    state.pending.push_back(ModelEvent::Finish {
+        reason,
+        usage: state.usage,
+    });
+    let first = state.pending.pop_front()?;
+    Some((first, state))
 }
 
 fn fail<S>(mut state: Reading<S>, message: &str) -> Option<(ModelEvent, Reading<S>)> {
     state.done = true;
+    state.pending.clear();
     Some((ModelEvent::Error(message.to_owned()), state))
 }
 
@@ -268,24 +475,12 @@ mod tests {
     #[tokio::test]
     async fn echo_repeats_the_last_user_message_word_by_word() {
         let prompt = vec![
-            PromptMessage {
-                role: "system",
-                content: "Be kind.".into(),
-            },
-            PromptMessage {
-                role: "user",
-                content: "first".into(),
-            },
-            PromptMessage {
-                role: "assistant",
-                content: "first".into(),
-            },
-            PromptMessage {
-                role: "user",
-                content: "hello  there world".into(),
-            },
+            PromptMessage::text("system", "Be kind."),
+            PromptMessage::text("user", "first"),
+            PromptMessage::text("assistant", "first"),
+            PromptMessage::text("user", "hello  there world"),
         ];
-        let events: Vec<ModelEvent> = Model::Echo.start(&prompt).await.unwrap().collect().await;
+        let events: Vec<ModelEvent> = Model::Echo.start(&prompt, &[]).await.unwrap().collect().await;
         let text: String = events
             .iter()
             .filter_map(|e| {
@@ -306,13 +501,7 @@ mod tests {
     async fn events_of(lines: &[&str]) -> Vec<ModelEvent> {
         let body: String = lines.iter().map(|l| format!("data: {l}\n\n")).collect();
         let bytes = stream::iter([Ok::<_, std::io::Error>(body.into_bytes())]);
-        let reading = Reading {
-            events: bytes.eventsource(),
-            idle_timeout: Duration::from_secs(5),
-            finish: None,
-            usage: Usage::default(),
-            done: false,
-        };
+        let reading = Reading::new(bytes.eventsource(), Duration::from_secs(5));
         stream::unfold(reading, next_event).collect().await
     }
 
@@ -359,5 +548,83 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[tokio::test]
+    async fn streamed_tool_calls_are_assembled_by_index() {
+        let events = events_of(&[
+            r#"{"choices":[{"delta":{"role":"assistant","content":"Let me look."}}]}"#,
+            r#"{"choices":[{"delta":{"tool_calls":[{"index":0,"id":"call_a","type":"function","function":{"name":"get_weather","arguments":""}}]}}]}"#,
+            r#"{"choices":[{"delta":{"tool_calls":[{"index":0,"function":{"arguments":"{\"city\":"}}]}}]}"#,
+            r#"{"choices":[{"delta":{"tool_calls":[{"index":1,"id":"call_b","function":{"name":"get_time","arguments":"{}"}}]}}]}"#,
+            r#"{"choices":[{"delta":{"tool_calls":[{"index":0,"function":{"arguments":"\"Paris\"}"}}]}}]}"#,
+            r#"{"choices":[{"delta":{},"finish_reason":"tool_calls"}]}"#,
+            r#"{"choices":[],"usage":{"prompt_tokens":7,"completion_tokens":5}}"#,
+            "[DONE]",
+        ])
+        .await;
+        let whole: Vec<&ToolCall> = events
+            .iter()
+            .filter_map(|e| if let ModelEvent::ToolCall(c) = e { Some(c) } else { None })
+            .collect();
+        assert_eq!(whole.len(), 2);
+        assert_eq!((whole[0].id.as_str(), whole[0].name.as_str()), ("call_a", "get_weather"));
+        assert_eq!(whole[0].arguments, r#"{"city":"Paris"}"#);
+        assert_eq!(whole[1].arguments, "{}");
+        let deltas: String = events
+            .iter()
+            .filter_map(|e| match e {
+                ModelEvent::ToolCallDelta { id, delta } if id == "call_a" => Some(delta.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(deltas, r#"{"city":"Paris"}"#);
+        assert!(matches!(events[0], ModelEvent::Delta(_)));
+        assert!(matches!(&events[1], ModelEvent::ToolCallStart { name, .. } if name == "get_weather"));
+        assert_eq!(
+            events.last(),
+            Some(&ModelEvent::Finish {
+                reason: FinishReason::ToolCalls,
+                usage: Usage {
+                    prompt_tokens: 7,
+                    completion_tokens: 5
+                }
+            })
+        );
+    }
+
+    #[tokio::test]
+    async fn echo_calls_tools_and_answers_with_their_results() {
+        let asked = vec![PromptMessage::text("user", "/call get_weather {\"city\": \"Paris\"}\n/call now")];
+        let events: Vec<ModelEvent> = Model::Echo.start(&asked, &[]).await.unwrap().collect().await;
+        let calls: Vec<&ToolCall> = events
+            .iter()
+            .filter_map(|e| if let ModelEvent::ToolCall(c) = e { Some(c) } else { None })
+            .collect();
+        assert_eq!(calls.len(), 2);
+        assert_eq!(calls[0].name, "get_weather");
+        assert_eq!(calls[0].arguments, "{\"city\": \"Paris\"}");
+        assert_eq!((calls[1].name.as_str(), calls[1].arguments.as_str()), ("now", "{}"));
+        assert!(matches!(
+            events.last(),
+            Some(ModelEvent::Finish {
+                reason: FinishReason::ToolCalls,
+                ..
+            })
+        ));
+        let answered = vec![
+            PromptMessage::text("user", "/call get_weather {}"),
+            PromptMessage {
+                role: "tool",
+                content: "sunny".into(),
+                tool_call_id: Some("c".into()),
+                ..PromptMessage::default()
+            },
+        ];
+        let events: Vec<ModelEvent> = Model::Echo.start(&answered, &[]).await.unwrap().collect().await;
+        assert_eq!(events[0], ModelEvent::Delta("sunny".into()));
+        // Prose that mentions /call calls nothing.
+        assert!(echo_calls("please /call x").is_empty());
+        assert!(echo_calls("/call a {}\nthanks").is_empty());
     }
 }

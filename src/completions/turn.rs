@@ -7,21 +7,26 @@
 //! forwards each event to the `Turn`'s receiver and stores the assistant message when the model
 //! finishes, fails, or the receiver goes away (as `incomplete`), so nothing is lost and nothing is
 //! half-written. Because the task, not the request, owns the reply, a reply can outlive its
-//! request (`Detach::Finish`); the turn loop of tools will run inside the same task.
+//! request (`Detach::Finish`). The task runs the turn's loop of model calls and server tools
+//! (`reply`).
+//!
+//! A turn may carry the results of client tools the model called in an earlier turn: they are
+//! checked against the calls stored in the conversation (a result for a call never made there is
+//! refused) and stored before the model goes on.
 
 use std::sync::Arc;
 
-use futures_util::StreamExt;
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use super::context::{self, Context};
-use super::formats::TurnRequest;
-use super::models::{Model, ModelStream, ProviderCall};
-use super::{FinishReason, ModelEvent, PromptMessage, Usage};
+use super::formats::{ToolResultIn, TurnRequest};
+use super::models::{Model, ProviderCall};
+use super::reply::{Reply, ReplyTask, tool_message};
+use super::tools::{MAX_RESULT_BYTES, ToolSet};
+use super::{PromptMessage, TurnEvent};
 use crate::AppState;
 use crate::error::{Error, Result};
-use crate::metrics::ReplyEnd;
 use crate::store::agents::{Agent, AgentModel};
 use crate::store::scope::{AgentScope, UserScope};
 use crate::store::user_data::{self, Conversation, MessageStatus, NewMessage, OpenedConversation};
@@ -59,7 +64,7 @@ pub struct Turn {
     pub reply_id: Uuid,
     /// What to report as the model (`echo`, or the provider's model id).
     pub model: String,
-    pub events: mpsc::Receiver<ModelEvent>,
+    pub events: mpsc::Receiver<TurnEvent>,
 }
 
 /// Starts a turn: stores the user's messages, builds the context, starts the model, and leaves
@@ -73,6 +78,12 @@ pub async fn start(state: &AppState, caller: TurnCaller, request: TurnRequest, d
             ));
         }
     }
+    if request.tool_results.iter().any(|r| r.output.len() > MAX_RESULT_BYTES) {
+        return Err(Error::invalid_field(
+            "tool_results",
+            format!("a tool result may be at most {MAX_RESULT_BYTES} bytes"),
+        ));
+    }
     if let Some(id) = &request.conversation_id {
         validate_conversation_id(id)?;
     }
@@ -85,8 +96,12 @@ pub async fn start(state: &AppState, caller: TurnCaller, request: TurnRequest, d
     let (agent, prompt, sink) = match caller {
         TurnCaller::User(scope) => {
             let store_content = scope.user().stores_content();
-            let (conversation, up_to) =
+            let (conversation, mut up_to) =
                 store_user_messages(state, &scope, &conversation_id, &request, store_content).await?;
+            if !request.tool_results.is_empty() {
+                let stored = store_tool_results(state, &scope, &conversation, &request.tool_results, store_content).await?;
+                up_to = stored.or(up_to);
+            }
             let prompt = if store_content {
                 let context = Context {
                     conversation: &conversation,
@@ -125,18 +140,26 @@ pub async fn start(state: &AppState, caller: TurnCaller, request: TurnRequest, d
     // Start the model before answering: a provider that refuses is an ordinary 502, and the user
     // message stays stored with no assistant message.
     let model = resolve_model(state, &agent).await?;
-    let stream = model.start(&prompt).await.map_err(|e| Error::Upstream(e.0))?;
+    let tools = ToolSet::for_agent(&agent, sink.is_some());
+    let stream = model
+        .start(&prompt, &tools.to_openai())
+        .await
+        .map_err(|e| Error::Upstream(e.0))?;
     let (events, receiver) = mpsc::channel(EVENT_BUFFER);
     let payer = match &sink {
         Some(reply) => reply.scope.user().clone(),
         None => UserScope::stateless_turns(agent.application_id),
     };
+    let name = model.name().to_owned();
     let task = ReplyTask {
         state: state.clone(),
         reply: sink,
         payer,
         agent_id: agent.id,
-        prompt_estimate: prompt.iter().map(|m| estimate_tokens(&m.content)).sum(),
+        model,
+        tools,
+        prompt,
+        max_steps: agent.tools.0.max_steps(),
         events,
         detach,
     };
@@ -144,7 +167,7 @@ pub async fn start(state: &AppState, caller: TurnCaller, request: TurnRequest, d
     Ok(Turn {
         conversation_id,
         reply_id,
-        model: model.name().to_owned(),
+        model: name,
         events: receiver,
     })
 }
@@ -153,10 +176,7 @@ pub async fn start(state: &AppState, caller: TurnCaller, request: TurnRequest, d
 /// mode).
 fn request_prompt(agent: &Agent, request: &TurnRequest) -> Vec<PromptMessage> {
     let mut prompt = context::instructions(agent);
-    prompt.extend(request.history.iter().map(|m| PromptMessage {
-        role: m.role,
-        content: m.content.clone(),
-    }));
+    prompt.extend(super::tools::well_formed(request.history.clone()));
     prompt
 }
 
@@ -175,11 +195,6 @@ fn title_from(text: &str) -> String {
         Some(space) if space > 0 => cut[..space].to_owned(),
         _ => cut.chars().take(TITLE_CHARS).collect(),
     }
-}
-
-/// Tokens in a text, estimated as OpenAI's tokenizers average on English: four bytes each.
-fn estimate_tokens(text: &str) -> u64 {
-    text.len().div_ceil(4) as u64
 }
 
 /// A conversation id: 1–128 of `A-Za-z0-9_-`.
@@ -252,13 +267,7 @@ async fn store_user_messages(
             let new: Vec<NewMessage> = request
                 .user_messages
                 .iter()
-                .map(|m| NewMessage {
-                    id: Uuid::now_v7(),
-                    role: "user",
-                    content: text(&m.content),
-                    status: MessageStatus::Complete,
-                    client_id: m.client_id.clone(),
-                })
+                .map(|m| NewMessage::text("user", text(&m.content), MessageStatus::Complete, m.client_id.clone()))
                 .collect();
             user_data::append_messages(state.db(), scope, &conversation, &new)
                 .await
@@ -270,6 +279,38 @@ async fn store_user_messages(
             Err(error) => return Err(error.into()),
         }
     }
+}
+
+/// Stores the results of client tools, each once, after checking that the model called them in
+/// this conversation. Returns the sequence number of the last one stored.
+async fn store_tool_results(
+    state: &AppState,
+    scope: &AgentScope,
+    conversation: &Conversation,
+    results: &[ToolResultIn],
+    store_content: bool,
+) -> Result<Option<i64>> {
+    let calls = user_data::recent_tool_calls(state.db(), scope, conversation).await?;
+    for result in results {
+        if !calls.iter().any(|c| c.id == result.tool_call_id) {
+            return Err(Error::invalid_field(
+                "tool_results",
+                format!(
+                    "no tool call `{}` was made in this conversation",
+                    result.tool_call_id.chars().take(100).collect::<String>()
+                ),
+            ));
+        }
+    }
+    let new: Vec<NewMessage> = results
+        .iter()
+        .map(|r| {
+            let content = if store_content { r.output.clone() } else { String::new() };
+            tool_message(r.tool_call_id.clone(), content)
+        })
+        .collect();
+    let stored = user_data::append_messages(state.db(), scope, conversation, &new).await?;
+    Ok(stored.last().map(|m| m.seq))
 }
 
 /// The model behind an agent: `echo`, or its provider with the key decrypted for this call.
@@ -298,166 +339,6 @@ async fn resolve_model(state: &AppState, agent: &Agent) -> Result<Model> {
         max_tokens: choice.max_tokens,
         idle_timeout: state.settings().provider_idle_timeout,
     }))
-}
-
-/// Where a user turn's reply is stored.
-struct Reply {
-    scope: AgentScope,
-    conversation: Conversation,
-    id: Uuid,
-    /// `false`: privacy mode, the reply is stored without its text.
-    store_content: bool,
-}
-
-/// What waiting for the next model event ended with.
-enum Step {
-    Event(Option<ModelEvent>),
-    ReaderGone,
-}
-
-/// Owns one turn's reply: pulls the model's events, forwards them, stores the assistant message.
-struct ReplyTask {
-    state: AppState,
-    reply: Option<Reply>,
-    /// Whose tokens these are: the user, or the application's servers (`sub` empty).
-    payer: UserScope,
-    agent_id: Uuid,
-    /// The prompt's tokens, estimated, for a reply whose model reports none.
-    prompt_estimate: u64,
-    events: mpsc::Sender<ModelEvent>,
-    detach: Detach,
-}
-
-impl ReplyTask {
-    async fn run(self, mut stream: ModelStream) {
-        let settings = self.state.settings();
-        let deadline = tokio::time::Instant::now() + settings.turn_timeout;
-        let (max_bytes, send_timeout) = (settings.max_reply_bytes, settings.send_timeout);
-        let mut text = String::new();
-        let mut reader = true;
-        loop {
-            let next = async {
-                if !reader {
-                    return Step::Event(stream.next().await);
-                }
-                tokio::select! {
-                    // The reader went away while the model was silent.
-                    () = self.events.closed() => Step::ReaderGone,
-                    event = stream.next() => Step::Event(event),
-                }
-            };
-            let event = match tokio::time::timeout_at(deadline, next).await {
-                Ok(Step::ReaderGone) => {
-                    reader = false;
-                    if self.detach == Detach::Stop {
-                        // Dropping the stream closes the upstream connection.
-                        drop(stream);
-                        return self.store(text, false, None).await;
-                    }
-                    continue;
-                }
-                Ok(Step::Event(event)) => {
-                    event.unwrap_or_else(|| ModelEvent::Error("the model ended without finishing".into()))
-                }
-                Err(_) => ModelEvent::Error("the reply took longer than this server allows".into()),
-            };
-            let event = match event {
-                ModelEvent::Delta(delta) if text.len() + delta.len() > max_bytes => {
-                    // Keep what fits (at a character boundary), then end as too long.
-                    let mut fits = max_bytes.saturating_sub(text.len()).min(delta.len());
-                    while !delta.is_char_boundary(fits) {
-                        fits -= 1;
-                    }
-                    text.push_str(&delta[..fits]);
-                    if reader && fits > 0 {
-                        self.send(ModelEvent::Delta(delta[..fits].to_owned()), send_timeout)
-                            .await;
-                    }
-                    // The client sees a reply cut for length (as a model's own limit ends one);
-                    // the stored message says it is incomplete.
-                    drop(stream);
-                    self.store(text, false, None).await;
-                    let cut = ModelEvent::Finish {
-                        reason: FinishReason::Length,
-                        usage: Usage::default(),
-                    };
-                    self.send(cut, send_timeout).await;
-                    return;
-                }
-                event => event,
-            };
-            match &event {
-                ModelEvent::Delta(delta) => text.push_str(delta),
-                ModelEvent::Finish { .. } => {
-                    // Stored before the reader hears the end, so a client that saw it can read
-                    // the reply back.
-                    let usage = match &event {
-                        ModelEvent::Finish { usage, .. } => Some(*usage),
-                        _ => None,
-                    };
-                    self.store(text, true, usage).await;
-                    self.send(event, send_timeout).await;
-                    return;
-                }
-                ModelEvent::Error(message) => {
-                    tracing::warn!(message, "the reply ended early");
-                    drop(stream);
-                    self.store(text, false, None).await;
-                    self.send(event, send_timeout).await;
-                    return;
-                }
-            }
-            if reader && !self.send(event, send_timeout).await {
-                reader = false;
-                if self.detach == Detach::Stop {
-                    drop(stream);
-                    return self.store(text, false, None).await;
-                }
-            }
-        }
-    }
-
-    /// Hands an event to the reader; false if it is gone or took no data for `timeout` (a
-    /// stalled client must not hold the model and this task forever).
-    async fn send(&self, event: ModelEvent, timeout: std::time::Duration) -> bool {
-        matches!(tokio::time::timeout(timeout, self.events.send(event)).await, Ok(Ok(())))
-    }
-
-    /// Stores the reply and counts the turn's tokens: the model's own count, else an estimate
-    /// (a reply cut short, or a provider that reports none).
-    async fn store(&self, text: String, complete: bool, usage: Option<Usage>) {
-        let end = if complete {
-            ReplyEnd::Complete
-        } else {
-            ReplyEnd::Incomplete
-        };
-        self.state.metrics().observe_reply(end);
-        let usage = usage.filter(|u| u.total() > 0).unwrap_or(Usage {
-            prompt_tokens: self.prompt_estimate,
-            completion_tokens: estimate_tokens(&text),
-        });
-        self.state.metering().record(&self.payer, self.agent_id, usage);
-        let Some(reply) = &self.reply else { return };
-        let message = NewMessage {
-            id: reply.id,
-            role: "assistant",
-            content: if reply.store_content { text } else { String::new() },
-            status: if complete {
-                MessageStatus::Complete
-            } else {
-                MessageStatus::Incomplete
-            },
-            client_id: Some(reply.id.to_string()),
-        };
-        match user_data::append_messages(self.state.db(), &reply.scope, &reply.conversation, &[message]).await {
-            Ok(_) => {}
-            // Deleted while the reply ran (by its user, or by a retention purge): nothing to add to.
-            Err(StoreError::NotFound) => {
-                tracing::info!("the conversation was deleted before its reply was stored");
-            }
-            Err(error) => tracing::error!(%error, "could not store the assistant's reply"),
-        }
-    }
 }
 
 #[cfg(test)]

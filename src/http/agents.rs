@@ -9,12 +9,13 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
+use super::agent_tools::{self, McpServerInput, McpServerView, ToolsInput};
 use super::applications::validate_origins;
 use super::{AgentPage, Json, ListParams, Path, Query, timestamp, validate_name};
 use crate::AppState;
 use crate::auth::extract::Principal;
 use crate::error::{Error, Result};
-use crate::store::agents::{self, Agent, AgentChanges, AgentModel, NewAgent};
+use crate::store::agents::{self, Agent, AgentChanges, AgentModel, AgentTools, FunctionTool, NewAgent};
 use crate::store::providers;
 use crate::store::scope::ApplicationId;
 
@@ -40,6 +41,14 @@ pub struct AgentView {
     pub memory: bool,
     /// Origins browsers may call this agent from; when not empty, replaces the application's.
     pub allowed_origins: Vec<String>,
+    /// Functions the caller's app runs (OpenAI's function shape).
+    pub tools: Vec<FunctionTool>,
+    /// Whether the model may `memorize` and `search_memory` in the user's own memory.
+    pub memory_tools: bool,
+    /// MCP servers whose tools the server calls (header values are never shown).
+    pub mcp_servers: Vec<McpServerView>,
+    /// Model calls one turn may make.
+    pub max_steps: u32,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -54,6 +63,10 @@ impl From<Agent> for AgentView {
             model: a.model.0,
             memory: a.memory,
             allowed_origins: a.allowed_origins.0,
+            max_steps: a.tools.0.max_steps(),
+            mcp_servers: a.tools.0.mcp_servers.iter().map(McpServerView::from).collect(),
+            memory_tools: a.tools.0.memory_tools,
+            tools: a.tools.0.client,
             created_at: timestamp(a.created_at),
             updated_at: timestamp(a.updated_at),
         }
@@ -76,6 +89,18 @@ pub struct CreateAgent {
     /// Origins browsers may call this agent from (default empty: the application's).
     #[serde(default)]
     pub allowed_origins: Option<Vec<String>>,
+    /// Functions the caller's app runs (default none).
+    #[serde(default)]
+    pub tools: Option<Vec<FunctionTool>>,
+    /// Give the model `memorize` and `search_memory` (default `false`).
+    #[serde(default)]
+    pub memory_tools: Option<bool>,
+    /// MCP servers whose tools the server calls (default none).
+    #[serde(default)]
+    pub mcp_servers: Option<Vec<McpServerInput>>,
+    /// Model calls one turn may make, 1..20 (default 5).
+    #[serde(default)]
+    pub max_steps: Option<u32>,
 }
 
 fn validate_instructions(instructions: &str) -> Result<()> {
@@ -138,10 +163,20 @@ async fn create_agent(
     validate_instructions(&body.instructions)?;
     let model = body.model.unwrap_or_else(AgentModel::echo);
     validate_model(&state, app_id, &model).await?;
+    let id = Uuid::now_v7();
+    let input = ToolsInput {
+        tools: body.tools,
+        memory_tools: body.memory_tools,
+        mcp_servers: body.mcp_servers,
+        max_steps: body.max_steps,
+    };
+    let tools = agent_tools::build(&state, app_id, id, &AgentTools::default(), input).await?;
     let agent = agents::create(
         state.db(),
         app_id,
         NewAgent {
+            id,
+            tools,
             name: &name,
             instructions: &body.instructions,
             model: &model,
@@ -201,6 +236,13 @@ pub struct UpdateAgent {
     pub memory: Option<bool>,
     /// Replaces the agent's allowed origins (`[]`: the application's apply).
     pub allowed_origins: Option<Vec<String>>,
+    /// Replaces the agent's client tools.
+    pub tools: Option<Vec<FunctionTool>>,
+    pub memory_tools: Option<bool>,
+    /// Replaces the agent's MCP servers; a server named as before keeps its headers when none are
+    /// sent.
+    pub mcp_servers: Option<Vec<McpServerInput>>,
+    pub max_steps: Option<u32>,
 }
 
 /// Change an agent; fields left out stay as they are.
@@ -225,7 +267,23 @@ async fn update_agent(
     if let Some(model) = &body.model {
         validate_model(&state, app_id, model).await?;
     }
+    let input = ToolsInput {
+        tools: body.tools,
+        memory_tools: body.memory_tools,
+        mcp_servers: body.mcp_servers,
+        max_steps: body.max_steps,
+    };
+    let tools = if input.is_empty() {
+        None
+    } else {
+        // Built on what is stored (the MCP headers kept), so read it first.
+        let current = agents::find(state.db(), app_id, agent_id)
+            .await?
+            .ok_or_else(|| Error::not_found("agent"))?;
+        Some(agent_tools::build(&state, app_id, agent_id, &current.tools.0, input).await?)
+    };
     let changes = AgentChanges {
+        tools,
         name: name.as_deref(),
         instructions: body.instructions.as_deref(),
         model: body.model.as_ref(),

@@ -19,8 +19,8 @@ use super::{Json, Path, Query};
 use crate::AppState;
 use crate::auth::credentials::Credentials;
 use crate::auth::extract::authenticate_api_key;
-use crate::completions::ModelEvent;
-use crate::completions::formats::{Encoder, Format, TurnMeta, TurnRequest};
+use crate::completions::TurnEvent;
+use crate::completions::formats::{Encoder, Format, TurnMeta, TurnRequest, Whole};
 use crate::completions::turn::{self, Detach, TurnCaller};
 use crate::error::{Error, Result};
 use crate::store::keys::Acl;
@@ -178,7 +178,7 @@ async fn turn(
 }
 
 /// The turn's events as the format's stream, with keep-alive comments while the model is silent.
-fn streamed(events: mpsc::Receiver<ModelEvent>, encoder: Box<dyn Encoder>, keepalive: Duration) -> Response {
+fn streamed(events: mpsc::Receiver<TurnEvent>, encoder: Box<dyn Encoder>, keepalive: Duration) -> Response {
     let content_type = encoder.content_type();
     let extra = encoder.stream_headers();
     let frames = Frames {
@@ -208,7 +208,7 @@ fn streamed(events: mpsc::Receiver<ModelEvent>, encoder: Box<dyn Encoder>, keepa
 
 /// The frames of a streamed reply, one per event.
 struct Frames {
-    events: mpsc::Receiver<ModelEvent>,
+    events: mpsc::Receiver<TurnEvent>,
     encoder: Box<dyn Encoder>,
     keepalive: Duration,
     started: bool,
@@ -224,41 +224,66 @@ impl Frames {
             self.started = true;
             return Some(Ok(self.encoder.start()));
         }
-        let event = match self.encoder.keep_alive() {
-            Some(comment) => match tokio::time::timeout(self.keepalive, self.events.recv()).await {
-                Ok(event) => event,
-                Err(_) => return Some(Ok(comment.to_owned())),
-            },
-            None => self.events.recv().await,
-        };
-        let event = event.unwrap_or_else(|| ModelEvent::Error("the reply ended without finishing".into()));
-        Some(match event {
-            ModelEvent::Delta(delta) => Ok(self.encoder.delta(&delta)),
-            ModelEvent::Finish { reason, usage } => {
-                self.ended = true;
-                Ok(self.encoder.finish(reason, usage))
+        loop {
+            let event = match self.encoder.keep_alive() {
+                Some(comment) => match tokio::time::timeout(self.keepalive, self.events.recv()).await {
+                    Ok(event) => event,
+                    Err(_) => return Some(Ok(comment.to_owned())),
+                },
+                None => self.events.recv().await,
+            };
+            let event = event.unwrap_or_else(|| TurnEvent::Error("the reply ended without finishing".into()));
+            let encoder = &mut self.encoder;
+            let frame = match event {
+                TurnEvent::Delta(delta) => encoder.delta(&delta),
+                TurnEvent::ToolCallStart { id, name, server } => encoder.tool_call_start(&id, &name, server),
+                TurnEvent::ToolCallDelta { id, delta, server } => encoder.tool_call_delta(&id, &delta, server),
+                TurnEvent::ToolCall { call, server } => encoder.tool_call(&call, server),
+                TurnEvent::ToolResult { call, output, error } => encoder.tool_result(&call, &output, error),
+                TurnEvent::StepFinish => encoder.step_finish(),
+                TurnEvent::StepStart => encoder.step_start(),
+                TurnEvent::Finish { reason, usage } => {
+                    self.ended = true;
+                    encoder.finish(reason, usage)
+                }
+                TurnEvent::Error(message) => {
+                    self.ended = true;
+                    // No error event in this format: abort the body so the client sees a failed
+                    // read.
+                    return Some(
+                        encoder
+                            .error(&message)
+                            .ok_or_else(|| std::io::Error::other("the model failed")),
+                    );
+                }
+            };
+            // Events a format does not show (a server tool's call, for OpenAI) make no frame.
+            if !frame.is_empty() || self.ended {
+                return Some(Ok(frame));
             }
-            ModelEvent::Error(message) => {
-                self.ended = true;
-                // No error event in this format: abort the body so the client sees a failed read.
-                self.encoder
-                    .error(&message)
-                    .ok_or_else(|| std::io::Error::other("the model failed"))
-            }
-        })
+        }
     }
 }
 
 /// The whole reply as one JSON body, once the model has finished.
-async fn whole(mut events: mpsc::Receiver<ModelEvent>, encoder: Box<dyn Encoder>) -> Result<Response> {
+async fn whole(mut events: mpsc::Receiver<TurnEvent>, encoder: Box<dyn Encoder>) -> Result<Response> {
     let mut text = String::new();
+    let mut tool_calls = Vec::new();
     loop {
         match events.recv().await {
-            Some(ModelEvent::Delta(delta)) => text.push_str(&delta),
-            Some(ModelEvent::Finish { reason, usage }) => {
-                return Ok(axum::Json(encoder.whole(&text, reason, usage)).into_response());
+            Some(TurnEvent::Delta(delta)) => text.push_str(&delta),
+            Some(TurnEvent::ToolCall { call, server: false }) => tool_calls.push(call),
+            Some(TurnEvent::Finish { reason, usage }) => {
+                let reply = Whole {
+                    text,
+                    tool_calls,
+                    reason,
+                    usage,
+                };
+                return Ok(axum::Json(encoder.whole(&reply)).into_response());
             }
-            Some(ModelEvent::Error(message)) => return Err(Error::Upstream(message)),
+            Some(TurnEvent::Error(message)) => return Err(Error::Upstream(message)),
+            Some(_) => {}
             None => return Err(Error::Upstream("the model ended without finishing".into())),
         }
     }

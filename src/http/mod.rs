@@ -5,6 +5,7 @@
 //! path's bare `app_id` with the `ApplicationId` that check proved; the store's admin functions
 //! take only that type.
 
+pub mod agent_tools;
 pub mod agents;
 pub mod applications;
 pub mod auth;

@@ -102,19 +102,19 @@ fn validate_provider_name(name: &str) -> Result<String> {
     Ok(name.to_owned())
 }
 
-/// A provider's `base_url`, normalised, after the address rules (resolved once here; every
-/// connection checks again).
-async fn validate_base_url(state: &AppState, text: &str) -> Result<url::Url> {
+/// An outbound URL (a provider's `base_url`, an MCP server's `url`), after the address rules
+/// (resolved once here; every connection checks again).
+pub(super) async fn validate_outbound_url(state: &AppState, field: &str, text: &str) -> Result<url::Url> {
     if text.len() > 2048 {
-        return Err(Error::invalid_field("base_url", "must be at most 2048 characters"));
+        return Err(Error::invalid_field(field, "must be at most 2048 characters"));
     }
-    let url = url::Url::parse(text.trim())
-        .map_err(|_| Error::invalid_field("base_url", "must be an absolute http(s) URL"))?;
+    let url =
+        url::Url::parse(text.trim()).map_err(|_| Error::invalid_field(field, "must be an absolute http(s) URL"))?;
     state
         .egress()
         .check_resolved(&url)
         .await
-        .map_err(|refusal| Error::invalid_field("base_url", refusal.to_string()))?;
+        .map_err(|refusal| Error::invalid_field(field, refusal.to_string()))?;
     Ok(url)
 }
 
@@ -123,7 +123,7 @@ fn stored_base_url(url: &url::Url) -> String {
 }
 
 /// Host and port, the part of a URL a stored API key is bound to.
-fn origin_of(url: &url::Url) -> (Option<String>, Option<u16>) {
+pub(super) fn origin_of(url: &url::Url) -> (Option<String>, Option<u16>) {
     (url.host_str().map(str::to_ascii_lowercase), url.port_or_known_default())
 }
 
@@ -153,7 +153,7 @@ async fn create_provider(
 ) -> Result<(StatusCode, Json<ProviderView>)> {
     let app_id = principal.access(&state, app_id).await?.app_id();
     let name = validate_provider_name(&body.name)?;
-    let base_url = stored_base_url(&validate_base_url(&state, &body.base_url).await?);
+    let base_url = stored_base_url(&validate_outbound_url(&state, "base_url", &body.base_url).await?);
     let id = Uuid::now_v7();
     let api_key_encrypted = match &body.api_key {
         Some(key) => {
@@ -240,7 +240,7 @@ async fn update_provider(
     };
     let base_url = match body.base_url.as_deref() {
         Some(text) => {
-            let url = validate_base_url(&state, text).await?;
+            let url = validate_outbound_url(&state, "base_url", text).await?;
             // A stored key never follows the URL to another host: moving it needs the key again.
             let current = providers::find(state.db(), app_id, provider_id)
                 .await?

@@ -44,6 +44,74 @@ impl AgentModel {
     }
 }
 
+/// An agent's tools, stored as one JSON column: the client's functions, the memory tools, MCP
+/// servers (header values sealed), and how many model calls one turn may make.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AgentTools {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub client: Vec<FunctionTool>,
+    #[serde(default)]
+    pub memory_tools: bool,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mcp_servers: Vec<McpServer>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_steps: Option<u32>,
+}
+
+impl AgentTools {
+    pub const DEFAULT_MAX_STEPS: u32 = 5;
+
+    /// Model calls one turn may make.
+    pub fn max_steps(&self) -> u32 {
+        self.max_steps.unwrap_or(Self::DEFAULT_MAX_STEPS)
+    }
+}
+
+/// A tool the caller's app runs, in OpenAI's function shape.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"type": "function", "function": {"name": "get_weather", "description": "The weather in a city", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}))]
+pub struct FunctionTool {
+    #[serde(rename = "type")]
+    pub kind: FunctionKind,
+    pub function: FunctionDef,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum FunctionKind {
+    Function,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FunctionDef {
+    /// 1..64 of `A-Za-z0-9_-`.
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// A JSON Schema of the arguments (an object schema).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Object)]
+    pub parameters: Option<serde_json::Value>,
+    /// OpenAI's structured-outputs switch, passed on to the provider.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strict: Option<bool>,
+}
+
+/// An MCP server (Streamable HTTP) whose tools the server calls, as stored: header values sealed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct McpServer {
+    pub name: String,
+    pub url: String,
+    /// Header name → value sealed under the master key (base64).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub headers: std::collections::BTreeMap<String, String>,
+    /// Only these of the server's tools reach the model (`None`: all).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_tools: Option<Vec<String>>,
+}
+
 #[derive(Debug, Clone)]
 pub struct Agent {
     pub id: Uuid,
@@ -54,6 +122,7 @@ pub struct Agent {
     pub memory: bool,
     /// Origins browsers may call this agent from; when not empty, replaces the application's.
     pub allowed_origins: Json<Vec<String>>,
+    pub tools: Json<AgentTools>,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -66,11 +135,12 @@ crate::from_row!(Agent {
     model,
     memory,
     allowed_origins,
+    tools,
     created_at,
     updated_at
 });
 
-const COLUMNS: [Agents; 9] = [
+const COLUMNS: [Agents; 10] = [
     Agents::Id,
     Agents::ApplicationId,
     Agents::Name,
@@ -78,6 +148,7 @@ const COLUMNS: [Agents; 9] = [
     Agents::Model,
     Agents::Memory,
     Agents::AllowedOrigins,
+    Agents::Tools,
     Agents::CreatedAt,
     Agents::UpdatedAt,
 ];
@@ -87,11 +158,18 @@ fn model_value(model: &AgentModel) -> sea_query::Value {
 }
 
 pub struct NewAgent<'a> {
+    /// Chosen by the caller, so secrets of the agent can be sealed to it before it is stored.
+    pub id: Uuid,
     pub name: &'a str,
     pub instructions: &'a str,
     pub model: &'a AgentModel,
     pub memory: bool,
     pub allowed_origins: Vec<String>,
+    pub tools: AgentTools,
+}
+
+fn tools_value(tools: &AgentTools) -> sea_query::Value {
+    serde_json::to_value(tools).expect("AgentTools serializes").into()
 }
 
 fn origins_value(origins: &[String]) -> sea_query::Value {
@@ -101,13 +179,14 @@ fn origins_value(origins: &[String]) -> sea_query::Value {
 pub async fn create(db: &Db, app_id: ApplicationId, new: NewAgent<'_>) -> StoreResult<Agent> {
     let now = now_micros();
     let agent = Agent {
-        id: Uuid::now_v7(),
+        id: new.id,
         application_id: app_id,
         name: new.name.to_owned(),
         instructions: new.instructions.to_owned(),
         model: Json(new.model.clone()),
         memory: new.memory,
         allowed_origins: Json(new.allowed_origins),
+        tools: Json(new.tools),
         created_at: now,
         updated_at: now,
     };
@@ -123,6 +202,7 @@ pub async fn create(db: &Db, app_id: ApplicationId, new: NewAgent<'_>) -> StoreR
                 model_value(new.model).into(),
                 agent.memory.into(),
                 origins_value(&agent.allowed_origins.0).into(),
+                tools_value(&agent.tools.0).into(),
                 now.into(),
                 now.into(),
             ]),
@@ -178,6 +258,7 @@ pub struct AgentChanges<'a> {
     pub model: Option<&'a AgentModel>,
     pub memory: Option<bool>,
     pub allowed_origins: Option<Vec<String>>,
+    pub tools: Option<AgentTools>,
 }
 
 pub async fn update(db: &Db, app_id: ApplicationId, id: Uuid, changes: AgentChanges<'_>) -> StoreResult<Option<Agent>> {
@@ -197,6 +278,9 @@ pub async fn update(db: &Db, app_id: ApplicationId, id: Uuid, changes: AgentChan
     }
     if let Some(origins) = &changes.allowed_origins {
         update.value(Agents::AllowedOrigins, origins_value(origins));
+    }
+    if let Some(tools) = &changes.tools {
+        update.value(Agents::Tools, tools_value(tools));
     }
     update
         .and_where(Expr::col(Agents::ApplicationId).eq(app_id))

@@ -40,6 +40,7 @@ migrations! {
     6 "0006_conversations_by_application",
     7 "0007_feedback",
     8 "0008_retention_superseded",
+    9 "0009_tools",
 }
 
 /// sqlx's checksum of a migration: SHA-384 of its SQL.

@@ -74,6 +74,7 @@ pub enum Agents {
     Model,
     Memory,
     AllowedOrigins,
+    Tools,
     CreatedAt,
     UpdatedAt,
 }

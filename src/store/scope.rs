@@ -287,6 +287,7 @@ impl AgentScope {
             model: super::Json(super::agents::AgentModel::echo()),
             memory: false,
             allowed_origins: super::Json(Vec::new()),
+            tools: super::Json(Default::default()),
             created_at: 0,
             updated_at: 0,
         };

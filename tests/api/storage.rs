@@ -262,6 +262,8 @@ async fn later_migrations_upgrade_a_database_made_by_the_first(mut app: TestApp)
          CREATE UNIQUE INDEX messages_conversation_client_id ON messages (conversation_id, client_id) \
              WHERE client_id IS NOT NULL; \
          ALTER TABLE applications DROP COLUMN retention; DROP INDEX memories_application_updated; \
+         ALTER TABLE agents DROP COLUMN tools; ALTER TABLE messages DROP COLUMN tool_calls; \
+         ALTER TABLE messages DROP COLUMN tool_call_id; \
          DELETE FROM _sqlx_migrations WHERE version >= 2;",
     )
     .await;

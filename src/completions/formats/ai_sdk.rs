@@ -4,13 +4,20 @@
 //! history every time; `id` is the conversation. User messages are stored under their client id,
 //! so the ones already stored are skipped. The stream is `start`, `start-step`, `text-start`,
 //! `text-delta`…, `text-end`, `finish-step`, `finish`, `[DONE]`; the SDK validates every chunk, so
-//! nothing else is sent (the conversation id rides in `start`'s `messageMetadata`).
+//! nothing else is sent (the conversation id rides in `start`'s `messageMetadata`). Tool calls are
+//! `tool-input-start`, `tool-input-delta`, `tool-input-available`, a server tool's result
+//! `tool-output-available`; each model call is a `start-step` … `finish-step`. The client sends a
+//! client tool's result back as the assistant message's tool part in state `output-available`
+//! (what `addToolResult` makes).
 
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{Encoder, SentMessage, Trigger, TurnMeta, TurnRequest, sse_data, whole_history_turn};
-use crate::completions::{FinishReason, Usage};
+use super::{
+    Encoder, SentMessage, ToolResultIn, Trigger, TurnMeta, TurnRequest, Whole, arguments_json, known_role, output_json,
+    sse_data, whole_history_turn,
+};
+use crate::completions::{FinishReason, PromptMessage, ToolCall, Usage};
 use crate::error::{Error, Result};
 
 #[derive(Deserialize)]
@@ -46,38 +53,150 @@ impl UiMessage {
             .collect::<Vec<_>>()
             .join("")
     }
+
+    /// The message as the client's `SentMessage`: an assistant's parts become its steps (text and
+    /// tool calls, each followed by the results it has), cut at every `step-start`.
+    fn sent(&self) -> SentMessage {
+        let text = self.text();
+        if self.role != "assistant" {
+            return SentMessage::text(self.id.clone(), self.role.clone(), text);
+        }
+        let mut prompt = Vec::new();
+        let mut tool_results = Vec::new();
+        let mut step = Step::default();
+        for part in &self.parts {
+            let kind = part.get("type").and_then(Value::as_str).unwrap_or_default();
+            if kind == "step-start" {
+                step.flush(&mut prompt);
+            } else if kind == "text" {
+                step.text.push_str(part.get("text").and_then(Value::as_str).unwrap_or_default());
+            } else if let Some(tool) = ToolPart::read(kind, part) {
+                step.calls.push(tool.call);
+                if let Some(result) = tool.result {
+                    step.results.push(result.clone());
+                    tool_results.push(result);
+                }
+            }
+        }
+        step.flush(&mut prompt);
+        SentMessage {
+            id: self.id.clone(),
+            role: self.role.clone(),
+            text,
+            prompt,
+            tool_results,
+        }
+    }
+}
+
+/// One step of an assistant message being read.
+#[derive(Default)]
+struct Step {
+    text: String,
+    calls: Vec<ToolCall>,
+    results: Vec<ToolResultIn>,
+}
+
+impl Step {
+    fn flush(&mut self, prompt: &mut Vec<PromptMessage>) {
+        if self.text.is_empty() && self.calls.is_empty() {
+            return;
+        }
+        prompt.push(PromptMessage {
+            role: known_role("assistant").unwrap_or("assistant"),
+            content: std::mem::take(&mut self.text),
+            tool_calls: std::mem::take(&mut self.calls),
+            tool_call_id: None,
+        });
+        prompt.extend(self.results.drain(..).map(|r| r.to_prompt()));
+    }
+}
+
+/// A tool part (`tool-<name>`, or `dynamic-tool` with `toolName`) that has its input.
+struct ToolPart {
+    call: ToolCall,
+    /// Its result, once the client ran it (`output-available`, or `output-error`).
+    result: Option<ToolResultIn>,
+}
+
+impl ToolPart {
+    fn read(kind: &str, part: &Value) -> Option<Self> {
+        let name = match kind.strip_prefix("tool-") {
+            Some(name) => name.to_owned(),
+            None if kind == "dynamic-tool" => part.get("toolName")?.as_str()?.to_owned(),
+            None => return None,
+        };
+        let id = part.get("toolCallId")?.as_str()?.to_owned();
+        let state = part.get("state").and_then(Value::as_str).unwrap_or_default();
+        if !matches!(state, "input-available" | "output-available" | "output-error") {
+            return None;
+        }
+        let input = part.get("input").cloned().unwrap_or_else(|| json!({}));
+        let result = match state {
+            "output-available" => Some(ToolResultIn::new(id.clone(), part.get("output").unwrap_or(&Value::Null))),
+            "output-error" => Some(ToolResultIn {
+                tool_call_id: id.clone(),
+                output: format!(
+                    "error: {}",
+                    part.get("errorText").and_then(Value::as_str).unwrap_or("the tool failed")
+                ),
+            }),
+            _ => None,
+        };
+        Some(Self {
+            call: ToolCall {
+                id,
+                name,
+                arguments: input.to_string(),
+            },
+            result,
+        })
+    }
 }
 
 pub fn parse(body: Value) -> Result<TurnRequest> {
     let body: Body =
         serde_json::from_value(body).map_err(|e| Error::InvalidRequest(format!("invalid ai-sdk request: {e}")))?;
-    let messages = body
-        .messages
-        .iter()
-        .map(|m| SentMessage {
-            id: m.id.clone(),
-            role: m.role.clone(),
-            text: m.text(),
-        })
-        .collect();
+    let messages = body.messages.iter().map(UiMessage::sent).collect();
     let trigger = Trigger::from_ai_sdk(body.trigger.as_deref(), body.message_id)?;
     whole_history_turn(body.id, messages, body.stream, body.memory, trigger)
 }
 
 pub struct AiSdkEncoder {
     meta: TurnMeta,
+    /// The open text part's id, if one is open.
+    text: Option<String>,
+    /// Text parts opened so far (each gets its own id).
+    texts: usize,
 }
 
 impl AiSdkEncoder {
     pub fn new(meta: TurnMeta) -> Self {
-        Self { meta }
+        Self {
+            meta,
+            text: None,
+            texts: 0,
+        }
+    }
+
+    fn close_text(&mut self) -> String {
+        match self.text.take() {
+            Some(id) => event(json!({"type": "text-end", "id": id})),
+            None => String::new(),
+        }
     }
 }
 
-const TEXT_ID: &str = "text-0";
-
 fn event(value: Value) -> String {
     sse_data(&value.to_string())
+}
+
+/// `providerExecuted`: the SDK's mark for a tool run on the server, so `useChat` does not call
+/// `onToolCall` for it.
+fn mark_server(chunk: &mut Value, server: bool) {
+    if server {
+        chunk["providerExecuted"] = true.into();
+    }
 }
 
 impl Encoder for AiSdkEncoder {
@@ -92,16 +211,71 @@ impl Encoder for AiSdkEncoder {
             "messageMetadata": {"conversationId": self.meta.conversation_id},
         }));
         frames.push_str(&event(json!({"type": "start-step"})));
-        frames.push_str(&event(json!({"type": "text-start", "id": TEXT_ID})));
         frames
     }
 
     fn delta(&mut self, text: &str) -> String {
-        event(json!({"type": "text-delta", "id": TEXT_ID, "delta": text}))
+        let mut frames = String::new();
+        let id = match &self.text {
+            Some(id) => id.clone(),
+            None => {
+                let id = format!("text-{}", self.texts);
+                self.texts += 1;
+                frames.push_str(&event(json!({"type": "text-start", "id": id})));
+                self.text = Some(id.clone());
+                id
+            }
+        };
+        frames.push_str(&event(json!({"type": "text-delta", "id": id, "delta": text})));
+        frames
+    }
+
+    fn tool_call_start(&mut self, id: &str, name: &str, server: bool) -> String {
+        let mut frames = self.close_text();
+        let mut start = json!({"type": "tool-input-start", "toolCallId": id, "toolName": name});
+        mark_server(&mut start, server);
+        frames.push_str(&event(start));
+        frames
+    }
+
+    fn tool_call_delta(&mut self, id: &str, delta: &str, _server: bool) -> String {
+        event(json!({"type": "tool-input-delta", "toolCallId": id, "inputTextDelta": delta}))
+    }
+
+    fn tool_call(&mut self, call: &ToolCall, server: bool) -> String {
+        let mut frames = self.close_text();
+        let mut available = json!({
+            "type": "tool-input-available",
+            "toolCallId": call.id,
+            "toolName": call.name,
+            "input": arguments_json(call),
+        });
+        mark_server(&mut available, server);
+        frames.push_str(&event(available));
+        frames
+    }
+
+    fn tool_result(&mut self, call: &ToolCall, output: &str, error: bool) -> String {
+        if error {
+            return event(
+                json!({"type": "tool-output-error", "toolCallId": call.id, "errorText": output, "providerExecuted": true}),
+            );
+        }
+        event(json!({"type": "tool-output-available", "toolCallId": call.id, "output": output_json(output), "providerExecuted": true}))
+    }
+
+    fn step_finish(&mut self) -> String {
+        let mut frames = self.close_text();
+        frames.push_str(&event(json!({"type": "finish-step"})));
+        frames
+    }
+
+    fn step_start(&mut self) -> String {
+        event(json!({"type": "start-step"}))
     }
 
     fn finish(&mut self, _reason: FinishReason, _usage: Usage) -> String {
-        let mut frames = event(json!({"type": "text-end", "id": TEXT_ID}));
+        let mut frames = self.close_text();
         frames.push_str(&event(json!({"type": "finish-step"})));
         frames.push_str(&event(json!({"type": "finish"})));
         frames.push_str(&sse_data("[DONE]"));
@@ -114,15 +288,19 @@ impl Encoder for AiSdkEncoder {
         Some(frames)
     }
 
-    fn whole(&self, text: &str, reason: FinishReason, usage: Usage) -> Value {
+    fn whole(&self, reply: &Whole) -> Value {
+        let mut parts = vec![json!({"type": "text", "text": reply.text})];
+        parts.extend(reply.tool_calls.iter().map(|call| {
+            json!({"type": format!("tool-{}", call.name), "toolCallId": call.id, "state": "input-available", "input": arguments_json(call)})
+        }));
         json!({
             "id": self.meta.message_id,
             "role": "assistant",
-            "parts": [{"type": "text", "text": text}],
+            "parts": parts,
             "metadata": {"conversationId": self.meta.conversation_id},
             "conversation_id": self.meta.conversation_id,
-            "finish_reason": reason,
-            "usage": {"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens},
+            "finish_reason": reply.reason,
+            "usage": {"prompt_tokens": reply.usage.prompt_tokens, "completion_tokens": reply.usage.completion_tokens},
         })
     }
 }
@@ -169,9 +347,10 @@ mod tests {
         };
         let mut encoder = AiSdkEncoder::new(meta);
         let all = format!(
-            "{}{}{}",
+            "{}{}{}{}",
             encoder.start(),
-            encoder.delta("hi"),
+            encoder.delta("h"),
+            encoder.delta("i"),
             encoder.finish(FinishReason::Stop, Usage::default())
         );
         let types: Vec<String> = all
@@ -190,11 +369,39 @@ mod tests {
                 "start-step",
                 "text-start",
                 "text-delta",
+                "text-delta",
                 "text-end",
                 "finish-step",
                 "finish",
                 "[DONE]"
             ]
         );
+    }
+
+    #[test]
+    fn tool_parts_are_steps_and_results() {
+        let body = json!({"id": "c", "trigger": "submit-message", "messageId": "a1", "messages": [
+            {"id": "u1", "role": "user", "parts": [{"type": "text", "text": "weather and memory?"}]},
+            {"id": "a1", "role": "assistant", "parts": [
+                {"type": "step-start"},
+                {"type": "tool-search_memory", "toolCallId": "s1", "state": "output-available", "input": {"query": "city"}, "output": "{\"memories\":[]}"},
+                {"type": "step-start"},
+                {"type": "text", "text": "Checking."},
+                {"type": "tool-get_weather", "toolCallId": "w1", "state": "output-available", "input": {"city": "Paris"}, "output": {"sky": "clear"}},
+            ]},
+        ]});
+        let turn = parse(body).unwrap();
+        let roles: Vec<(&str, usize)> = turn.history.iter().map(|m| (m.role, m.tool_calls.len())).collect();
+        assert_eq!(roles, [("user", 0), ("assistant", 1), ("tool", 0), ("assistant", 1), ("tool", 0)]);
+        assert_eq!(turn.history[3].content, "Checking.");
+        assert_eq!(turn.history[3].tool_calls[0].arguments, r#"{"city":"Paris"}"#);
+        let results: Vec<(&str, &str)> = turn
+            .tool_results
+            .iter()
+            .map(|r| (r.tool_call_id.as_str(), r.output.as_str()))
+            .collect();
+        assert_eq!(results, [("s1", "{\"memories\":[]}"), ("w1", r#"{"sky":"clear"}"#)]);
+        // `messageId` names the assistant message whose results these are: not an edit.
+        assert_eq!(turn.sent_history.unwrap().edited, None);
     }
 }

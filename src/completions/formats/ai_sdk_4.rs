@@ -2,13 +2,19 @@
 //!
 //! Request: `{id, messages: [{role, content}]}` (the whole history; `id` is the conversation).
 //! Response lines: `f:{messageId}`, `0:"text"`…, `e:{finish of the step}`, `d:{finish of the
-//! message}`; a failure is `3:"message"`. The format has no comments, so no keep-alives.
+//! message}`; a failure is `3:"message"`. Tool calls are `b:` (start), `c:` (argument delta), `9:`
+//! (whole call), a server tool's result `a:`; the client sends a result back as the assistant
+//! message's `toolInvocations` entry in state `result`. The format has no comments, so no
+//! keep-alives.
 
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{Encoder, SentMessage, Trigger, TurnMeta, TurnRequest, whole_history_turn};
-use crate::completions::{FinishReason, Usage};
+use super::{
+    Encoder, SentMessage, ToolResultIn, Trigger, TurnMeta, TurnRequest, Whole, arguments_json, output_json,
+    whole_history_turn,
+};
+use crate::completions::{FinishReason, PromptMessage, ToolCall, Usage};
 use crate::error::{Error, Result};
 
 #[derive(Deserialize)]
@@ -33,6 +39,56 @@ struct Message {
     role: String,
     #[serde(default)]
     content: Value,
+    #[serde(default, rename = "toolInvocations")]
+    tool_invocations: Vec<ToolInvocation>,
+}
+
+#[derive(Deserialize)]
+struct ToolInvocation {
+    #[serde(default)]
+    state: String,
+    #[serde(rename = "toolCallId")]
+    tool_call_id: String,
+    #[serde(rename = "toolName")]
+    tool_name: String,
+    #[serde(default)]
+    args: Value,
+    #[serde(default)]
+    result: Option<Value>,
+}
+
+impl Message {
+    fn sent(&self) -> SentMessage {
+        let mut sent = SentMessage::text(self.id.clone(), self.role.clone(), text_of(&self.content));
+        let calls: Vec<&ToolInvocation> = self
+            .tool_invocations
+            .iter()
+            .filter(|t| t.state == "call" || t.state == "result")
+            .collect();
+        if self.role != "assistant" || calls.is_empty() {
+            return sent;
+        }
+        sent.tool_results = calls
+            .iter()
+            .filter(|t| t.state == "result")
+            .map(|t| ToolResultIn::new(t.tool_call_id.clone(), t.result.as_ref().unwrap_or(&Value::Null)))
+            .collect();
+        sent.prompt = vec![PromptMessage {
+            role: "assistant",
+            content: sent.text.clone(),
+            tool_calls: calls
+                .iter()
+                .map(|t| ToolCall {
+                    id: t.tool_call_id.clone(),
+                    name: t.tool_name.clone(),
+                    arguments: if t.args.is_null() { "{}".into() } else { t.args.to_string() },
+                })
+                .collect(),
+            tool_call_id: None,
+        }];
+        sent.prompt.extend(sent.tool_results.iter().map(ToolResultIn::to_prompt));
+        sent
+    }
 }
 
 fn text_of(content: &Value) -> String {
@@ -50,15 +106,7 @@ fn text_of(content: &Value) -> String {
 pub fn parse(body: Value) -> Result<TurnRequest> {
     let body: Body =
         serde_json::from_value(body).map_err(|e| Error::InvalidRequest(format!("invalid ai-sdk-4 request: {e}")))?;
-    let messages = body
-        .messages
-        .iter()
-        .map(|m| SentMessage {
-            id: m.id.clone(),
-            role: m.role.clone(),
-            text: text_of(&m.content),
-        })
-        .collect();
+    let messages = body.messages.iter().map(Message::sent).collect();
     let trigger = Trigger::from_ai_sdk(body.trigger.as_deref(), body.message_id)?;
     whole_history_turn(body.id, messages, body.stream, body.memory, trigger)
 }
@@ -77,8 +125,17 @@ fn line(code: char, value: &Value) -> String {
     format!("{code}:{value}\n")
 }
 
+/// The SDK's names for why a step ended.
+fn reason_name(reason: FinishReason) -> &'static str {
+    match reason {
+        FinishReason::Stop => "stop",
+        FinishReason::Length => "length",
+        FinishReason::ToolCalls => "tool-calls",
+    }
+}
+
 fn finish_json(reason: FinishReason, usage: Usage) -> Value {
-    json!({"finishReason": reason, "usage": {"promptTokens": usage.prompt_tokens, "completionTokens": usage.completion_tokens}})
+    json!({"finishReason": reason_name(reason), "usage": {"promptTokens": usage.prompt_tokens, "completionTokens": usage.completion_tokens}})
 }
 
 impl Encoder for AiSdk4Encoder {
@@ -102,6 +159,36 @@ impl Encoder for AiSdk4Encoder {
         line('0', &Value::String(text.to_owned()))
     }
 
+    fn tool_call_start(&mut self, id: &str, name: &str, _server: bool) -> String {
+        line('b', &json!({"toolCallId": id, "toolName": name}))
+    }
+
+    fn tool_call_delta(&mut self, id: &str, delta: &str, _server: bool) -> String {
+        line('c', &json!({"toolCallId": id, "argsTextDelta": delta}))
+    }
+
+    fn tool_call(&mut self, call: &ToolCall, _server: bool) -> String {
+        line(
+            '9',
+            &json!({"toolCallId": call.id, "toolName": call.name, "args": arguments_json(call)}),
+        )
+    }
+
+    fn tool_result(&mut self, call: &ToolCall, output: &str, _error: bool) -> String {
+        line('a', &json!({"toolCallId": call.id, "result": output_json(output)}))
+    }
+
+    fn step_finish(&mut self) -> String {
+        line(
+            'e',
+            &json!({"finishReason": "tool-calls", "usage": {"promptTokens": 0, "completionTokens": 0}, "isContinued": false}),
+        )
+    }
+
+    fn step_start(&mut self) -> String {
+        line('f', &json!({"messageId": self.meta.message_id}))
+    }
+
     fn finish(&mut self, reason: FinishReason, usage: Usage) -> String {
         let mut step = finish_json(reason, usage);
         step["isContinued"] = json!(false);
@@ -114,14 +201,20 @@ impl Encoder for AiSdk4Encoder {
         Some(line('3', &Value::String(message.to_owned())))
     }
 
-    fn whole(&self, text: &str, reason: FinishReason, usage: Usage) -> Value {
+    fn whole(&self, reply: &Whole) -> Value {
+        let invocations: Vec<Value> = reply
+            .tool_calls
+            .iter()
+            .map(|c| json!({"state": "call", "toolCallId": c.id, "toolName": c.name, "args": arguments_json(c)}))
+            .collect();
         json!({
             "id": self.meta.message_id,
             "role": "assistant",
-            "content": text,
+            "content": reply.text,
+            "toolInvocations": invocations,
             "conversation_id": self.meta.conversation_id,
-            "finishReason": reason,
-            "usage": {"promptTokens": usage.prompt_tokens, "completionTokens": usage.completion_tokens},
+            "finishReason": reason_name(reply.reason),
+            "usage": {"promptTokens": reply.usage.prompt_tokens, "completionTokens": reply.usage.completion_tokens},
         })
     }
 }

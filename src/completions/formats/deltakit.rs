@@ -1,21 +1,30 @@
 //! DeltaKit (`@deltakit/react` `useStreamChat`): the client sends only the new text, the history
 //! lives on the server.
 //!
-//! Request: `{message: "text", conversation_id?}` plus whatever else the app adds to the body.
-//! Stream: `{"type":"text_delta","delta":…}` events, then `[DONE]`. The client has no error event,
+//! Request: `{message: "text", conversation_id?}` plus whatever else the app adds to the body;
+//! the results of client tools come as `{tool_results: [{tool_call_id, output}]}` (with or
+//! without a message). Stream: `{"type":"text_delta","delta":…}` events, tool calls as
+//! `{"type":"tool_call","id","name","arguments","server"}` and a server tool's result as
+//! `{"type":"tool_result","tool_call_id","output"}`, then `[DONE]`. The client has no error event,
 //! so a failure mid-stream aborts the body. A first `conversation` event names the conversation;
 //! the client skips event types it does not know.
 
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{ClientMessage, Encoder, IncomingMessage, TurnMeta, TurnRequest, sse_data};
-use crate::completions::{FinishReason, Usage};
+use super::{
+    ClientMessage, Encoder, IncomingMessage, ToolResultIn, TurnMeta, TurnRequest, Whole, arguments_json, output_json,
+    sse_data,
+};
+use crate::completions::{FinishReason, ToolCall, Usage};
 use crate::error::{Error, Result};
 
 #[derive(Deserialize)]
 struct Body {
-    message: String,
+    #[serde(default)]
+    message: Option<String>,
+    #[serde(default)]
+    tool_results: Vec<SentResult>,
     #[serde(default)]
     conversation_id: Option<String>,
     #[serde(default)]
@@ -24,25 +33,41 @@ struct Body {
     memory: Option<bool>,
 }
 
+#[derive(Deserialize)]
+struct SentResult {
+    tool_call_id: String,
+    #[serde(default)]
+    output: Value,
+}
+
 pub fn parse(body: Value) -> Result<TurnRequest> {
     let body: Body =
         serde_json::from_value(body).map_err(|e| Error::InvalidRequest(format!("invalid deltakit request: {e}")))?;
-    if body.message.trim().is_empty() {
+    let tool_results: Vec<ToolResultIn> = body
+        .tool_results
+        .iter()
+        .map(|r| ToolResultIn::new(r.tool_call_id.clone(), &r.output))
+        .collect();
+    let message = body.message.filter(|m| !m.trim().is_empty());
+    if message.is_none() && tool_results.is_empty() {
         return Err(Error::invalid_field("message", "must not be empty"));
     }
+    let mut history: Vec<ClientMessage> = tool_results.iter().map(ToolResultIn::to_prompt).collect();
+    history.extend(message.iter().map(|m| ClientMessage::text("user", m.clone())));
     Ok(TurnRequest {
         conversation_id: body.conversation_id,
-        history: vec![ClientMessage {
-            role: "user",
-            content: body.message.clone(),
-        }],
-        user_messages: vec![IncomingMessage {
-            content: body.message,
-            client_id: None,
-        }],
+        history,
+        user_messages: message
+            .into_iter()
+            .map(|content| IncomingMessage {
+                content,
+                client_id: None,
+            })
+            .collect(),
         stream: body.stream,
         memory: body.memory,
         sent_history: None,
+        tool_results,
     })
 }
 
@@ -65,6 +90,28 @@ impl Encoder for DeltaKitEncoder {
         sse_data(&json!({"type": "text_delta", "delta": text}).to_string())
     }
 
+    fn tool_call_start(&mut self, _id: &str, _name: &str, _server: bool) -> String {
+        String::new()
+    }
+
+    fn tool_call_delta(&mut self, _id: &str, _delta: &str, _server: bool) -> String {
+        String::new()
+    }
+
+    fn tool_call(&mut self, call: &ToolCall, server: bool) -> String {
+        sse_data(
+            &json!({"type": "tool_call", "id": call.id, "name": call.name, "arguments": arguments_json(call), "server": server})
+                .to_string(),
+        )
+    }
+
+    fn tool_result(&mut self, call: &ToolCall, output: &str, error: bool) -> String {
+        sse_data(
+            &json!({"type": "tool_result", "tool_call_id": call.id, "name": call.name, "output": output_json(output), "error": error})
+                .to_string(),
+        )
+    }
+
     fn finish(&mut self, _reason: FinishReason, _usage: Usage) -> String {
         sse_data("[DONE]")
     }
@@ -73,12 +120,17 @@ impl Encoder for DeltaKitEncoder {
         None
     }
 
-    fn whole(&self, text: &str, reason: FinishReason, usage: Usage) -> Value {
+    fn whole(&self, reply: &Whole) -> Value {
+        let calls: Vec<Value> = reply
+            .tool_calls
+            .iter()
+            .map(|c| json!({"id": c.id, "name": c.name, "arguments": arguments_json(c)}))
+            .collect();
         json!({
             "conversation_id": self.meta.conversation_id,
-            "message": {"id": self.meta.message_id, "role": "assistant", "content": text},
-            "finish_reason": reason,
-            "usage": {"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens},
+            "message": {"id": self.meta.message_id, "role": "assistant", "content": reply.text, "tool_calls": calls},
+            "finish_reason": reply.reason,
+            "usage": {"prompt_tokens": reply.usage.prompt_tokens, "completion_tokens": reply.usage.completion_tokens},
         })
     }
 }

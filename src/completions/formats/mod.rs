@@ -12,7 +12,7 @@ pub mod openai;
 use serde::Deserialize;
 use utoipa::ToSchema;
 
-use super::{FinishReason, Usage};
+use super::{FinishReason, PromptMessage, ToolCall, Usage};
 use crate::error::{Error, Result};
 use crate::store::user_data::{SentEntry, SentHistory};
 
@@ -47,10 +47,12 @@ impl Format {
         }
     }
 
-    /// Infers the format from the body when the client did not name one: `message` as a string is
-    /// DeltaKit; messages with `parts`, or a `trigger`, are the AI SDK 5; anything else OpenAI.
+    /// Infers the format from the body when the client did not name one: `message` as a string
+    /// (or `tool_results` without `messages`) is DeltaKit; messages with `parts`, or a `trigger`, are the AI SDK 5; anything else OpenAI.
     pub fn infer(body: &serde_json::Value) -> Self {
-        if body.get("message").is_some_and(serde_json::Value::is_string) {
+        if body.get("message").is_some_and(serde_json::Value::is_string)
+            || (body.get("tool_results").is_some() && body.get("messages").is_none())
+        {
             return Self::DeltaKit;
         }
         let has_parts = body
@@ -87,12 +89,36 @@ impl Format {
     }
 }
 
-/// A message of the history a client sent (the model's context when nothing is stored, for
-/// stateless calls).
+/// A message of the history a client sent, as the model reads it (the context when nothing is
+/// stored: stateless calls, privacy mode).
+pub type ClientMessage = PromptMessage;
+
+/// A client tool's result, as a client sends it back.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClientMessage {
-    pub role: &'static str,
-    pub content: String,
+pub struct ToolResultIn {
+    pub tool_call_id: String,
+    pub output: String,
+}
+
+impl ToolResultIn {
+    /// A result whose output may be any JSON: text stays text, anything else is its JSON.
+    pub fn new(tool_call_id: String, output: &serde_json::Value) -> Self {
+        let output = match output {
+            serde_json::Value::String(text) => text.clone(),
+            other => other.to_string(),
+        };
+        Self { tool_call_id, output }
+    }
+
+    /// The result as a model message.
+    pub fn to_prompt(&self) -> PromptMessage {
+        PromptMessage {
+            role: "tool",
+            content: self.output.clone(),
+            tool_call_id: Some(self.tool_call_id.clone()),
+            ..PromptMessage::default()
+        }
+    }
 }
 
 /// One message of a client that sends the whole history each time (the AI SDKs).
@@ -101,6 +127,27 @@ pub struct SentMessage {
     pub id: Option<String>,
     pub role: String,
     pub text: String,
+    /// The message as the model reads it: a user's text, or an assistant's steps (text and tool
+    /// calls, each followed by the results it has).
+    pub prompt: Vec<PromptMessage>,
+    /// The client tools' results this message carries.
+    pub tool_results: Vec<ToolResultIn>,
+}
+
+impl SentMessage {
+    /// A message of text alone.
+    pub fn text(id: Option<String>, role: String, text: String) -> Self {
+        let prompt = known_role(&role)
+            .map(|role| vec![PromptMessage::text(role, text.clone())])
+            .unwrap_or_default();
+        Self {
+            id,
+            role,
+            text,
+            prompt,
+            tool_results: Vec::new(),
+        }
+    }
 }
 
 /// Longest client message id kept (AI SDK ids are short).
@@ -153,15 +200,12 @@ pub fn whole_history_turn(
         let keep = if messages[at].role == "user" { at + 1 } else { at };
         messages.truncate(keep);
     }
-    let history: Vec<ClientMessage> = messages
-        .iter()
-        .filter_map(|m| {
-            Some(ClientMessage {
-                role: known_role(&m.role)?,
-                content: m.text.clone(),
-            })
-        })
-        .collect();
+    let history: Vec<ClientMessage> = messages.iter().flat_map(|m| m.prompt.iter().cloned()).collect();
+    // An assistant message last carries the results of its client tools: the model goes on.
+    let tool_results = match messages.last() {
+        Some(last) if last.role == "assistant" && !trigger.regenerate => last.tool_results.clone(),
+        _ => Vec::new(),
+    };
     let users: Vec<&SentMessage> = messages.iter().filter(|m| m.role == "user").collect();
     let Some(last) = users.last() else {
         return Err(Error::invalid_field("messages", "must hold a user message"));
@@ -197,7 +241,11 @@ pub fn whole_history_turn(
             })
             .collect(),
         regenerate: trigger.regenerate,
-        edited: trigger.message_id.filter(|_| !trigger.regenerate),
+        // An edit names a user message (the AI SDK also sends the id of the assistant message
+        // whose tool results it submits).
+        edited: trigger
+            .message_id
+            .filter(|id| !trigger.regenerate && users.iter().any(|m| m.id.as_ref() == Some(id))),
     });
     Ok(TurnRequest {
         conversation_id,
@@ -206,6 +254,7 @@ pub fn whole_history_turn(
         memory,
         history,
         sent_history,
+        tool_results,
     })
 }
 
@@ -234,6 +283,8 @@ pub struct TurnRequest {
     /// The same history with the client's message ids, when it gives them (the AI SDKs): the
     /// store compares it with what it holds.
     pub sent_history: Option<SentHistory>,
+    /// Results of client tools the model called, to store before the model goes on.
+    pub tool_results: Vec<ToolResultIn>,
 }
 
 #[derive(Debug, Clone)]
@@ -255,8 +306,19 @@ pub struct TurnMeta {
     pub created: i64,
 }
 
+/// A whole (non-streamed) reply.
+#[derive(Debug, Clone)]
+pub struct Whole {
+    pub text: String,
+    /// The client tools the model called (the turn ended for the client to run them).
+    pub tool_calls: Vec<ToolCall>,
+    pub reason: FinishReason,
+    pub usage: Usage,
+}
+
 /// Writes one turn's events in a format. Streamed frames are complete events of the format's
-/// framing (SSE `data: …\n\n` for all but the AI SDK 4 data stream).
+/// framing (SSE `data: …\n\n` for all but the AI SDK 4 data stream); an empty frame is not
+/// sent.
 pub trait Encoder: Send + 'static {
     /// Extra response headers of this format's stream.
     fn stream_headers(&self) -> &'static [(&'static str, &'static str)] {
@@ -273,13 +335,41 @@ pub trait Encoder: Send + 'static {
     /// Frames sent before any text.
     fn start(&mut self) -> String;
     fn delta(&mut self, text: &str) -> String;
+    /// The model began a tool call (`server`: the server runs it).
+    fn tool_call_start(&mut self, id: &str, name: &str, server: bool) -> String;
+    /// More of a tool call's arguments.
+    fn tool_call_delta(&mut self, id: &str, delta: &str, server: bool) -> String;
+    /// A tool call whose arguments are complete.
+    fn tool_call(&mut self, call: &ToolCall, server: bool) -> String;
+    /// The result of a tool the server ran.
+    fn tool_result(&mut self, call: &ToolCall, output: &str, error: bool) -> String;
+    /// A model call ended with server tools; the next one begins with `step_start`.
+    fn step_finish(&mut self) -> String {
+        String::new()
+    }
+    fn step_start(&mut self) -> String {
+        String::new()
+    }
     /// Frames that end a complete reply, including the terminator.
     fn finish(&mut self, reason: FinishReason, usage: Usage) -> String;
     /// Frames reporting a failure mid-stream, or `None` when the format has no error event and
     /// the body must be aborted instead.
     fn error(&mut self, message: &str) -> Option<String>;
     /// The whole (non-streamed) response body.
-    fn whole(&self, text: &str, reason: FinishReason, usage: Usage) -> serde_json::Value;
+    fn whole(&self, reply: &Whole) -> serde_json::Value;
+}
+
+/// A tool call's arguments as JSON (the text itself when the model wrote invalid JSON).
+pub fn arguments_json(call: &ToolCall) -> serde_json::Value {
+    if call.arguments.trim().is_empty() {
+        return serde_json::json!({});
+    }
+    serde_json::from_str(&call.arguments).unwrap_or_else(|_| serde_json::Value::String(call.arguments.clone()))
+}
+
+/// A tool result's output as JSON when it is JSON, else its text.
+pub fn output_json(output: &str) -> serde_json::Value {
+    serde_json::from_str(output).unwrap_or_else(|_| serde_json::Value::String(output.to_owned()))
 }
 
 /// One SSE event carrying `data`.

@@ -212,7 +212,7 @@ pub async fn conversation_with_messages(
 }
 
 /// What `conversation_with_messages` calls the message columns (`MESSAGE_COLUMNS`, in order).
-const MESSAGE_ALIASES: [&str; 8] = [
+const MESSAGE_ALIASES: [&str; 10] = [
     "message_id",
     "message_seq",
     "message_role",
@@ -221,6 +221,8 @@ const MESSAGE_ALIASES: [&str; 8] = [
     "message_client_id",
     "message_created_at",
     "message_superseded_at",
+    "message_tool_calls",
+    "message_tool_call_id",
 ];
 
 /// A row of `conversation_with_messages`: the conversation, and one of its messages (none when it
@@ -244,6 +246,8 @@ impl FromRow for ConversationMessage {
                 client_id: row.get("message_client_id")?,
                 created_at: row.get("message_created_at")?,
                 superseded_at: row.get("message_superseded_at")?,
+                tool_calls: row.get("message_tool_calls")?,
+                tool_call_id: row.get("message_tool_call_id")?,
             }),
         };
         let vote = row

@@ -5,6 +5,8 @@ use sea_query::{CommonTableExpression, Expr, ExprTrait, Order, SelectStatement, 
 use uuid::Uuid;
 
 use super::conversations::Conversation;
+use crate::completions::ToolCall;
+use crate::store::Json;
 use super::tables::{Conversations, Messages};
 use super::{insert, insert_selected, select, update};
 use crate::store::scope::{AgentScope, UserScope};
@@ -31,6 +33,10 @@ pub struct Message {
     pub created_at: i64,
     /// When a regenerate or an edit replaced it; such a message is never given to the model.
     pub superseded_at: Option<i64>,
+    /// An assistant message's tool calls.
+    pub tool_calls: Option<Json<Vec<ToolCall>>>,
+    /// A tool message: the call it answers.
+    pub tool_call_id: Option<String>,
 }
 
 impl Message {
@@ -52,10 +58,12 @@ crate::from_row!(Message {
     status,
     client_id,
     created_at,
-    superseded_at
+    superseded_at,
+    tool_calls,
+    tool_call_id
 });
 
-pub(super) const MESSAGE_COLUMNS: [Messages; 8] = [
+pub(super) const MESSAGE_COLUMNS: [Messages; 10] = [
     Messages::Id,
     Messages::Seq,
     Messages::Role,
@@ -64,9 +72,11 @@ pub(super) const MESSAGE_COLUMNS: [Messages; 8] = [
     Messages::ClientId,
     Messages::CreatedAt,
     Messages::SupersededAt,
+    Messages::ToolCalls,
+    Messages::ToolCallId,
 ];
 
-const INSERT_COLUMNS: [Messages; 8] = [
+const INSERT_COLUMNS: [Messages; 10] = [
     Messages::Id,
     Messages::ConversationId,
     Messages::Seq,
@@ -75,6 +85,8 @@ const INSERT_COLUMNS: [Messages; 8] = [
     Messages::Status,
     Messages::ClientId,
     Messages::CreatedAt,
+    Messages::ToolCalls,
+    Messages::ToolCallId,
 ];
 
 /// Messages of one of the user's conversations. Messages carry their owner's application and
@@ -115,6 +127,30 @@ pub async fn recent_messages(
     Ok(rows)
 }
 
+/// How many of a conversation's latest tool-calling messages a client's tool results are checked
+/// against.
+const TOOL_CALL_MESSAGES: u64 = 20;
+
+fn tool_calls_statement(scope: &AgentScope, conversation: &Conversation) -> SelectStatement {
+    let mut query = of_conversation(scope.user(), conversation);
+    query
+        .and_where(Expr::col(Messages::SupersededAt).is_null())
+        .and_where(Expr::col(Messages::ToolCalls).is_not_null())
+        .order_by(Messages::Seq, Order::Desc)
+        .limit(TOOL_CALL_MESSAGES);
+    query
+}
+
+/// The tool calls of the conversation's latest live assistant messages that made any: what a
+/// client's tool results may answer.
+pub async fn recent_tool_calls(db: &Db, scope: &AgentScope, conversation: &Conversation) -> StoreResult<Vec<ToolCall>> {
+    let rows: Vec<Message> = db.rows(&tool_calls_statement(scope, conversation)).await?;
+    Ok(rows
+        .into_iter()
+        .flat_map(|m| m.tool_calls.map(|calls| calls.0).unwrap_or_default())
+        .collect())
+}
+
 /// A message to append.
 #[derive(Debug, Clone)]
 pub struct NewMessage {
@@ -124,6 +160,31 @@ pub struct NewMessage {
     pub status: MessageStatus,
     /// The client's own id for the message (AI SDK), used to never store it twice.
     pub client_id: Option<String>,
+    /// An assistant message's tool calls (empty: none).
+    pub tool_calls: Vec<ToolCall>,
+    /// A tool message: the call it answers.
+    pub tool_call_id: Option<String>,
+}
+
+impl NewMessage {
+    /// A message of text alone.
+    pub fn text(role: &'static str, content: String, status: MessageStatus, client_id: Option<String>) -> Self {
+        Self {
+            id: Uuid::now_v7(),
+            role,
+            content,
+            status,
+            client_id,
+            tool_calls: Vec::new(),
+            tool_call_id: None,
+        }
+    }
+
+    /// The stored form of its tool calls: `NULL` when it has none.
+    fn tool_calls_value(&self) -> Option<serde_json::Value> {
+        (!self.tool_calls.is_empty())
+            .then(|| serde_json::to_value(&self.tool_calls).expect("tool calls serialize"))
+    }
 }
 
 /// Appends messages to one of the user's conversations with the scope's agent, in order,
@@ -271,6 +332,8 @@ impl Append {
                     Expr::val(m.status),
                     Expr::val(m.client_id.clone()),
                     Expr::val(self.now),
+                    Expr::val(m.tool_calls_value()),
+                    Expr::val(m.tool_call_id.clone()),
                 ]
             })
             .collect();
@@ -299,6 +362,8 @@ impl Append {
                 client_id: m.client_id.clone(),
                 created_at: self.now,
                 superseded_at: None,
+                tool_calls: (!m.tool_calls.is_empty()).then(|| Json(m.tool_calls.clone())),
+                tool_call_id: m.tool_call_id.clone(),
             })
             .collect()
     }
@@ -307,6 +372,10 @@ impl Append {
         let values = rows
             .iter()
             .map(|row| {
+                let tool_calls = row
+                    .tool_calls
+                    .as_ref()
+                    .map(|calls| serde_json::to_value(&calls.0).expect("tool calls serialize"));
                 vec![
                     Expr::val(row.id),
                     Expr::val(self.conversation.id),
@@ -316,6 +385,8 @@ impl Append {
                     Expr::val(row.status),
                     Expr::val(row.client_id.clone()),
                     Expr::val(self.now),
+                    Expr::val(tool_calls),
+                    Expr::val(row.tool_call_id.clone()),
                 ]
             })
             .collect();
@@ -334,17 +405,17 @@ mod tests {
         let append = Append {
             scope: scope.user().clone(),
             conversation: conversation.clone(),
-            new: vec![NewMessage {
-                id: Uuid::now_v7(),
-                role: "user",
-                content: "hello".into(),
-                status: MessageStatus::Complete,
-                client_id: Some("m1".into()),
-            }],
+            new: vec![NewMessage::text(
+                "user",
+                "hello".into(),
+                MessageStatus::Complete,
+                Some("m1".into()),
+            )],
             now: 1,
         };
         let user = scope.user();
         assert_owned(&recent_statement(&scope, &conversation, Some(3), 10), user);
+        assert_owned(&tool_calls_statement(&scope, &conversation), user);
         assert_owned(&append.lock(), user);
         assert_owned(&append.known_client_ids(), user);
         assert_owned(&append.reserve(1), user);

@@ -43,7 +43,7 @@ pub use self::memories::{
     Memory, MemoryFilter, create_memory, delete_memory, find_memory, list_memories, search_memories, search_terms,
     update_memory,
 };
-pub use self::messages::{Message, MessageStatus, NewMessage, append_messages, recent_messages};
+pub use self::messages::{Message, MessageStatus, NewMessage, append_messages, recent_messages, recent_tool_calls};
 pub use self::operator::{BrowseFilter, UserConversation, browse_conversations, purge_conversations, purge_memories};
 pub use self::revisions::{Revised, SentEntry, SentHistory, revise_history};
 pub use self::stats::{AgentStats, agent_stats};
@@ -87,6 +87,8 @@ mod tables {
         ClientId,
         CreatedAt,
         SupersededAt,
+        ToolCalls,
+        ToolCallId,
     }
 
     #[derive(Iden, Clone, Copy)]

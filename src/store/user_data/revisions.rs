@@ -95,6 +95,11 @@ crate::from_row!(Known {
     content
 });
 
+struct Seq {
+    seq: i64,
+}
+crate::from_row!(Seq { seq });
+
 /// What to do with a sent history, given what is stored.
 #[derive(Debug, PartialEq, Eq)]
 struct Plan {
@@ -104,6 +109,9 @@ struct Plan {
     append: Vec<usize>,
     /// The last stored message the history keeps.
     kept: Option<i64>,
+    /// `supersede_from` is what follows `kept` (not a changed message): the results of the kept
+    /// message's tool calls, which a client shows inside that message, stay.
+    after_kept: bool,
 }
 
 fn plan(history: &SentHistory, known: &[Known], compare_text: bool) -> Plan {
@@ -143,6 +151,7 @@ fn plan(history: &SentHistory, known: &[Known], compare_text: bool) -> Plan {
     }
     // What comes after the last message kept was dropped by the client, when it can tell: a
     // history that knows nothing stored (a client sending only its newest message) drops nothing.
+    let after_kept = changed.is_none();
     let supersede_from = changed.or_else(|| {
         let dropped = history.regenerate || !foreign_reply;
         kept.filter(|_| dropped).map(|k| k + 1)
@@ -166,6 +175,7 @@ fn plan(history: &SentHistory, known: &[Known], compare_text: bool) -> Plan {
         supersede_from,
         append,
         kept,
+        after_kept,
     }
 }
 
@@ -186,7 +196,13 @@ impl Revision {
         let known: Vec<Known> = tx.rows(&self.known()).await?;
         let plan = plan(&self.history, &known, self.compare_text);
         let mut superseded = 0;
-        if let Some(from) = plan.supersede_from.filter(|from| *from <= locked.last_seq) {
+        let mut from = plan.supersede_from.filter(|from| *from <= locked.last_seq);
+        if let Some(start) = from
+            && plan.after_kept
+        {
+            from = tx.row::<Seq>(&self.first_not_tool(start)).await?.map(|row| row.seq);
+        }
+        if let Some(from) = from {
             superseded = tx.execute(&self.supersede(from)).await?;
         }
         self.append.new = plan
@@ -194,13 +210,12 @@ impl Revision {
             .iter()
             .map(|&i| {
                 let sent = &self.history.messages[i];
-                NewMessage {
-                    id: Uuid::now_v7(),
-                    role: "user",
-                    content: sent.content.clone(),
-                    status: MessageStatus::Complete,
-                    client_id: sent.client_id.clone(),
-                }
+                NewMessage::text(
+                    "user",
+                    sent.content.clone(),
+                    MessageStatus::Complete,
+                    sent.client_id.clone(),
+                )
             })
             .collect();
         let mut appended = Vec::new();
@@ -242,6 +257,20 @@ impl Revision {
             )
             .cond_where(matches)
             .and_where(Expr::col(Messages::SupersededAt).is_null());
+        query
+    }
+
+    /// The first live message from `from` on that is not a tool's result.
+    fn first_not_tool(&self, from: i64) -> SelectStatement {
+        let mut query = of_conversation(&self.append.scope, &self.append.conversation);
+        query
+            .clear_selects()
+            .column(Messages::Seq)
+            .and_where(Expr::col(Messages::Seq).gte(from))
+            .and_where(Expr::col(Messages::Role).ne("tool"))
+            .and_where(Expr::col(Messages::SupersededAt).is_null())
+            .order_by(Messages::Seq, sea_query::Order::Asc)
+            .limit(1);
         query
     }
 
@@ -288,6 +317,7 @@ mod tests {
         let (scope, revision) = revision(history);
         assert_owned(&revision.known(), scope.user());
         assert_owned(&revision.supersede(3), scope.user());
+        assert_owned(&revision.first_not_tool(3), scope.user());
         // The id match is inside the owner's filter, not beside it.
         let (sql, _) = revision.known().build(sea_query::SqliteQueryBuilder);
         assert!(sql.contains("AND (\"client_id\" IN"), "{sql}");
@@ -342,7 +372,8 @@ mod tests {
             Plan {
                 supersede_from: Some(5),
                 append: vec![4],
-                kept: Some(4)
+                kept: Some(4),
+                after_kept: true,
             }
         );
     }
@@ -375,7 +406,8 @@ mod tests {
             Plan {
                 supersede_from: Some(3),
                 append: vec![2],
-                kept: Some(2)
+                kept: Some(2),
+                after_kept: false,
             }
         );
         // Without text to compare (privacy mode) the client's `messageId` says which.
@@ -394,7 +426,8 @@ mod tests {
             Plan {
                 supersede_from: None,
                 append: vec![0],
-                kept: None
+                kept: None,
+                after_kept: true,
             }
         );
     }
