@@ -137,6 +137,12 @@ impl ReplyTask {
                 self.send(Finish::of(reason, &totals), reader).await;
                 return;
             }
+            self.prompt.push(PromptMessage {
+                role: "assistant",
+                content: result.text,
+                tool_calls: result.calls,
+                tool_call_id: None,
+            });
             let scope = self.reply.as_ref().map(|r| r.scope.clone());
             for call in &server {
                 let outcome = match tokio::time::timeout_at(deadline, self.tools.run(&self.state, scope.as_ref(), call)).await
@@ -167,12 +173,6 @@ impl ReplyTask {
                 self.send(Finish::of(FinishReason::ToolCalls, &totals), reader).await;
                 return;
             }
-            self.prompt.push(PromptMessage {
-                role: "assistant",
-                content: result.text,
-                tool_calls: result.calls,
-                tool_call_id: None,
-            });
             reader = self.send(TurnEvent::StepFinish, reader).await;
             reader = self.send(TurnEvent::StepStart, reader).await;
             step += 1;

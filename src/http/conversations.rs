@@ -37,6 +37,12 @@ pub struct MessageView {
     #[schema(example = "complete")]
     pub status: String,
     pub created_at: DateTime<Utc>,
+    /// An assistant message's tool calls (`arguments` is the JSON text the model wrote).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<Vec<crate::completions::ToolCall>>,
+    /// A `tool` message: the call it answers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
     /// The user's vote on this reply, if they gave one.
     #[schema(required = true)]
     pub feedback: Option<MessageFeedback>,
@@ -65,6 +71,8 @@ impl From<ListedMessage> for MessageView {
             role: m.role,
             content: m.content,
             created_at: timestamp(m.created_at),
+            tool_calls: m.tool_calls.map(|calls| calls.0),
+            tool_call_id: m.tool_call_id,
         }
     }
 }

@@ -11,6 +11,14 @@ pub struct Assembled {
     pub error: Option<String>,
     /// Whether the stream reached the format's terminator.
     pub finished: bool,
+    /// Tool calls the client would see: (id, name, arguments), in order.
+    pub tool_calls: Vec<(String, String, Value)>,
+    /// Results of server tools: (call id, output).
+    pub tool_results: Vec<(String, Value)>,
+    /// Model calls (steps) the stream showed.
+    pub steps: usize,
+    /// The finish reason, where the format has one.
+    pub finish_reason: Option<String>,
 }
 
 /// SSE events' `data` payloads (`\n\n` framing; comments and other fields skipped).
@@ -32,6 +40,7 @@ pub fn sse_events(body: &str) -> Vec<String> {
 pub fn ai_sdk(body: &str) -> Result<Assembled, String> {
     let mut out = Assembled::default();
     let mut open_texts: Vec<String> = Vec::new();
+    let mut open_tools: Vec<String> = Vec::new();
     let mut started = false;
     for data in sse_events(body) {
         if data == "[DONE]" {
@@ -41,7 +50,31 @@ pub fn ai_sdk(body: &str) -> Result<Assembled, String> {
         let id = chunk["id"].as_str().map(str::to_owned);
         match chunk["type"].as_str().ok_or("chunk without type")? {
             "start" => started = true,
-            "start-step" | "finish-step" => {}
+            "start-step" => out.steps += 1,
+            "finish-step" => {}
+            "tool-input-start" => {
+                let call = chunk["toolCallId"].as_str().ok_or("tool-input-start without toolCallId")?;
+                open_tools.push(call.to_owned());
+            }
+            "tool-input-delta" => {
+                let call = chunk["toolCallId"].as_str().ok_or("tool-input-delta without toolCallId")?;
+                if !open_tools.iter().any(|c| c == call) {
+                    return Err(format!("tool-input-delta for {call} without tool-input-start"));
+                }
+            }
+            "tool-input-available" => out.tool_calls.push((
+                chunk["toolCallId"].as_str().ok_or("no toolCallId")?.to_owned(),
+                chunk["toolName"].as_str().ok_or("no toolName")?.to_owned(),
+                chunk["input"].clone(),
+            )),
+            "tool-output-available" => out.tool_results.push((
+                chunk["toolCallId"].as_str().ok_or("no toolCallId")?.to_owned(),
+                chunk["output"].clone(),
+            )),
+            "tool-output-error" => out.tool_results.push((
+                chunk["toolCallId"].as_str().ok_or("no toolCallId")?.to_owned(),
+                chunk["errorText"].clone(),
+            )),
             "text-start" => open_texts.push(id.ok_or("text-start without id")?),
             "text-delta" => {
                 let id = id.ok_or("text-delta without id")?;
@@ -75,10 +108,24 @@ pub fn ai_sdk_4(body: &str) -> Result<Assembled, String> {
             .ok_or_else(|| format!("not a data stream line: {line}"))?;
         let value: Value = serde_json::from_str(json).map_err(|e| format!("bad JSON in {line}: {e}"))?;
         match code {
-            "f" | "e" => {}
+            "f" => out.steps += 1,
+            "e" => {}
+            "b" | "c" => {}
+            "9" => out.tool_calls.push((
+                value["toolCallId"].as_str().ok_or("no toolCallId")?.to_owned(),
+                value["toolName"].as_str().ok_or("no toolName")?.to_owned(),
+                value["args"].clone(),
+            )),
+            "a" => out.tool_results.push((
+                value["toolCallId"].as_str().ok_or("no toolCallId")?.to_owned(),
+                value["result"].clone(),
+            )),
             "0" => out.text.push_str(value.as_str().ok_or("text part is not a string")?),
             "3" => out.error = Some(value.as_str().ok_or("error part is not a string")?.to_owned()),
-            "d" => out.finished = true,
+            "d" => {
+                out.finished = true;
+                out.finish_reason = value["finishReason"].as_str().map(str::to_owned);
+            }
             other => return Err(format!("unknown part code {other}")),
         }
     }
@@ -88,6 +135,7 @@ pub fn ai_sdk_4(body: &str) -> Result<Assembled, String> {
 /// OpenAI chat.completion.chunk stream, as the OpenAI SDKs read it (an `error` chunk raises).
 pub fn openai(body: &str) -> Result<Assembled, String> {
     let mut out = Assembled::default();
+    let mut calls: Vec<(String, String, String)> = Vec::new();
     for data in sse_events(body) {
         if data == "[DONE]" {
             out.finished = true;
@@ -104,6 +152,26 @@ pub fn openai(body: &str) -> Result<Assembled, String> {
         if let Some(text) = chunk["choices"][0]["delta"]["content"].as_str() {
             out.text.push_str(text);
         }
+        // Tool calls come in fragments keyed by index: the first names the call.
+        for fragment in chunk["choices"][0]["delta"]["tool_calls"].as_array().into_iter().flatten() {
+            let index = fragment["index"].as_u64().ok_or("a tool call fragment without index")? as usize;
+            if index == calls.len() {
+                calls.push((
+                    fragment["id"].as_str().ok_or("a new tool call without id")?.to_owned(),
+                    fragment["function"]["name"].as_str().ok_or("a new tool call without name")?.to_owned(),
+                    String::new(),
+                ));
+            }
+            let call = calls.get_mut(index).ok_or("a tool call fragment out of order")?;
+            call.2.push_str(fragment["function"]["arguments"].as_str().unwrap_or_default());
+        }
+        if let Some(reason) = chunk["choices"][0]["finish_reason"].as_str() {
+            out.finish_reason = Some(reason.to_owned());
+        }
+    }
+    for (id, name, arguments) in calls {
+        let arguments = serde_json::from_str(&arguments).map_err(|e| format!("tool arguments are not JSON: {e}"))?;
+        out.tool_calls.push((id, name, arguments));
     }
     Ok(out)
 }
@@ -119,8 +187,18 @@ pub fn deltakit(body: &str) -> Result<Assembled, String> {
         let Ok(event) = serde_json::from_str::<Value>(&data) else {
             continue;
         };
-        if event["type"] == "text_delta" {
-            out.text.push_str(event["delta"].as_str().unwrap_or_default());
+        match event["type"].as_str() {
+            Some("text_delta") => out.text.push_str(event["delta"].as_str().unwrap_or_default()),
+            Some("tool_call") => out.tool_calls.push((
+                event["id"].as_str().unwrap_or_default().to_owned(),
+                event["name"].as_str().unwrap_or_default().to_owned(),
+                event["arguments"].clone(),
+            )),
+            Some("tool_result") => out.tool_results.push((
+                event["tool_call_id"].as_str().unwrap_or_default().to_owned(),
+                event["output"].clone(),
+            )),
+            _ => {}
         }
     }
     Ok(out)

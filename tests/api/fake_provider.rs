@@ -28,6 +28,11 @@ pub enum Script {
     EndWithoutFinish(Vec<String>),
     /// Streams these chunks, then stays silent forever.
     Hang(Vec<String>),
+    /// Streams these tool calls (name, JSON arguments), each call's arguments in two fragments,
+    /// with the finish reason `tool_calls`.
+    ToolCalls(Vec<(String, String)>),
+    /// Request n gets script n (the last one repeats).
+    Sequence(Vec<Script>),
 }
 
 /// A body the fake puts in its error responses; finding it in a client reply is a leak.
@@ -113,8 +118,15 @@ impl Drop for DropFlag {
 }
 
 async fn handle(State(shared): State<Shared>, headers: HeaderMap, body: axum::Json<Value>) -> Response {
-    shared.requests.lock().unwrap().push((headers, body.0));
-    let script = shared.script.lock().unwrap().clone();
+    let count = {
+        let mut requests = shared.requests.lock().unwrap();
+        requests.push((headers, body.0));
+        requests.len()
+    };
+    let mut script = shared.script.lock().unwrap().clone();
+    if let Script::Sequence(scripts) = script {
+        script = scripts[(count - 1).min(scripts.len() - 1)].clone();
+    }
     let sse = |frames: Vec<Result<String, std::io::Error>>, delay: Duration, then_hang: bool, flag: Arc<AtomicBool>| {
         let guard = DropFlag(flag, false);
         let body = stream::unfold(
@@ -173,6 +185,27 @@ async fn handle(State(shared): State<Shared>, headers: HeaderMap, body: axum::Js
             false,
             Arc::new(AtomicBool::new(false)),
         ),
+        Script::Sequence(_) => (StatusCode::INTERNAL_SERVER_ERROR, "nested sequences").into_response(),
+        Script::ToolCalls(calls) => {
+            let mut frames = Vec::new();
+            for (index, (name, arguments)) in calls.iter().enumerate() {
+                let (first, rest) = arguments.split_at(arguments.len() / 2);
+                let open = json!({"index": index, "id": format!("call_{count}_{index}"), "type": "function", "function": {"name": name, "arguments": first}});
+                let more = json!({"index": index, "function": {"arguments": rest}});
+                for fragment in [open, more] {
+                    frames.push(ok(format!(
+                        "data: {}\n\n",
+                        json!({"choices": [{"index": 0, "delta": {"tool_calls": [fragment]}, "finish_reason": null}]})
+                    )));
+                }
+            }
+            frames.push(ok(format!(
+                "data: {}\n\n",
+                json!({"choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}], "usage": {"prompt_tokens": 20, "completion_tokens": 4}})
+            )));
+            frames.push(ok("data: [DONE]\n\n".into()));
+            sse(frames, Duration::from_millis(1), false, shared.client_gone.clone())
+        }
         Script::Hang(chunks) => sse(
             chunks.iter().map(|c| ok(chunk(c))).collect(),
             Duration::from_millis(5),

@@ -22,4 +22,5 @@ mod operator_auth;
 mod retention;
 mod scale_out;
 mod storage;
+mod tools;
 mod user_tokens;
