@@ -158,12 +158,14 @@ async fn turn(
     // A stream whose client leaves stops the model; a request waiting for the whole answer gets
     // it stored even if it goes away.
     let detach = if stream { Detach::Stop } else { Detach::Finish };
+    let run_id = request.run_id.clone();
     let turn = turn::start(&state, caller, request, detach).await?;
     let encoder = format.encoder(TurnMeta {
         conversation_id: turn.conversation_id.clone(),
         message_id: turn.reply_id.to_string(),
         model: turn.model.clone(),
         created: chrono::Utc::now().timestamp(),
+        run_id,
     });
     let conversation_header = HeaderValue::from_str(&turn.conversation_id).map_err(Error::internal)?;
     let mut response = if stream {

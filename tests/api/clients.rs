@@ -203,3 +203,79 @@ pub fn deltakit(body: &str) -> Result<Assembled, String> {
     }
     Ok(out)
 }
+
+/// AG-UI's SSE events, checked in order as `@ag-ui/client` verifies them: one run, text content
+/// only inside its message, tool arguments only inside their call.
+pub fn ag_ui(body: &str) -> Result<Assembled, String> {
+    let mut out = Assembled::default();
+    let mut run_started = false;
+    let mut text: Option<String> = None;
+    let mut calls: Vec<(String, String, String)> = Vec::new();
+    let mut open_call: Option<String> = None;
+    for data in sse_events(body) {
+        let event: Value = serde_json::from_str(&data).map_err(|e| format!("invalid JSON event {data}: {e}"))?;
+        let kind = event["type"].as_str().ok_or("event without type")?;
+        if !run_started && kind != "RUN_STARTED" {
+            return Err(format!("{kind} before RUN_STARTED"));
+        }
+        if out.finished {
+            return Err(format!("{kind} after the run finished"));
+        }
+        let field = |name: &str| event[name].as_str().map(str::to_owned).ok_or(format!("{kind} without {name}"));
+        match kind {
+            "RUN_STARTED" => {
+                field("threadId")?;
+                field("runId")?;
+                run_started = true;
+            }
+            "TEXT_MESSAGE_START" => {
+                if text.is_some() {
+                    return Err("a text message started inside another".into());
+                }
+                text = Some(field("messageId")?);
+                out.steps += 1;
+            }
+            "TEXT_MESSAGE_CONTENT" => {
+                if text.as_deref() != Some(field("messageId")?.as_str()) {
+                    return Err("content outside its text message".into());
+                }
+                let delta = field("delta")?;
+                if delta.is_empty() {
+                    return Err("an empty delta".into());
+                }
+                out.text.push_str(&delta);
+            }
+            "TEXT_MESSAGE_END" => text = None,
+            "TOOL_CALL_START" => {
+                if open_call.is_some() || text.is_some() {
+                    return Err("a tool call started inside another message".into());
+                }
+                open_call = Some(field("toolCallId")?);
+                calls.push((field("toolCallId")?, field("toolCallName")?, String::new()));
+            }
+            "TOOL_CALL_ARGS" => {
+                let id = field("toolCallId")?;
+                if open_call.as_deref() != Some(id.as_str()) {
+                    return Err("arguments outside their call".into());
+                }
+                calls.last_mut().unwrap().2.push_str(&field("delta")?);
+            }
+            "TOOL_CALL_END" => open_call = None,
+            "TOOL_CALL_RESULT" => {
+                field("messageId")?;
+                out.tool_results.push((field("toolCallId")?, Value::String(field("content")?)));
+            }
+            "RUN_FINISHED" => out.finished = true,
+            "RUN_ERROR" => {
+                out.error = Some(field("message")?);
+                out.finished = true;
+            }
+            other => return Err(format!("unknown event {other}")),
+        }
+    }
+    for (id, name, arguments) in calls {
+        let arguments = serde_json::from_str(&arguments).map_err(|e| format!("tool arguments are not JSON: {e}"))?;
+        out.tool_calls.push((id, name, arguments));
+    }
+    Ok(out)
+}

@@ -21,7 +21,7 @@ db_tests!(
     max_steps_stops_a_looping_model,
 );
 
-const FORMATS: [&str; 4] = ["ai-sdk", "ai-sdk-4", "openai", "deltakit"];
+const FORMATS: [&str; 5] = ["ai-sdk", "ai-sdk-4", "openai", "deltakit", "ag-ui"];
 
 fn weather_tool() -> Value {
     json!({"type": "function", "function": {"name": "get_weather", "description": "The weather in a city",
@@ -56,6 +56,7 @@ async fn stream_turn(app: &TestApp, token: &str, agent: &str, format: &str, body
         "ai-sdk" => clients::ai_sdk(&text),
         "ai-sdk-4" => clients::ai_sdk_4(&text),
         "openai" => clients::openai(&text),
+        "ag-ui" => clients::ag_ui(&text),
         _ => clients::deltakit(&text),
     };
     read.unwrap_or_else(|e| panic!("{format} client rejected the stream: {e}\n{text}"))
@@ -67,6 +68,8 @@ fn user_turn(format: &str, text: &str, conversation: &str) -> Value {
             {"id": "u1", "role": "user", "parts": [{"type": "text", "text": text}]}]}),
         "ai-sdk-4" => json!({"id": conversation, "messages": [{"id": "u1", "role": "user", "content": text}]}),
         "openai" => json!({"messages": [{"role": "user", "content": text}], "conversation_id": conversation}),
+        "ag-ui" => json!({"threadId": conversation, "runId": "run-1", "state": {}, "tools": [], "context": [],
+            "forwardedProps": {}, "messages": [{"id": "u1", "role": "user", "content": text}]}),
         _ => json!({"message": text, "conversation_id": conversation}),
     }
 }
@@ -87,6 +90,11 @@ fn result_turn(format: &str, conversation: &str, asked: &str, reply_id: &str, ca
             {"role": "user", "content": asked},
             {"role": "assistant", "content": null, "tool_calls": [{"id": id, "type": "function", "function": {"name": name, "arguments": input.to_string()}}]},
             {"role": "tool", "tool_call_id": id, "content": output}]}),
+        "ag-ui" => json!({"threadId": conversation, "runId": "run-2", "state": {}, "tools": [], "context": [], "forwardedProps": {},
+            "messages": [
+                {"id": "u1", "role": "user", "content": asked},
+                {"id": reply_id, "role": "assistant", "toolCalls": [{"id": id, "type": "function", "function": {"name": name, "arguments": input.to_string()}}]},
+                {"id": "r1", "role": "tool", "toolCallId": id, "content": output}]}),
         _ => json!({"conversation_id": conversation, "tool_results": [{"tool_call_id": id, "output": output}]}),
     }
 }

@@ -344,6 +344,7 @@ mod tests {
             message_id: "m".into(),
             model: "echo".into(),
             created: 0,
+            run_id: None,
         };
         let mut encoder = AiSdkEncoder::new(meta);
         let all = format!(

@@ -230,6 +230,7 @@ mod tests {
             message_id: "m".into(),
             model: "echo".into(),
             created: 0,
+            run_id: None,
         };
         let mut encoder = AiSdk4Encoder::new(meta);
         assert_eq!(encoder.start(), "f:{\"messageId\":\"m\"}\n");

@@ -68,6 +68,7 @@ pub fn parse(body: Value) -> Result<TurnRequest> {
         memory: body.memory,
         sent_history: None,
         tool_results,
+        run_id: None,
     })
 }
 

@@ -4,6 +4,7 @@
 //! (`http::completions`) knows only `TurnRequest` and `Encoder`, so adding a format touches
 //! neither the driver nor the other formats.
 
+pub mod ag_ui;
 pub mod ai_sdk;
 pub mod ai_sdk_4;
 pub mod deltakit;
@@ -31,6 +32,9 @@ pub enum Format {
     /// DeltaKit's `text_delta` events; the client sends only the new message.
     #[serde(rename = "deltakit")]
     DeltaKit,
+    /// The AG-UI protocol: `RunAgentInput` in, its events out.
+    #[serde(rename = "ag-ui")]
+    AgUi,
 }
 
 impl Format {
@@ -41,15 +45,19 @@ impl Format {
             "ai-sdk-4" => Ok(Self::AiSdk4),
             "openai" => Ok(Self::OpenAi),
             "deltakit" => Ok(Self::DeltaKit),
+            "ag-ui" => Ok(Self::AgUi),
             other => Err(Error::InvalidRequest(format!(
-                "unsupported format `{other}` (supported: ai-sdk, ai-sdk-5, ai-sdk-4, openai, deltakit)"
+                "unsupported format `{other}` (supported: ai-sdk, ai-sdk-5, ai-sdk-4, openai, deltakit, ag-ui)"
             ))),
         }
     }
 
-    /// Infers the format from the body when the client did not name one: `message` as a string
-    /// (or `tool_results` without `messages`) is DeltaKit; messages with `parts`, or a `trigger`, are the AI SDK 5; anything else OpenAI.
+    /// Infers the format from the body when the client did not name one: `threadId` with `runId`
+    /// is AG-UI; `message` as a string (or `tool_results` without `messages`) is DeltaKit; messages with `parts`, or a `trigger`, are the AI SDK 5; anything else OpenAI.
     pub fn infer(body: &serde_json::Value) -> Self {
+        if body.get("threadId").is_some() && body.get("runId").is_some() {
+            return Self::AgUi;
+        }
         if body.get("message").is_some_and(serde_json::Value::is_string)
             || (body.get("tool_results").is_some() && body.get("messages").is_none())
         {
@@ -76,6 +84,7 @@ impl Format {
             Self::AiSdk4 => ai_sdk_4::parse(body),
             Self::OpenAi => openai::parse(body),
             Self::DeltaKit => deltakit::parse(body),
+            Self::AgUi => ag_ui::parse(body),
         }
     }
 
@@ -85,6 +94,7 @@ impl Format {
             Self::AiSdk4 => Box::new(ai_sdk_4::AiSdk4Encoder::new(meta)),
             Self::OpenAi => Box::new(openai::OpenAiEncoder::new(meta)),
             Self::DeltaKit => Box::new(deltakit::DeltaKitEncoder::new(meta)),
+            Self::AgUi => Box::new(ag_ui::AgUiEncoder::new(meta)),
         }
     }
 }
@@ -201,11 +211,23 @@ pub fn whole_history_turn(
         messages.truncate(keep);
     }
     let history: Vec<ClientMessage> = messages.iter().flat_map(|m| m.prompt.iter().cloned()).collect();
-    // An assistant message last carries the results of its client tools: the model goes on.
-    let tool_results = match messages.last() {
-        Some(last) if last.role == "assistant" && !trigger.regenerate => last.tool_results.clone(),
-        _ => Vec::new(),
-    };
+    // The results of client tools end the history (tool messages, or parts of the assistant
+    // message that called them): the model goes on.
+    let mut tool_results: Vec<ToolResultIn> = messages
+        .iter()
+        .rev()
+        .take_while(|m| m.role == "tool")
+        .flat_map(|m| m.tool_results.iter().rev().cloned())
+        .collect();
+    tool_results.reverse();
+    if tool_results.is_empty()
+        && let Some(last) = messages.last().filter(|m| m.role == "assistant")
+    {
+        tool_results = last.tool_results.clone();
+    }
+    if trigger.regenerate {
+        tool_results.clear();
+    }
     let users: Vec<&SentMessage> = messages.iter().filter(|m| m.role == "user").collect();
     let Some(last) = users.last() else {
         return Err(Error::invalid_field("messages", "must hold a user message"));
@@ -255,6 +277,7 @@ pub fn whole_history_turn(
         history,
         sent_history,
         tool_results,
+        run_id: None,
     })
 }
 
@@ -285,6 +308,8 @@ pub struct TurnRequest {
     pub sent_history: Option<SentHistory>,
     /// Results of client tools the model called, to store before the model goes on.
     pub tool_results: Vec<ToolResultIn>,
+    /// AG-UI's `runId`, echoed in the run's events.
+    pub run_id: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -304,6 +329,8 @@ pub struct TurnMeta {
     pub model: String,
     /// Unix seconds.
     pub created: i64,
+    /// The client's id for this run (AG-UI).
+    pub run_id: Option<String>,
 }
 
 /// A whole (non-streamed) reply.

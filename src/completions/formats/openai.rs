@@ -143,6 +143,7 @@ pub fn parse(body: Value) -> Result<TurnRequest> {
         history,
         sent_history: None,
         tool_results,
+        run_id: None,
     })
 }
 
@@ -306,6 +307,7 @@ mod tests {
             message_id: "m".into(),
             model: "echo".into(),
             created: 1,
+            run_id: None,
         };
         let mut encoder = OpenAiEncoder::new(meta);
         let delta = encoder.delta("hi");
