@@ -35,6 +35,8 @@ test:
 	  echo "!! Start it (see README) or set CONFIDANT_TEST_POSTGRES_URL to run them."; \
 	  touch .postgres-skipped; \
 	else rm -f .postgres-skipped; fi
+	# The MCP tests start a real MCP server (the official Python SDK) from this environment.
+	tests/mcp/setup
 	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
 	  $(CARGO) nextest run --workspace --no-fail-fast; \
 	else \

@@ -21,12 +21,14 @@ fn encoders(c: &mut Criterion) {
         message_id: Uuid::now_v7().to_string(),
         model: "echo".into(),
         created: 0,
+        run_id: None,
     };
     for (name, format) in [
         ("ai-sdk", Format::AiSdk),
         ("ai-sdk-4", Format::AiSdk4),
         ("openai", Format::OpenAi),
         ("deltakit", Format::DeltaKit),
+        ("ag-ui", Format::AgUi),
     ] {
         c.bench_function(&format!("encode a 50-delta reply: {name}"), |b| {
             b.iter(|| {

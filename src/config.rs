@@ -164,6 +164,11 @@ pub struct Settings {
     #[arg(long, env = "CONFIDANT_PROVIDER_IDLE_TIMEOUT", default_value = "120s", value_parser = parse_duration)]
     pub provider_idle_timeout: Duration,
 
+    /// Longest an MCP server may take to answer one tool call (listing its tools: the same); a
+    /// call that takes longer is a failed result the model reads.
+    #[arg(long, env = "CONFIDANT_TOOL_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub tool_timeout: Duration,
+
     /// How often a stream sends a keep-alive comment while the model is silent.
     #[arg(long, env = "CONFIDANT_KEEPALIVE_INTERVAL", default_value = "15s", value_parser = parse_duration)]
     pub keepalive_interval: Duration,

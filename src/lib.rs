@@ -45,6 +45,7 @@ struct StateInner {
     metrics: metrics::Metrics,
     http: reqwest::Client,
     egress: completions::egress::Egress,
+    mcp: completions::mcp::McpTools,
     settings: Settings,
 }
 
@@ -70,6 +71,7 @@ impl AppState {
                 std::thread::available_parallelism().map_or(2, |n| n.get()),
             ),
             metrics: metrics::Metrics::default(),
+            mcp: completions::mcp::McpTools::default(),
             http,
             egress,
             settings,
@@ -138,6 +140,11 @@ impl AppState {
     /// Where outgoing requests may go.
     pub fn egress(&self) -> &completions::egress::Egress {
         &self.0.egress
+    }
+
+    /// MCP servers' tool lists and calls.
+    pub fn mcp(&self) -> &completions::mcp::McpTools {
+        &self.0.mcp
     }
 
     pub fn verify_options(&self) -> VerifyOptions {

@@ -9,6 +9,7 @@
 pub mod context;
 pub mod egress;
 pub mod formats;
+pub mod mcp;
 pub mod models;
 mod reply;
 pub mod tools;
@@ -58,16 +59,34 @@ pub enum ModelEvent {
 pub enum TurnEvent {
     Delta(String),
     /// `server`: a tool the server runs (memory, MCP); else the client's.
-    ToolCallStart { id: String, name: String, server: bool },
-    ToolCallDelta { id: String, delta: String, server: bool },
-    ToolCall { call: ToolCall, server: bool },
+    ToolCallStart {
+        id: String,
+        name: String,
+        server: bool,
+    },
+    ToolCallDelta {
+        id: String,
+        delta: String,
+        server: bool,
+    },
+    ToolCall {
+        call: ToolCall,
+        server: bool,
+    },
     /// The result of a server tool, as the model will see it.
-    ToolResult { call: ToolCall, output: String, error: bool },
+    ToolResult {
+        call: ToolCall,
+        output: String,
+        error: bool,
+    },
     /// A model call ended with tool calls the server ran; another begins.
     StepFinish,
     StepStart,
     /// The turn is complete (`ToolCalls`: the client has tools to run, or `max_steps` was reached).
-    Finish { reason: FinishReason, usage: Usage },
+    Finish {
+        reason: FinishReason,
+        usage: Usage,
+    },
     Error(String),
 }
 

@@ -108,13 +108,19 @@ fn echo(prompt: &[PromptMessage]) -> impl Stream<Item = ModelEvent> + Send + 'st
             prompt_tokens,
             completion_tokens: text.split_whitespace().count() as u64,
         };
-        events.extend(text.split_inclusive(char::is_whitespace).map(|w| ModelEvent::Delta(w.to_owned())));
+        events.extend(
+            text.split_inclusive(char::is_whitespace)
+                .map(|w| ModelEvent::Delta(w.to_owned())),
+        );
         events.push(ModelEvent::Finish {
             reason: FinishReason::Stop,
             usage,
         });
     } else {
-        let completion_tokens = calls.iter().map(|c| c.arguments.split_whitespace().count() as u64 + 1).sum();
+        let completion_tokens = calls
+            .iter()
+            .map(|c| c.arguments.split_whitespace().count() as u64 + 1)
+            .sum();
         for call in &calls {
             events.push(ModelEvent::ToolCallStart {
                 id: call.id.clone(),
@@ -153,7 +159,11 @@ fn echo_calls(text: &str) -> Vec<ToolCall> {
             (!name.is_empty()).then(|| ToolCall {
                 id: format!("call_{}", uuid::Uuid::now_v7().simple()),
                 name: name.to_owned(),
-                arguments: if arguments.is_empty() { "{}".into() } else { arguments.to_owned() },
+                arguments: if arguments.is_empty() {
+                    "{}".into()
+                } else {
+                    arguments.to_owned()
+                },
             })
         })
         .collect()
@@ -438,12 +448,7 @@ where
 /// whenever there are calls, whatever the provider said).
 fn finish<S>(mut state: Reading<S>, reason: FinishReason) -> Option<(ModelEvent, Reading<S>)> {
     state.done = true;
-    let calls: Vec<ToolCall> = state
-        .calls
-        .drain(..)
-        .filter(|c| c.started)
-        .map(|c| c.call)
-        .collect();
+    let calls: Vec<ToolCall> = state.calls.drain(..).filter(|c| c.started).map(|c| c.call).collect();
     let reason = if calls.is_empty() {
         if reason == FinishReason::ToolCalls {
             FinishReason::Stop
@@ -568,7 +573,10 @@ mod tests {
             .filter_map(|e| if let ModelEvent::ToolCall(c) = e { Some(c) } else { None })
             .collect();
         assert_eq!(whole.len(), 2);
-        assert_eq!((whole[0].id.as_str(), whole[0].name.as_str()), ("call_a", "get_weather"));
+        assert_eq!(
+            (whole[0].id.as_str(), whole[0].name.as_str()),
+            ("call_a", "get_weather")
+        );
         assert_eq!(whole[0].arguments, r#"{"city":"Paris"}"#);
         assert_eq!(whole[1].arguments, "{}");
         let deltas: String = events
@@ -595,7 +603,10 @@ mod tests {
 
     #[tokio::test]
     async fn echo_calls_tools_and_answers_with_their_results() {
-        let asked = vec![PromptMessage::text("user", "/call get_weather {\"city\": \"Paris\"}\n/call now")];
+        let asked = vec![PromptMessage::text(
+            "user",
+            "/call get_weather {\"city\": \"Paris\"}\n/call now",
+        )];
         let events: Vec<ModelEvent> = Model::Echo.start(&asked, &[]).await.unwrap().collect().await;
         let calls: Vec<&ToolCall> = events
             .iter()

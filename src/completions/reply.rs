@@ -54,7 +54,10 @@ pub(super) struct ReplyTask {
 
 /// How a step ended.
 enum StepEnd {
-    Finished { reason: FinishReason, usage: Usage },
+    Finished {
+        reason: FinishReason,
+        usage: Usage,
+    },
     /// The reply reached the server's size limit.
     Cut,
     Failed(String),
@@ -95,13 +98,16 @@ impl ReplyTask {
         let mut step = 1;
         loop {
             totals.estimate.prompt_tokens += self.prompt.iter().map(|m| estimate_tokens(&m.content)).sum::<u64>();
-            let result = self.step(&mut stream, deadline, &mut reader, &mut totals.text_bytes).await;
+            let result = self
+                .step(&mut stream, deadline, &mut reader, &mut totals.text_bytes)
+                .await;
             totals.estimate.completion_tokens += estimate_tokens(&result.text);
             let (reason, usage) = match result.end {
                 StepEnd::Finished { reason, usage } => (reason, usage),
                 StepEnd::Cut => {
                     drop(stream);
-                    self.store(result.text, Vec::new(), MessageStatus::Incomplete, true).await;
+                    self.store(result.text, Vec::new(), MessageStatus::Incomplete, true)
+                        .await;
                     self.end(ReplyEnd::Incomplete, &totals);
                     let cut = TurnEvent::Finish {
                         reason: FinishReason::Length,
@@ -113,7 +119,8 @@ impl ReplyTask {
                 StepEnd::Failed(message) => {
                     tracing::warn!(message, "the reply ended early");
                     drop(stream);
-                    self.store(result.text, Vec::new(), MessageStatus::Incomplete, true).await;
+                    self.store(result.text, Vec::new(), MessageStatus::Incomplete, true)
+                        .await;
                     self.end(ReplyEnd::Incomplete, &totals);
                     self.send(TurnEvent::Error(message), reader).await;
                     return;
@@ -121,14 +128,18 @@ impl ReplyTask {
                 StepEnd::Left => {
                     // Dropping the stream closes the upstream connection.
                     drop(stream);
-                    self.store(result.text, Vec::new(), MessageStatus::Incomplete, true).await;
+                    self.store(result.text, Vec::new(), MessageStatus::Incomplete, true)
+                        .await;
                     self.end(ReplyEnd::Incomplete, &totals);
                     return;
                 }
             };
             totals.usage.add(usage);
-            let (server, client): (Vec<ToolCall>, Vec<ToolCall>) =
-                result.calls.iter().cloned().partition(|c| self.tools.is_server(&c.name));
+            let (server, client): (Vec<ToolCall>, Vec<ToolCall>) = result
+                .calls
+                .iter()
+                .cloned()
+                .partition(|c| self.tools.is_server(&c.name));
             let last = server.is_empty() || !client.is_empty() || step >= self.max_steps;
             self.store(result.text.clone(), result.calls.clone(), MessageStatus::Complete, last)
                 .await;
@@ -145,14 +156,14 @@ impl ReplyTask {
             });
             let scope = self.reply.as_ref().map(|r| r.scope.clone());
             for call in &server {
-                let outcome = match tokio::time::timeout_at(deadline, self.tools.run(&self.state, scope.as_ref(), call)).await
-                {
-                    Ok(outcome) => outcome,
-                    Err(_) => super::tools::ToolOutcome {
-                        output: "error: the turn ran out of time".into(),
-                        error: true,
-                    },
-                };
+                let outcome =
+                    match tokio::time::timeout_at(deadline, self.tools.run(&self.state, scope.as_ref(), call)).await {
+                        Ok(outcome) => outcome,
+                        Err(_) => super::tools::ToolOutcome {
+                            output: "error: the turn ran out of time".into(),
+                            error: true,
+                        },
+                    };
                 self.store_result(call, &outcome.output).await;
                 self.prompt.push(PromptMessage {
                     role: "tool",
@@ -366,7 +377,11 @@ impl ReplyTask {
     /// Stores a server tool's result.
     async fn store_result(&self, call: &ToolCall, output: &str) {
         let Some(reply) = &self.reply else { return };
-        let content = if reply.store_content { output.to_owned() } else { String::new() };
+        let content = if reply.store_content {
+            output.to_owned()
+        } else {
+            String::new()
+        };
         self.append(reply, tool_message(call.id.clone(), content)).await;
     }
 

@@ -1,15 +1,18 @@
 //! The tools of one turn: what the model is offered (the agent's client functions, the memory
 //! tools, MCP servers' tools), who runs each call, and running the server's own.
 //!
-//! Server tools run with the caller's `AgentScope` and nothing else: `memorize` writes the
+//! Server tools run with the caller's `AgentScope` and nothing else (MCP servers get no user data
+//! but the arguments the model wrote): `memorize` writes the
 //! agent's memory of this user, `search_memory` reads this user's memory (app-wide records only
 //! when the token's key covers all agents). A failed tool (bad arguments, an error, a timeout) is
 //! a result the model reads, never an error of the turn.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
+use super::mcp::McpTool;
 use super::{PromptMessage, ToolCall};
 use crate::AppState;
 use crate::store::agents::Agent;
@@ -33,16 +36,21 @@ const MEMORY_TOOL_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// OpenAI's rule for function names: 1..64 of `A-Za-z0-9_-`.
 pub fn valid_tool_name(name: &str) -> bool {
-    !name.is_empty() && name.len() <= 64 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 /// Who runs a tool.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 enum Runner {
     /// The caller's app: the turn ends with the call.
     Client,
     Memorize,
     SearchMemory,
+    Mcp(McpTool),
 }
 
 /// A tool the model is offered.
@@ -56,8 +64,9 @@ struct ToolDef {
 }
 
 /// The tools of one turn.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct ToolSet {
+    agent: Arc<Agent>,
     defs: Vec<ToolDef>,
 }
 
@@ -69,14 +78,14 @@ pub struct ToolOutcome {
 }
 
 impl ToolOutcome {
-    fn ok(output: impl Into<String>) -> Self {
+    pub(super) fn ok(output: impl Into<String>) -> Self {
         Self {
             output: cap(output.into()),
             error: false,
         }
     }
 
-    fn failed(message: impl std::fmt::Display) -> Self {
+    pub(super) fn failed(message: impl std::fmt::Display) -> Self {
         Self {
             output: cap(format!("error: {message}")),
             error: true,
@@ -97,9 +106,29 @@ pub fn cap(mut text: String) -> String {
 }
 
 impl ToolSet {
-    /// The agent's tools for a turn: its client functions, and the memory tools when it has them
-    /// and the turn has a user (a stateless turn has no memory to reach).
-    pub fn for_agent(agent: &Agent, has_user: bool) -> Self {
+    /// The agent's tools for a turn: its client functions, the memory tools when it has them and
+    /// the turn has a user (a stateless turn has no memory to reach), and its MCP servers' tools.
+    pub async fn for_turn(state: &AppState, agent: &Arc<Agent>, has_user: bool) -> Self {
+        let mut set = Self::without_mcp(agent, has_user);
+        if !agent.tools.0.mcp_servers.is_empty() {
+            for tool in state.mcp().tools_of(state, agent).await {
+                // A client tool of the same name wins (names with `__` are refused for them).
+                if set.defs.iter().any(|d| d.name == tool.name) {
+                    continue;
+                }
+                set.defs.push(ToolDef {
+                    name: tool.name.clone(),
+                    description: tool.description.clone(),
+                    parameters: tool.parameters.clone(),
+                    strict: None,
+                    runner: Runner::Mcp(tool),
+                });
+            }
+        }
+        set
+    }
+
+    fn without_mcp(agent: &Arc<Agent>, has_user: bool) -> Self {
         let tools = &agent.tools.0;
         let mut defs: Vec<ToolDef> = tools
             .client
@@ -136,7 +165,10 @@ impl ToolSet {
                 runner: Runner::SearchMemory,
             });
         }
-        Self { defs }
+        Self {
+            agent: agent.clone(),
+            defs,
+        }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -146,7 +178,7 @@ impl ToolSet {
     /// Whether the server runs this call (memory, MCP, or a tool it does not know, which it
     /// answers with an error); else the client does.
     pub fn is_server(&self, name: &str) -> bool {
-        self.runner(name) != Some(&Runner::Client)
+        !matches!(self.runner(name), Some(Runner::Client))
     }
 
     fn runner(&self, name: &str) -> Option<&Runner> {
@@ -177,18 +209,22 @@ impl ToolSet {
             Some(Runner::Client) => return ToolOutcome::failed("this tool is run by the client"),
             Some(runner) => runner,
         };
-        let Some(scope) = scope else {
-            return ToolOutcome::failed("this tool needs a user");
-        };
         let arguments = match parse_arguments(&call.arguments) {
             Ok(arguments) => arguments,
             Err(why) => return ToolOutcome::failed(why),
+        };
+        if let Runner::Mcp(tool) = runner {
+            // Its own timeout (the server's `tool_timeout`) is inside.
+            return state.mcp().call(state, &self.agent, tool, arguments).await;
+        }
+        let Some(scope) = scope else {
+            return ToolOutcome::failed("this tool needs a user");
         };
         let work = async {
             match runner {
                 Runner::Memorize => memorize(state, scope, &arguments).await,
                 Runner::SearchMemory => search_memory(state, scope, &arguments).await,
-                Runner::Client => unreachable!("client tools are refused above"),
+                Runner::Client | Runner::Mcp(_) => unreachable!("run above"),
             }
         };
         match tokio::time::timeout(MEMORY_TOOL_TIMEOUT, work).await {
@@ -240,7 +276,11 @@ async fn memorize(state: &AppState, scope: &AgentScope, arguments: &serde_json::
     }
 }
 
-async fn search_memory(state: &AppState, scope: &AgentScope, arguments: &serde_json::Map<String, Value>) -> ToolOutcome {
+async fn search_memory(
+    state: &AppState,
+    scope: &AgentScope,
+    arguments: &serde_json::Map<String, Value>,
+) -> ToolOutcome {
     let query = match string_argument(arguments, "query") {
         Ok(query) => query,
         Err(outcome) => return outcome,
@@ -273,7 +313,10 @@ pub fn well_formed(history: Vec<PromptMessage>) -> Vec<PromptMessage> {
     let mut open: Vec<String> = Vec::new();
     for message in history {
         if message.role == "tool" {
-            let answers = message.tool_call_id.as_ref().and_then(|id| open.iter().position(|o| o == id));
+            let answers = message
+                .tool_call_id
+                .as_ref()
+                .and_then(|id| open.iter().position(|o| o == id));
             if let Some(at) = answers {
                 open.remove(at);
                 out.push(message);

@@ -99,7 +99,8 @@ pub async fn start(state: &AppState, caller: TurnCaller, request: TurnRequest, d
             let (conversation, mut up_to) =
                 store_user_messages(state, &scope, &conversation_id, &request, store_content).await?;
             if !request.tool_results.is_empty() {
-                let stored = store_tool_results(state, &scope, &conversation, &request.tool_results, store_content).await?;
+                let stored =
+                    store_tool_results(state, &scope, &conversation, &request.tool_results, store_content).await?;
                 up_to = stored.or(up_to);
             }
             let prompt = if store_content {
@@ -140,7 +141,7 @@ pub async fn start(state: &AppState, caller: TurnCaller, request: TurnRequest, d
     // Start the model before answering: a provider that refuses is an ordinary 502, and the user
     // message stays stored with no assistant message.
     let model = resolve_model(state, &agent).await?;
-    let tools = ToolSet::for_agent(&agent, sink.is_some());
+    let tools = ToolSet::for_turn(state, &agent, sink.is_some()).await;
     let stream = model
         .start(&prompt, &tools.to_openai())
         .await

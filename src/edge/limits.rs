@@ -45,7 +45,7 @@ impl LimitsOverride {
     pub fn validate(&self) -> Result<()> {
         let check = |field: &str, value: Option<Option<u64>>, max: u64| match value {
             Some(Some(n)) if n == 0 || n > max => Err(Error::invalid_field(
-                &format!("limits.{field}"),
+                format!("limits.{field}"),
                 format!("must be between 1 and {max}, or null for no limit"),
             )),
             _ => Ok(()),

@@ -5,17 +5,15 @@
 use std::collections::BTreeMap;
 
 use axum::http::{HeaderName, HeaderValue};
-use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::providers::{origin_of, validate_outbound_url};
 use crate::AppState;
-use crate::completions::tools::{MEMORY_TOOL_NAMES, MCP_SEPARATOR, valid_tool_name};
-use crate::crypto::MasterKey;
+use crate::completions::tools::{MCP_SEPARATOR, MEMORY_TOOL_NAMES, valid_tool_name};
 use crate::error::{Error, Result};
-use crate::store::agents::{AgentTools, FunctionTool, McpServer};
+use crate::store::agents::{self, AgentTools, FunctionTool, McpServer};
 use crate::store::scope::ApplicationId;
 
 const MAX_CLIENT_TOOLS: usize = 64;
@@ -24,6 +22,17 @@ const MAX_HEADERS: usize = 16;
 const MAX_STEPS: u32 = 20;
 const MAX_DESCRIPTION_CHARS: usize = 2048;
 const MAX_SCHEMA_BYTES: usize = 16 * 1024;
+/// Headers the MCP transport or HTTP itself sets.
+const RESERVED_HEADERS: [&str; 8] = [
+    "accept",
+    "content-type",
+    "content-length",
+    "host",
+    "connection",
+    "mcp-session-id",
+    "mcp-protocol-version",
+    "last-event-id",
+];
 
 /// An MCP server as the API takes it: header values in plain text (stored sealed, never shown).
 #[derive(Debug, Deserialize, ToSchema)]
@@ -76,35 +85,6 @@ impl ToolsInput {
     pub fn is_empty(&self) -> bool {
         self.tools.is_none() && self.memory_tools.is_none() && self.mcp_servers.is_none() && self.max_steps.is_none()
     }
-}
-
-/// The context an MCP header value is sealed under: it opens only for this agent, server and
-/// header.
-fn seal_context(app_id: ApplicationId, agent_id: Uuid, server: &str, header: &str) -> String {
-    format!("mcp-header:{}:{agent_id}:{server}:{header}", app_id.uuid())
-}
-
-/// The agent's MCP headers in plain text, for the calls of one turn.
-pub fn open_headers(
-    master_key: &MasterKey,
-    app_id: ApplicationId,
-    agent_id: Uuid,
-    server: &McpServer,
-) -> std::result::Result<Vec<(String, String)>, crate::crypto::DecryptError> {
-    server
-        .headers
-        .iter()
-        .map(|(name, sealed)| {
-            let bytes = base64::engine::general_purpose::STANDARD
-                .decode(sealed)
-                .map_err(|_| crate::crypto::DecryptError)?;
-            let plain = master_key.open(&seal_context(app_id, agent_id, &server.name, name), &bytes)?;
-            Ok((
-                name.clone(),
-                String::from_utf8(plain).map_err(|_| crate::crypto::DecryptError)?,
-            ))
-        })
-        .collect()
 }
 
 /// Checks the input and builds the agent's stored tools from it and what it had (`current`).
@@ -166,7 +146,10 @@ pub async fn build(
 
 fn validate_client_tools(tools: &[FunctionTool]) -> Result<()> {
     if tools.len() > MAX_CLIENT_TOOLS {
-        return Err(Error::invalid_field("tools", format!("at most {MAX_CLIENT_TOOLS} tools")));
+        return Err(Error::invalid_field(
+            "tools",
+            format!("at most {MAX_CLIENT_TOOLS} tools"),
+        ));
     }
     for (i, tool) in tools.iter().enumerate() {
         let field = format!("tools[{i}].function");
@@ -178,7 +161,10 @@ fn validate_client_tools(tools: &[FunctionTool]) -> Result<()> {
             ));
         }
         if tools[..i].iter().any(|t| t.function.name == function.name) {
-            return Err(Error::invalid_field(format!("{field}.name"), "two tools share this name"));
+            return Err(Error::invalid_field(
+                format!("{field}.name"),
+                "two tools share this name",
+            ));
         }
         if function
             .description
@@ -232,13 +218,13 @@ async fn mcp_server(
         ));
     }
     let url = validate_outbound_url(state, &format!("{field}.url"), &server.url).await?;
-    if let Some(allowed) = &server.allowed_tools {
-        if allowed.len() > 256 || allowed.iter().any(|t| !valid_tool_name(t)) {
-            return Err(Error::invalid_field(
-                format!("{field}.allowed_tools"),
-                "must be at most 256 tool names of 1 to 64 characters of A-Z, a-z, 0-9, '_' or '-'",
-            ));
-        }
+    if let Some(allowed) = &server.allowed_tools
+        && (allowed.len() > 256 || allowed.iter().any(|t| !valid_tool_name(t)))
+    {
+        return Err(Error::invalid_field(
+            format!("{field}.allowed_tools"),
+            "must be at most 256 tool names of 1 to 64 characters of A-Z, a-z, 0-9, '_' or '-'",
+        ));
     }
     let headers = match server.headers {
         Some(headers) => {
@@ -253,15 +239,20 @@ async fn mcp_server(
                 let valid = HeaderName::from_bytes(name.as_bytes()).is_ok()
                     && HeaderValue::from_str(&value).is_ok()
                     && value.len() <= 8192;
+                if RESERVED_HEADERS.iter().any(|r| name.eq_ignore_ascii_case(r)) {
+                    return Err(Error::invalid_field(
+                        format!("{field}.headers"),
+                        format!("`{name}` is set by the MCP protocol itself"),
+                    ));
+                }
                 if !valid {
                     return Err(Error::invalid_field(
                         format!("{field}.headers"),
                         format!("`{name}` is not a valid header name and value"),
                     ));
                 }
-                let context = seal_context(app_id, agent_id, &server.name, &name);
-                let bytes = state.master_key().seal(&context, value.as_bytes());
-                sealed.insert(name, base64::engine::general_purpose::STANDARD.encode(bytes));
+                let value = agents::seal_mcp_header(state.master_key(), app_id, agent_id, &server.name, &name, &value);
+                sealed.insert(name, value);
             }
             sealed
         }

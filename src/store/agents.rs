@@ -112,6 +112,48 @@ pub struct McpServer {
     pub allowed_tools: Option<Vec<String>>,
 }
 
+/// The context an MCP header value is sealed under: it opens only for this agent, server and
+/// header.
+fn mcp_header_context(app_id: ApplicationId, agent_id: Uuid, server: &str, header: &str) -> String {
+    format!("mcp-header:{}:{agent_id}:{server}:{header}", app_id.uuid())
+}
+
+/// An MCP header value sealed under the master key, as stored (base64).
+pub fn seal_mcp_header(
+    master_key: &crate::crypto::MasterKey,
+    app_id: ApplicationId,
+    agent_id: Uuid,
+    server: &str,
+    header: &str,
+    value: &str,
+) -> String {
+    use base64::Engine as _;
+    let sealed = master_key.seal(&mcp_header_context(app_id, agent_id, server, header), value.as_bytes());
+    base64::engine::general_purpose::STANDARD.encode(sealed)
+}
+
+/// An agent's MCP server's headers in plain text, for one call.
+pub fn open_mcp_headers(
+    master_key: &crate::crypto::MasterKey,
+    agent: &Agent,
+    server: &McpServer,
+) -> Result<Vec<(String, String)>, crate::crypto::DecryptError> {
+    use base64::Engine as _;
+    server
+        .headers
+        .iter()
+        .map(|(name, sealed)| {
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(sealed)
+                .map_err(|_| crate::crypto::DecryptError)?;
+            let context = mcp_header_context(agent.application_id, agent.id, &server.name, name);
+            let plain = master_key.open(&context, &bytes)?;
+            let value = String::from_utf8(plain).map_err(|_| crate::crypto::DecryptError)?;
+            Ok((name.clone(), value))
+        })
+        .collect()
+}
+
 #[derive(Debug, Clone)]
 pub struct Agent {
     pub id: Uuid,

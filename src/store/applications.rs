@@ -119,7 +119,7 @@ impl RetentionChange {
                 && !(0..=MAX_RETENTION_DAYS).contains(&days)
             {
                 return Err(crate::error::Error::invalid_field(
-                    &format!("retention.{field}"),
+                    format!("retention.{field}"),
                     format!("must be between 0 and {MAX_RETENTION_DAYS} days, or null to keep forever"),
                 ));
             }

@@ -53,11 +53,15 @@ pub fn ai_sdk(body: &str) -> Result<Assembled, String> {
             "start-step" => out.steps += 1,
             "finish-step" => {}
             "tool-input-start" => {
-                let call = chunk["toolCallId"].as_str().ok_or("tool-input-start without toolCallId")?;
+                let call = chunk["toolCallId"]
+                    .as_str()
+                    .ok_or("tool-input-start without toolCallId")?;
                 open_tools.push(call.to_owned());
             }
             "tool-input-delta" => {
-                let call = chunk["toolCallId"].as_str().ok_or("tool-input-delta without toolCallId")?;
+                let call = chunk["toolCallId"]
+                    .as_str()
+                    .ok_or("tool-input-delta without toolCallId")?;
                 if !open_tools.iter().any(|c| c == call) {
                     return Err(format!("tool-input-delta for {call} without tool-input-start"));
                 }
@@ -153,17 +157,25 @@ pub fn openai(body: &str) -> Result<Assembled, String> {
             out.text.push_str(text);
         }
         // Tool calls come in fragments keyed by index: the first names the call.
-        for fragment in chunk["choices"][0]["delta"]["tool_calls"].as_array().into_iter().flatten() {
+        for fragment in chunk["choices"][0]["delta"]["tool_calls"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
             let index = fragment["index"].as_u64().ok_or("a tool call fragment without index")? as usize;
             if index == calls.len() {
                 calls.push((
                     fragment["id"].as_str().ok_or("a new tool call without id")?.to_owned(),
-                    fragment["function"]["name"].as_str().ok_or("a new tool call without name")?.to_owned(),
+                    fragment["function"]["name"]
+                        .as_str()
+                        .ok_or("a new tool call without name")?
+                        .to_owned(),
                     String::new(),
                 ));
             }
             let call = calls.get_mut(index).ok_or("a tool call fragment out of order")?;
-            call.2.push_str(fragment["function"]["arguments"].as_str().unwrap_or_default());
+            call.2
+                .push_str(fragment["function"]["arguments"].as_str().unwrap_or_default());
         }
         if let Some(reason) = chunk["choices"][0]["finish_reason"].as_str() {
             out.finish_reason = Some(reason.to_owned());
@@ -221,7 +233,12 @@ pub fn ag_ui(body: &str) -> Result<Assembled, String> {
         if out.finished {
             return Err(format!("{kind} after the run finished"));
         }
-        let field = |name: &str| event[name].as_str().map(str::to_owned).ok_or(format!("{kind} without {name}"));
+        let field = |name: &str| {
+            event[name]
+                .as_str()
+                .map(str::to_owned)
+                .ok_or(format!("{kind} without {name}"))
+        };
         match kind {
             "RUN_STARTED" => {
                 field("threadId")?;
@@ -263,7 +280,8 @@ pub fn ag_ui(body: &str) -> Result<Assembled, String> {
             "TOOL_CALL_END" => open_call = None,
             "TOOL_CALL_RESULT" => {
                 field("messageId")?;
-                out.tool_results.push((field("toolCallId")?, Value::String(field("content")?)));
+                out.tool_results
+                    .push((field("toolCallId")?, Value::String(field("content")?)));
             }
             "RUN_FINISHED" => out.finished = true,
             "RUN_ERROR" => {

@@ -50,7 +50,12 @@ async fn stream_turn(app: &TestApp, token: &str, agent: &str, format: &str, body
         .send()
         .await
         .unwrap();
-    assert_eq!(response.status().as_u16(), 200, "{format}: {}", response.text().await.unwrap());
+    assert_eq!(
+        response.status().as_u16(),
+        200,
+        "{format}: {}",
+        response.text().await.unwrap()
+    );
     let text = response.text().await.unwrap();
     let read = match format {
         "ai-sdk" => clients::ai_sdk(&text),
@@ -75,7 +80,14 @@ fn user_turn(format: &str, text: &str, conversation: &str) -> Value {
 }
 
 /// The turn that sends a client tool's result back, as each client does.
-fn result_turn(format: &str, conversation: &str, asked: &str, reply_id: &str, call: &(String, String, Value), output: &str) -> Value {
+fn result_turn(
+    format: &str,
+    conversation: &str,
+    asked: &str,
+    reply_id: &str,
+    call: &(String, String, Value),
+    output: &str,
+) -> Value {
     let (id, name, input) = call;
     match format {
         "ai-sdk" => json!({"id": conversation, "trigger": "submit-message", "messageId": reply_id, "messages": [
@@ -90,11 +102,13 @@ fn result_turn(format: &str, conversation: &str, asked: &str, reply_id: &str, ca
             {"role": "user", "content": asked},
             {"role": "assistant", "content": null, "tool_calls": [{"id": id, "type": "function", "function": {"name": name, "arguments": input.to_string()}}]},
             {"role": "tool", "tool_call_id": id, "content": output}]}),
-        "ag-ui" => json!({"threadId": conversation, "runId": "run-2", "state": {}, "tools": [], "context": [], "forwardedProps": {},
+        "ag-ui" => {
+            json!({"threadId": conversation, "runId": "run-2", "state": {}, "tools": [], "context": [], "forwardedProps": {},
             "messages": [
                 {"id": "u1", "role": "user", "content": asked},
                 {"id": reply_id, "role": "assistant", "toolCalls": [{"id": id, "type": "function", "function": {"name": name, "arguments": input.to_string()}}]},
-                {"id": "r1", "role": "tool", "toolCallId": id, "content": output}]}),
+                {"id": "r1", "role": "tool", "toolCallId": id, "content": output}]})
+        }
         _ => json!({"conversation_id": conversation, "tool_results": [{"tool_call_id": id, "output": output}]}),
     }
 }
@@ -158,10 +172,19 @@ async fn agents_keep_tool_settings_and_refuse_bad_ones(app: TestApp) {
     let bad = |tools: Value| json!({"name": format!("bad-{}", uuid::Uuid::new_v4().simple()), "tools": tools});
     let schema = |parameters: Value| json!([{"type": "function", "function": {"name": "f", "parameters": parameters}}]);
     let cases = [
-        (bad(schema(json!({"type": "object", "properties": {"x": {"type": 7}}}))), "tools[0].function.parameters"),
+        (
+            bad(schema(json!({"type": "object", "properties": {"x": {"type": 7}}}))),
+            "tools[0].function.parameters",
+        ),
         (bad(schema(json!({"type": "string"}))), "tools[0].function.parameters"),
-        (bad(json!([{"type": "function", "function": {"name": "has space"}}])), "tools[0].function.name"),
-        (bad(json!([{"type": "function", "function": {"name": "docs__search"}}])), "tools[0].function.name"),
+        (
+            bad(json!([{"type": "function", "function": {"name": "has space"}}])),
+            "tools[0].function.name",
+        ),
+        (
+            bad(json!([{"type": "function", "function": {"name": "docs__search"}}])),
+            "tools[0].function.name",
+        ),
         (bad(json!([weather_tool(), weather_tool()])), "tools[1].function.name"),
         (
             json!({"name": "clash", "memory_tools": true, "tools": [{"type": "function", "function": {"name": "memorize"}}]}),
@@ -169,8 +192,14 @@ async fn agents_keep_tool_settings_and_refuse_bad_ones(app: TestApp) {
         ),
         (json!({"name": "steps", "max_steps": 0}), "max_steps"),
         (json!({"name": "steps", "max_steps": 21}), "max_steps"),
-        (json!({"name": "mcp", "mcp_servers": [{"name": "a__b", "url": "http://127.0.0.1:9/mcp"}]}), "mcp_servers[0].name"),
-        (json!({"name": "mcp", "mcp_servers": [{"name": "inside", "url": "http://10.1.2.3/mcp"}]}), "mcp_servers[0].url"),
+        (
+            json!({"name": "mcp", "mcp_servers": [{"name": "a__b", "url": "http://127.0.0.1:9/mcp"}]}),
+            "mcp_servers[0].name",
+        ),
+        (
+            json!({"name": "mcp", "mcp_servers": [{"name": "inside", "url": "http://10.1.2.3/mcp"}]}),
+            "mcp_servers[0].url",
+        ),
         (
             json!({"name": "mcp", "mcp_servers": [{"name": "x", "url": "http://127.0.0.1:9/"}, {"name": "x", "url": "http://127.0.0.1:9/"}]}),
             "mcp_servers[1].name",
@@ -179,17 +208,29 @@ async fn agents_keep_tool_settings_and_refuse_bad_ones(app: TestApp) {
     for (body, field) in cases {
         let refused = app.post(&agents, &owner, body.clone()).await;
         refused.assert_error(422, "validation_failed");
-        assert!(refused.body["details"]["fields"].get(field).is_some(), "{body} → {}", refused.body);
+        assert!(
+            refused.body["details"]["fields"].get(field).is_some(),
+            "{body} → {}",
+            refused.body
+        );
     }
     // Unknown fields in a tool are refused, as everywhere.
     let unknown = app
-        .post(&agents, &owner, bad(json!([{"type": "function", "function": {"name": "f", "oops": 1}}])))
+        .post(
+            &agents,
+            &owner,
+            bad(json!([{"type": "function", "function": {"name": "f", "oops": 1}}])),
+        )
         .await;
     assert_eq!(unknown.status.as_u16(), 400);
 
     // A change replaces what it names and keeps the rest.
     let changed = app
-        .patch(&format!("{agents}/{id}"), &owner, json!({"memory_tools": false, "tools": []}))
+        .patch(
+            &format!("{agents}/{id}"),
+            &owner,
+            json!({"memory_tools": false, "tools": []}),
+        )
         .await;
     assert_eq!(changed.assert_status(200)["tools"], json!([]));
     assert_eq!(changed.body["max_steps"], 3);
@@ -217,20 +258,39 @@ async fn mcp_header_values_are_write_only_and_sealed(app: TestApp) {
     // A change that leaves headers out keeps them (same host and port); moving needs them again.
     let agent = format!("{agents}/{id}");
     let kept = app
-        .patch(&agent, &owner, json!({"mcp_servers": [{"name": "docs", "url": "http://127.0.0.1:9/v2/mcp"}]}))
+        .patch(
+            &agent,
+            &owner,
+            json!({"mcp_servers": [{"name": "docs", "url": "http://127.0.0.1:9/v2/mcp"}]}),
+        )
         .await;
-    assert_eq!(kept.assert_status(200)["mcp_servers"][0]["headers"], json!(["Authorization"]));
+    assert_eq!(
+        kept.assert_status(200)["mcp_servers"][0]["headers"],
+        json!(["Authorization"])
+    );
     let moved = app
-        .patch(&agent, &owner, json!({"mcp_servers": [{"name": "docs", "url": "http://127.0.0.1:10/mcp"}]}))
+        .patch(
+            &agent,
+            &owner,
+            json!({"mcp_servers": [{"name": "docs", "url": "http://127.0.0.1:10/mcp"}]}),
+        )
         .await;
     moved.assert_error(422, "validation_failed");
     assert!(moved.body["details"]["fields"].get("mcp_servers[0].headers").is_some());
     let cleared = app
-        .patch(&agent, &owner, json!({"mcp_servers": [{"name": "docs", "url": "http://127.0.0.1:9/mcp", "headers": {}}]}))
+        .patch(
+            &agent,
+            &owner,
+            json!({"mcp_servers": [{"name": "docs", "url": "http://127.0.0.1:9/mcp", "headers": {}}]}),
+        )
         .await;
     assert_eq!(cleared.assert_status(200)["mcp_servers"][0]["headers"], json!([]));
     let bad = app
-        .patch(&agent, &owner, json!({"mcp_servers": [{"name": "docs", "url": "http://127.0.0.1:9/mcp", "headers": {"Bad Name": "x"}}]}))
+        .patch(
+            &agent,
+            &owner,
+            json!({"mcp_servers": [{"name": "docs", "url": "http://127.0.0.1:9/mcp", "headers": {"Bad Name": "x"}}]}),
+        )
         .await;
     bad.assert_error(422, "validation_failed");
 }
@@ -300,7 +360,10 @@ async fn a_client_tool_round_trips_in_every_format(app: TestApp) {
     let choice = &whole.assert_status(200)["choices"][0];
     assert_eq!(choice["finish_reason"], "tool_calls");
     assert_eq!(choice["message"]["tool_calls"][0]["function"]["name"], "get_weather");
-    assert_eq!(choice["message"]["tool_calls"][0]["function"]["arguments"], r#"{"city": "Paris"}"#);
+    assert_eq!(
+        choice["message"]["tool_calls"][0]["function"]["arguments"],
+        r#"{"city": "Paris"}"#
+    );
 }
 
 async fn results_for_calls_never_made_are_refused(app: TestApp) {
@@ -323,10 +386,21 @@ async fn results_for_calls_never_made_are_refused(app: TestApp) {
     never.assert_error(422, "validation_failed");
     assert!(never.body["details"]["fields"].get("tool_results").is_some());
     // A call made in another conversation, of this user and of another.
-    stream_turn(&app, &alice, &agent, "deltakit", &user_turn("deltakit", "hello", "other")).await;
-    send(&alice, "other", &call_id).await.assert_error(422, "validation_failed");
+    stream_turn(
+        &app,
+        &alice,
+        &agent,
+        "deltakit",
+        &user_turn("deltakit", "hello", "other"),
+    )
+    .await;
+    send(&alice, "other", &call_id)
+        .await
+        .assert_error(422, "validation_failed");
     stream_turn(&app, &bob, &agent, "deltakit", &user_turn("deltakit", "hello", "mine")).await;
-    send(&bob, "mine", &call_id).await.assert_error(422, "validation_failed");
+    send(&bob, "mine", &call_id)
+        .await
+        .assert_error(422, "validation_failed");
     // Nothing was stored by the refusals; the right result is taken.
     let messages = stored(&app, &alice, &agent, "mine").await;
     assert_eq!(messages.len(), 2);
@@ -363,7 +437,10 @@ async fn memory_tools_reach_only_the_callers_own_memory(app: TestApp) {
     let memories = app.get(&format!("/v1/memories?agent_id={agent}"), &alice).await;
     let data = memories.assert_status(200)["data"].as_array().unwrap().clone();
     assert_eq!(data.len(), 1);
-    assert_eq!((data[0]["content"].as_str(), data[0]["agent_id"].as_str()), (Some("likes green tea"), Some(agent.as_str())));
+    assert_eq!(
+        (data[0]["content"].as_str(), data[0]["agent_id"].as_str()),
+        (Some("likes green tea"), Some(agent.as_str()))
+    );
     // An app-wide memory of alice's, stored by her app.
     app.post("/v1/memories", &alice, json!({"content": "prefers green window seats"}))
         .await
@@ -398,7 +475,11 @@ async fn memory_tools_reach_only_the_callers_own_memory(app: TestApp) {
         &bob,
         &agent,
         "deltakit",
-        &user_turn("deltakit", r#"/call memorize {"content": "green is bob's colour"}"#, "b1"),
+        &user_turn(
+            "deltakit",
+            r#"/call memorize {"content": "green is bob's colour"}"#,
+            "b1",
+        ),
     )
     .await;
     let bobs = app.get("/v1/memories", &bob).await;
@@ -414,11 +495,21 @@ async fn a_failed_tool_is_a_result_the_model_reads(app: TestApp) {
     let token = user_token(&tenant.all_key, "alice");
     for (asked, error) in [
         ("/call memorize {oops", "error: invalid arguments"),
-        (r#"/call memorize {"content": 5}"#, "error: invalid arguments: `content` must be a non-empty string"),
+        (
+            r#"/call memorize {"content": 5}"#,
+            "error: invalid arguments: `content` must be a non-empty string",
+        ),
         ("/call no_such_tool {}", "error: there is no tool named `no_such_tool`"),
     ] {
         let conversation = format!("f-{}", uuid::Uuid::new_v4().simple());
-        let turn = stream_turn(&app, &token, &agent, "ai-sdk", &user_turn("ai-sdk", asked, &conversation)).await;
+        let turn = stream_turn(
+            &app,
+            &token,
+            &agent,
+            "ai-sdk",
+            &user_turn("ai-sdk", asked, &conversation),
+        )
+        .await;
         assert!(turn.error.is_none(), "{turn:?}");
         assert!(turn.text.starts_with(error), "{asked}: {}", turn.text);
         let messages = stored(&app, &token, &agent, &conversation).await;
@@ -450,7 +541,14 @@ async fn a_provider_streaming_tool_calls_loops_through_server_tools(app: TestApp
     .await
     .assert_status(200);
     let token = user_token(&tenant.all_key, "alice");
-    let turn = stream_turn(&app, &token, &agent, "ai-sdk", &user_turn("ai-sdk", "what do I like?", "loop")).await;
+    let turn = stream_turn(
+        &app,
+        &token,
+        &agent,
+        "ai-sdk",
+        &user_turn("ai-sdk", "what do I like?", "loop"),
+    )
+    .await;
     assert_eq!(turn.text, "You like tea.");
     assert_eq!(turn.steps, 2);
     let names: Vec<&str> = turn.tool_calls.iter().map(|c| c.1.as_str()).collect();
@@ -473,7 +571,10 @@ async fn a_provider_streaming_tool_calls_loops_through_server_tools(app: TestApp
     assert_eq!(second[n - 3]["role"], "assistant");
     assert_eq!(second[n - 3]["tool_calls"][0]["function"]["name"], "search_memory");
     assert_eq!(second[n - 3]["tool_calls"][1]["id"], "call_1_1");
-    assert_eq!((second[n - 2]["role"].as_str(), second[n - 2]["tool_call_id"].as_str()), (Some("tool"), Some("call_1_0")));
+    assert_eq!(
+        (second[n - 2]["role"].as_str(), second[n - 2]["tool_call_id"].as_str()),
+        (Some("tool"), Some("call_1_0"))
+    );
     assert_eq!(second[n - 1]["tool_call_id"], "call_1_1");
 
     let messages = stored(&app, &token, &agent, "loop").await;
@@ -494,7 +595,10 @@ async fn a_provider_streaming_tool_calls_loops_through_server_tools(app: TestApp
     stream_turn(&app, &token, &agent, "ai-sdk", &body).await;
     let third = fake.requests()[2].1["messages"].as_array().unwrap().clone();
     let roles: Vec<&str> = third.iter().map(|m| m["role"].as_str().unwrap()).collect();
-    assert_eq!(roles, ["system", "user", "assistant", "tool", "tool", "assistant", "user"]);
+    assert_eq!(
+        roles,
+        ["system", "user", "assistant", "tool", "tool", "assistant", "user"]
+    );
     // Nothing of the turn was superseded by the next one.
     let after = stored(&app, &token, &agent, "loop").await;
     assert!(after.iter().all(|m| m["status"] == "complete"), "{after:?}");

@@ -13,9 +13,7 @@
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{
-    Encoder, SentMessage, ToolResultIn, Trigger, TurnMeta, TurnRequest, Whole, sse_data, whole_history_turn,
-};
+use super::{Encoder, SentMessage, ToolResultIn, Trigger, TurnMeta, TurnRequest, Whole, sse_data, whole_history_turn};
 use crate::completions::{FinishReason, PromptMessage, ToolCall, Usage};
 use crate::error::{Error, Result};
 
@@ -121,11 +119,24 @@ impl Message {
 pub fn parse(body: Value) -> Result<TurnRequest> {
     let input: RunAgentInput =
         serde_json::from_value(body).map_err(|e| Error::InvalidRequest(format!("invalid ag-ui request: {e}")))?;
-    if input.messages.iter().any(|m| m.role == "tool" && m.tool_call_id.is_none()) {
-        return Err(Error::invalid_field("messages", "a tool message needs its `toolCallId`"));
+    if input
+        .messages
+        .iter()
+        .any(|m| m.role == "tool" && m.tool_call_id.is_none())
+    {
+        return Err(Error::invalid_field(
+            "messages",
+            "a tool message needs its `toolCallId`",
+        ));
     }
     let messages = input.messages.iter().map(Message::sent).collect();
-    let mut turn = whole_history_turn(input.thread_id, messages, input.stream, input.memory, Trigger::default())?;
+    let mut turn = whole_history_turn(
+        input.thread_id,
+        messages,
+        input.stream,
+        input.memory,
+        Trigger::default(),
+    )?;
     turn.run_id = input.run_id.filter(|id| !id.is_empty() && id.len() <= 200);
     Ok(turn)
 }
@@ -143,7 +154,10 @@ pub struct AgUiEncoder {
 
 impl AgUiEncoder {
     pub fn new(meta: TurnMeta) -> Self {
-        let run_id = meta.run_id.clone().unwrap_or_else(|| format!("run-{}", meta.message_id));
+        let run_id = meta
+            .run_id
+            .clone()
+            .unwrap_or_else(|| format!("run-{}", meta.message_id));
         Self {
             meta,
             run_id,
@@ -188,12 +202,16 @@ impl Encoder for AgUiEncoder {
             Some(id) => id.clone(),
             None => {
                 let id = self.message_id();
-                frames.push_str(&event(json!({"type": "TEXT_MESSAGE_START", "messageId": id, "role": "assistant"})));
+                frames.push_str(&event(
+                    json!({"type": "TEXT_MESSAGE_START", "messageId": id, "role": "assistant"}),
+                ));
                 self.text = Some(id.clone());
                 id
             }
         };
-        frames.push_str(&event(json!({"type": "TEXT_MESSAGE_CONTENT", "messageId": id, "delta": text})));
+        frames.push_str(&event(
+            json!({"type": "TEXT_MESSAGE_CONTENT", "messageId": id, "delta": text}),
+        ));
         frames
     }
 
@@ -249,12 +267,16 @@ impl Encoder for AgUiEncoder {
 
     fn finish(&mut self, _reason: FinishReason, _usage: Usage) -> String {
         let mut frames = self.close_text();
-        frames.push_str(&event(json!({"type": "RUN_FINISHED", "threadId": self.meta.conversation_id, "runId": self.run_id})));
+        frames.push_str(&event(
+            json!({"type": "RUN_FINISHED", "threadId": self.meta.conversation_id, "runId": self.run_id}),
+        ));
         frames
     }
 
     fn error(&mut self, message: &str) -> Option<String> {
-        Some(event(json!({"type": "RUN_ERROR", "message": message, "code": "upstream_error"})))
+        Some(event(
+            json!({"type": "RUN_ERROR", "message": message, "code": "upstream_error"}),
+        ))
     }
 
     fn whole(&self, reply: &Whole) -> Value {
@@ -295,7 +317,12 @@ mod tests {
         frames
             .split("\n\n")
             .filter_map(|e| e.strip_prefix("data: "))
-            .map(|d| serde_json::from_str::<Value>(d).unwrap()["type"].as_str().unwrap().to_owned())
+            .map(|d| {
+                serde_json::from_str::<Value>(d).unwrap()["type"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            })
             .collect()
     }
 
@@ -344,11 +371,11 @@ mod tests {
     #[test]
     fn tool_messages_are_results_and_thread_is_the_conversation() {
         let body = json!({"threadId": "t1", "runId": "r1", "state": {}, "tools": [], "context": [], "forwardedProps": {},
-            "messages": [
-                {"id": "u1", "role": "user", "content": "weather?"},
-                {"id": "a1", "role": "assistant", "toolCalls": [{"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": "{}"}}]},
-                {"id": "t1", "role": "tool", "toolCallId": "call_1", "content": "sunny"},
-            ]});
+        "messages": [
+            {"id": "u1", "role": "user", "content": "weather?"},
+            {"id": "a1", "role": "assistant", "toolCalls": [{"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": "{}"}}]},
+            {"id": "t1", "role": "tool", "toolCallId": "call_1", "content": "sunny"},
+        ]});
         let turn = parse(body).unwrap();
         assert_eq!(turn.conversation_id.as_deref(), Some("t1"));
         assert_eq!(turn.run_id.as_deref(), Some("r1"));

@@ -69,7 +69,8 @@ impl UiMessage {
             if kind == "step-start" {
                 step.flush(&mut prompt);
             } else if kind == "text" {
-                step.text.push_str(part.get("text").and_then(Value::as_str).unwrap_or_default());
+                step.text
+                    .push_str(part.get("text").and_then(Value::as_str).unwrap_or_default());
             } else if let Some(tool) = ToolPart::read(kind, part) {
                 step.calls.push(tool.call);
                 if let Some(result) = tool.result {
@@ -133,12 +134,17 @@ impl ToolPart {
         }
         let input = part.get("input").cloned().unwrap_or_else(|| json!({}));
         let result = match state {
-            "output-available" => Some(ToolResultIn::new(id.clone(), part.get("output").unwrap_or(&Value::Null))),
+            "output-available" => Some(ToolResultIn::new(
+                id.clone(),
+                part.get("output").unwrap_or(&Value::Null),
+            )),
             "output-error" => Some(ToolResultIn {
                 tool_call_id: id.clone(),
                 output: format!(
                     "error: {}",
-                    part.get("errorText").and_then(Value::as_str).unwrap_or("the tool failed")
+                    part.get("errorText")
+                        .and_then(Value::as_str)
+                        .unwrap_or("the tool failed")
                 ),
             }),
             _ => None,
@@ -261,7 +267,9 @@ impl Encoder for AiSdkEncoder {
                 json!({"type": "tool-output-error", "toolCallId": call.id, "errorText": output, "providerExecuted": true}),
             );
         }
-        event(json!({"type": "tool-output-available", "toolCallId": call.id, "output": output_json(output), "providerExecuted": true}))
+        event(
+            json!({"type": "tool-output-available", "toolCallId": call.id, "output": output_json(output), "providerExecuted": true}),
+        )
     }
 
     fn step_finish(&mut self) -> String {
@@ -393,7 +401,16 @@ mod tests {
         ]});
         let turn = parse(body).unwrap();
         let roles: Vec<(&str, usize)> = turn.history.iter().map(|m| (m.role, m.tool_calls.len())).collect();
-        assert_eq!(roles, [("user", 0), ("assistant", 1), ("tool", 0), ("assistant", 1), ("tool", 0)]);
+        assert_eq!(
+            roles,
+            [
+                ("user", 0),
+                ("assistant", 1),
+                ("tool", 0),
+                ("assistant", 1),
+                ("tool", 0)
+            ]
+        );
         assert_eq!(turn.history[3].content, "Checking.");
         assert_eq!(turn.history[3].tool_calls[0].arguments, r#"{"city":"Paris"}"#);
         let results: Vec<(&str, &str)> = turn

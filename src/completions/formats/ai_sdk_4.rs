@@ -81,12 +81,17 @@ impl Message {
                 .map(|t| ToolCall {
                     id: t.tool_call_id.clone(),
                     name: t.tool_name.clone(),
-                    arguments: if t.args.is_null() { "{}".into() } else { t.args.to_string() },
+                    arguments: if t.args.is_null() {
+                        "{}".into()
+                    } else {
+                        t.args.to_string()
+                    },
                 })
                 .collect(),
             tool_call_id: None,
         }];
-        sent.prompt.extend(sent.tool_results.iter().map(ToolResultIn::to_prompt));
+        sent.prompt
+            .extend(sent.tool_results.iter().map(ToolResultIn::to_prompt));
         sent
     }
 }

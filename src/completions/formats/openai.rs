@@ -88,9 +88,18 @@ pub fn parse(body: Value) -> Result<TurnRequest> {
         let content = m.content.map(Content::into_text).unwrap_or_default();
         if m.role == "tool" {
             let Some(id) = m.tool_call_id.filter(|id| !id.is_empty()) else {
-                return Err(Error::invalid_field("messages", "a tool message needs its `tool_call_id`"));
+                return Err(Error::invalid_field(
+                    "messages",
+                    "a tool message needs its `tool_call_id`",
+                ));
             };
-            history.push(ToolResultIn { tool_call_id: id, output: content }.to_prompt());
+            history.push(
+                ToolResultIn {
+                    tool_call_id: id,
+                    output: content,
+                }
+                .to_prompt(),
+            );
             continue;
         }
         let Some(role) = known_role(&m.role) else { continue };
@@ -257,7 +266,9 @@ impl Encoder for OpenAiEncoder {
             message["tool_calls"] = reply
                 .tool_calls
                 .iter()
-                .map(|c| json!({"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}))
+                .map(
+                    |c| json!({"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}),
+                )
                 .collect();
             if reply.text.is_empty() {
                 message["content"] = Value::Null;

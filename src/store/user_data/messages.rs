@@ -5,10 +5,10 @@ use sea_query::{CommonTableExpression, Expr, ExprTrait, Order, SelectStatement, 
 use uuid::Uuid;
 
 use super::conversations::Conversation;
-use crate::completions::ToolCall;
-use crate::store::Json;
 use super::tables::{Conversations, Messages};
 use super::{insert, insert_selected, select, update};
+use crate::completions::ToolCall;
+use crate::store::Json;
 use crate::store::scope::{AgentScope, UserScope};
 use crate::store::{Backend, Db, StoreError, StoreResult, Tx, now_micros};
 
@@ -182,8 +182,7 @@ impl NewMessage {
 
     /// The stored form of its tool calls: `NULL` when it has none.
     fn tool_calls_value(&self) -> Option<serde_json::Value> {
-        (!self.tool_calls.is_empty())
-            .then(|| serde_json::to_value(&self.tool_calls).expect("tool calls serialize"))
+        (!self.tool_calls.is_empty()).then(|| serde_json::to_value(&self.tool_calls).expect("tool calls serialize"))
     }
 }
 
