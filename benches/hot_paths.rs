@@ -22,6 +22,7 @@ fn encoders(c: &mut Criterion) {
         model: "echo".into(),
         created: 0,
         run_id: None,
+        continuation: false,
     };
     for (name, format) in [
         ("ai-sdk", Format::AiSdk),

@@ -159,6 +159,7 @@ async fn turn(
     // it stored even if it goes away.
     let detach = if stream { Detach::Stop } else { Detach::Finish };
     let run_id = request.run_id.clone();
+    let continuation = !request.tool_results.is_empty();
     let turn = turn::start(&state, caller, request, detach).await?;
     let encoder = format.encoder(TurnMeta {
         conversation_id: turn.conversation_id.clone(),
@@ -166,6 +167,7 @@ async fn turn(
         model: turn.model.clone(),
         created: chrono::Utc::now().timestamp(),
         run_id,
+        continuation,
     });
     let conversation_header = HeaderValue::from_str(&turn.conversation_id).map_err(Error::internal)?;
     let mut response = if stream {

@@ -342,6 +342,30 @@ async fn a_client_tool_round_trips_in_every_format(app: TestApp) {
             ],
             "{format}"
         );
+        // The AI SDK shows the call, its result and the answer as one message (the one that
+        // called): the next turn keeps them all.
+        if format == "ai-sdk" {
+            let next = json!({"id": conversation, "trigger": "submit-message", "messages": [
+                {"id": "u1", "role": "user", "parts": [{"type": "text", "text": asked}]},
+                {"id": reply_id, "role": "assistant", "parts": [{"type": "step-start"},
+                    {"type": "tool-get_weather", "toolCallId": call.0, "state": "output-available", "input": call.2, "output": "sunny in Paris"},
+                    {"type": "step-start"}, {"type": "text", "text": "sunny in Paris"}]},
+                {"id": "u2", "role": "user", "parts": [{"type": "text", "text": "thanks"}]}]});
+            stream_turn(&app, &token, &agent, format, &next).await;
+            let all = app
+                .get(
+                    &format!("/v1/agents/{agent}/conversations/{conversation}?include=superseded"),
+                    &token,
+                )
+                .await;
+            let states: Vec<&str> = all.assert_status(200)["messages"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| m["status"].as_str().unwrap())
+                .collect();
+            assert_eq!(states, ["complete"; 6]);
+        }
         // Sending the same result again stores nothing twice.
         if format == "deltakit" {
             stream_turn(&app, &token, &agent, format, &results).await;

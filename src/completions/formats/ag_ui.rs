@@ -310,6 +310,7 @@ mod tests {
             model: "echo".into(),
             created: 0,
             run_id: Some("run-7".into()),
+            continuation: false,
         }
     }
 

@@ -211,11 +211,17 @@ impl Encoder for AiSdkEncoder {
     }
 
     fn start(&mut self) -> String {
-        let mut frames = event(json!({
+        let mut start = json!({
             "type": "start",
             "messageId": self.meta.message_id,
             "messageMetadata": {"conversationId": self.meta.conversation_id},
-        }));
+        });
+        if self.meta.continuation {
+            // The reply goes on in the message whose tool results the client sent: `useChat`
+            // keeps adding to it as long as no new id is named.
+            start.as_object_mut().map(|o| o.remove("messageId"));
+        }
+        let mut frames = event(start);
         frames.push_str(&event(json!({"type": "start-step"})));
         frames
     }
@@ -353,6 +359,7 @@ mod tests {
             model: "echo".into(),
             created: 0,
             run_id: None,
+            continuation: false,
         };
         let mut encoder = AiSdkEncoder::new(meta);
         let all = format!(

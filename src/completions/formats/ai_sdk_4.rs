@@ -236,6 +236,7 @@ mod tests {
             model: "echo".into(),
             created: 0,
             run_id: None,
+            continuation: false,
         };
         let mut encoder = AiSdk4Encoder::new(meta);
         assert_eq!(encoder.start(), "f:{\"messageId\":\"m\"}\n");

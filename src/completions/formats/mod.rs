@@ -331,6 +331,9 @@ pub struct TurnMeta {
     pub created: i64,
     /// The client's id for this run (AG-UI).
     pub run_id: Option<String>,
+    /// The turn goes on from client tools' results: its reply continues the client's last
+    /// assistant message.
+    pub continuation: bool,
 }
 
 /// A whole (non-streamed) reply.

@@ -319,6 +319,7 @@ mod tests {
             model: "echo".into(),
             created: 1,
             run_id: None,
+            continuation: false,
         };
         let mut encoder = OpenAiEncoder::new(meta);
         let delta = encoder.delta("hi");

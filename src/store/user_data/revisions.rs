@@ -109,8 +109,9 @@ struct Plan {
     append: Vec<usize>,
     /// The last stored message the history keeps.
     kept: Option<i64>,
-    /// `supersede_from` is what follows `kept` (not a changed message): the results of the kept
-    /// message's tool calls, which a client shows inside that message, stay.
+    /// `supersede_from` is what follows a kept reply (not a changed message): a client shows a
+    /// reply's tool calls, their results and the replies to them as one message, so what follows
+    /// it up to the next user message stays.
     after_kept: bool,
 }
 
@@ -151,7 +152,8 @@ fn plan(history: &SentHistory, known: &[Known], compare_text: bool) -> Plan {
     }
     // What comes after the last message kept was dropped by the client, when it can tell: a
     // history that knows nothing stored (a client sending only its newest message) drops nothing.
-    let after_kept = changed.is_none();
+    let kept_reply = kept.is_some_and(|k| known.iter().any(|m| m.seq == k && m.role == "assistant"));
+    let after_kept = changed.is_none() && kept_reply;
     let supersede_from = changed.or_else(|| {
         let dropped = history.regenerate || !foreign_reply;
         kept.filter(|_| dropped).map(|k| k + 1)
@@ -200,7 +202,7 @@ impl Revision {
         if let Some(start) = from
             && plan.after_kept
         {
-            from = tx.row::<Seq>(&self.first_not_tool(start)).await?.map(|row| row.seq);
+            from = tx.row::<Seq>(&self.next_user_message(start)).await?.map(|row| row.seq);
         }
         if let Some(from) = from {
             superseded = tx.execute(&self.supersede(from)).await?;
@@ -260,14 +262,14 @@ impl Revision {
         query
     }
 
-    /// The first live message from `from` on that is not a tool's result.
-    fn first_not_tool(&self, from: i64) -> SelectStatement {
+    /// The first live user message from `from` on.
+    fn next_user_message(&self, from: i64) -> SelectStatement {
         let mut query = of_conversation(&self.append.scope, &self.append.conversation);
         query
             .clear_selects()
             .column(Messages::Seq)
             .and_where(Expr::col(Messages::Seq).gte(from))
-            .and_where(Expr::col(Messages::Role).ne("tool"))
+            .and_where(Expr::col(Messages::Role).eq("user"))
             .and_where(Expr::col(Messages::SupersededAt).is_null())
             .order_by(Messages::Seq, sea_query::Order::Asc)
             .limit(1);
@@ -317,7 +319,7 @@ mod tests {
         let (scope, revision) = revision(history);
         assert_owned(&revision.known(), scope.user());
         assert_owned(&revision.supersede(3), scope.user());
-        assert_owned(&revision.first_not_tool(3), scope.user());
+        assert_owned(&revision.next_user_message(3), scope.user());
         // The id match is inside the owner's filter, not beside it.
         let (sql, _) = revision.known().build(sea_query::SqliteQueryBuilder);
         assert!(sql.contains("AND (\"client_id\" IN"), "{sql}");
@@ -427,7 +429,7 @@ mod tests {
                 supersede_from: None,
                 append: vec![0],
                 kept: None,
-                after_kept: true,
+                after_kept: false,
             }
         );
     }
