@@ -2,35 +2,10 @@
 // token (refreshed when it expires). Every element is built with DOM calls, never from HTML
 // strings, so names and secrets from the API cannot inject markup.
 
+import { $, field, h } from "/dashboard/dom.js";
+import { callText, toolSettings, toolTurn } from "/dashboard/tools.js";
+
 const state = { access: null, refresh: null, me: null, appId: null, tab: "agents", agents: [], keys: [] };
-
-// ---------------------------------------------------------------------------------------------
-// DOM helpers
-
-function h(tag, attrs = {}, ...children) {
-  const el = document.createElement(tag);
-  for (const [key, value] of Object.entries(attrs)) {
-    if (value === undefined || value === null || value === false) continue;
-    if (key.startsWith("on")) el.addEventListener(key.slice(2), value);
-    else if (key === "text") el.textContent = value;
-    else el.setAttribute(key, value === true ? "" : value);
-  }
-  for (const child of children.flat()) {
-    if (child === null || child === undefined || child === false) continue;
-    el.append(child instanceof Node ? child : document.createTextNode(String(child)));
-  }
-  return el;
-}
-
-const $ = (id) => document.getElementById(id);
-let fieldIds = 0;
-
-/** A labelled form field. */
-function field(label, input, inline = false) {
-  const id = input.id || `f${++fieldIds}`;
-  input.id = id;
-  return inline ? h("div", { class: "field inline" }, input, h("label", { for: id }, label)) : h("div", { class: "field" }, h("label", { for: id }, label), input);
-}
 
 function status(message, isError = false) {
   const el = $("status");
@@ -378,13 +353,16 @@ async function renderAgent(agentId) {
   const memory = h("input", { type: "checkbox", checked: agent.memory });
   const model = modelFields(providers, agent.model);
   const origins = originsField(agent.allowed_origins);
+  const tools = toolSettings(agent);
   const edit = h(
     "form",
     {
       onsubmit: async (event) => {
         event.preventDefault();
-        const body = { name: name.value, instructions: instructions.value, memory: memory.checked, model: model.read(), allowed_origins: origins.read() };
-        await attempt(() => api("PATCH", appPath(`/agents/${agentId}`), body), "Agent saved.");
+        await attempt(() => {
+          const body = { name: name.value, instructions: instructions.value, memory: memory.checked, model: model.read(), allowed_origins: origins.read(), ...tools.read() };
+          return api("PATCH", appPath(`/agents/${agentId}`), body);
+        }, "Agent saved.");
       },
     },
     h("h2", { text: "Settings" }),
@@ -393,6 +371,7 @@ async function renderAgent(agentId) {
     model.nodes,
     field("Give the model the user's memory", memory, true),
     origins.node("Allowed browser origins for this agent, one per line (empty: the application's)"),
+    tools.nodes,
     h("button", { class: "primary", type: "submit" }, "Save"),
   );
   const usage = h(
@@ -432,6 +411,58 @@ function tryIt(agentId, keys) {
   let token = null;
   let expires = 0;
   const conversation = `dashboard-${Date.now()}`;
+  const scroll = () => { log.scrollTop = log.scrollHeight; };
+  /** Runs one turn (a message, or a client tool's result) and shows what comes back. */
+  async function turn(body) {
+    if (!token || Date.now() > expires - 30_000) {
+      const minted = await attempt(() => api("POST", appPath(`/authentication-keys/${key.value}/tokens`), { sub: sub.value, ttl_seconds: 600 }));
+      if (!minted) return;
+      token = minted.token;
+      expires = Date.parse(minted.expires_at);
+    }
+    let reply = null;
+    const agentLine = () => {
+      if (!reply) {
+        reply = h("span", { class: "reply" });
+        log.append(h("div", { class: "msg" }, h("span", { class: "who", text: "Agent:" }), reply));
+      }
+      return reply;
+    };
+    send.disabled = true;
+    try {
+      await toolTurn(agentId, token, { ...body, conversation_id: conversation }, {
+        delta: (delta) => { agentLine().textContent += delta; scroll(); },
+        toolCall: (call) => {
+          reply = null;
+          const line = h("div", { class: "msg tool" }, h("span", { class: "who", text: call.server ? "Tool (server):" : "Tool (your app):" }), h("code", { text: callText(call.name, call.arguments) }));
+          if (!call.server) line.append(resultForm(call));
+          log.append(line);
+          scroll();
+        },
+        toolResult: (result) => {
+          log.append(h("div", { class: "msg tool" }, h("span", { class: "who", text: "Result:" }), h("code", { text: typeof result.output === "string" ? result.output : JSON.stringify(result.output) })));
+          reply = null;
+          scroll();
+        },
+      }, ApiError);
+      status("");
+    } catch (error) {
+      status(error.message, true);
+    } finally {
+      send.disabled = false;
+      message.focus();
+    }
+  }
+  /** What the app would answer for one of its tools: typed here, sent as the tool's result. */
+  function resultForm(call) {
+    const output = h("input", { type: "text", placeholder: `Result of ${call.name}`, "aria-label": `Result of ${call.name}` });
+    const submit = h("button", { type: "button" }, "Send result");
+    submit.addEventListener("click", async () => {
+      submit.disabled = output.disabled = true;
+      await turn({ tool_results: [{ tool_call_id: call.id, output: output.value }] });
+    });
+    return h("span", { class: "row" }, output, submit);
+  }
   const form = h(
     "form",
     {
@@ -439,29 +470,9 @@ function tryIt(agentId, keys) {
         event.preventDefault();
         const text = message.value.trim();
         if (!text) return;
-        if (!token || Date.now() > expires - 30_000) {
-          const minted = await attempt(() => api("POST", appPath(`/authentication-keys/${key.value}/tokens`), { sub: sub.value, ttl_seconds: 600 }));
-          if (!minted) return;
-          token = minted.token;
-          expires = Date.parse(minted.expires_at);
-        }
         message.value = "";
         log.append(h("div", { class: "msg" }, h("span", { class: "who", text: "You:" }), text));
-        const reply = h("span", { class: "reply" });
-        log.append(h("div", { class: "msg" }, h("span", { class: "who", text: "Agent:" }), reply));
-        send.disabled = true;
-        try {
-          await streamReply(agentId, token, text, conversation, (delta) => {
-            reply.textContent += delta;
-            log.scrollTop = log.scrollHeight;
-          });
-          status("");
-        } catch (error) {
-          status(error.message, true);
-        } finally {
-          send.disabled = false;
-          message.focus();
-        }
+        await turn({ message: text });
       },
     },
     h("div", { class: "row" }, field("Key", key), field("Test user (sub)", sub)),
@@ -470,44 +481,6 @@ function tryIt(agentId, keys) {
   );
   section.append(form);
   return section;
-}
-
-/** One streamed turn in DeltaKit's format: `text_delta` events, then `[DONE]`. */
-async function streamReply(agentId, token, text, conversation, onDelta) {
-  const response = await fetch(`/v1/agents/${agentId}/completions?format=deltakit`, {
-    method: "POST",
-    headers: { "content-type": "application/json", "x-secure-user-token": token },
-    body: JSON.stringify({ message: text, conversation_id: conversation }),
-  });
-  if (!response.ok) {
-    const body = await response.json().catch(() => null);
-    throw new ApiError(response.status, body);
-  }
-  const reader = response.body.getReader();
-  const decoder = new TextDecoder();
-  let buffer = "";
-  for (;;) {
-    const { value, done } = await reader.read();
-    if (done) break;
-    buffer += decoder.decode(value, { stream: true });
-    let end;
-    while ((end = buffer.indexOf("\n\n")) >= 0) {
-      const event = buffer.slice(0, end);
-      buffer = buffer.slice(end + 2);
-      for (const line of event.split("\n")) {
-        if (!line.startsWith("data:")) continue;
-        const data = line.slice(5).trim();
-        if (data === "[DONE]") return;
-        try {
-          const parsed = JSON.parse(data);
-          if (parsed.type === "text_delta") onDelta(parsed.delta);
-        } catch {
-          // not JSON: skipped, as DeltaKit does
-        }
-      }
-    }
-  }
-  throw new Error("The reply was cut short.");
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -20,7 +20,8 @@ use crate::AppState;
 use crate::auth::credentials::Credentials;
 use crate::auth::extract::authenticate_api_key;
 use crate::completions::TurnEvent;
-use crate::completions::formats::{Encoder, Format, TurnMeta, TurnRequest, Whole};
+use crate::completions::formats::openai::{ChatCompletion, OpenAiChatRequest};
+use crate::completions::formats::{CompletionRequest, Encoder, Format, TurnMeta, TurnRequest, Whole};
 use crate::completions::turn::{self, Detach, TurnCaller};
 use crate::error::{Error, Result};
 use crate::store::keys::Acl;
@@ -68,10 +69,10 @@ impl FromRequestParts<AppState> for TurnCaller {
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct CompletionParams {
-    /// `ai-sdk` (alias `ai-sdk-5`), `ai-sdk-4`, `openai` or `deltakit`; inferred from the body
-    /// when absent.
+    /// `ai-sdk` (alias `ai-sdk-5`), `ai-sdk-4`, `openai`, `deltakit` or `ag-ui`; inferred from
+    /// the body when absent.
     pub format: Option<String>,
-    /// Algolia's name for `format` (`ai-sdk-4`, `ai-sdk-5`).
+    /// Algolia's name for `format` (`ai-sdk-4`, `ai-sdk-5`, `ag-ui`).
     #[serde(rename = "compatibilityMode")]
     #[param(rename = "compatibilityMode")]
     pub compatibility_mode: Option<String>,
@@ -83,7 +84,9 @@ pub struct CompletionParams {
 ///
 /// One endpoint serves every popular client unchanged; `format` picks the request body and the
 /// reply (`ai-sdk`: Vercel AI SDK 5 UI message stream; `ai-sdk-4`: data stream; `openai`: chat
-/// completions; `deltakit`: `text_delta` events). The conversation is the user's own: the one the
+/// completions; `deltakit`: `text_delta` events; `ag-ui`: the AG-UI protocol's events). A turn
+/// may call tools: the server runs its own (memory, MCP) and goes on; a client tool's call ends
+/// the turn (finish reason `tool_calls`) and the client sends its result back in its format. The conversation is the user's own: the one the
 /// body names (created if new), else a new one; the reply names it in `X-Conversation-Id` and in
 /// the body or first event. The user message is stored before the model is called, the reply
 /// when it ends (`incomplete` if the model fails or the client goes away). With a `completions`
@@ -91,18 +94,23 @@ pub struct CompletionParams {
 #[utoipa::path(
     post, path = "/v1/agents/{agent_id}/completions", tag = "completions",
     params(("agent_id" = Uuid, Path, description = "Agent id"), CompletionParams),
-    request_body(content = Object, description = "The format's request body",
+    request_body(content = CompletionRequest, description = "The format's request body",
         examples(
             ("openai" = (value = json!({"messages": [{"role": "user", "content": "Hello!"}], "conversation_id": "support-chat-1", "stream": false}))),
             ("ai-sdk" = (value = json!({"id": "support-chat-1", "trigger": "submit-message", "messages": [{"id": "m1", "role": "user", "parts": [{"type": "text", "text": "Hello!"}]}]}))),
             ("deltakit" = (value = json!({"message": "Hello!", "conversation_id": "support-chat-1"}))),
+            ("openai-tool-result" = (value = json!({"conversation_id": "support-chat-1", "messages": [
+                {"role": "user", "content": "Weather in Paris?"},
+                {"role": "assistant", "content": null, "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}}]},
+                {"role": "tool", "tool_call_id": "call_1", "content": "sunny"}]}))),
+            ("ag-ui" = (value = json!({"threadId": "support-chat-1", "runId": "run-1", "messages": [{"id": "m1", "role": "user", "content": "Hello!"}], "tools": [], "context": [], "state": {}, "forwardedProps": {}}))),
         )),
     security(("user_token" = []), ("user_token_header" = []), ("api_key" = []), ("api_key_bearer" = [])),
     responses(
         (status = 200, description = "The reply: a JSON object, or a stream (`text/event-stream`; `text/plain` for `ai-sdk-4`)",
             headers(("X-Conversation-Id" = String, description = "The conversation this turn belongs to")),
             content(
-                (Object = "application/json", example = json!({"id": "chatcmpl-…", "object": "chat.completion", "created": 1767225600, "model": "echo", "conversation_id": "support-chat-1", "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hello!"}, "finish_reason": "stop"}], "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}})),
+                (ChatCompletion = "application/json", example = json!({"id": "chatcmpl-…", "object": "chat.completion", "created": 1767225600, "model": "echo", "conversation_id": "support-chat-1", "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hello!"}, "finish_reason": "stop"}], "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}})),
                 (String = "text/event-stream", example = "data: {\"object\":\"chat.completion.chunk\",…}\n\ndata: [DONE]\n\n"),
             )),
         (status = 403, description = "`agent_not_in_scope`: the token's key does not cover this agent", body = crate::error::ErrorBody),
@@ -129,11 +137,12 @@ async fn completions(
 #[utoipa::path(
     post, path = "/v1/agents/{agent_id}/chat/completions", tag = "completions",
     params(("agent_id" = Uuid, Path, description = "Agent id")),
-    request_body(content = Object, example = json!({"model": "ignored", "messages": [{"role": "user", "content": "Hello!"}], "stream": true})),
+    request_body(content = OpenAiChatRequest, example = json!({"model": "ignored", "messages": [{"role": "user", "content": "Hello!"}], "stream": true})),
     security(("user_token" = []), ("user_token_header" = []), ("api_key" = []), ("api_key_bearer" = [])),
     responses(
         (status = 200, description = "A `chat.completion`, or a stream of `chat.completion.chunk`",
-            headers(("X-Conversation-Id" = String, description = "The conversation this turn belongs to"))),
+            headers(("X-Conversation-Id" = String, description = "The conversation this turn belongs to")),
+            content((ChatCompletion = "application/json"), (String = "text/event-stream"))),
         (status = 502, description = "`upstream_error`: the model provider failed before the reply began", body = crate::error::ErrorBody),
     )
 )]

@@ -59,6 +59,20 @@ pub fn dashboard_router() -> axum::Router<AppState> {
             )),
         )
         .route(
+            "/dashboard/dom.js",
+            get(asset(
+                "text/javascript; charset=utf-8",
+                include_str!("../../dashboard/dom.js"),
+            )),
+        )
+        .route(
+            "/dashboard/tools.js",
+            get(asset(
+                "text/javascript; charset=utf-8",
+                include_str!("../../dashboard/tools.js"),
+            )),
+        )
+        .route(
             "/dashboard/app.css",
             get(asset(
                 "text/css; charset=utf-8",

@@ -12,32 +12,52 @@
 
 use serde::Deserialize;
 use serde_json::{Value, json};
+use utoipa::ToSchema;
 
 use super::{Encoder, SentMessage, ToolResultIn, Trigger, TurnMeta, TurnRequest, Whole, sse_data, whole_history_turn};
 use crate::completions::{FinishReason, PromptMessage, ToolCall, Usage};
 use crate::error::{Error, Result};
 
-#[derive(Deserialize)]
+/// AG-UI's `RunAgentInput`.
+#[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct RunAgentInput {
+#[allow(dead_code)] // `tools`, `context`, `state`, `forwardedProps`: read for the document only.
+pub struct RunAgentInput {
+    /// The conversation.
     #[serde(default)]
     thread_id: Option<String>,
     #[serde(default)]
     run_id: Option<String>,
-    messages: Vec<Message>,
+    /// The whole history, oldest first.
+    messages: Vec<AgUiMessage>,
     #[serde(default)]
     stream: Option<bool>,
     #[serde(default)]
     memory: Option<bool>,
+    /// Not given to the model: the agent's own tools are offered.
+    #[serde(default)]
+    #[schema(value_type = Option<Vec<Object>>)]
+    tools: Option<Value>,
+    #[serde(default)]
+    #[schema(value_type = Option<Vec<Object>>)]
+    context: Option<Value>,
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    state: Option<Value>,
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    forwarded_props: Option<Value>,
 }
 
-#[derive(Deserialize)]
+/// An AG-UI message: `user`, `assistant` (with `toolCalls`) or `tool` (with `toolCallId`).
+#[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct Message {
+pub struct AgUiMessage {
     #[serde(default)]
     id: Option<String>,
     role: String,
     #[serde(default)]
+    #[schema(value_type = String)]
     content: Value,
     #[serde(default)]
     tool_calls: Vec<AgUiToolCall>,
@@ -45,14 +65,14 @@ struct Message {
     tool_call_id: Option<String>,
 }
 
-#[derive(Deserialize)]
-struct AgUiToolCall {
+#[derive(Deserialize, ToSchema)]
+pub struct AgUiToolCall {
     id: String,
     function: AgUiFunction,
 }
 
-#[derive(Deserialize)]
-struct AgUiFunction {
+#[derive(Deserialize, ToSchema)]
+pub struct AgUiFunction {
     name: String,
     #[serde(default)]
     arguments: String,
@@ -71,7 +91,7 @@ fn text_of(content: &Value) -> String {
     }
 }
 
-impl Message {
+impl AgUiMessage {
     fn sent(&self) -> SentMessage {
         let text = text_of(&self.content);
         match self.role.as_str() {
@@ -129,7 +149,7 @@ pub fn parse(body: Value) -> Result<TurnRequest> {
             "a tool message needs its `toolCallId`",
         ));
     }
-    let messages = input.messages.iter().map(Message::sent).collect();
+    let messages = input.messages.iter().map(AgUiMessage::sent).collect();
     let mut turn = whole_history_turn(
         input.thread_id,
         messages,

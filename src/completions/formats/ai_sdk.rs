@@ -12,6 +12,7 @@
 
 use serde::Deserialize;
 use serde_json::{Value, json};
+use utoipa::ToSchema;
 
 use super::{
     Encoder, SentMessage, ToolResultIn, Trigger, TurnMeta, TurnRequest, Whole, arguments_json, known_role, output_json,
@@ -20,27 +21,38 @@ use super::{
 use crate::completions::{FinishReason, PromptMessage, ToolCall, Usage};
 use crate::error::{Error, Result};
 
-#[derive(Deserialize)]
-struct Body {
+/// The Vercel AI SDK 5 chat's request (`DefaultChatTransport`).
+#[derive(Deserialize, ToSchema)]
+pub struct AiSdkChatRequest {
+    /// The chat's id: the conversation.
     #[serde(default)]
     id: Option<String>,
+    /// The whole history, oldest first.
     messages: Vec<UiMessage>,
     #[serde(default)]
     stream: Option<bool>,
     #[serde(default)]
     memory: Option<bool>,
+    /// `submit-message` (default) or `regenerate-message`.
     #[serde(default)]
+    #[schema(example = "submit-message")]
     trigger: Option<String>,
+    /// The message to regenerate, or the user message that was edited.
     #[serde(default, rename = "messageId")]
     message_id: Option<String>,
 }
 
-#[derive(Deserialize)]
-struct UiMessage {
+/// A UI message: its `parts` are `text` parts, and tool parts (`tool-<name>` or `dynamic-tool`,
+/// with `toolCallId`, `state`, `input` and, once run, `output`).
+#[derive(Deserialize, ToSchema)]
+#[schema(as = AiSdkUiMessage)]
+pub struct UiMessage {
     #[serde(default)]
     id: Option<String>,
+    #[schema(example = "user")]
     role: String,
     #[serde(default)]
+    #[schema(value_type = Vec<Object>)]
     parts: Vec<Value>,
 }
 
@@ -161,7 +173,7 @@ impl ToolPart {
 }
 
 pub fn parse(body: Value) -> Result<TurnRequest> {
-    let body: Body =
+    let body: AiSdkChatRequest =
         serde_json::from_value(body).map_err(|e| Error::InvalidRequest(format!("invalid ai-sdk request: {e}")))?;
     let messages = body.messages.iter().map(UiMessage::sent).collect();
     let trigger = Trigger::from_ai_sdk(body.trigger.as_deref(), body.message_id)?;

@@ -9,6 +9,7 @@
 
 use serde::Deserialize;
 use serde_json::{Value, json};
+use utoipa::ToSchema;
 
 use super::{
     Encoder, SentMessage, ToolResultIn, Trigger, TurnMeta, TurnRequest, Whole, arguments_json, output_json,
@@ -17,11 +18,14 @@ use super::{
 use crate::completions::{FinishReason, PromptMessage, ToolCall, Usage};
 use crate::error::{Error, Result};
 
-#[derive(Deserialize)]
-struct Body {
+/// The Vercel AI SDK 4 chat's request (`useChat` with the data stream).
+#[derive(Deserialize, ToSchema)]
+pub struct AiSdk4ChatRequest {
+    /// The chat's id: the conversation.
     #[serde(default)]
     id: Option<String>,
-    messages: Vec<Message>,
+    /// The whole history, oldest first.
+    messages: Vec<AiSdk4Message>,
     #[serde(default)]
     stream: Option<bool>,
     #[serde(default)]
@@ -32,19 +36,24 @@ struct Body {
     message_id: Option<String>,
 }
 
-#[derive(Deserialize)]
-struct Message {
+#[derive(Deserialize, ToSchema)]
+pub struct AiSdk4Message {
     #[serde(default)]
     id: Option<String>,
+    #[schema(example = "user")]
     role: String,
+    /// Text (or an array of parts, of which the `text` ones count).
     #[serde(default)]
+    #[schema(value_type = String)]
     content: Value,
     #[serde(default, rename = "toolInvocations")]
-    tool_invocations: Vec<ToolInvocation>,
+    tool_invocations: Vec<AiSdk4ToolInvocation>,
 }
 
-#[derive(Deserialize)]
-struct ToolInvocation {
+/// A tool call of an assistant message; `state: "result"` with its `result` once the client ran
+/// it.
+#[derive(Deserialize, ToSchema)]
+pub struct AiSdk4ToolInvocation {
     #[serde(default)]
     state: String,
     #[serde(rename = "toolCallId")]
@@ -52,15 +61,17 @@ struct ToolInvocation {
     #[serde(rename = "toolName")]
     tool_name: String,
     #[serde(default)]
+    #[schema(value_type = Object)]
     args: Value,
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     result: Option<Value>,
 }
 
-impl Message {
+impl AiSdk4Message {
     fn sent(&self) -> SentMessage {
         let mut sent = SentMessage::text(self.id.clone(), self.role.clone(), text_of(&self.content));
-        let calls: Vec<&ToolInvocation> = self
+        let calls: Vec<&AiSdk4ToolInvocation> = self
             .tool_invocations
             .iter()
             .filter(|t| t.state == "call" || t.state == "result")
@@ -109,9 +120,9 @@ fn text_of(content: &Value) -> String {
 }
 
 pub fn parse(body: Value) -> Result<TurnRequest> {
-    let body: Body =
+    let body: AiSdk4ChatRequest =
         serde_json::from_value(body).map_err(|e| Error::InvalidRequest(format!("invalid ai-sdk-4 request: {e}")))?;
-    let messages = body.messages.iter().map(Message::sent).collect();
+    let messages = body.messages.iter().map(AiSdk4Message::sent).collect();
     let trigger = Trigger::from_ai_sdk(body.trigger.as_deref(), body.message_id)?;
     whole_history_turn(body.id, messages, body.stream, body.memory, trigger)
 }

@@ -11,6 +11,7 @@
 
 use serde::Deserialize;
 use serde_json::{Value, json};
+use utoipa::ToSchema;
 
 use super::{
     ClientMessage, Encoder, IncomingMessage, ToolResultIn, TurnMeta, TurnRequest, Whole, arguments_json, output_json,
@@ -19,12 +20,14 @@ use super::{
 use crate::completions::{FinishReason, ToolCall, Usage};
 use crate::error::{Error, Result};
 
-#[derive(Deserialize)]
-struct Body {
+/// DeltaKit's request: only the new text (the history lives on the server), or the results of
+/// the client's tools.
+#[derive(Deserialize, ToSchema)]
+pub struct DeltaKitRequest {
     #[serde(default)]
     message: Option<String>,
     #[serde(default)]
-    tool_results: Vec<SentResult>,
+    tool_results: Vec<DeltaKitToolResult>,
     #[serde(default)]
     conversation_id: Option<String>,
     #[serde(default)]
@@ -33,15 +36,18 @@ struct Body {
     memory: Option<bool>,
 }
 
-#[derive(Deserialize)]
-struct SentResult {
+/// A client tool's result.
+#[derive(Deserialize, ToSchema)]
+pub struct DeltaKitToolResult {
     tool_call_id: String,
+    /// Text, or any JSON.
     #[serde(default)]
+    #[schema(value_type = Object)]
     output: Value,
 }
 
 pub fn parse(body: Value) -> Result<TurnRequest> {
-    let body: Body =
+    let body: DeltaKitRequest =
         serde_json::from_value(body).map_err(|e| Error::InvalidRequest(format!("invalid deltakit request: {e}")))?;
     let tool_results: Vec<ToolResultIn> = body
         .tool_results

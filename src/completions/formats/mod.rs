@@ -99,6 +99,18 @@ impl Format {
     }
 }
 
+/// The completions endpoint's body: the request of one of the formats.
+#[derive(Deserialize, ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)] // For the document: each format parses its own.
+pub enum CompletionRequest {
+    OpenAi(openai::OpenAiChatRequest),
+    AiSdk(ai_sdk::AiSdkChatRequest),
+    AiSdk4(ai_sdk_4::AiSdk4ChatRequest),
+    DeltaKit(deltakit::DeltaKitRequest),
+    AgUi(ag_ui::RunAgentInput),
+}
+
 /// A message of the history a client sent, as the model reads it (the context when nothing is
 /// stored: stateless calls, privacy mode).
 pub type ClientMessage = PromptMessage;

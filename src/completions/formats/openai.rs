@@ -6,8 +6,9 @@
 //! model and tools answer) and the client's system messages are ignored (the agent's
 //! instructions rule).
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use utoipa::ToSchema;
 
 use super::{
     ClientMessage, Encoder, IncomingMessage, ToolResultIn, TurnMeta, TurnRequest, Whole, known_role, sse_data,
@@ -15,51 +16,79 @@ use super::{
 use crate::completions::{FinishReason, PromptMessage, ToolCall, Usage};
 use crate::error::{Error, Result};
 
-#[derive(Deserialize)]
-struct Body {
-    messages: Vec<ChatMessage>,
+/// An OpenAI chat-completions request, as the OpenAI SDKs send it.
+#[derive(Deserialize, ToSchema)]
+#[allow(dead_code)] // `model` and `tools` are read for the document only: the agent's answer.
+pub struct OpenAiChatRequest {
+    /// The conversation as the client has it; the last user message (or the `tool` messages
+    /// that end the list) is what is new.
+    messages: Vec<OpenAiChatMessage>,
+    /// The user's conversation to continue (new when left out).
     #[serde(default)]
     conversation_id: Option<String>,
+    /// Default `false`.
     #[serde(default)]
     stream: Option<bool>,
+    /// `false` keeps the user's memory out of this turn.
     #[serde(default)]
     memory: Option<bool>,
+    /// Ignored: the agent's model answers.
+    #[serde(default)]
+    model: Option<String>,
+    /// Ignored: the agent's tools are offered.
+    #[serde(default)]
+    #[schema(value_type = Option<Vec<Object>>)]
+    tools: Option<Vec<Value>>,
 }
 
-#[derive(Deserialize)]
-struct ChatMessage {
+/// A message of an OpenAI chat request: `system`, `user`, `assistant` (with `tool_calls`) or
+/// `tool` (with `tool_call_id`).
+#[derive(Deserialize, ToSchema)]
+pub struct OpenAiChatMessage {
+    #[schema(example = "user")]
     role: String,
     #[serde(default)]
     content: Option<Content>,
     #[serde(default)]
-    tool_calls: Option<Vec<ChatToolCall>>,
+    tool_calls: Option<Vec<OpenAiToolCall>>,
     #[serde(default)]
     tool_call_id: Option<String>,
 }
 
-#[derive(Deserialize)]
-struct ChatToolCall {
+/// A tool call of an assistant message.
+#[derive(Deserialize, Serialize, ToSchema)]
+pub struct OpenAiToolCall {
     id: String,
-    function: ChatFunction,
+    /// `function`.
+    #[serde(default = "function_kind", rename = "type")]
+    kind: String,
+    function: OpenAiFunctionCall,
 }
 
-#[derive(Deserialize)]
-struct ChatFunction {
+fn function_kind() -> String {
+    "function".into()
+}
+
+#[derive(Deserialize, Serialize, ToSchema)]
+pub struct OpenAiFunctionCall {
     name: String,
+    /// The arguments as JSON text.
     #[serde(default)]
     arguments: String,
 }
 
 /// `content` is a string, or an array of parts of which the text ones count.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(untagged)]
-enum Content {
+#[schema(as = OpenAiContent)]
+pub enum Content {
     Text(String),
-    Parts(Vec<Part>),
+    Parts(Vec<ContentPart>),
 }
 
-#[derive(Deserialize)]
-struct Part {
+#[derive(Deserialize, ToSchema)]
+#[schema(as = OpenAiContentPart)]
+pub struct ContentPart {
     #[serde(rename = "type")]
     kind: String,
     #[serde(default)]
@@ -81,7 +110,7 @@ impl Content {
 }
 
 pub fn parse(body: Value) -> Result<TurnRequest> {
-    let body: Body =
+    let body: OpenAiChatRequest =
         serde_json::from_value(body).map_err(|e| Error::InvalidRequest(format!("invalid openai request: {e}")))?;
     let mut history: Vec<ClientMessage> = Vec::with_capacity(body.messages.len());
     for m in body.messages {
@@ -196,6 +225,53 @@ impl OpenAiEncoder {
     }
 }
 
+/// A whole (non-streamed) reply: OpenAI's `chat.completion`, with the conversation it belongs to.
+#[derive(Serialize, ToSchema)]
+pub struct ChatCompletion {
+    /// `chatcmpl-<message id>`.
+    id: String,
+    /// `chat.completion`.
+    #[schema(value_type = String, example = "chat.completion")]
+    object: &'static str,
+    /// Unix seconds.
+    created: i64,
+    model: String,
+    conversation_id: String,
+    choices: Vec<Choice>,
+    usage: CompletionUsage,
+}
+
+#[derive(Serialize, ToSchema)]
+#[schema(as = ChatCompletionChoice)]
+pub struct Choice {
+    index: u32,
+    message: AssistantMessage,
+    /// `stop`, `length`, or `tool_calls` (the client has tools to run, or the turn reached its
+    /// `max_steps`).
+    #[schema(value_type = String, example = "stop")]
+    finish_reason: FinishReason,
+}
+
+#[derive(Serialize, ToSchema)]
+#[schema(as = ChatCompletionMessage)]
+pub struct AssistantMessage {
+    /// `assistant`.
+    #[schema(value_type = String, example = "assistant")]
+    role: &'static str,
+    /// The reply's text (`null` when it only calls tools).
+    content: Option<String>,
+    /// The client's tools the model called (a server's tools are never listed here).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_calls: Option<Vec<OpenAiToolCall>>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct CompletionUsage {
+    prompt_tokens: u64,
+    completion_tokens: u64,
+    total_tokens: u64,
+}
+
 fn usage_json(usage: Usage) -> Value {
     json!({"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens, "total_tokens": usage.total()})
 }
@@ -261,28 +337,40 @@ impl Encoder for OpenAiEncoder {
     }
 
     fn whole(&self, reply: &Whole) -> Value {
-        let mut message = json!({"role": "assistant", "content": reply.text});
-        if !reply.tool_calls.is_empty() {
-            message["tool_calls"] = reply
-                .tool_calls
-                .iter()
-                .map(
-                    |c| json!({"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}),
-                )
-                .collect();
-            if reply.text.is_empty() {
-                message["content"] = Value::Null;
-            }
-        }
-        json!({
-            "id": self.id(),
-            "object": "chat.completion",
-            "created": self.meta.created,
-            "model": self.meta.model,
-            "conversation_id": self.meta.conversation_id,
-            "choices": [{"index": 0, "message": message, "finish_reason": reply.reason}],
-            "usage": usage_json(reply.usage),
-        })
+        let tool_calls: Vec<OpenAiToolCall> = reply
+            .tool_calls
+            .iter()
+            .map(|c| OpenAiToolCall {
+                id: c.id.clone(),
+                kind: function_kind(),
+                function: OpenAiFunctionCall {
+                    name: c.name.clone(),
+                    arguments: c.arguments.clone(),
+                },
+            })
+            .collect();
+        let completion = ChatCompletion {
+            id: self.id(),
+            object: "chat.completion",
+            created: self.meta.created,
+            model: self.meta.model.clone(),
+            conversation_id: self.meta.conversation_id.clone(),
+            choices: vec![Choice {
+                index: 0,
+                message: AssistantMessage {
+                    role: "assistant",
+                    content: (!reply.text.is_empty() || tool_calls.is_empty()).then(|| reply.text.clone()),
+                    tool_calls: (!tool_calls.is_empty()).then_some(tool_calls),
+                },
+                finish_reason: reply.reason,
+            }],
+            usage: CompletionUsage {
+                prompt_tokens: reply.usage.prompt_tokens,
+                completion_tokens: reply.usage.completion_tokens,
+                total_tokens: reply.usage.total(),
+            },
+        };
+        serde_json::to_value(completion).expect("a chat completion serializes")
     }
 }
 

@@ -133,6 +133,37 @@ test("an operator manages an agent and its keys and chats with it", { skip }, as
   }
   assert.equal(await page.locator("#usage-turns").textContent(), "2");
   assert.ok(Number(await page.locator("#usage-tokens").textContent()) > 0);
+
+  // (Before origins are restricted: the dashboard's own origin stays allowed.)
+  // Tools: a client tool and the memory tools, saved on the agent page; Try it shows the calls,
+  // runs the server's and takes the app's result typed in.
+  await page.getByRole("tab", { name: "Agents" }).click();
+  await page.getByRole("button", { name: "Support", exact: true }).click();
+  await page.getByLabel("Client tools: functions your app runs, in OpenAI's function shape (JSON)").fill(
+    JSON.stringify([{ type: "function", function: { name: "get_weather", parameters: { type: "object", properties: { city: { type: "string" } } } } }]),
+  );
+  await page.getByLabel("Let the model save and search the user's own memory (memorize, search_memory)").check();
+  await page.getByRole("button", { name: "Save", exact: true }).click();
+  await page.getByText("Agent saved.").waitFor();
+  await page.getByLabel("Client tools: functions your app runs, in OpenAI's function shape (JSON)").fill("[{");
+  await page.getByRole("button", { name: "Save", exact: true }).click();
+  await page.getByText("Client tools: this is not valid JSON.").waitFor();
+  await page.getByLabel("Message").fill('/call get_weather {"city": "Paris"}');
+  await page.getByRole("button", { name: "Send" }).click();
+  await page
+    .locator("#chat-log .tool", { hasText: 'get_weather({"city":"Paris"})' })
+    .waitFor();
+  await page.getByLabel("Result of get_weather").fill("sunny in Paris");
+  await page.getByRole("button", { name: "Send result" }).click();
+  await page.locator("#chat-log .reply", { hasText: "sunny in Paris" }).waitFor();
+  await page.getByLabel("Message").fill('/call memorize {"content": "likes green tea"}');
+  await page.getByRole("button", { name: "Send", exact: true }).click();
+  await page.locator("#chat-log .tool", { hasText: "Result:" }).waitFor();
+  assert.match((await page.locator("#chat-log").textContent()) ?? "", /Tool \(server\):memorize/);
+  await shot("04c-try-it-tools");
+  await page.getByRole("button", { name: "← All agents" }).click();
+  await page.getByRole("tab", { name: "Usage & limits" }).click();
+
   await page.getByLabel("Allowed browser origins, one per line").fill("https://shop.example.com\nhttps://*.example.org");
   await page.getByLabel("Completions per minute").fill("20");
   await page.getByRole("button", { name: "Save", exact: true }).click();
