@@ -769,11 +769,15 @@ async function renderTranscript(sub, conversationId) {
     const vote = m.feedback
       ? h("div", { class: `vote ${m.feedback.vote}`, text: [m.feedback.vote === "up" ? "▲ rated helpful" : "▼ rated not helpful", m.feedback.comment, ...(m.feedback.tags || []).map((t) => `#${t}`)].filter(Boolean).join(" · ") })
       : null;
+    if (m.tool_call_id) notes.push(`result of ${m.tool_call_id}`);
+    const calls = (m.tool_calls || []).map((c) => h("div", { class: "tool mono", text: `calls ${callText(c.name, c.arguments)}` }));
+    const empty = calls.length ? "" : m.role === "user" || m.role === "assistant" || m.role === "tool" ? "(text not stored: privacy mode)" : "";
     return h(
       "div",
       { class: `message ${m.role}${m.status === "superseded" ? " superseded" : ""}` },
       h("div", { class: "muted", text: notes.join(" · ") }),
-      h("div", { class: "content", text: m.content || (m.role === "user" || m.role === "assistant" ? "(text not stored: privacy mode)" : "") }),
+      m.content || empty ? h("div", { class: "content", text: m.content || empty }) : null,
+      calls,
       vote,
     );
   });

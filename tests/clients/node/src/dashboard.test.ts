@@ -161,7 +161,13 @@ test("an operator manages an agent and its keys and chats with it", { skip }, as
   await page.locator("#chat-log .tool", { hasText: "Result:" }).waitFor();
   assert.match((await page.locator("#chat-log").textContent()) ?? "", /Tool \(server\):memorize/);
   await shot("04c-try-it-tools");
+  // The transcript shows the calls and their results.
   await page.getByRole("button", { name: "← All agents" }).click();
+  await page.getByRole("tab", { name: "Conversations" }).click();
+  await page.getByRole("row", { name: /dashboard-test-user/ }).first().getByRole("button").click();
+  await page.locator("#transcript", { hasText: 'calls get_weather({"city": "Paris"})' }).waitFor();
+  assert.match((await page.locator("#transcript").textContent()) ?? "", /sunny in Paris/);
+  await page.getByRole("button", { name: "← Back" }).click();
   await page.getByRole("tab", { name: "Usage & limits" }).click();
 
   await page.getByLabel("Allowed browser origins, one per line").fill("https://shop.example.com\nhttps://*.example.org");
