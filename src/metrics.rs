@@ -20,7 +20,22 @@ pub struct Metrics {
     duration_micros: AtomicU64,
     completions_complete: AtomicU64,
     completions_incomplete: AtomicU64,
+    /// Tool calls by kind (`ToolKind`) and outcome (ok, error).
+    tool_calls: [[AtomicU64; 2]; 4],
 }
+
+/// Who ran a tool call, for the counters.
+#[derive(Debug, Clone, Copy)]
+pub enum ToolKind {
+    /// The caller's app (counted when the model calls it).
+    Client = 0,
+    Memory = 1,
+    Mcp = 2,
+    /// A name the agent has no tool for (a model's mistake, answered with an error).
+    Unknown = 3,
+}
+
+const TOOL_KINDS: [&str; 4] = ["client", "memory", "mcp", "unknown"];
 
 /// How a completion's reply ended, for the counters.
 #[derive(Debug, Clone, Copy)]
@@ -49,6 +64,11 @@ impl Metrics {
             ReplyEnd::Incomplete => &self.completions_incomplete,
         }
         .fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts one tool call (`failed`: the result the model read was an error).
+    pub fn observe_tool_call(&self, kind: ToolKind, failed: bool) {
+        self.tool_calls[kind as usize][usize::from(failed)].fetch_add(1, Ordering::Relaxed);
     }
 
     /// The text exposition, with the database pool's state appended by the caller.
@@ -104,6 +124,20 @@ impl Metrics {
         );
         let _ = writeln!(
             out,
+            "# HELP confidant_tool_calls_total Tool calls the models made, by who runs them and outcome."
+        );
+        let _ = writeln!(out, "# TYPE confidant_tool_calls_total counter");
+        for (kind, counts) in TOOL_KINDS.iter().zip(&self.tool_calls) {
+            for (outcome, count) in ["ok", "error"].iter().zip(counts) {
+                let _ = writeln!(
+                    out,
+                    "confidant_tool_calls_total{{kind=\"{kind}\",outcome=\"{outcome}\"}} {}",
+                    count.load(Ordering::Relaxed)
+                );
+            }
+        }
+        let _ = writeln!(
+            out,
             "# HELP confidant_db_connections Database connections, by pool and state."
         );
         let _ = writeln!(out, "# TYPE confidant_db_connections gauge");
@@ -124,6 +158,7 @@ mod tests {
         metrics.observe_request(200, Duration::from_micros(300));
         metrics.observe_request(404, Duration::from_millis(20));
         metrics.observe_reply(ReplyEnd::Incomplete);
+        metrics.observe_tool_call(ToolKind::Mcp, true);
         let text = metrics.render(&[("pool=\"read\",state=\"idle\"", 3)]);
         assert!(text.contains("confidant_http_requests_total{status=\"2xx\"} 1"));
         assert!(text.contains("confidant_http_requests_total{status=\"4xx\"} 1"));
@@ -132,5 +167,7 @@ mod tests {
         assert!(text.contains("confidant_http_request_duration_seconds_count 2"));
         assert!(text.contains("confidant_completion_replies_total{status=\"incomplete\"} 1"));
         assert!(text.contains("confidant_db_connections{pool=\"read\",state=\"idle\"} 3"));
+        assert!(text.contains("confidant_tool_calls_total{kind=\"mcp\",outcome=\"error\"} 1"));
+        assert!(text.contains("confidant_tool_calls_total{kind=\"client\",outcome=\"ok\"} 0"));
     }
 }

@@ -140,6 +140,12 @@ impl ReplyTask {
                 .iter()
                 .cloned()
                 .partition(|c| self.tools.is_server(&c.name));
+            for call in &client {
+                self.state
+                    .metrics()
+                    .observe_tool_call(crate::metrics::ToolKind::Client, false);
+                tracing::debug!(tool = %call.name, "the model called a client tool");
+            }
             let last = server.is_empty() || !client.is_empty() || step >= self.max_steps;
             self.store(result.text.clone(), result.calls.clone(), MessageStatus::Complete, last)
                 .await;
@@ -164,6 +170,9 @@ impl ReplyTask {
                             error: true,
                         },
                     };
+                self.state
+                    .metrics()
+                    .observe_tool_call(self.tools.kind(&call.name), outcome.error);
                 self.store_result(call, &outcome.output).await;
                 self.prompt.push(PromptMessage {
                     role: "tool",

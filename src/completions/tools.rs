@@ -181,6 +181,17 @@ impl ToolSet {
         !matches!(self.runner(name), Some(Runner::Client))
     }
 
+    /// Who runs a call, for the metrics.
+    pub fn kind(&self, name: &str) -> crate::metrics::ToolKind {
+        use crate::metrics::ToolKind;
+        match self.runner(name) {
+            Some(Runner::Client) => ToolKind::Client,
+            Some(Runner::Mcp(_)) => ToolKind::Mcp,
+            Some(Runner::Memorize | Runner::SearchMemory) => ToolKind::Memory,
+            None => ToolKind::Unknown,
+        }
+    }
+
     fn runner(&self, name: &str) -> Option<&Runner> {
         self.defs.iter().find(|d| d.name == name).map(|d| &d.runner)
     }

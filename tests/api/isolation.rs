@@ -1,5 +1,6 @@
 //! The isolation matrix: users of two applications, reached through keys of mixed scope, each try
-//! every other user's conversations and memory on every verb. Nothing crosses; everything survives.
+//! every other user's conversations and memory on every verb, and through the agents' tools (the
+//! memory tools, results for other users' tool calls). Nothing crosses; everything survives.
 
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -33,6 +34,13 @@ async fn no_user_reaches_another_users_data(app: TestApp) {
     let b = app.tenant(&admin, "B", 1).await;
     let (x, y, z) = (a.agents[0].clone(), a.agents[1].clone(), b.agents[0].clone());
     let only_x = app.authentication_key(&admin, &a.app_id, json!({"agents": [x]})).await;
+    // Every agent has the memory tools and a client tool.
+    for (app_id, agent) in [(&a.app_id, &x), (&a.app_id, &y), (&b.app_id, &z)] {
+        let tools = json!({"memory_tools": true, "tools": [{"type": "function", "function": {"name": "get_weather"}}]});
+        app.patch(&format!("/v1/applications/{app_id}/agents/{agent}"), &admin, tools)
+            .await
+            .assert_status(200);
+    }
 
     // Owners: 0 = alice@A, 1 = bob@A, 2 = alice@B (same sub as owner 0, other application).
     let callers = vec![
@@ -263,6 +271,59 @@ async fn no_user_reaches_another_users_data(app: TestApp) {
                         .await;
                     assert!(!mine.text.contains(&other.marker), "{}: {}", caller.label, mine.text);
                 }
+            }
+        }
+    }
+
+    // Tools act for their caller alone: `search_memory` finds the caller's memory and nobody
+    // else's, and a client tool's result for another user's call is refused.
+    let mut calls: Vec<Vec<(String, String, String)>> = vec![Vec::new(); owned.len()]; // (agent, conversation, call)
+    for caller in &callers {
+        for agent in &caller.agents {
+            let path = format!("/v1/agents/{agent}/completions?format=deltakit");
+            let search =
+                json!({"message": r#"/call search_memory {"query": "secret owner remembers tea"}"#, "stream": false});
+            let found = app.post(&path, &caller.token, search).await;
+            found.assert_status(200);
+            assert!(
+                found.text.contains(&owned[caller.owner].marker),
+                "{}: {}",
+                caller.label,
+                found.text
+            );
+            for (i, other) in owned.iter().enumerate() {
+                assert!(
+                    i == caller.owner || !found.text.contains(&other.marker),
+                    "{} found {}",
+                    caller.label,
+                    other.marker
+                );
+            }
+            let conversation = format!("weather-{}-{}", caller.owner, &agent[agent.len() - 12..]);
+            let asked = json!({"message": "/call get_weather {}", "conversation_id": conversation, "stream": false});
+            let reply = app.post(&path, &caller.token, asked).await;
+            let call = reply.assert_status(200)["message"]["tool_calls"][0]["id"]
+                .as_str()
+                .unwrap()
+                .to_owned();
+            calls[caller.owner].push((agent.clone(), conversation, call));
+        }
+    }
+    for caller in &callers {
+        for (owner_index, theirs) in calls.iter().enumerate() {
+            if owner_index == caller.owner {
+                continue;
+            }
+            for (agent, conversation, call) in theirs.iter().filter(|(agent, ..)| caller.agents.contains(agent)) {
+                let result = json!({"conversation_id": conversation, "tool_results": [{"tool_call_id": call, "output": "forged"}], "stream": false});
+                let reply = app
+                    .post(
+                        &format!("/v1/agents/{agent}/completions?format=deltakit"),
+                        &caller.token,
+                        result,
+                    )
+                    .await;
+                reply.assert_error(422, "validation_failed");
             }
         }
     }

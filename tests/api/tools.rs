@@ -19,6 +19,8 @@ db_tests!(
     a_failed_tool_is_a_result_the_model_reads,
     a_provider_streaming_tool_calls_loops_through_server_tools,
     max_steps_stops_a_looping_model,
+    stateless_turns_use_client_tools_and_store_nothing,
+    privacy_mode_stores_which_tools_were_called_not_with_what,
 );
 
 const FORMATS: [&str; 5] = ["ai-sdk", "ai-sdk-4", "openai", "deltakit", "ag-ui"];
@@ -542,6 +544,20 @@ async fn a_failed_tool_is_a_result_the_model_reads(app: TestApp) {
     }
     let none = app.get("/v1/memories", &token).await;
     assert!(none.assert_status(200)["data"].as_array().unwrap().is_empty());
+    // Operators see the failures counted.
+    let metrics = app.call(reqwest::Method::GET, "/metrics", None, None).await;
+    assert!(
+        metrics
+            .text
+            .contains(r#"confidant_tool_calls_total{kind="memory",outcome="error"} 2"#),
+        "{}",
+        metrics.text
+    );
+    assert!(
+        metrics
+            .text
+            .contains(r#"confidant_tool_calls_total{kind="unknown",outcome="error"} 1"#)
+    );
 }
 
 async fn a_provider_streaming_tool_calls_loops_through_server_tools(app: TestApp) {
@@ -663,4 +679,105 @@ async fn max_steps_stops_a_looping_model(app: TestApp) {
         roles,
         ["user", "assistant", "tool", "assistant", "tool", "assistant", "tool"]
     );
+}
+
+async fn stateless_turns_use_client_tools_and_store_nothing(app: TestApp) {
+    let owner = app.owner_token().await;
+    let tenant = app.tenant(&owner, "Acme", 0).await;
+    let agent = agent_with(
+        &app,
+        &owner,
+        &tenant.app_id,
+        json!({"tools": [weather_tool()], "memory_tools": true}),
+    )
+    .await;
+    let (_, key) = app.create_api_key(&owner, &tenant.app_id, json!(["completions"])).await;
+    let path = format!("/v1/agents/{agent}/chat/completions");
+    let asked = json!({"role": "user", "content": r#"/call get_weather {"city": "Lyon"}"#});
+    let first = app.post(&path, &key, json!({"messages": [asked]})).await;
+    let message = first.assert_status(200)["choices"][0]["message"].clone();
+    assert_eq!(message["tool_calls"][0]["function"]["name"], "get_weather");
+    let id = message["tool_calls"][0]["id"].as_str().unwrap();
+    let answered = app
+        .post(
+            &path,
+            &key,
+            json!({"messages": [asked, message, {"role": "tool", "tool_call_id": id, "content": "mild in Lyon"}]}),
+        )
+        .await;
+    assert_eq!(
+        answered.assert_status(200)["choices"][0]["message"]["content"],
+        "mild in Lyon"
+    );
+    // No user, no memory: the memory tools are not offered to a server's stateless call.
+    let memorize = app
+        .post(
+            &path,
+            &key,
+            json!({"messages": [{"role": "user", "content": r#"/call memorize {"content": "x"}"#}]}),
+        )
+        .await;
+    assert_eq!(
+        memorize.assert_status(200)["choices"][0]["message"]["content"],
+        "error: there is no tool named `memorize`"
+    );
+    assert_eq!(app.count_rows("messages").await, 0);
+    assert_eq!(app.count_rows("memories").await, 0);
+}
+
+async fn privacy_mode_stores_which_tools_were_called_not_with_what(mut app: TestApp) {
+    let owner = app.owner_token().await;
+    let tenant = app.tenant(&owner, "Acme", 0).await;
+    app.patch(
+        &format!("/v1/applications/{}", tenant.app_id),
+        &owner,
+        json!({"retention": {"store_content": false}}),
+    )
+    .await
+    .assert_status(200);
+    let agent = agent_with(&app, &owner, &tenant.app_id, json!({"tools": [weather_tool()]})).await;
+    let token = user_token(&tenant.all_key, "alice");
+    let path = format!("/v1/agents/{agent}/chat/completions");
+    let asked = json!({"role": "user", "content": r#"/call get_weather {"city": "Secret-City-7781"}"#});
+    let first = app
+        .post(
+            &path,
+            &token,
+            json!({"messages": [asked], "conversation_id": "private"}),
+        )
+        .await;
+    let message = first.assert_status(200)["choices"][0]["message"].clone();
+    let id = message["tool_calls"][0]["id"].as_str().unwrap().to_owned();
+    let result = json!({"role": "tool", "tool_call_id": id, "content": "Secret-Result-5521"});
+    let answered = app
+        .post(
+            &path,
+            &token,
+            json!({"messages": [asked, message, result], "conversation_id": "private"}),
+        )
+        .await;
+    // The model had the request's history: it answers from the result.
+    assert_eq!(
+        answered.assert_status(200)["choices"][0]["message"]["content"],
+        "Secret-Result-5521"
+    );
+    let messages = stored(&app, &token, &agent, "private").await;
+    assert_eq!(
+        shape(&messages),
+        [
+            ("user".into(), String::new(), String::new()),
+            ("assistant".into(), String::new(), "get_weather".into()),
+            ("tool".into(), String::new(), format!("answers {id}")),
+            ("assistant".into(), String::new(), String::new()),
+        ]
+    );
+    assert_eq!(messages[1]["tool_calls"][0]["arguments"], "");
+    app.stop().await;
+    let contents = crate::storage::database_contents(&app).await;
+    for marker in ["Secret-City-7781", "Secret-Result-5521"] {
+        assert!(
+            !contents.windows(marker.len()).any(|w| w == marker.as_bytes()),
+            "{marker} was stored"
+        );
+    }
 }
