@@ -18,11 +18,11 @@ use tokio::time::Instant;
 use uuid::Uuid;
 
 use super::models::{Model, ModelStream};
-use super::tools::ToolSet;
+use super::tools::{ToolOutcome, ToolSet};
 use super::turn::Detach;
 use super::{FinishReason, ModelEvent, PromptMessage, ToolCall, TurnEvent, Usage};
 use crate::AppState;
-use crate::metrics::ReplyEnd;
+use crate::metrics::{ReplyEnd, ToolKind};
 use crate::store::StoreError;
 use crate::store::scope::{AgentScope, UserScope};
 use crate::store::user_data::{self, Conversation, MessageStatus, NewMessage};
@@ -141,9 +141,7 @@ impl ReplyTask {
                 .cloned()
                 .partition(|c| self.tools.is_server(&c.name));
             for call in &client {
-                self.state
-                    .metrics()
-                    .observe_tool_call(crate::metrics::ToolKind::Client, false);
+                self.state.metrics().observe_tool_call(ToolKind::Client, false);
                 tracing::debug!(tool = %call.name, "the model called a client tool");
             }
             let last = server.is_empty() || !client.is_empty() || step >= self.max_steps;
@@ -151,7 +149,7 @@ impl ReplyTask {
                 .await;
             if result.calls.is_empty() {
                 self.end(ReplyEnd::Complete, &totals);
-                self.send(Finish::of(reason, &totals), reader).await;
+                self.send(finish(reason, &totals), reader).await;
                 return;
             }
             self.prompt.push(PromptMessage {
@@ -165,10 +163,7 @@ impl ReplyTask {
                 let outcome =
                     match tokio::time::timeout_at(deadline, self.tools.run(&self.state, scope.as_ref(), call)).await {
                         Ok(outcome) => outcome,
-                        Err(_) => super::tools::ToolOutcome {
-                            output: "error: the turn ran out of time".into(),
-                            error: true,
-                        },
+                        Err(_) => ToolOutcome::failed("the turn ran out of time"),
                     };
                 self.state
                     .metrics()
@@ -190,7 +185,7 @@ impl ReplyTask {
             if last || (!reader && self.detach == Detach::Stop) || Instant::now() >= deadline {
                 // Client tools to run, or no more steps: the turn ends asking for tools.
                 self.end(ReplyEnd::Complete, &totals);
-                self.send(Finish::of(FinishReason::ToolCalls, &totals), reader).await;
+                self.send(finish(FinishReason::ToolCalls, &totals), reader).await;
                 return;
             }
             reader = self.send(TurnEvent::StepFinish, reader).await;
@@ -419,15 +414,11 @@ pub(super) fn tool_message(call_id: String, content: String) -> NewMessage {
     }
 }
 
-/// The turn's `Finish` event.
-struct Finish;
-
-impl Finish {
-    fn of(reason: FinishReason, totals: &Totals) -> TurnEvent {
-        TurnEvent::Finish {
-            reason,
-            usage: totals.usage,
-        }
+/// The turn's `Finish` event, with the usage of all its steps.
+fn finish(reason: FinishReason, totals: &Totals) -> TurnEvent {
+    TurnEvent::Finish {
+        reason,
+        usage: totals.usage,
     }
 }
 

@@ -23,5 +23,6 @@ mod operator_auth;
 mod retention;
 mod scale_out;
 mod storage;
+mod tool_turns;
 mod tools;
 mod user_tokens;

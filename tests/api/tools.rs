@@ -1,13 +1,11 @@
 //! Tools: agents' tool settings, client tools round-tripping in every format, the memory tools
-//! (only ever the caller's own memory), a provider's streamed tool calls and the turn loop,
-//! failed tools, and `max_steps`.
+//! (only ever the caller's own memory), and failed tools (the turn loop with a provider, and
+//! stateless and private turns: tool_turns.rs).
 
 use serde_json::{Value, json};
 
 use crate::clients::{self, Assembled};
-use crate::completions::provider_agent;
 use crate::db_tests;
-use crate::fake_provider::{FakeProvider, Script};
 use crate::harness::{TestApp, user_token};
 
 db_tests!(
@@ -17,21 +15,17 @@ db_tests!(
     results_for_calls_never_made_are_refused,
     memory_tools_reach_only_the_callers_own_memory,
     a_failed_tool_is_a_result_the_model_reads,
-    a_provider_streaming_tool_calls_loops_through_server_tools,
-    max_steps_stops_a_looping_model,
-    stateless_turns_use_client_tools_and_store_nothing,
-    privacy_mode_stores_which_tools_were_called_not_with_what,
 );
 
 const FORMATS: [&str; 5] = ["ai-sdk", "ai-sdk-4", "openai", "deltakit", "ag-ui"];
 
-fn weather_tool() -> Value {
+pub(crate) fn weather_tool() -> Value {
     json!({"type": "function", "function": {"name": "get_weather", "description": "The weather in a city",
         "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}})
 }
 
 /// An echo agent with these settings added.
-async fn agent_with(app: &TestApp, owner: &str, app_id: &str, settings: Value) -> String {
+pub(crate) async fn agent_with(app: &TestApp, owner: &str, app_id: &str, settings: Value) -> String {
     let mut body = json!({"name": format!("tools-{}", uuid::Uuid::new_v4().simple())});
     for (key, value) in settings.as_object().unwrap() {
         body[key] = value.clone();
@@ -43,7 +37,7 @@ async fn agent_with(app: &TestApp, owner: &str, app_id: &str, settings: Value) -
 }
 
 /// Sends a streamed turn in a format and reads it as that format's client would.
-async fn stream_turn(app: &TestApp, token: &str, agent: &str, format: &str, body: &Value) -> Assembled {
+pub(crate) async fn stream_turn(app: &TestApp, token: &str, agent: &str, format: &str, body: &Value) -> Assembled {
     let response = app
         .client
         .post(app.url(&format!("/v1/agents/{agent}/completions?format={format}&stream=true")))
@@ -69,7 +63,7 @@ async fn stream_turn(app: &TestApp, token: &str, agent: &str, format: &str, body
     read.unwrap_or_else(|e| panic!("{format} client rejected the stream: {e}\n{text}"))
 }
 
-fn user_turn(format: &str, text: &str, conversation: &str) -> Value {
+pub(crate) fn user_turn(format: &str, text: &str, conversation: &str) -> Value {
     match format {
         "ai-sdk" => json!({"id": conversation, "trigger": "submit-message", "messages": [
             {"id": "u1", "role": "user", "parts": [{"type": "text", "text": text}]}]}),
@@ -115,7 +109,7 @@ fn result_turn(
     }
 }
 
-async fn stored(app: &TestApp, token: &str, agent: &str, conversation: &str) -> Vec<Value> {
+pub(crate) async fn stored(app: &TestApp, token: &str, agent: &str, conversation: &str) -> Vec<Value> {
     let reply = app
         .get(&format!("/v1/agents/{agent}/conversations/{conversation}"), token)
         .await;
@@ -123,7 +117,7 @@ async fn stored(app: &TestApp, token: &str, agent: &str, conversation: &str) -> 
 }
 
 /// (role, content, tool call names or the answered call) of stored messages.
-fn shape(messages: &[Value]) -> Vec<(String, String, String)> {
+pub(crate) fn shape(messages: &[Value]) -> Vec<(String, String, String)> {
     messages
         .iter()
         .map(|m| {
@@ -558,226 +552,4 @@ async fn a_failed_tool_is_a_result_the_model_reads(app: TestApp) {
             .text
             .contains(r#"confidant_tool_calls_total{kind="unknown",outcome="error"} 1"#)
     );
-}
-
-async fn a_provider_streaming_tool_calls_loops_through_server_tools(app: TestApp) {
-    let fake = FakeProvider::start(Script::Sequence(vec![
-        Script::ToolCalls(vec![
-            ("search_memory".into(), r#"{"query": "tea"}"#.into()),
-            ("memorize".into(), r#"{"content": "asked about tea"}"#.into()),
-        ]),
-        Script::Reply {
-            chunks: vec!["You like ".into(), "tea.".into()],
-            delay: std::time::Duration::ZERO,
-        },
-    ]))
-    .await;
-    let (owner, tenant, agent) = provider_agent(&app, &fake, false).await;
-    app.patch(
-        &format!("/v1/applications/{}/agents/{agent}", tenant.app_id),
-        &owner,
-        json!({"memory_tools": true}),
-    )
-    .await
-    .assert_status(200);
-    let token = user_token(&tenant.all_key, "alice");
-    let turn = stream_turn(
-        &app,
-        &token,
-        &agent,
-        "ai-sdk",
-        &user_turn("ai-sdk", "what do I like?", "loop"),
-    )
-    .await;
-    assert_eq!(turn.text, "You like tea.");
-    assert_eq!(turn.steps, 2);
-    let names: Vec<&str> = turn.tool_calls.iter().map(|c| c.1.as_str()).collect();
-    assert_eq!(names, ["search_memory", "memorize"]);
-    assert_eq!(turn.tool_calls[0].2, json!({"query": "tea"}));
-    assert_eq!(turn.tool_results.len(), 2);
-
-    let requests = fake.requests();
-    assert_eq!(requests.len(), 2);
-    let offered: Vec<&str> = requests[0].1["tools"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["function"]["name"].as_str().unwrap())
-        .collect();
-    assert_eq!(offered, ["memorize", "search_memory"]);
-    // The second call carries the first's tool calls and their results, in OpenAI's shape.
-    let second = requests[1].1["messages"].as_array().unwrap();
-    let n = second.len();
-    assert_eq!(second[n - 3]["role"], "assistant");
-    assert_eq!(second[n - 3]["tool_calls"][0]["function"]["name"], "search_memory");
-    assert_eq!(second[n - 3]["tool_calls"][1]["id"], "call_1_1");
-    assert_eq!(
-        (second[n - 2]["role"].as_str(), second[n - 2]["tool_call_id"].as_str()),
-        (Some("tool"), Some("call_1_0"))
-    );
-    assert_eq!(second[n - 1]["tool_call_id"], "call_1_1");
-
-    let messages = stored(&app, &token, &agent, "loop").await;
-    let roles: Vec<&str> = messages.iter().map(|m| m["role"].as_str().unwrap()).collect();
-    assert_eq!(roles, ["user", "assistant", "tool", "tool", "assistant"]);
-    // The turn's last message has the id the client was told.
-    assert_eq!(messages[4]["content"], "You like tea.");
-
-    // A later turn gives the stored calls and results back to the model.
-    fake.set(Script::Reply {
-        chunks: vec!["ok".into()],
-        delay: std::time::Duration::ZERO,
-    });
-    let body = json!({"id": "loop", "trigger": "submit-message", "messages": [
-        {"id": "u1", "role": "user", "parts": [{"type": "text", "text": "what do I like?"}]},
-        {"id": messages[4]["id"], "role": "assistant", "parts": [{"type": "text", "text": "You like tea."}]},
-        {"id": "u2", "role": "user", "parts": [{"type": "text", "text": "thanks"}]}]});
-    stream_turn(&app, &token, &agent, "ai-sdk", &body).await;
-    let third = fake.requests()[2].1["messages"].as_array().unwrap().clone();
-    let roles: Vec<&str> = third.iter().map(|m| m["role"].as_str().unwrap()).collect();
-    assert_eq!(
-        roles,
-        ["system", "user", "assistant", "tool", "tool", "assistant", "user"]
-    );
-    // Nothing of the turn was superseded by the next one.
-    let after = stored(&app, &token, &agent, "loop").await;
-    assert!(after.iter().all(|m| m["status"] == "complete"), "{after:?}");
-}
-
-async fn max_steps_stops_a_looping_model(app: TestApp) {
-    let fake = FakeProvider::start(Script::ToolCalls(vec![(
-        "search_memory".into(),
-        r#"{"query": "again"}"#.into(),
-    )]))
-    .await;
-    let (owner, tenant, agent) = provider_agent(&app, &fake, false).await;
-    app.patch(
-        &format!("/v1/applications/{}/agents/{agent}", tenant.app_id),
-        &owner,
-        json!({"memory_tools": true, "max_steps": 3}),
-    )
-    .await
-    .assert_status(200);
-    let token = user_token(&tenant.all_key, "alice");
-    let whole = app
-        .post(
-            &format!("/v1/agents/{agent}/chat/completions"),
-            &token,
-            json!({"messages": [{"role": "user", "content": "loop"}], "conversation_id": "loop"}),
-        )
-        .await;
-    let body = whole.assert_status(200);
-    assert_eq!(body["choices"][0]["finish_reason"], "tool_calls");
-    // Server tools are the server's: an OpenAI client is never asked to run them.
-    assert!(body["choices"][0]["message"].get("tool_calls").is_none());
-    assert_eq!(fake.requests().len(), 3);
-    // Usage is the sum of the three calls.
-    assert_eq!(body["usage"]["prompt_tokens"], 60);
-    let messages = stored(&app, &token, &agent, "loop").await;
-    let roles: Vec<&str> = messages.iter().map(|m| m["role"].as_str().unwrap()).collect();
-    assert_eq!(
-        roles,
-        ["user", "assistant", "tool", "assistant", "tool", "assistant", "tool"]
-    );
-}
-
-async fn stateless_turns_use_client_tools_and_store_nothing(app: TestApp) {
-    let owner = app.owner_token().await;
-    let tenant = app.tenant(&owner, "Acme", 0).await;
-    let agent = agent_with(
-        &app,
-        &owner,
-        &tenant.app_id,
-        json!({"tools": [weather_tool()], "memory_tools": true}),
-    )
-    .await;
-    let (_, key) = app.create_api_key(&owner, &tenant.app_id, json!(["completions"])).await;
-    let path = format!("/v1/agents/{agent}/chat/completions");
-    let asked = json!({"role": "user", "content": r#"/call get_weather {"city": "Lyon"}"#});
-    let first = app.post(&path, &key, json!({"messages": [asked]})).await;
-    let message = first.assert_status(200)["choices"][0]["message"].clone();
-    assert_eq!(message["tool_calls"][0]["function"]["name"], "get_weather");
-    let id = message["tool_calls"][0]["id"].as_str().unwrap();
-    let answered = app
-        .post(
-            &path,
-            &key,
-            json!({"messages": [asked, message, {"role": "tool", "tool_call_id": id, "content": "mild in Lyon"}]}),
-        )
-        .await;
-    assert_eq!(
-        answered.assert_status(200)["choices"][0]["message"]["content"],
-        "mild in Lyon"
-    );
-    // No user, no memory: the memory tools are not offered to a server's stateless call.
-    let memorize = app
-        .post(
-            &path,
-            &key,
-            json!({"messages": [{"role": "user", "content": r#"/call memorize {"content": "x"}"#}]}),
-        )
-        .await;
-    assert_eq!(
-        memorize.assert_status(200)["choices"][0]["message"]["content"],
-        "error: there is no tool named `memorize`"
-    );
-    assert_eq!(app.count_rows("messages").await, 0);
-    assert_eq!(app.count_rows("memories").await, 0);
-}
-
-async fn privacy_mode_stores_which_tools_were_called_not_with_what(mut app: TestApp) {
-    let owner = app.owner_token().await;
-    let tenant = app.tenant(&owner, "Acme", 0).await;
-    app.patch(
-        &format!("/v1/applications/{}", tenant.app_id),
-        &owner,
-        json!({"retention": {"store_content": false}}),
-    )
-    .await
-    .assert_status(200);
-    let agent = agent_with(&app, &owner, &tenant.app_id, json!({"tools": [weather_tool()]})).await;
-    let token = user_token(&tenant.all_key, "alice");
-    let path = format!("/v1/agents/{agent}/chat/completions");
-    let asked = json!({"role": "user", "content": r#"/call get_weather {"city": "Secret-City-7781"}"#});
-    let first = app
-        .post(
-            &path,
-            &token,
-            json!({"messages": [asked], "conversation_id": "private"}),
-        )
-        .await;
-    let message = first.assert_status(200)["choices"][0]["message"].clone();
-    let id = message["tool_calls"][0]["id"].as_str().unwrap().to_owned();
-    let result = json!({"role": "tool", "tool_call_id": id, "content": "Secret-Result-5521"});
-    let answered = app
-        .post(
-            &path,
-            &token,
-            json!({"messages": [asked, message, result], "conversation_id": "private"}),
-        )
-        .await;
-    // The model had the request's history: it answers from the result.
-    assert_eq!(
-        answered.assert_status(200)["choices"][0]["message"]["content"],
-        "Secret-Result-5521"
-    );
-    let messages = stored(&app, &token, &agent, "private").await;
-    assert_eq!(
-        shape(&messages),
-        [
-            ("user".into(), String::new(), String::new()),
-            ("assistant".into(), String::new(), "get_weather".into()),
-            ("tool".into(), String::new(), format!("answers {id}")),
-            ("assistant".into(), String::new(), String::new()),
-        ]
-    );
-    assert_eq!(messages[1]["tool_calls"][0]["arguments"], "");
-    app.stop().await;
-    let contents = crate::storage::database_contents(&app).await;
-    for marker in ["Secret-City-7781", "Secret-Result-5521"] {
-        assert!(
-            !contents.windows(marker.len()).any(|w| w == marker.as_bytes()),
-            "{marker} was stored"
-        );
-    }
 }
