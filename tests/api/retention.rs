@@ -155,12 +155,18 @@ async fn the_purge_deletes_what_the_policy_no_longer_keeps(mut app: TestApp) {
         let app = &app;
         async move { app.get(&path, &token).await.status }
     };
+    let memory_count = || async {
+        app.get("/v1/memories", &alice).await.body["data"]
+            .as_array()
+            .map_or(0, Vec::len)
+    };
+    // A purge round deletes conversations, then memory: wait for both.
     assert!(
         eventually(Duration::from_secs(3), || async {
-            conversation(&alice, agent, "old").await == 404
+            conversation(&alice, agent, "old").await == 404 && memory_count().await == 1
         })
         .await,
-        "the old conversation outlived its retention"
+        "the old conversation or memory outlived its retention"
     );
     assert_eq!(conversation(&alice, agent, "recent").await, 200);
     let memories = app.get("/v1/memories", &alice).await;
@@ -201,10 +207,10 @@ async fn the_purge_deletes_what_the_policy_no_longer_keeps(mut app: TestApp) {
     .await;
     assert!(
         eventually(Duration::from_secs(3), || async {
-            conversation(&alice, agent, "recent").await == 404
+            conversation(&alice, agent, "recent").await == 404 && memory_count().await == 0
         })
         .await,
-        "a 0-day policy kept a conversation past two purges"
+        "a 0-day policy kept a conversation or memory past two purges"
     );
     let memories = app.get("/v1/memories", &alice).await;
     assert_eq!(memories.assert_status(200)["data"], json!([]));
