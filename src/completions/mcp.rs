@@ -2,8 +2,8 @@
 //!
 //! A server's tool list is read once and kept per agent version (the agent's `updated_at` is in
 //! the key, so saving the agent, on any instance, reads it again) for a few minutes; a server
-//! that cannot be listed gives no tools for that turn, and the turn goes on. A call opens a
-//! session, calls, and closes it, within `CONFIDANT_TOOL_TIMEOUT`. Every connection goes through
+//! that cannot be listed gives no tools (and is not asked again for 30 s), and the turn goes on.
+//! A call opens a session, calls, and closes it, within `CONFIDANT_TOOL_TIMEOUT`. Every connection goes through
 //! the providers' HTTP client: the same address rules, no redirects, no proxy. The agent's
 //! configured headers (sealed at rest) are opened for each connection and sent with it.
 
@@ -26,6 +26,9 @@ use crate::store::agents::{Agent, McpServer, open_mcp_headers};
 
 /// How long a server's tool list is kept.
 const LIST_TTL: Duration = Duration::from_secs(300);
+/// How long a server that could not be listed is not asked again (so a hanging server does not
+/// hold every turn for the tool timeout).
+const FAILURE_TTL: Duration = Duration::from_secs(30);
 /// Most tools taken from one server.
 const MAX_TOOLS_PER_SERVER: usize = 128;
 /// Largest JSON answer accepted from a server.
@@ -49,6 +52,7 @@ type ListKey = (Uuid, i64, String);
 /// The MCP servers' tool lists, kept for a while.
 pub struct McpTools {
     lists: moka::future::Cache<ListKey, Arc<Vec<McpTool>>>,
+    failed: moka::future::Cache<ListKey, ()>,
 }
 
 impl Default for McpTools {
@@ -58,6 +62,10 @@ impl Default for McpTools {
                 .max_capacity(10_000)
                 .time_to_live(LIST_TTL)
                 .build(),
+            failed: moka::future::Cache::builder()
+                .max_capacity(10_000)
+                .time_to_live(FAILURE_TTL)
+                .build(),
         }
     }
 }
@@ -65,24 +73,32 @@ impl Default for McpTools {
 type Session = RunningService<RoleClient, ClientConfig>;
 
 impl McpTools {
-    /// The tools of every MCP server of the agent (a server that fails to list gives none, and
-    /// is asked again on the next turn).
+    /// The tools of every MCP server of the agent, the servers asked at once (one that fails to
+    /// list gives none, and is asked again after `FAILURE_TTL`).
     pub async fn tools_of(&self, state: &AppState, agent: &Agent) -> Vec<McpTool> {
-        let mut tools = Vec::new();
-        for server in &agent.tools.0.mcp_servers {
+        let lists = agent.tools.0.mcp_servers.iter().map(|server| async move {
             let key = (agent.id, agent.updated_at, server.name.clone());
+            if self.failed.contains_key(&key) {
+                return Vec::new();
+            }
             let listed = self
                 .lists
-                .try_get_with(key, async { list(state, agent, server).await.map(Arc::new) })
+                .try_get_with(key.clone(), async { list(state, agent, server).await.map(Arc::new) })
                 .await;
             match listed {
-                Ok(list) => tools.extend(list.iter().cloned()),
+                Ok(list) => list.to_vec(),
                 Err(error) => {
                     tracing::warn!(agent.id = %agent.id, mcp.server = %server.name, %error, "MCP server's tools unavailable");
+                    self.failed.insert(key, ()).await;
+                    Vec::new()
                 }
             }
-        }
-        tools
+        });
+        futures_util::future::join_all(lists)
+            .await
+            .into_iter()
+            .flatten()
+            .collect()
     }
 
     /// Calls one tool of one of the agent's servers.

@@ -192,15 +192,24 @@ async fn the_model_is_offered_the_allowed_mcp_tools_under_prefixed_names(app: Te
 }
 
 async fn an_unreachable_mcp_server_leaves_the_turn_working(app: TestApp) {
-    // A loopback port nobody listens on.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    // A loopback "server" that hangs up on every connection, counting them.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let connections = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = connections.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            drop(stream);
+        }
+    });
     let (agent, token) = mcp_agent(&app, &format!("http://127.0.0.1:{port}/mcp")).await;
     let (text, _) = ask(&app, &token, &agent, "hello there").await;
     assert_eq!(text, "hello there");
+    let tried = connections.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(tried >= 1);
+    // The failure is remembered for a while: the next turns do not wait on the server again.
     let (text, _) = ask(&app, &token, &agent, r#"/call calc__add {"a": 1, "b": 1}"#).await;
     assert_eq!(text, "error: there is no tool named `calc__add`");
+    assert_eq!(connections.load(std::sync::atomic::Ordering::SeqCst), tried);
 }
