@@ -107,7 +107,8 @@ fn scoped_list(c: &mut Criterion) {
                     unreachable!()
                 };
                 let message = |role| NewMessage::text(role, "hello".into(), MessageStatus::Complete, None);
-                user_data::append_messages(&db, &scope, &conversation, &[message("user"), message("assistant")])
+                let both = [message("user"), message("assistant")];
+                user_data::append_messages(&db, &scope, &conversation, &both, user_data::LiveMark::Keep)
                     .await
                     .unwrap();
             }

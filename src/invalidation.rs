@@ -27,7 +27,8 @@ pub async fn evict(state: &AppState, what: Notice) {
     }
 }
 
-/// On PostgreSQL, listens for other instances' changes until the process ends.
+/// On PostgreSQL, listens for other instances' changes (and their questions about this
+/// instance's replies in progress) until the process ends.
 pub fn spawn_listener(state: AppState) -> Option<tokio::task::JoinHandle<()>> {
     let pool = state.db().postgres().cloned()?;
     Some(tokio::spawn(async move {
@@ -40,7 +41,10 @@ pub fn spawn_listener(state: AppState) -> Option<tokio::task::JoinHandle<()>> {
                     continue;
                 }
             };
-            if let Err(error) = listener.listen(CHANNEL).await {
+            // Cache invalidations for all, and this instance's own channel for replies in
+            // progress (`completions::relay`).
+            let own = crate::completions::relay::channel(state.live().instance());
+            if let Err(error) = listener.listen_all([CHANNEL, own.as_str()]).await {
                 tracing::warn!(%error, "cannot listen for cache invalidations; retrying");
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 continue;
@@ -52,6 +56,9 @@ pub fn spawn_listener(state: AppState) -> Option<tokio::task::JoinHandle<()>> {
             state.applications().clear();
             loop {
                 match listener.try_recv().await {
+                    Ok(Some(notice)) if notice.channel() == own => {
+                        crate::completions::relay::on_notice(&state, notice.payload());
+                    }
                     Ok(Some(notice)) => match Notice::decode(notice.payload()) {
                         Some(what) => {
                             tracing::debug!(?what, "cache invalidation");

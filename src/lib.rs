@@ -27,6 +27,9 @@ pub use crate::config::Settings;
 use crate::crypto::MasterKey;
 use crate::store::Db;
 
+/// What a reply's log may hold beyond its text (tool calls and results).
+const LIVE_LOG_EXTRA_BYTES: usize = 4 << 20;
+
 /// Everything a request handler can reach. Cheap to clone.
 #[derive(Clone)]
 pub struct AppState(Arc<StateInner>);
@@ -46,6 +49,8 @@ struct StateInner {
     http: reqwest::Client,
     egress: completions::egress::Egress,
     mcp: completions::mcp::McpTools,
+    live: Arc<completions::live::LiveReplies>,
+    relay: completions::relay::Relay,
     settings: Settings,
 }
 
@@ -54,6 +59,7 @@ impl AppState {
         let access_tokens = AccessTokens::new(&master_key, settings.access_token_ttl);
         let egress = completions::egress::Egress::new(settings.provider_hosts.clone(), settings.resolver.clone());
         let http = completions::provider_client(settings.provider_connect_timeout, &egress);
+        let shared = db.backend() == store::Backend::Postgres;
         Self(Arc::new(StateInner {
             db,
             master_key,
@@ -72,6 +78,12 @@ impl AppState {
             ),
             metrics: metrics::Metrics::default(),
             mcp: completions::mcp::McpTools::default(),
+            // A reply's log: its text and what its tools carried, within bounds of their own.
+            live: Arc::new(completions::live::LiveReplies::new(
+                shared,
+                settings.max_reply_bytes + LIVE_LOG_EXTRA_BYTES,
+            )),
+            relay: completions::relay::Relay::default(),
             http,
             egress,
             settings,
@@ -145,6 +157,16 @@ impl AppState {
     /// MCP servers' tool lists and calls.
     pub fn mcp(&self) -> &completions::mcp::McpTools {
         &self.0.mcp
+    }
+
+    /// This instance's replies in progress (resume, stop).
+    pub fn live(&self) -> &Arc<completions::live::LiveReplies> {
+        &self.0.live
+    }
+
+    /// Requests to other instances about their replies (PostgreSQL).
+    pub fn relay(&self) -> &completions::relay::Relay {
+        &self.0.relay
     }
 
     pub fn verify_options(&self) -> VerifyOptions {

@@ -271,7 +271,7 @@ impl FromRequestParts<AppState> for UserScope {
             user: Some(&scope),
         };
         let application = edge::admit(state, parts, caller).await?;
-        let scope = scope.with_content_policy(application.retention.0.store_content);
+        let scope = scope.with_policy(application.retention.0.store_content, application.resumable);
         if let Some(id) = agent_id {
             // `AgentScope` checks this agent next: no second parse, no second cache lookup.
             parts.extensions.insert(PathAgent { id, agent });

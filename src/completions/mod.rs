@@ -9,9 +9,12 @@
 pub mod context;
 pub mod egress;
 pub mod formats;
+pub mod live;
 pub mod mcp;
 pub mod models;
+pub mod relay;
 mod reply;
+pub mod streams;
 pub mod tools;
 pub mod turn;
 
@@ -54,8 +57,10 @@ pub enum ModelEvent {
 }
 
 /// What a turn produces, for the encoders: the model's events of every step, with the tool calls
-/// marked by who runs them, and the results of the tools the server ran.
-#[derive(Debug, Clone, PartialEq)]
+/// marked by who runs them, and the results of the tools the server ran. (Serialized only between
+/// instances, `relay`.)
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum TurnEvent {
     Delta(String),
     /// `server`: a tool the server runs (memory, MCP); else the client's.
@@ -90,7 +95,14 @@ pub enum TurnEvent {
     Error(String),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+impl TurnEvent {
+    /// Whether the reply ends with this event.
+    pub fn ends_reply(&self) -> bool {
+        matches!(self, Self::Finish { .. } | Self::Error(_))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FinishReason {
     Stop,
@@ -109,7 +121,7 @@ pub struct ToolCall {
 }
 
 /// Token counts, as the provider reports them (the echo model counts words).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Usage {
     pub prompt_tokens: u64,
     pub completion_tokens: u64,

@@ -17,6 +17,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use uuid::Uuid;
 
+use super::live::LiveGuard;
 use super::models::{Model, ModelStream};
 use super::tools::{ToolOutcome, ToolSet};
 use super::turn::Detach;
@@ -25,7 +26,7 @@ use crate::AppState;
 use crate::metrics::{ReplyEnd, ToolKind};
 use crate::store::StoreError;
 use crate::store::scope::{AgentScope, UserScope};
-use crate::store::user_data::{self, Conversation, MessageStatus, NewMessage};
+use crate::store::user_data::{self, Conversation, LiveMark, MessageStatus, NewMessage};
 
 /// Where a user turn's reply is stored.
 pub(super) struct Reply {
@@ -50,6 +51,8 @@ pub(super) struct ReplyTask {
     pub max_steps: u32,
     pub events: mpsc::Sender<TurnEvent>,
     pub detach: Detach,
+    /// Where a user's reply is kept for resumes and stops while it runs.
+    pub live: Option<LiveGuard>,
 }
 
 /// How a step ended.
@@ -63,6 +66,8 @@ enum StepEnd {
     Failed(String),
     /// The reader left and the turn stops with it.
     Left,
+    /// The user asked for the reply to stop (`POST …/stop`).
+    Stopped,
 }
 
 struct StepResult {
@@ -75,6 +80,7 @@ struct StepResult {
 enum Wait {
     Event(Option<ModelEvent>),
     ReaderGone,
+    Stopped,
 }
 
 /// The turn's running totals.
@@ -131,6 +137,17 @@ impl ReplyTask {
                     self.store(result.text, Vec::new(), MessageStatus::Incomplete, true)
                         .await;
                     self.end(ReplyEnd::Incomplete, &totals);
+                    let left = TurnEvent::Error("the reply stopped when its client left".into());
+                    self.send(left, false).await;
+                    return;
+                }
+                StepEnd::Stopped => {
+                    drop(stream);
+                    tracing::debug!("the reply was stopped by its user");
+                    self.store(result.text, Vec::new(), MessageStatus::Incomplete, true)
+                        .await;
+                    self.end(ReplyEnd::Incomplete, &totals);
+                    self.send(finish(FinishReason::Stop, &totals), reader).await;
                     return;
                 }
             };
@@ -182,6 +199,12 @@ impl ReplyTask {
                 };
                 reader = self.send(event, reader).await;
             }
+            if self.stop_requested() {
+                // Stopped while the server's tools ran: what they did is stored, nothing more.
+                self.end(ReplyEnd::Complete, &totals);
+                self.send(finish(FinishReason::Stop, &totals), reader).await;
+                return;
+            }
             if last || (!reader && self.detach == Detach::Stop) || Instant::now() >= deadline {
                 // Client tools to run, or no more steps: the turn ends asking for tools.
                 self.end(ReplyEnd::Complete, &totals);
@@ -224,16 +247,34 @@ impl ReplyTask {
         let mut server: HashMap<String, bool> = HashMap::new();
         loop {
             let next = async {
-                if !*reader {
-                    return Wait::Event(stream.next().await);
-                }
+                let stopped = async {
+                    match &self.live {
+                        Some(live) => live.reply().stopped().await,
+                        None => std::future::pending().await,
+                    }
+                };
+                let reader_gone = async {
+                    if *reader {
+                        self.events.closed().await
+                    } else {
+                        std::future::pending().await
+                    }
+                };
                 tokio::select! {
+                    () = stopped => Wait::Stopped,
                     // The reader went away while the model was silent.
-                    () = self.events.closed() => Wait::ReaderGone,
+                    () = reader_gone => Wait::ReaderGone,
                     event = stream.next() => Wait::Event(event),
                 }
             };
             let event = match tokio::time::timeout_at(deadline, next).await {
+                Ok(Wait::Stopped) => {
+                    return StepResult {
+                        text,
+                        calls,
+                        end: StepEnd::Stopped,
+                    };
+                }
                 Ok(Wait::ReaderGone) => {
                     *reader = false;
                     if self.detach == Detach::Stop {
@@ -312,28 +353,34 @@ impl ReplyTask {
                     };
                 }
             };
-            if *reader && !self.send(forward, true).await {
-                *reader = false;
-                if self.detach == Detach::Stop {
-                    return StepResult {
-                        text,
-                        calls,
-                        end: StepEnd::Left,
-                    };
-                }
+            let was_reading = *reader;
+            *reader = self.send(forward, was_reading).await;
+            if was_reading && !*reader && self.detach == Detach::Stop {
+                return StepResult {
+                    text,
+                    calls,
+                    end: StepEnd::Left,
+                };
             }
         }
     }
 
-    /// Hands an event to the reader, if it is still there; returns whether it is. A reader that
-    /// took no data for the send timeout is treated as gone (a stalled client must not hold the
-    /// model and this task forever).
+    /// Records an event for resumes, and hands it to the reader, if it is still there; returns
+    /// whether it is. A reader that took no data for the send timeout is treated as gone (a
+    /// stalled client must not hold the model and this task forever).
     async fn send(&self, event: TurnEvent, reader: bool) -> bool {
+        if let Some(live) = &self.live {
+            live.reply().record(&event);
+        }
         if !reader {
             return false;
         }
         let timeout: Duration = self.state.settings().send_timeout;
         matches!(tokio::time::timeout(timeout, self.events.send(event)).await, Ok(Ok(())))
+    }
+
+    fn stop_requested(&self) -> bool {
+        self.live.as_ref().is_some_and(|live| live.reply().stop_requested())
     }
 
     /// Counts the turn's tokens (the model's own count, else the estimate) and how it ended.
@@ -375,7 +422,13 @@ impl ReplyTask {
             tool_calls: calls,
             tool_call_id: None,
         };
-        self.append(reply, message).await;
+        // The turn's last message ends this instance's claim on the conversation's reply.
+        let live = if last {
+            self.state.live().ended_mark()
+        } else {
+            LiveMark::Keep
+        };
+        self.append(reply, message, live).await;
     }
 
     /// Stores a server tool's result.
@@ -386,11 +439,13 @@ impl ReplyTask {
         } else {
             String::new()
         };
-        self.append(reply, tool_message(call.id.clone(), content)).await;
+        self.append(reply, tool_message(call.id.clone(), content), LiveMark::Keep)
+            .await;
     }
 
-    async fn append(&self, reply: &Reply, message: NewMessage) {
-        match user_data::append_messages(self.state.db(), &reply.scope, &reply.conversation, &[message]).await {
+    async fn append(&self, reply: &Reply, message: NewMessage, live: LiveMark) {
+        let db = self.state.db();
+        match user_data::append_messages(db, &reply.scope, &reply.conversation, &[message], live).await {
             Ok(_) => {}
             // Deleted while the reply ran (by its user, or by a retention purge): nothing to add to.
             Err(StoreError::NotFound) => {

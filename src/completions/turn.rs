@@ -20,7 +20,7 @@ use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use super::context::{self, Context};
-use super::formats::{ToolResultIn, TurnRequest};
+use super::formats::{Format, ToolResultIn, TurnMeta, TurnRequest};
 use super::models::{Model, ProviderCall};
 use super::reply::{Reply, ReplyTask, tool_message};
 use super::tools::{MAX_RESULT_BYTES, ToolSet};
@@ -58,18 +58,23 @@ pub enum Detach {
 
 /// A turn whose model has started: its facts, and its events until `Finish` or `Error`.
 pub struct Turn {
-    /// The conversation's id as the client knows it.
-    pub conversation_id: String,
-    /// The id the assistant message has (or would have, stateless).
-    pub reply_id: Uuid,
-    /// What to report as the model (`echo`, or the provider's model id).
-    pub model: String,
+    /// What the encoder needs: the conversation's id as the client knows it, the reply's id, the
+    /// model's name.
+    pub meta: TurnMeta,
     pub events: mpsc::Receiver<TurnEvent>,
 }
 
 /// Starts a turn: stores the user's messages, builds the context, starts the model, and leaves
-/// the reply to a task of its own.
-pub async fn start(state: &AppState, caller: TurnCaller, request: TurnRequest, detach: Detach) -> Result<Turn> {
+/// the reply to a task of its own. `stream`: the reader takes events as they come (a stream
+/// whose reader leaves stops, unless the application's replies are resumable); else it waits
+/// for the whole reply, which is finished and stored even if it leaves.
+pub async fn start(
+    state: &AppState,
+    caller: TurnCaller,
+    request: TurnRequest,
+    format: Format,
+    stream: bool,
+) -> Result<Turn> {
     for message in &request.user_messages {
         if message.content.len() > MAX_MESSAGE_BYTES {
             return Err(Error::invalid_field(
@@ -93,6 +98,14 @@ pub async fn start(state: &AppState, caller: TurnCaller, request: TurnRequest, d
         .unwrap_or_else(|| Uuid::now_v7().to_string());
     let reply_id = Uuid::now_v7();
 
+    let resumable = matches!(&caller, TurnCaller::User(scope) if scope.user().resumable());
+    let detach = if stream && !resumable {
+        Detach::Stop
+    } else {
+        Detach::Finish
+    };
+    let run_id = request.run_id.clone();
+    let continuation = !request.tool_results.is_empty();
     let (agent, prompt, sink) = match caller {
         TurnCaller::User(scope) => {
             let store_content = scope.user().stores_content();
@@ -142,7 +155,7 @@ pub async fn start(state: &AppState, caller: TurnCaller, request: TurnRequest, d
     // message stays stored with no assistant message.
     let model = resolve_model(state, &agent).await?;
     let tools = ToolSet::for_turn(state, &agent, sink.is_some()).await;
-    let stream = model
+    let first = model
         .start(&prompt, &tools.to_openai())
         .await
         .map_err(|e| Error::Upstream(e.0))?;
@@ -151,7 +164,20 @@ pub async fn start(state: &AppState, caller: TurnCaller, request: TurnRequest, d
         Some(reply) => reply.scope.user().clone(),
         None => UserScope::stateless_turns(agent.application_id),
     };
-    let name = model.name().to_owned();
+    let meta = TurnMeta {
+        conversation_id,
+        message_id: reply_id.to_string(),
+        model: model.name().to_owned(),
+        created: chrono::Utc::now().timestamp(),
+        run_id,
+        continuation,
+    };
+    // A user's reply is kept while it runs, for a resume or a stop.
+    let live = sink.as_ref().map(|reply| {
+        state
+            .live()
+            .register(reply.conversation.live_key(), format, meta.clone())
+    });
     let task = ReplyTask {
         state: state.clone(),
         reply: sink,
@@ -163,14 +189,10 @@ pub async fn start(state: &AppState, caller: TurnCaller, request: TurnRequest, d
         max_steps: agent.tools.0.max_steps(),
         events,
         detach,
+        live,
     };
-    tokio::spawn(task.run(stream));
-    Ok(Turn {
-        conversation_id,
-        reply_id,
-        model: name,
-        events: receiver,
-    })
+    tokio::spawn(task.run(first));
+    Ok(Turn { meta, events: receiver })
 }
 
 /// The agent's instructions and the history the request carries (a stateless turn, or privacy
@@ -235,6 +257,8 @@ async fn store_user_messages(
             String::new()
         }
     };
+    // The reply to these messages is produced here: other instances know whom to ask for it.
+    let live = state.live().running_mark();
     // A retention purge may delete the conversation between opening and appending: open it again.
     let mut attempts = 0;
     loop {
@@ -253,7 +277,7 @@ async fn store_user_messages(
             for message in &mut history.messages {
                 message.content = text(&message.content);
             }
-            user_data::revise_history(state.db(), scope, &conversation, history, store_content)
+            user_data::revise_history(state.db(), scope, &conversation, history, store_content, live)
                 .await
                 .map(|revised| {
                     if revised.superseded > 0 {
@@ -270,7 +294,7 @@ async fn store_user_messages(
                 .iter()
                 .map(|m| NewMessage::text("user", text(&m.content), MessageStatus::Complete, m.client_id.clone()))
                 .collect();
-            user_data::append_messages(state.db(), scope, &conversation, &new)
+            user_data::append_messages(state.db(), scope, &conversation, &new, live)
                 .await
                 .map(|stored| stored.last().map(|m| m.seq))
         };
@@ -310,7 +334,8 @@ async fn store_tool_results(
             tool_message(r.tool_call_id.clone(), content)
         })
         .collect();
-    let stored = user_data::append_messages(state.db(), scope, conversation, &new).await?;
+    let live = state.live().running_mark();
+    let stored = user_data::append_messages(state.db(), scope, conversation, &new, live).await?;
     Ok(stored.last().map(|m| m.seq))
 }
 

@@ -41,6 +41,9 @@ pub struct ApplicationView {
     /// How long users' conversations and memory are kept, and whether their text is kept at all
     /// (`store_content: false`, privacy mode).
     pub retention: Retention,
+    /// A reply goes on when its client disconnects, so the client can resume it after a reload
+    /// (`GET …/conversations/{id}/stream`); `false`: it stops and is stored incomplete.
+    pub resumable: bool,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -53,6 +56,7 @@ impl ApplicationView {
             allowed_origins: app.allowed_origins.0,
             limits: app.limits.0.effective(settings),
             retention: app.retention.0,
+            resumable: app.resumable,
             created_at: timestamp(app.created_at),
             updated_at: timestamp(app.updated_at),
         }
@@ -73,6 +77,9 @@ pub struct CreateApplication {
     /// Retention and privacy mode; a field left out keeps everything (forever, text included).
     #[serde(default)]
     pub retention: Option<RetentionChange>,
+    /// Replies go on when their client leaves, to be resumed (default `false`).
+    #[serde(default)]
+    pub resumable: Option<bool>,
 }
 
 fn validate_retention(retention: Option<RetentionChange>) -> Result<Option<RetentionChange>> {
@@ -113,6 +120,7 @@ async fn create_application(
         allowed_origins: validate_origins(body.allowed_origins)?,
         limits: validate_limits(body.limits)?,
         retention: validate_retention(body.retention)?,
+        resumable: body.resumable,
     };
     let app = applications::create(state.db(), settings, Some(operator)).await?;
     tracing::info!(application.id = %app.id, operator.id = %operator, "application created");
@@ -178,6 +186,8 @@ pub struct UpdateApplication {
     /// Changes the retention policy: a field left out stays as it is, a day count of `null`
     /// keeps forever.
     pub retention: Option<RetentionChange>,
+    /// Replies go on when their client leaves, to be resumed.
+    pub resumable: Option<bool>,
 }
 
 /// Change an application: its name, allowed origins, per-user limits or retention policy.
@@ -200,6 +210,7 @@ async fn update_application(
         allowed_origins: validate_origins(body.allowed_origins)?,
         limits: validate_limits(body.limits)?,
         retention: validate_retention(body.retention)?,
+        resumable: body.resumable,
     };
     let app = applications::update(state.db(), app_id, changes)
         .await?

@@ -21,8 +21,9 @@ use crate::auth::credentials::Credentials;
 use crate::auth::extract::authenticate_api_key;
 use crate::completions::TurnEvent;
 use crate::completions::formats::openai::{ChatCompletion, OpenAiChatRequest};
-use crate::completions::formats::{CompletionRequest, Encoder, Format, TurnMeta, TurnRequest, Whole};
-use crate::completions::turn::{self, Detach, TurnCaller};
+use crate::completions::formats::{CompletionRequest, Encoder, Format, TurnRequest, Whole};
+use crate::completions::live::EventSource;
+use crate::completions::turn::{self, TurnCaller};
 use crate::error::{Error, Result};
 use crate::store::keys::Acl;
 use crate::store::scope::AgentScope;
@@ -164,23 +165,15 @@ async fn turn(
 ) -> Result<Response> {
     let request: TurnRequest = format.parse(body)?;
     let stream = stream_param.or(request.stream).unwrap_or(format.streams_by_default());
-    // A stream whose client leaves stops the model; a request waiting for the whole answer gets
-    // it stored even if it goes away.
-    let detach = if stream { Detach::Stop } else { Detach::Finish };
-    let run_id = request.run_id.clone();
-    let continuation = !request.tool_results.is_empty();
-    let turn = turn::start(&state, caller, request, detach).await?;
-    let encoder = format.encoder(TurnMeta {
-        conversation_id: turn.conversation_id.clone(),
-        message_id: turn.reply_id.to_string(),
-        model: turn.model.clone(),
-        created: chrono::Utc::now().timestamp(),
-        run_id,
-        continuation,
-    });
-    let conversation_header = HeaderValue::from_str(&turn.conversation_id).map_err(Error::internal)?;
+    let turn = turn::start(&state, caller, request, format, stream).await?;
+    let conversation_header = HeaderValue::from_str(&turn.meta.conversation_id).map_err(Error::internal)?;
+    let encoder = format.encoder(turn.meta);
     let mut response = if stream {
-        streamed(turn.events, encoder, state.settings().keepalive_interval)
+        streamed(
+            EventSource::Channel(turn.events),
+            encoder,
+            state.settings().keepalive_interval,
+        )
     } else {
         whole(turn.events, encoder).await?
     };
@@ -190,8 +183,8 @@ async fn turn(
     Ok(response)
 }
 
-/// The turn's events as the format's stream, with keep-alive comments while the model is silent.
-fn streamed(events: mpsc::Receiver<TurnEvent>, encoder: Box<dyn Encoder>, keepalive: Duration) -> Response {
+/// A turn's events as the format's stream, with keep-alive comments while the model is silent.
+pub(super) fn streamed(events: EventSource, encoder: Box<dyn Encoder>, keepalive: Duration) -> Response {
     let content_type = encoder.content_type();
     let extra = encoder.stream_headers();
     let frames = Frames {
@@ -221,7 +214,7 @@ fn streamed(events: mpsc::Receiver<TurnEvent>, encoder: Box<dyn Encoder>, keepal
 
 /// The frames of a streamed reply, one per event.
 struct Frames {
-    events: mpsc::Receiver<TurnEvent>,
+    events: EventSource,
     encoder: Box<dyn Encoder>,
     keepalive: Duration,
     started: bool,

@@ -19,6 +19,7 @@ pub mod memories;
 pub mod openapi;
 pub mod providers;
 pub mod service;
+pub mod streams;
 pub mod usage;
 pub mod users;
 
@@ -281,6 +282,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .merge(feedback::router())
         .merge(memories::router())
         .merge(completions::router())
+        .merge(streams::router())
         .merge(service::router())
 }
 

@@ -26,6 +26,8 @@ pub struct Application {
     pub limits: Json<LimitsOverride>,
     /// How long users' data is kept, and whether their words are kept at all.
     pub retention: Json<Retention>,
+    /// Replies go on when their client leaves (it may resume them).
+    pub resumable: bool,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -36,16 +38,18 @@ crate::from_row!(Application {
     allowed_origins,
     limits,
     retention,
+    resumable,
     created_at,
     updated_at
 });
 
-const COLUMNS: [Applications; 7] = [
+const COLUMNS: [Applications; 8] = [
     Applications::Id,
     Applications::Name,
     Applications::AllowedOrigins,
     Applications::Limits,
     Applications::Retention,
+    Applications::Resumable,
     Applications::CreatedAt,
     Applications::UpdatedAt,
 ];
@@ -155,6 +159,7 @@ pub struct ApplicationSettings {
     pub allowed_origins: Option<Vec<String>>,
     pub limits: Option<LimitsOverride>,
     pub retention: Option<RetentionChange>,
+    pub resumable: Option<bool>,
 }
 
 /// Creates an application with `owner` as its first owner.
@@ -166,6 +171,7 @@ pub async fn create(db: &Db, settings: ApplicationSettings, owner: Option<Uuid>)
         allowed_origins: Json(settings.allowed_origins.unwrap_or_default()),
         limits: Json(settings.limits.unwrap_or_default()),
         retention: Json(settings.retention.unwrap_or_default().apply(Retention::default())),
+        resumable: settings.resumable.unwrap_or(false),
         created_at: now,
         updated_at: now,
     };
@@ -178,6 +184,7 @@ pub async fn create(db: &Db, settings: ApplicationSettings, owner: Option<Uuid>)
             json_value(&app.allowed_origins.0).into(),
             json_value(&app.limits.0).into(),
             json_value(&app.retention.0).into(),
+            app.resumable.into(),
             now.into(),
             now.into(),
         ])
@@ -232,6 +239,9 @@ pub async fn update(db: &Db, id: ApplicationId, changes: ApplicationSettings) ->
     }
     if let Some(limits) = &changes.limits {
         update.value(Applications::Limits, json_value(limits));
+    }
+    if let Some(resumable) = changes.resumable {
+        update.value(Applications::Resumable, resumable);
     }
     update
         .and_where(Expr::col(Applications::Id).eq(id))

@@ -41,6 +41,7 @@ migrations! {
     7 "0007_feedback",
     8 "0008_retention_superseded",
     9 "0009_tools",
+    10 "0010_live_replies",
 }
 
 /// sqlx's checksum of a migration: SHA-384 of its SQL.

@@ -58,6 +58,20 @@ impl Tx {
     }
 }
 
+impl super::Db {
+    /// Sends `payload` on `channel` at once, outside any transaction (PostgreSQL; nothing on
+    /// SQLite).
+    pub async fn notify_now(&self, channel: &str, payload: String) -> StoreResult<()> {
+        if self.backend() == Backend::Postgres {
+            let notify = Query::select()
+                .expr(Func::cust("pg_notify").arg(channel).arg(payload))
+                .to_owned();
+            self.execute(notify).await?;
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -38,6 +38,7 @@ pub enum Applications {
     AllowedOrigins,
     Limits,
     Retention,
+    Resumable,
     CreatedAt,
     UpdatedAt,
 }

@@ -169,6 +169,8 @@ pub struct UserScope {
     agents: AgentAccess,
     /// The application keeps message text and memory (`false`: privacy mode).
     stores_content: bool,
+    /// The application's replies go on when their client leaves.
+    resumable: bool,
 }
 
 /// The longest accepted `sub`, in bytes.
@@ -182,12 +184,23 @@ impl UserScope {
             sub: sub.into(),
             agents,
             stores_content: true,
+            resumable: false,
         }
     }
 
-    /// This scope under its application's privacy mode, as the door read it for this request.
-    pub(crate) fn with_content_policy(self, stores_content: bool) -> Self {
-        Self { stores_content, ..self }
+    /// This scope under its application's privacy mode and reply policy, as the door read them
+    /// for this request.
+    pub(crate) fn with_policy(self, stores_content: bool, resumable: bool) -> Self {
+        Self {
+            stores_content,
+            resumable,
+            ..self
+        }
+    }
+
+    /// Whether the user's replies go on when their client leaves (`resumable` on the application).
+    pub fn resumable(&self) -> bool {
+        self.resumable
     }
 
     /// Whether the user's words may be stored: `false` in privacy mode (`retention.store_content`).
@@ -203,6 +216,7 @@ impl UserScope {
             sub: sub.into(),
             agents: AgentAccess::All,
             stores_content: true,
+            resumable: false,
         })
     }
 
@@ -214,6 +228,7 @@ impl UserScope {
             sub: "".into(),
             agents: AgentAccess::All,
             stores_content: false,
+            resumable: false,
         }
     }
 

@@ -30,7 +30,7 @@ db_tests!(
 
 const FORMATS: [&str; 4] = ["ai-sdk", "ai-sdk-4", "openai", "deltakit"];
 
-fn body_for(format: &str, text: &str, conversation: &str) -> Value {
+pub(crate) fn body_for(format: &str, text: &str, conversation: &str) -> Value {
     match format {
         "ai-sdk" => json!({"id": conversation, "trigger": "submit-message", "messages": [
             {"id": format!("u-{}", uuid::Uuid::new_v4().simple()), "role": "user", "parts": [{"type": "text", "text": text}]}
@@ -41,7 +41,7 @@ fn body_for(format: &str, text: &str, conversation: &str) -> Value {
     }
 }
 
-fn parse(format: &str, body: &str) -> Assembled {
+pub(crate) fn parse(format: &str, body: &str) -> Assembled {
     let parsed = match format {
         "ai-sdk" => clients::ai_sdk(body),
         "ai-sdk-4" => clients::ai_sdk_4(body),
@@ -52,7 +52,7 @@ fn parse(format: &str, body: &str) -> Assembled {
 }
 
 /// Reads a streamed body to its end; a broken body gives what arrived and `true`.
-async fn read_stream(response: reqwest::Response) -> (String, bool) {
+pub(crate) async fn read_stream(response: reqwest::Response) -> (String, bool) {
     let mut body = String::new();
     let mut stream = response.bytes_stream();
     while let Some(next) = stream.next().await {
@@ -84,7 +84,7 @@ pub(crate) async fn provider_agent(app: &TestApp, fake: &FakeProvider, memory: b
     (owner, tenant, agent)
 }
 
-async fn post_turn(
+pub(crate) async fn post_turn(
     app: &TestApp,
     token: &str,
     agent: &str,
@@ -103,7 +103,12 @@ async fn post_turn(
         .unwrap()
 }
 
-async fn messages(app: &TestApp, token: &str, agent: &str, conversation: &str) -> Vec<(String, String, String)> {
+pub(crate) async fn messages(
+    app: &TestApp,
+    token: &str,
+    agent: &str,
+    conversation: &str,
+) -> Vec<(String, String, String)> {
     let reply = app
         .get(&format!("/v1/agents/{agent}/conversations/{conversation}"), token)
         .await;

@@ -18,6 +18,7 @@ mod errors;
 mod fake_provider;
 mod isolation;
 mod lifecycle;
+mod live;
 mod mcp;
 mod operator_auth;
 mod retention;

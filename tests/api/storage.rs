@@ -264,6 +264,7 @@ async fn later_migrations_upgrade_a_database_made_by_the_first(mut app: TestApp)
          ALTER TABLE applications DROP COLUMN retention; DROP INDEX memories_application_updated; \
          ALTER TABLE agents DROP COLUMN tools; ALTER TABLE messages DROP COLUMN tool_calls; \
          ALTER TABLE messages DROP COLUMN tool_call_id; \
+         ALTER TABLE applications DROP COLUMN resumable; ALTER TABLE conversations DROP COLUMN live_instance; \
          DELETE FROM _sqlx_migrations WHERE version >= 2;",
     )
     .await;

@@ -365,14 +365,7 @@ mod tests {
 
     #[test]
     fn the_stream_opens_and_closes_its_text_part() {
-        let meta = TurnMeta {
-            conversation_id: "c".into(),
-            message_id: "m".into(),
-            model: "echo".into(),
-            created: 0,
-            run_id: None,
-            continuation: false,
-        };
+        let meta = TurnMeta::for_tests();
         let mut encoder = AiSdkEncoder::new(meta);
         let all = format!(
             "{}{}{}{}",

@@ -241,14 +241,7 @@ mod tests {
 
     #[test]
     fn lines_carry_codes_and_json() {
-        let meta = TurnMeta {
-            conversation_id: "c".into(),
-            message_id: "m".into(),
-            model: "echo".into(),
-            created: 0,
-            run_id: None,
-            continuation: false,
-        };
+        let meta = TurnMeta::for_tests();
         let mut encoder = AiSdk4Encoder::new(meta);
         assert_eq!(encoder.start(), "f:{\"messageId\":\"m\"}\n");
         assert_eq!(encoder.delta("a \"quote\"\n"), "0:\"a \\\"quote\\\"\\n\"\n");

@@ -18,7 +18,7 @@ use crate::error::{Error, Result};
 use crate::store::user_data::{SentEntry, SentHistory};
 
 /// The formats the completions endpoint speaks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, Deserialize, ToSchema)]
 pub enum Format {
     /// Vercel AI SDK 5+ UI message stream (`useChat`).
     #[serde(rename = "ai-sdk")]
@@ -332,7 +332,7 @@ pub struct IncomingMessage {
 }
 
 /// Facts about the turn every encoder may need.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, Deserialize)]
 pub struct TurnMeta {
     pub conversation_id: String,
     /// The id the assistant message will have.
@@ -346,6 +346,21 @@ pub struct TurnMeta {
     /// The turn goes on from client tools' results: its reply continues the client's last
     /// assistant message.
     pub continuation: bool,
+}
+
+#[cfg(test)]
+impl TurnMeta {
+    /// The facts of a turn in conversation `c` with reply `m`, for unit tests.
+    pub fn for_tests() -> Self {
+        Self {
+            conversation_id: "c".into(),
+            message_id: "m".into(),
+            model: "echo".into(),
+            created: 0,
+            run_id: None,
+            continuation: false,
+        }
+    }
 }
 
 /// A whole (non-streamed) reply.

@@ -66,6 +66,34 @@ impl Conversation {
     pub fn position(&self) -> Uuid {
         self.id
     }
+
+    /// What this instance's live replies are kept under (the internal id, never shown).
+    pub fn live_key(&self) -> Uuid {
+        self.id
+    }
+}
+
+/// One of the user's conversations as a resume or a stop sees it: its live key, and the server
+/// instance its reply is being produced by, if a turn said so.
+#[derive(Debug, Clone)]
+pub struct LiveState {
+    pub id: Uuid,
+    pub live_instance: Option<String>,
+}
+
+crate::from_row!(LiveState { id, live_instance });
+
+fn live_state_statement(scope: &AgentScope, external_id: &str) -> SelectStatement {
+    let mut query = select(scope.user(), &[Conversations::Id, Conversations::LiveInstance]);
+    query
+        .and_where(Expr::col((Conversations::Table, Conversations::AgentId)).eq(scope.agent_id()))
+        .and_where(Expr::col((Conversations::Table, Conversations::ExternalId)).eq(external_id));
+    query
+}
+
+/// The user's conversation with the scope's agent, as a resume or a stop needs it.
+pub async fn live_state(db: &Db, scope: &AgentScope, external_id: &str) -> StoreResult<Option<LiveState>> {
+    db.row(&live_state_statement(scope, external_id)).await
 }
 
 pub(super) const CONVERSATION_COLUMNS: [Conversations; 6] = [
@@ -415,6 +443,7 @@ mod tests {
         };
         assert_owned(&list_statement(&scope, 10, Some(cursor)), scope.user());
         assert_owned(&named(&scope, "c"), scope.user());
+        assert_owned(&live_state_statement(&scope, "c"), scope.user());
         assert_owned(&any_agent_statement(&scope, "c"), scope.user());
         assert_owned(&insert_statement(&scope, &conversation), scope.user());
         assert_owned(&rename_statement(&scope, &conversation, Some("t"), 1), scope.user());

@@ -1,7 +1,7 @@
 //! Messages of the user's conversations: appended in order, never twice, read back as the
 //! model's context.
 
-use sea_query::{CommonTableExpression, Expr, ExprTrait, Order, SelectStatement, WithClause, WithQuery};
+use sea_query::{CommonTableExpression, Expr, ExprTrait, Func, Order, SelectStatement, WithClause, WithQuery};
 use uuid::Uuid;
 
 use super::conversations::Conversation;
@@ -186,6 +186,20 @@ impl NewMessage {
     }
 }
 
+/// What storing messages says of the reply being produced in their conversation
+/// (`conversations.live_instance`), so a resume or a stop reaching another server instance knows
+/// which one to ask. Written by the statement that stores the messages: no write of its own.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum LiveMark {
+    /// Says nothing.
+    #[default]
+    Keep,
+    /// This instance is producing the reply to these messages.
+    Running(Uuid),
+    /// This instance's reply ended: the mark is cleared if it still names this instance.
+    Ended(Uuid),
+}
+
 /// Appends messages to one of the user's conversations with the scope's agent, in order,
 /// skipping any whose `client_id` is already stored. One transaction: the conversation row's
 /// `last_seq` hands out the sequence numbers (`UPDATE … RETURNING`, which also locks the row on
@@ -196,6 +210,7 @@ pub async fn append_messages(
     scope: &AgentScope,
     conversation: &Conversation,
     new: &[NewMessage],
+    live: LiveMark,
 ) -> StoreResult<Vec<Message>> {
     if new.is_empty() {
         return Ok(Vec::new());
@@ -208,6 +223,7 @@ pub async fn append_messages(
         conversation: conversation.clone(),
         new: new.to_vec(),
         now: now_micros(),
+        live,
     };
     if db.backend() == Backend::Postgres && !append.has_client_ids() {
         // Nothing to deduplicate: reserve and insert in one statement, one round trip.
@@ -225,6 +241,7 @@ pub(super) struct Append {
     pub(super) conversation: Conversation,
     pub(super) new: Vec<NewMessage>,
     pub(super) now: i64,
+    pub(super) live: LiveMark,
 }
 
 pub(super) struct LastSeq {
@@ -253,6 +270,7 @@ impl Append {
             self.new.iter().collect()
         };
         if fresh.is_empty() {
+            self.mark_only(tx).await?;
             return Ok(Vec::new());
         }
         let reserved: Option<LastSeq> = tx.row(&self.reserve(fresh.len())).await?;
@@ -295,17 +313,38 @@ impl Append {
             .collect()
     }
 
-    /// Reserves `count` sequence numbers; returns the last one (no row: not this user's).
+    /// Reserves `count` sequence numbers; returns the last one (no row: not this user's). Writes
+    /// the live mark too.
     pub(super) fn reserve(&self, count: usize) -> sea_query::UpdateStatement {
-        update::<Conversations>(&self.scope)
-            .value(Conversations::UpdatedAt, self.now)
-            .value(
-                Conversations::LastSeq,
-                Expr::col(Conversations::LastSeq).add(count as i64),
-            )
+        let mut update = update::<Conversations>(&self.scope);
+        update.value(Conversations::UpdatedAt, self.now).value(
+            Conversations::LastSeq,
+            Expr::col(Conversations::LastSeq).add(count as i64),
+        );
+        match self.live {
+            LiveMark::Keep => {}
+            LiveMark::Running(instance) => {
+                update.value(Conversations::LiveInstance, instance.to_string());
+            }
+            LiveMark::Ended(instance) => {
+                let cleared = Func::cust("NULLIF")
+                    .arg(Expr::col(Conversations::LiveInstance))
+                    .arg(instance.to_string());
+                update.value(Conversations::LiveInstance, cleared);
+            }
+        }
+        update
             .and_where(Expr::col(Conversations::Id).eq(self.conversation.id))
             .returning_col(Conversations::LastSeq)
             .to_owned()
+    }
+
+    /// Writes the live mark when no message is stored (all known already).
+    pub(super) async fn mark_only(&self, tx: &mut Tx) -> StoreResult<()> {
+        if self.live != LiveMark::Keep {
+            tx.execute(&self.reserve(0)).await?;
+        }
+        Ok(())
     }
 
     /// PostgreSQL: `WITH reserved AS (<reserve>), inserted AS (INSERT … SELECT … FROM reserved)
@@ -411,6 +450,7 @@ mod tests {
                 Some("m1".into()),
             )],
             now: 1,
+            live: LiveMark::Running(Uuid::nil()),
         };
         let user = scope.user();
         assert_owned(&recent_statement(&scope, &conversation, Some(3), 10), user);

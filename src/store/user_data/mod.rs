@@ -30,8 +30,8 @@ use sea_query::{
 };
 
 pub use self::conversations::{
-    Conversation, ListedMessage, MessagePage, MessageVote, OpenedConversation, conversation_with_messages,
-    delete_conversation, find_conversation, find_users_conversation, list_conversations, open_conversation,
+    Conversation, ListedMessage, LiveState, MessagePage, MessageVote, OpenedConversation, conversation_with_messages,
+    delete_conversation, find_conversation, find_users_conversation, list_conversations, live_state, open_conversation,
     rename_conversation,
 };
 pub use self::export::{Erased, erase, export_conversations, export_memories, export_messages};
@@ -43,7 +43,9 @@ pub use self::memories::{
     Memory, MemoryFilter, create_memory, delete_memory, find_memory, list_memories, search_memories, search_terms,
     update_memory,
 };
-pub use self::messages::{Message, MessageStatus, NewMessage, append_messages, recent_messages, recent_tool_calls};
+pub use self::messages::{
+    LiveMark, Message, MessageStatus, NewMessage, append_messages, recent_messages, recent_tool_calls,
+};
 pub use self::operator::{BrowseFilter, UserConversation, browse_conversations, purge_conversations, purge_memories};
 pub use self::revisions::{Revised, SentEntry, SentHistory, revise_history};
 pub use self::stats::{AgentStats, agent_stats};
@@ -71,6 +73,7 @@ mod tables {
         CreatedAt,
         UpdatedAt,
         LastSeq,
+        LiveInstance,
     }
 
     #[derive(Iden, Clone, Copy)]

@@ -6,7 +6,7 @@ use sea_query::{Expr, ExprTrait, SelectStatement};
 use uuid::Uuid;
 
 use super::conversations::Conversation;
-use super::messages::{Append, LastSeq, Message, MessageStatus, NewMessage, of_conversation};
+use super::messages::{Append, LastSeq, LiveMark, Message, MessageStatus, NewMessage, of_conversation};
 use super::tables::Messages;
 use super::update;
 use crate::store::scope::AgentScope;
@@ -59,6 +59,7 @@ pub async fn revise_history(
     conversation: &Conversation,
     history: SentHistory,
     compare_text: bool,
+    live: LiveMark,
 ) -> StoreResult<Revised> {
     if conversation.agent_id != scope.agent_id() {
         return Err(StoreError::NotFound);
@@ -69,6 +70,7 @@ pub async fn revise_history(
             conversation: conversation.clone(),
             new: Vec::new(),
             now: now_micros(),
+            live,
         },
         history,
         compare_text,
@@ -226,6 +228,8 @@ impl Revision {
             let fresh: Vec<&NewMessage> = self.append.new.iter().collect();
             appended = self.append.rows(&fresh, reserved.ok_or(StoreError::NotFound)?);
             tx.execute(&self.append.insert(&appended)).await?;
+        } else {
+            self.append.mark_only(tx).await?;
         }
         let up_to = appended.last().map(|m| m.seq).or(plan.kept);
         Ok(Revised {
@@ -300,6 +304,7 @@ mod tests {
                 conversation,
                 new: Vec::new(),
                 now: 1,
+                live: LiveMark::Keep,
             },
             history,
             compare_text: true,
