@@ -169,6 +169,15 @@ pub struct Settings {
     #[arg(long, env = "CONFIDANT_TOOL_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub tool_timeout: Duration,
 
+    /// A failed webhook delivery is tried again after about this long (±25 %), each next time
+    /// twice as long (at most an hour), for 24 hours.
+    #[arg(long, env = "CONFIDANT_WEBHOOK_RETRY_BASE", default_value = "5s", value_parser = parse_duration)]
+    pub webhook_retry_base: Duration,
+
+    /// A webhook receiver must answer within this, else the attempt failed.
+    #[arg(long, env = "CONFIDANT_WEBHOOK_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub webhook_timeout: Duration,
+
     /// How often a stream sends a keep-alive comment while the model is silent.
     #[arg(long, env = "CONFIDANT_KEEPALIVE_INTERVAL", default_value = "15s", value_parser = parse_duration)]
     pub keepalive_interval: Duration,

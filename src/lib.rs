@@ -14,6 +14,7 @@ pub mod metering;
 pub mod metrics;
 pub mod retention;
 pub mod store;
+pub mod webhooks;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -220,6 +221,7 @@ pub async fn serve(
     };
     let invalidations = invalidation::spawn_listener(state.clone());
     let purge = retention::spawn(state.clone(), state.settings().purge_interval);
+    let deliveries = webhooks::spawn(state.clone());
     let router = app(state.clone());
     let mut builder = Builder::new(TokioExecutor::new());
     builder
@@ -271,6 +273,7 @@ pub async fn serve(
     metering.abort();
     forgetter.abort();
     purge.abort();
+    deliveries.abort();
     if let Some(listener) = invalidations {
         listener.abort();
     }

@@ -26,6 +26,7 @@ use crate::error::{Error, Result};
 use crate::store::cache::RowCache;
 use crate::store::keys::{self, KeyTable};
 use crate::store::scope::{AgentAccess, ApplicationId, UserScope, validate_sub};
+use crate::store::webhooks::EventSet;
 use crate::store::{Db, StoreResult};
 
 /// Tokens larger than this are refused before any parsing.
@@ -271,7 +272,11 @@ impl FromRequestParts<AppState> for UserScope {
             user: Some(&scope),
         };
         let application = edge::admit(state, parts, caller).await?;
-        let scope = scope.with_policy(application.retention.0.store_content, application.resumable);
+        let scope = scope.with_policy(
+            application.retention.0.store_content,
+            application.resumable,
+            EventSet::from_stored(&application.webhook_events),
+        );
         if let Some(id) = agent_id {
             // `AgentScope` checks this agent next: no second parse, no second cache lookup.
             parts.extensions.insert(PathAgent { id, agent });

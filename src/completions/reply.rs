@@ -27,6 +27,7 @@ use crate::metrics::{ReplyEnd, ToolKind};
 use crate::store::StoreError;
 use crate::store::scope::{AgentScope, UserScope};
 use crate::store::user_data::{self, Conversation, LiveMark, MessageStatus, NewMessage};
+use crate::store::webhooks::{Event, EventType};
 
 /// Where a user turn's reply is stored.
 pub(super) struct Reply {
@@ -422,13 +423,14 @@ impl ReplyTask {
             tool_calls: calls,
             tool_call_id: None,
         };
-        // The turn's last message ends this instance's claim on the conversation's reply.
-        let live = if last {
-            self.state.live().ended_mark()
+        // The turn's last message ends this instance's claim on the conversation's reply, and is
+        // the reply the application's webhooks hear of.
+        let (live, event) = if last {
+            (self.state.live().ended_mark(), completed_event(reply, &message))
         } else {
-            LiveMark::Keep
+            (LiveMark::Keep, None)
         };
-        self.append(reply, message, live).await;
+        self.append(reply, message, live, event).await;
     }
 
     /// Stores a server tool's result.
@@ -439,13 +441,13 @@ impl ReplyTask {
         } else {
             String::new()
         };
-        self.append(reply, tool_message(call.id.clone(), content), LiveMark::Keep)
+        self.append(reply, tool_message(call.id.clone(), content), LiveMark::Keep, None)
             .await;
     }
 
-    async fn append(&self, reply: &Reply, message: NewMessage, live: LiveMark) {
+    async fn append(&self, reply: &Reply, message: NewMessage, live: LiveMark, event: Option<Event>) {
         let db = self.state.db();
-        match user_data::append_messages(db, &reply.scope, &reply.conversation, &[message], live).await {
+        match user_data::append_reply(db, &reply.scope, &reply.conversation, message, live, event).await {
             Ok(_) => {}
             // Deleted while the reply ran (by its user, or by a retention purge): nothing to add to.
             Err(StoreError::NotFound) => {
@@ -454,6 +456,24 @@ impl ReplyTask {
             Err(error) => tracing::error!(%error, "could not store the assistant's reply"),
         }
     }
+}
+
+/// `message.completed` for the turn's reply, when the application's webhooks receive it.
+fn completed_event(reply: &Reply, message: &NewMessage) -> Option<Event> {
+    let user = reply.scope.user();
+    user.notifies(EventType::MessageCompleted).then(|| {
+        Event::new(
+            EventType::MessageCompleted,
+            serde_json::json!({
+                "agent_id": reply.scope.agent_id(),
+                "conversation_id": reply.conversation.external_id(),
+                "message_id": message.id,
+                "user": user.sub(),
+                "status": message.status.as_str(),
+                "content": message.content,
+            }),
+        )
+    })
 }
 
 /// A tool's result as a message: its client id is `tool:<call id>`, so a result is stored once.

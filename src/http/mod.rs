@@ -22,6 +22,7 @@ pub mod service;
 pub mod streams;
 pub mod usage;
 pub mod users;
+pub mod webhooks;
 
 use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, MatchedPath};
 use axum::http::{HeaderName, Request};
@@ -251,6 +252,7 @@ page_of! {
     ApiKeyPage => keys::ApiKeyView,
     ProviderPage => providers::ProviderView,
     MemoryPage => memories::MemoryView,
+    DeliveryPage => webhooks::DeliveryView,
 }
 
 /// Checks a display name: 1..=200 characters, not blank.
@@ -283,6 +285,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .merge(memories::router())
         .merge(completions::router())
         .merge(streams::router())
+        .merge(webhooks::router())
         .merge(service::router())
 }
 

@@ -34,6 +34,7 @@ pub const USER_TOKEN_HEADER: &str = "user_token_header";
         (name = "api-keys", description = "Server-to-server API keys"),
         (name = "providers", description = "Model providers (OpenAI-compatible servers)"),
         (name = "users", description = "An application's end users: export and erase their data"),
+        (name = "webhooks", description = "Receivers of an application's events (Standard Webhooks) and their deliveries"),
         (name = "conversations", description = "The end user's conversations (secure user token)"),
         (name = "memories", description = "The end user's memory (secure user token)"),
         (name = "completions", description = "Talk to an agent (secure user token)"),

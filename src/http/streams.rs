@@ -18,6 +18,7 @@ use crate::store::scope::AgentScope;
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(resume_reply))
+        .routes(routes!(resume_completion))
         .routes(routes!(stop_reply))
 }
 
@@ -55,6 +56,27 @@ async fn resume_reply(
         .headers_mut()
         .insert(HeaderName::from_static("x-conversation-id"), header);
     Ok(response)
+}
+
+/// Resume the reply in progress in a conversation, at the AI SDK's default reconnect URL.
+///
+/// The same as `GET …/conversations/{conversation_id}/stream`, where a `DefaultChatTransport`
+/// whose `api` is this agent's completions endpoint looks for it (`{api}/{chatId}/stream`), so
+/// `useChat({resume: true})` needs no `prepareReconnectToStreamRequest`.
+#[utoipa::path(
+    get, path = "/v1/agents/{agent_id}/completions/{conversation_id}/stream", tag = "completions",
+    params(("agent_id" = Uuid, Path, description = "Agent id"), ("conversation_id" = String, Path, description = "Conversation id (the AI SDK chat id)")),
+    security(("user_token" = []), ("user_token_header" = [])),
+    responses(
+        (status = 200, description = "The reply's stream, in its format",
+            headers(("X-Conversation-Id" = String, description = "The conversation")),
+            content((String = "text/event-stream"))),
+        (status = 204, description = "No reply is in progress in this conversation"),
+        (status = 404, description = "`not_found`: no such conversation of this user", body = crate::error::ErrorBody),
+    )
+)]
+async fn resume_completion(state: State<AppState>, scope: AgentScope, path: Path<(Uuid, String)>) -> Result<Response> {
+    resume_reply(state, scope, path).await
 }
 
 /// Stop the reply in progress in a conversation.

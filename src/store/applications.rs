@@ -28,6 +28,8 @@ pub struct Application {
     pub retention: Json<Retention>,
     /// Replies go on when their client leaves (it may resume them).
     pub resumable: bool,
+    /// What its webhooks receive (`,type,…,`; kept by `webhooks`).
+    pub webhook_events: String,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -39,17 +41,19 @@ crate::from_row!(Application {
     limits,
     retention,
     resumable,
+    webhook_events,
     created_at,
     updated_at
 });
 
-const COLUMNS: [Applications; 8] = [
+const COLUMNS: [Applications; 9] = [
     Applications::Id,
     Applications::Name,
     Applications::AllowedOrigins,
     Applications::Limits,
     Applications::Retention,
     Applications::Resumable,
+    Applications::WebhookEvents,
     Applications::CreatedAt,
     Applications::UpdatedAt,
 ];
@@ -172,6 +176,7 @@ pub async fn create(db: &Db, settings: ApplicationSettings, owner: Option<Uuid>)
         limits: Json(settings.limits.unwrap_or_default()),
         retention: Json(settings.retention.unwrap_or_default().apply(Retention::default())),
         resumable: settings.resumable.unwrap_or(false),
+        webhook_events: String::new(),
         created_at: now,
         updated_at: now,
     };
@@ -185,6 +190,7 @@ pub async fn create(db: &Db, settings: ApplicationSettings, owner: Option<Uuid>)
             json_value(&app.limits.0).into(),
             json_value(&app.retention.0).into(),
             app.resumable.into(),
+            String::new().into(),
             now.into(),
             now.into(),
         ])

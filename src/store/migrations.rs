@@ -42,6 +42,7 @@ migrations! {
     8 "0008_retention_superseded",
     9 "0009_tools",
     10 "0010_live_replies",
+    11 "0011_webhooks",
 }
 
 /// sqlx's checksum of a migration: SHA-384 of its SQL.

@@ -26,6 +26,7 @@ pub mod schema;
 pub mod scope;
 mod sqlite;
 pub mod user_data;
+pub mod webhooks;
 
 use std::path::PathBuf;
 use std::sync::Arc;

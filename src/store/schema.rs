@@ -39,6 +39,7 @@ pub enum Applications {
     Limits,
     Retention,
     Resumable,
+    WebhookEvents,
     CreatedAt,
     UpdatedAt,
 }
@@ -105,4 +106,32 @@ pub enum ApiKeys {
     KeyHash,
     CreatedAt,
     LastUsedAt,
+}
+
+#[derive(Iden, Clone, Copy)]
+pub enum Webhooks {
+    Table,
+    Id,
+    ApplicationId,
+    Url,
+    Events,
+    SecretEncrypted,
+    CreatedAt,
+}
+
+#[derive(Iden, Clone, Copy)]
+pub enum WebhookDeliveries {
+    Table,
+    Id,
+    WebhookId,
+    ApplicationId,
+    EventType,
+    Payload,
+    Status,
+    Attempts,
+    LastStatus,
+    LastError,
+    NextAttemptAt,
+    CreatedAt,
+    DeliveredAt,
 }

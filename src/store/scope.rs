@@ -16,6 +16,8 @@ use std::sync::Arc;
 
 use uuid::Uuid;
 
+use super::webhooks::{EventSet, EventType};
+
 use super::Db;
 use super::StoreError;
 use super::agents::{Agent, AgentCache};
@@ -171,6 +173,8 @@ pub struct UserScope {
     stores_content: bool,
     /// The application's replies go on when their client leaves.
     resumable: bool,
+    /// What the application's webhooks receive: the user's changes write these events.
+    events: EventSet,
 }
 
 /// The longest accepted `sub`, in bytes.
@@ -185,17 +189,24 @@ impl UserScope {
             agents,
             stores_content: true,
             resumable: false,
+            events: EventSet::default(),
         }
     }
 
     /// This scope under its application's privacy mode and reply policy, as the door read them
     /// for this request.
-    pub(crate) fn with_policy(self, stores_content: bool, resumable: bool) -> Self {
+    pub(crate) fn with_policy(self, stores_content: bool, resumable: bool, events: EventSet) -> Self {
         Self {
             stores_content,
             resumable,
+            events,
             ..self
         }
+    }
+
+    /// Whether the application's webhooks receive `event` (as the door read it).
+    pub fn notifies(&self, event: EventType) -> bool {
+        self.events.contains(event)
     }
 
     /// Whether the user's replies go on when their client leaves (`resumable` on the application).
@@ -217,6 +228,7 @@ impl UserScope {
             agents: AgentAccess::All,
             stores_content: true,
             resumable: false,
+            events: EventSet::default(),
         })
     }
 
@@ -229,6 +241,7 @@ impl UserScope {
             agents: AgentAccess::All,
             stores_content: false,
             resumable: false,
+            events: EventSet::default(),
         }
     }
 

@@ -1,5 +1,6 @@
 //! A crash loses nothing that was acknowledged: `kill -9` in the middle of concurrent turns, then a
-//! restart on the same database, and every turn that was answered is there, both messages.
+//! restart on the same database, and every turn that was answered is there, both messages, and
+//! its webhook events are delivered; no event names anything that was not stored.
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -32,6 +33,10 @@ impl Server {
             .env("CONFIDANT_ADMIN_EMAIL", EMAIL)
             .env("CONFIDANT_ADMIN_PASSWORD", PASSWORD)
             .env("RUST_LOG", "error")
+            // Webhooks to the test's loopback receiver, retried quickly.
+            .env("CONFIDANT_PROVIDER_ALLOWED_HOSTS", "127.0.0.1")
+            .env("CONFIDANT_WEBHOOK_RETRY_BASE", "1s")
+            .env("CONFIDANT_WEBHOOK_TIMEOUT", "1s")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -63,13 +68,24 @@ impl Server {
     }
 }
 
-async fn killed_in_the_middle_of_concurrent_turns_loses_no_acknowledged_message(backend: Backend) {
+/// A fresh database, the server on it, and an application with an agent and an all-agents key.
+struct Setup {
+    database: TestDatabase,
+    master_key: String,
+    server: Server,
+    /// The operator's access token.
+    token: String,
+    app_id: String,
+    agent: String,
+    /// Alice's user token.
+    user: String,
+}
+
+async fn set_up(backend: Backend) -> Option<Setup> {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let Some(database) = TestDatabase::create(backend).await else {
-        return;
-    };
+    let database = TestDatabase::create(backend).await?;
     let master_key = confidant::crypto::MasterKey::generate_base64();
-    let mut server = Server::start(&database.url, &master_key).await;
+    let server = Server::start(&database.url, &master_key).await;
     let login = server
         .ok(
             "/v1/auth/login",
@@ -81,7 +97,7 @@ async fn killed_in_the_middle_of_concurrent_turns_loses_no_acknowledged_message(
     let app = server
         .ok("/v1/applications", &token, Some(json!({"name": "crash"})))
         .await;
-    let app_id = app["id"].as_str().unwrap();
+    let app_id = app["id"].as_str().unwrap().to_owned();
     let agent = server
         .ok(
             &format!("/v1/applications/{app_id}/agents"),
@@ -102,27 +118,44 @@ async fn killed_in_the_middle_of_concurrent_turns_loses_no_acknowledged_message(
         key["secret"].as_str().unwrap().to_owned(),
     );
     let user = crate::harness::user_token(&key, "alice");
+    Some(Setup {
+        database,
+        master_key,
+        server,
+        token,
+        app_id,
+        agent,
+        user,
+    })
+}
 
-    // Sixteen clients take turns in their own conversations until the server dies under them.
-    let path = format!("/v1/agents/{agent}/chat/completions");
-    let clients: Vec<_> = (0..16)
+/// `clients` clients post turns (`turn(client, n)`: the body, and what to remember of it) to the
+/// agent until the server is killed 600 ms in; returns what each had acknowledged (answered with
+/// 200 and a whole JSON body), with the answer.
+async fn turns_until_killed(
+    server: &mut Server,
+    agent: &str,
+    user: &str,
+    clients: usize,
+    turn: fn(usize, usize) -> (Value, String),
+) -> Vec<Vec<(String, Value)>> {
+    let url = format!("{}/v1/agents/{agent}/chat/completions", server.base);
+    let clients: Vec<_> = (0..clients)
         .map(|client| {
-            let (base, path, user) = (server.base.clone(), path.clone(), user.clone());
+            let (url, user) = (url.clone(), user.to_owned());
             tokio::spawn(async move {
                 let http = reqwest::Client::new();
                 let mut acknowledged = Vec::new();
-                for turn in 0.. {
-                    let text = format!("client {client} turn {turn}");
-                    let body = json!({"messages": [{"role": "user", "content": text}], "conversation_id": format!("c{client}")});
-                    let reply = http.post(format!("{base}{path}")).bearer_auth(&user).json(&body).send().await;
-                    let Ok(reply) = reply else { break };
+                for n in 0.. {
+                    let (body, remembered) = turn(client, n);
+                    let Ok(reply) = http.post(&url).bearer_auth(&user).json(&body).send().await else {
+                        break;
+                    };
                     if reply.status() != 200 {
                         break;
                     }
-                    // Acknowledged: the whole answer arrived, and it echoes the message.
                     let Ok(answer) = reply.json::<Value>().await else { break };
-                    assert_eq!(answer["choices"][0]["message"]["content"], text.as_str());
-                    acknowledged.push(text);
+                    acknowledged.push((remembered, answer));
                 }
                 acknowledged
             })
@@ -135,6 +168,36 @@ async fn killed_in_the_middle_of_concurrent_turns_loses_no_acknowledged_message(
     for client in clients {
         acknowledged.push(client.await.unwrap());
     }
+    acknowledged
+}
+
+async fn killed_in_the_middle_of_concurrent_turns_loses_no_acknowledged_message(backend: Backend) {
+    let Some(Setup {
+        database,
+        master_key,
+        mut server,
+        agent,
+        user,
+        ..
+    }) = set_up(backend).await
+    else {
+        return;
+    };
+    // Sixteen clients take turns in their own conversations until the server dies under them.
+    let acknowledged = turns_until_killed(&mut server, &agent, &user, 16, |client, turn| {
+        let text = format!("client {client} turn {turn}");
+        let body = json!({"messages": [{"role": "user", "content": text}], "conversation_id": format!("c{client}")});
+        (body, text)
+    })
+    .await;
+    for (text, answer) in acknowledged.iter().flatten() {
+        // Acknowledged: the whole answer arrived, and it echoes the message.
+        assert_eq!(answer["choices"][0]["message"]["content"], text.as_str());
+    }
+    let acknowledged: Vec<Vec<String>> = acknowledged
+        .into_iter()
+        .map(|turns| turns.into_iter().map(|(text, _)| text).collect())
+        .collect();
     let total: usize = acknowledged.iter().map(Vec::len).sum();
     assert!(total >= 16, "too few turns before the kill to prove anything: {total}");
 
@@ -163,6 +226,97 @@ async fn killed_in_the_middle_of_concurrent_turns_loses_no_acknowledged_message(
     drop(server);
 }
 
+async fn killed_with_webhook_deliveries_outstanding_loses_and_invents_none(backend: Backend) {
+    let Some(Setup {
+        database,
+        master_key,
+        mut server,
+        token,
+        app_id,
+        agent,
+        user,
+    }) = set_up(backend).await
+    else {
+        return;
+    };
+    // The receiver refuses everything until the server has died and come back.
+    let receiver = crate::webhooks::Receiver::start(usize::MAX).await;
+    server
+        .ok(
+            &format!("/v1/applications/{app_id}/webhooks"),
+            &token,
+            Some(json!({"url": receiver.url, "events": ["conversation.created", "message.completed"]})),
+        )
+        .await;
+
+    // Eight clients start a conversation per turn until the server dies under them.
+    let acknowledged: Vec<String> = turns_until_killed(&mut server, &agent, &user, 8, |client, turn| {
+        let conversation = format!("c{client}-{turn}");
+        let body = json!({"messages": [{"role": "user", "content": "hi"}], "conversation_id": conversation});
+        (body, conversation)
+    })
+    .await
+    .into_iter()
+    .flatten()
+    .map(|(conversation, _)| conversation)
+    .collect();
+    assert!(
+        acknowledged.len() >= 8,
+        "too few turns before the kill: {}",
+        acknowledged.len()
+    );
+    assert!(!receiver.captured().is_empty(), "deliveries were tried before the kill");
+
+    receiver.set_failing(0);
+    let server = Server::start(&database.url, &master_key).await;
+    // Every acknowledged turn's two events arrive (at least once: a delivery in flight at the
+    // kill may come twice, under one `webhook-id`).
+    let heard = |captured: &[crate::webhooks::Captured], kind: &str, conversation: &str| {
+        captured.iter().any(|c| {
+            let event = c.json();
+            event["type"] == kind && event["data"]["conversation_id"] == conversation
+        })
+    };
+    let started = Instant::now();
+    let captured = loop {
+        let captured = receiver.captured();
+        let missing = acknowledged
+            .iter()
+            .find(|c| !heard(&captured, "conversation.created", c) || !heard(&captured, "message.completed", c));
+        let Some(missing) = missing else { break captured };
+        assert!(
+            started.elapsed() < Duration::from_secs(40),
+            "the events of acknowledged turn {missing} were lost"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    // No event names a conversation or a message that is not stored.
+    for delivery in &captured {
+        let event = delivery.json();
+        let conversation = event["data"]["conversation_id"].as_str().unwrap();
+        let stored = server
+            .ok(&format!("/v1/agents/{agent}/conversations/{conversation}"), &user, None)
+            .await;
+        if event["type"] == "message.completed" {
+            let message = &event["data"]["message_id"];
+            assert!(
+                stored["messages"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|m| &m["id"] == message),
+                "an event for a message that was never stored: {event}"
+            );
+        }
+    }
+    // One webhook-id per event: its retries and redeliveries share it.
+    for delivery in &captured {
+        let same: Vec<_> = captured.iter().filter(|c| c.id == delivery.id).collect();
+        assert!(same.iter().all(|c| c.body == delivery.body));
+    }
+    drop(server);
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -178,4 +332,14 @@ async fn sqlite_killed_mid_turns_loses_no_acknowledged_message() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_killed_mid_turns_loses_no_acknowledged_message() {
     killed_in_the_middle_of_concurrent_turns_loses_no_acknowledged_message(Backend::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_killed_with_webhooks_outstanding_loses_no_event() {
+    killed_with_webhook_deliveries_outstanding_loses_and_invents_none(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_killed_with_webhooks_outstanding_loses_no_event() {
+    killed_with_webhook_deliveries_outstanding_loses_and_invents_none(Backend::Postgres).await;
 }

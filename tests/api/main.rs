@@ -27,3 +27,4 @@ mod storage;
 mod tool_turns;
 mod tools;
 mod user_tokens;
+mod webhooks;

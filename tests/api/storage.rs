@@ -265,6 +265,7 @@ async fn later_migrations_upgrade_a_database_made_by_the_first(mut app: TestApp)
          ALTER TABLE agents DROP COLUMN tools; ALTER TABLE messages DROP COLUMN tool_calls; \
          ALTER TABLE messages DROP COLUMN tool_call_id; \
          ALTER TABLE applications DROP COLUMN resumable; ALTER TABLE conversations DROP COLUMN live_instance; \
+         DROP TABLE webhook_deliveries; DROP TABLE webhooks; ALTER TABLE applications DROP COLUMN webhook_events; \
          DELETE FROM _sqlx_migrations WHERE version >= 2;",
     )
     .await;

@@ -8,6 +8,7 @@ use super::messages::{MESSAGE_COLUMNS, Message};
 use super::tables::{Conversations, Feedback, Messages};
 use super::{RecentCursor, insert, left_join_owned, newest_first, select, update};
 use crate::store::scope::{AgentScope, UserScope};
+use crate::store::webhooks::{self, Event, EventType};
 use crate::store::{Db, FromRow, Row, StoreError, StoreResult, now_micros};
 
 /// One of the user's conversations. Made only by the store, from a row its scope reached.
@@ -416,7 +417,19 @@ pub async fn open_conversation(
             created_at: now,
             updated_at: now,
         };
-        match db.execute(insert_statement(scope, &conversation)).await {
+        let event = scope.user().notifies(EventType::ConversationCreated).then(|| {
+            Event::new(
+                EventType::ConversationCreated,
+                serde_json::json!({
+                    "agent_id": scope.agent_id(),
+                    "conversation_id": conversation.external_id,
+                    "user": scope.user().sub(),
+                    "title": conversation.title,
+                }),
+            )
+        });
+        let insert = insert_statement(scope, &conversation);
+        match webhooks::execute_noting(db, scope.user().application_id(), insert, event).await {
             Ok(_) => return Ok(OpenedConversation::Created(conversation)),
             // Another request created it first: read theirs.
             Err(StoreError::Conflict(_)) => continue,

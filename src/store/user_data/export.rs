@@ -9,6 +9,7 @@ use super::messages::{self, Message};
 use super::tables::{Conversations, Feedback, Memories, Messages, Usage};
 use super::{delete, select};
 use crate::store::scope::UserScope;
+use crate::store::webhooks::{self, Event, EventType};
 use crate::store::{Count, Db, StoreResult};
 
 /// A page of the user's conversations, in the order they were made, after `after`.
@@ -65,6 +66,8 @@ pub struct Erased {
 /// Deletes everything stored for the user, in one transaction.
 pub async fn erase(db: &Db, scope: &UserScope) -> StoreResult<Erased> {
     let statements = erase_statements(scope);
+    let app_id = scope.application_id();
+    let event = Event::new(EventType::UserErased, serde_json::json!({"user": scope.sub()}));
     db.transaction(move |tx| {
         Box::pin(async move {
             let (count_messages, delete_conversations, delete_memories, delete_usage, delete_feedback) = &statements;
@@ -77,6 +80,8 @@ pub async fn erase(db: &Db, scope: &UserScope) -> StoreResult<Erased> {
             // Usage and votes name the user too: they go with them.
             tx.execute(delete_usage).await?;
             tx.execute(delete_feedback).await?;
+            // Whoever erased them (the user, or an administrator), the application is told.
+            webhooks::enqueue(tx, app_id, &event).await?;
             Ok(erased)
         })
     })

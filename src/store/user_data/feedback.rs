@@ -9,6 +9,7 @@ use super::tables::{Conversations, Feedback, Messages};
 use super::{RecentCursor, delete, insert, newest_first, select, select_all_users, sub_column};
 use crate::store::row::Json;
 use crate::store::scope::{AgentScope, AppAccess, UserScope};
+use crate::store::webhooks::{self, Event, EventType};
 use crate::store::{Db, StoreResult, now_micros};
 
 crate::text_enum! {
@@ -150,6 +151,21 @@ pub async fn put_feedback(
     let role = role_statement(scope, &conversation, message_id);
     let upsert = upsert_statement(scope, &conversation, message_id, &feedback, now_micros());
     let read = one_statement(scope.user(), message_id);
+    let app_id = scope.user().application_id();
+    let event = scope.user().notifies(EventType::FeedbackCreated).then(|| {
+        Event::new(
+            EventType::FeedbackCreated,
+            serde_json::json!({
+                "agent_id": scope.agent_id(),
+                "conversation_id": conversation.external_id,
+                "message_id": message_id,
+                "user": scope.user().sub(),
+                "vote": feedback.vote.as_str(),
+                "comment": feedback.comment,
+                "tags": feedback.tags,
+            }),
+        )
+    });
     db.transaction(move |tx| {
         Box::pin(async move {
             match tx.row::<Role>(&role).await? {
@@ -158,10 +174,15 @@ pub async fn put_feedback(
                 Some(_) => {}
             }
             tx.execute(&upsert).await?;
-            Ok(match tx.row::<FeedbackRow>(&read).await? {
-                Some(saved) => FeedbackOutcome::Saved(saved),
-                None => FeedbackOutcome::NoSuchMessage,
-            })
+            let Some(saved) = tx.row::<FeedbackRow>(&read).await? else {
+                return Ok(FeedbackOutcome::NoSuchMessage);
+            };
+            if let Some(event) = &event {
+                let mut event = event.clone();
+                event.data["replaced"] = (saved.created_at != saved.updated_at).into();
+                webhooks::enqueue(tx, app_id, &event).await?;
+            }
+            Ok(FeedbackOutcome::Saved(saved))
         })
     })
     .await

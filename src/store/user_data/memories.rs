@@ -7,6 +7,7 @@ use uuid::Uuid;
 use super::tables::Memories;
 use super::{insert, select, update};
 use crate::store::scope::{MemoryOwner, UserScope};
+use crate::store::webhooks::{self, Event, EventType};
 use crate::store::{Backend, Db, Json, PageRequest, StoreResult, now_micros};
 
 /// A stored memory record.
@@ -76,7 +77,20 @@ pub async fn create_memory(db: &Db, owner: &MemoryOwner, content: &str, metadata
         created_at: now,
         updated_at: now,
     };
-    db.execute(insert_statement(owner, &memory)).await?;
+    let user = owner.user();
+    let event = user.notifies(EventType::MemoryCreated).then(|| {
+        Event::new(
+            EventType::MemoryCreated,
+            serde_json::json!({
+                "agent_id": memory.agent_id,
+                "memory_id": memory.id,
+                "user": user.sub(),
+                "content": memory.content,
+                "metadata": memory.metadata.0,
+            }),
+        )
+    });
+    webhooks::execute_noting(db, user.application_id(), insert_statement(owner, &memory), event).await?;
     Ok(memory)
 }
 

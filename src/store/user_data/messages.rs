@@ -10,6 +10,7 @@ use super::{insert, insert_selected, select, update};
 use crate::completions::ToolCall;
 use crate::store::Json;
 use crate::store::scope::{AgentScope, UserScope};
+use crate::store::webhooks::{self, Event};
 use crate::store::{Backend, Db, StoreError, StoreResult, Tx, now_micros};
 
 crate::text_enum! {
@@ -212,6 +213,30 @@ pub async fn append_messages(
     new: &[NewMessage],
     live: LiveMark,
 ) -> StoreResult<Vec<Message>> {
+    append(db, scope, conversation, new, live, None).await
+}
+
+/// Appends a reply's message as `append_messages` does, and writes `event`'s webhook deliveries
+/// in the same transaction when the message is stored (not when it was already).
+pub async fn append_reply(
+    db: &Db,
+    scope: &AgentScope,
+    conversation: &Conversation,
+    message: NewMessage,
+    live: LiveMark,
+    event: Option<Event>,
+) -> StoreResult<Vec<Message>> {
+    append(db, scope, conversation, &[message], live, event).await
+}
+
+async fn append(
+    db: &Db,
+    scope: &AgentScope,
+    conversation: &Conversation,
+    new: &[NewMessage],
+    live: LiveMark,
+    event: Option<Event>,
+) -> StoreResult<Vec<Message>> {
     if new.is_empty() {
         return Ok(Vec::new());
     }
@@ -225,14 +250,22 @@ pub async fn append_messages(
         now: now_micros(),
         live,
     };
-    if db.backend() == Backend::Postgres && !append.has_client_ids() {
+    if db.backend() == Backend::Postgres && !append.has_client_ids() && event.is_none() {
         // Nothing to deduplicate: reserve and insert in one statement, one round trip.
         let reserved: Option<LastSeq> = db.returning(append.reserve_and_insert()).await?;
         let fresh: Vec<&NewMessage> = append.new.iter().collect();
         return Ok(append.rows(&fresh, reserved.ok_or(StoreError::NotFound)?));
     }
-    db.transaction(move |tx| Box::pin(async move { append.run(tx).await }))
-        .await
+    db.transaction(move |tx| {
+        Box::pin(async move {
+            let stored = append.run(tx).await?;
+            if let Some(event) = event.filter(|_| !stored.is_empty()) {
+                webhooks::enqueue(tx, append.scope.application_id(), &event).await?;
+            }
+            Ok(stored)
+        })
+    })
+    .await
 }
 
 /// One append's statements, shared by both backends.

@@ -5,44 +5,13 @@
 import assert from "node:assert/strict";
 import { before, describe, test } from "node:test";
 
-import { AbstractChat, DefaultChatTransport, type ChatState, type ChatStatus, type UIMessage } from "ai";
 import { SignJWT } from "jose";
 import OpenAI from "openai";
 import createClient from "openapi-fetch";
 
 import type { paths } from "../generated/schema.js";
+import { BASE, EMAIL, PASSWORD, chatAt, textOf } from "./chat.js";
 
-const BASE = process.env.CONFIDANT_URL ?? "http://127.0.0.1:8080";
-const EMAIL = process.env.CONFIDANT_ADMIN_EMAIL ?? "admin@example.com";
-const PASSWORD = process.env.CONFIDANT_ADMIN_PASSWORD ?? "confidant-dev-password";
-
-/** The in-memory chat state a UI framework would keep (as @ai-sdk/react's ReactChatState). */
-class MemoryState implements ChatState<UIMessage> {
-  status: ChatStatus = "ready";
-  error: Error | undefined = undefined;
-  messages: UIMessage[] = [];
-  pushMessage = (message: UIMessage) => {
-    this.messages = this.messages.concat(message);
-  };
-  popMessage = () => {
-    this.messages = this.messages.slice(0, -1);
-  };
-  replaceMessage = (index: number, message: UIMessage) => {
-    this.messages = [...this.messages.slice(0, index), message, ...this.messages.slice(index + 1)];
-  };
-  snapshot = <T>(thing: T): T => structuredClone(thing);
-}
-
-/** What `useChat` is, without React: AbstractChat over a DefaultChatTransport. */
-class Chat extends AbstractChat<UIMessage> {
-  constructor(id: string, api: string, headers: Record<string, string>) {
-    super({ id, transport: new DefaultChatTransport({ api, headers }), state: new MemoryState() });
-  }
-}
-
-function textOf(message: UIMessage | undefined): string {
-  return (message?.parts ?? []).map((part) => (part.type === "text" ? part.text : "")).join("");
-}
 
 describe("Confidant with real clients", () => {
   const api = createClient<paths>({ baseUrl: BASE });
@@ -104,7 +73,7 @@ describe("Confidant with real clients", () => {
 
   test("the AI SDK 5 chat talks to the agent over two turns", async () => {
     const token = await userToken("ai-sdk-user");
-    const chat = new Chat(`chat-${Date.now()}`, `${BASE}/v1/agents/${agentId}/completions`, {
+    const chat = chatAt(`chat-${Date.now()}`, `${BASE}/v1/agents/${agentId}/completions`, {
       "X-Secure-User-Token": token,
     });
     await chat.sendMessage({ text: "hello from the ai sdk" });
@@ -138,7 +107,7 @@ describe("Confidant with real clients", () => {
   test("the AI SDK 5 chat regenerates and edits, and the server ends with what it shows", async () => {
     const token = await userToken("ai-sdk-editor");
     const headers = { "X-Secure-User-Token": token };
-    const chat = new Chat(`edit-${Date.now()}`, `${BASE}/v1/agents/${agentId}/completions`, headers);
+    const chat = chatAt(`edit-${Date.now()}`, `${BASE}/v1/agents/${agentId}/completions`, headers);
     await chat.sendMessage({ text: "first question" });
     await chat.sendMessage({ text: "second question" });
     assert.equal(chat.messages.length, 4);
@@ -177,7 +146,7 @@ describe("Confidant with real clients", () => {
   });
 
   test("the AI SDK surfaces a 401 as an error", async () => {
-    const chat = new Chat(`bad-${Date.now()}`, `${BASE}/v1/agents/${agentId}/completions`, {
+    const chat = chatAt(`bad-${Date.now()}`, `${BASE}/v1/agents/${agentId}/completions`, {
       "X-Secure-User-Token": "not-a-token",
     });
     await chat.sendMessage({ text: "hello?" });

@@ -7,21 +7,12 @@ import assert from "node:assert/strict";
 import { before, describe, test } from "node:test";
 
 import { HttpAgent } from "@ag-ui/client";
-import {
-  AbstractChat,
-  DefaultChatTransport,
-  lastAssistantMessageIsCompleteWithToolCalls,
-  type ChatInit,
-  type ChatState,
-  type ChatStatus,
-  type UIMessage,
-} from "ai";
+import { DefaultChatTransport, lastAssistantMessageIsCompleteWithToolCalls } from "ai";
 import { SignJWT } from "jose";
 import OpenAI from "openai";
 
-const BASE = process.env.CONFIDANT_URL ?? "http://127.0.0.1:8080";
-const EMAIL = process.env.CONFIDANT_ADMIN_EMAIL ?? "admin@example.com";
-const PASSWORD = process.env.CONFIDANT_ADMIN_PASSWORD ?? "confidant-dev-password";
+import { BASE, EMAIL, PASSWORD, Chat, call } from "./chat.js";
+
 
 const WEATHER = {
   type: "function",
@@ -31,39 +22,6 @@ const WEATHER = {
     parameters: { type: "object", properties: { city: { type: "string" } }, required: ["city"] },
   },
 };
-
-class MemoryState implements ChatState<UIMessage> {
-  status: ChatStatus = "ready";
-  error: Error | undefined = undefined;
-  messages: UIMessage[] = [];
-  pushMessage = (message: UIMessage) => {
-    this.messages = this.messages.concat(message);
-  };
-  popMessage = () => {
-    this.messages = this.messages.slice(0, -1);
-  };
-  replaceMessage = (index: number, message: UIMessage) => {
-    this.messages = [...this.messages.slice(0, index), message, ...this.messages.slice(index + 1)];
-  };
-  snapshot = <T>(thing: T): T => structuredClone(thing);
-}
-
-class Chat extends AbstractChat<UIMessage> {
-  constructor(init: ChatInit<UIMessage>) {
-    super({ ...init, state: new MemoryState() });
-  }
-}
-
-async function call(method: string, path: string, token: string, body?: unknown): Promise<any> {
-  const response = await fetch(`${BASE}${path}`, {
-    method,
-    headers: { Authorization: `Bearer ${token}`, "Content-Type": "application/json" },
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
-  const text = await response.text();
-  assert.ok(response.ok, `${method} ${path}: ${response.status} ${text}`);
-  return text ? JSON.parse(text) : null;
-}
 
 describe("tools with real clients", () => {
   let agentId = "";
