@@ -3,7 +3,8 @@
 // strings, so names and secrets from the API cannot inject markup.
 
 import { $, field, h } from "/dashboard/dom.js";
-import { callText, toolSettings, toolTurn } from "/dashboard/tools.js";
+import { callText, resumeTurn, toolSettings, toolTurn } from "/dashboard/tools.js";
+import { renderWebhooks } from "/dashboard/webhooks.js";
 
 const state = { access: null, refresh: null, me: null, appId: null, tab: "agents", agents: [], keys: [] };
 
@@ -196,6 +197,16 @@ async function start() {
   const remembered = sessionStorage.getItem("confidant.app");
   state.appId = state.me.applications.some((a) => a.id === remembered) ? remembered : state.me.applications[0]?.id ?? null;
   if (state.appId) select.value = state.appId;
+  // A reload on an agent's page (its Try-it chat included) comes back to it.
+  const agent = /^#agent\/([0-9a-f-]{36})$/.exec(location.hash)?.[1];
+  if (agent && state.appId) {
+    try {
+      await renderAgent(agent);
+      return;
+    } catch {
+      history.replaceState(null, "", location.pathname);
+    }
+  }
   await render();
 }
 
@@ -207,11 +218,13 @@ async function render() {
     return;
   }
   sessionStorage.setItem("confidant.app", state.appId);
+  if (location.hash) history.replaceState(null, "", location.pathname);
   const tabs = [
     ["agents", "Agents"],
     ["authentication-keys", "Authentication keys"],
     ["api-keys", "API keys"],
     ["providers", "Providers"],
+    ["webhooks", "Webhooks"],
     ["conversations", "Conversations"],
     ["feedback", "Feedback"],
     ["settings", "Usage & limits"],
@@ -230,6 +243,7 @@ async function render() {
     "authentication-keys": renderAuthenticationKeys,
     "api-keys": renderApiKeys,
     providers: renderProviders,
+    webhooks: (panel) => renderWebhooks(panel, { api, attempt, appPath, showSecret, deleteButton, when, render }),
     conversations: renderConversations,
     feedback: renderFeedback,
     settings: renderSettings,
@@ -388,6 +402,7 @@ async function renderAgent(agentId) {
     chart(stats.per_day.map((d) => ({ day: d.day, value: d.conversations })), "conversations"),
   );
   const usable = keys.data.filter((k) => k.scope.all_agents || (k.scope.agents || []).includes(agentId));
+  history.replaceState(null, "", `#agent/${agentId}`);
   $("main").replaceChildren(
     h("p", {}, h("button", { type: "button", onclick: () => { state.tab = "agents"; render(); } }, "← All agents")),
     h("h1", { text: agent.name }),
@@ -396,62 +411,136 @@ async function renderAgent(agentId) {
   );
 }
 
-/** The try-it panel: a short-lived token for a test user, then a streamed chat. */
+/**
+ * The try-it panel: a short-lived token for a test user, then a streamed chat. The conversation
+ * is remembered for the tab's session: after a reload its transcript comes back, and a reply still
+ * in progress (an application with `resumable` on) is picked up where it is.
+ */
 function tryIt(agentId, keys) {
   const section = h("section", { class: "card", "aria-labelledby": "try-title" }, h("h2", { id: "try-title", text: "Try it" }));
   if (!keys.length) {
     section.append(h("p", { class: "muted", text: "Create an authentication key that covers this agent to try it." }));
     return section;
   }
+  const remembered = `confidant.try.${agentId}`;
+  const saved = JSON.parse(sessionStorage.getItem(remembered) || "null");
   const key = h("select", {}, keys.map((k) => h("option", { value: k.id }, k.name)));
-  const sub = h("input", { type: "text", value: "dashboard-test-user" });
+  if (saved && keys.some((k) => k.id === saved.key)) key.value = saved.key;
+  const sub = h("input", { type: "text", value: saved?.sub ?? "dashboard-test-user", maxlength: 256 });
   const log = h("div", { class: "chat", id: "chat-log", "aria-live": "polite" });
   const message = h("input", { type: "text", placeholder: "Say something to the agent" });
   const send = h("button", { class: "primary", type: "submit" }, "Send");
+  const stop = h("button", { type: "button", hidden: true }, "Stop");
+  const fresh = h("button", { type: "button" }, "New conversation");
   let token = null;
   let expires = 0;
-  const conversation = `dashboard-${Date.now()}`;
+  let conversation = saved?.conversation ?? `dashboard-${Date.now()}`;
   const scroll = () => { log.scrollTop = log.scrollHeight; };
-  /** Runs one turn (a message, or a client tool's result) and shows what comes back. */
-  async function turn(body) {
+  const remember = () => sessionStorage.setItem(remembered, JSON.stringify({ conversation, key: key.value, sub: sub.value }));
+  async function userToken() {
     if (!token || Date.now() > expires - 30_000) {
       const minted = await attempt(() => api("POST", appPath(`/authentication-keys/${key.value}/tokens`), { sub: sub.value, ttl_seconds: 600 }));
-      if (!minted) return;
+      if (!minted) return null;
       token = minted.token;
       expires = Date.parse(minted.expires_at);
     }
+    return token;
+  }
+  // A new key or user is a new conversation (another user's is not theirs to read).
+  const forget = () => {
+    token = null;
+    conversation = `dashboard-${Date.now()}`;
+    sessionStorage.removeItem(remembered);
+    log.replaceChildren();
+  };
+  key.addEventListener("change", forget);
+  sub.addEventListener("change", forget);
+  fresh.addEventListener("click", forget);
+  const line = (who, node, cls = "msg") => log.append(h("div", { class: cls }, h("span", { class: "who", text: who }), node));
+  /** What a reply's stream shows, as it comes. */
+  function shown() {
     let reply = null;
     const agentLine = () => {
       if (!reply) {
         reply = h("span", { class: "reply" });
-        log.append(h("div", { class: "msg" }, h("span", { class: "who", text: "Agent:" }), reply));
+        line("Agent:", reply);
       }
       return reply;
     };
+    return {
+      delta: (delta) => { agentLine().textContent += delta; scroll(); },
+      toolCall: (call) => {
+        reply = null;
+        const node = h("code", { text: callText(call.name, call.arguments) });
+        line(call.server ? "Tool (server):" : "Tool (your app):", call.server ? node : h("span", {}, node, resultForm(call)), "msg tool");
+        scroll();
+      },
+      toolResult: (result) => {
+        line("Result:", h("code", { text: typeof result.output === "string" ? result.output : JSON.stringify(result.output) }), "msg tool");
+        reply = null;
+        scroll();
+      },
+    };
+  }
+  /** Runs a reply's stream (a new turn, or one resumed) with Send disabled and Stop shown. */
+  async function streaming(run) {
     send.disabled = true;
+    stop.hidden = false;
     try {
-      await toolTurn(agentId, token, { ...body, conversation_id: conversation }, {
-        delta: (delta) => { agentLine().textContent += delta; scroll(); },
-        toolCall: (call) => {
-          reply = null;
-          const line = h("div", { class: "msg tool" }, h("span", { class: "who", text: call.server ? "Tool (server):" : "Tool (your app):" }), h("code", { text: callText(call.name, call.arguments) }));
-          if (!call.server) line.append(resultForm(call));
-          log.append(line);
-          scroll();
-        },
-        toolResult: (result) => {
-          log.append(h("div", { class: "msg tool" }, h("span", { class: "who", text: "Result:" }), h("code", { text: typeof result.output === "string" ? result.output : JSON.stringify(result.output) })));
-          reply = null;
-          scroll();
-        },
-      }, ApiError);
+      await run();
       status("");
     } catch (error) {
       status(error.message, true);
     } finally {
       send.disabled = false;
+      stop.hidden = true;
       message.focus();
     }
+  }
+  /** Runs one turn (a message, or a client tool's result) and shows what comes back. */
+  async function turn(body) {
+    if (!(await userToken())) return;
+    remember();
+    await streaming(() => toolTurn(agentId, token, { ...body, conversation_id: conversation }, shown(), ApiError));
+  }
+  stop.addEventListener("click", async () => {
+    stop.disabled = true;
+    const path = `/v1/agents/${agentId}/conversations/${encodeURIComponent(conversation)}/stop`;
+    await fetch(path, { method: "POST", headers: { "x-secure-user-token": token } }).catch(() => null);
+    stop.disabled = false;
+  });
+  /** After a reload: the stored transcript, then the reply in progress, if any. */
+  async function restore() {
+    if (!(await userToken())) return;
+    const path = `/v1/agents/${agentId}/conversations/${encodeURIComponent(conversation)}?limit=100`;
+    const response = await fetch(path, { headers: { "x-secure-user-token": token } });
+    if (!response.ok) return; // deleted, or never stored: start afresh
+    const stored = await response.json();
+    for (const m of stored.messages) {
+      if (m.role === "user") line("You:", m.content);
+      else if (m.role === "assistant") {
+        for (const call of m.tool_calls ?? []) line("Tool:", h("code", { text: callText(call.name, call.arguments) }), "msg tool");
+        if (m.content) line("Agent:", h("span", { class: "reply", text: m.status === "incomplete" ? `${m.content} (cut short)` : m.content }));
+      } else if (m.role === "tool") line("Result:", h("code", { text: m.content }), "msg tool");
+    }
+    scroll();
+    await streaming(async () => {
+      const view = shown();
+      let first = true;
+      // The resumed reply comes from its start: it replaces the stored part of it, if any.
+      const resumed = await resumeTurn(agentId, conversation, token, {
+        ...view,
+        delta: (delta) => {
+          if (first) {
+            first = false;
+            const last = log.lastElementChild;
+            if (last?.querySelector(".reply") && last.querySelector(".who")?.textContent === "Agent:") last.remove();
+          }
+          view.delta(delta);
+        },
+      }, ApiError);
+      if (resumed) status("Picked up the reply in progress.");
+    });
   }
   /** What the app would answer for one of its tools: typed here, sent as the tool's result. */
   function resultForm(call) {
@@ -471,15 +560,16 @@ function tryIt(agentId, keys) {
         const text = message.value.trim();
         if (!text) return;
         message.value = "";
-        log.append(h("div", { class: "msg" }, h("span", { class: "who", text: "You:" }), text));
+        line("You:", text);
         await turn({ message: text });
       },
     },
-    h("div", { class: "row" }, field("Key", key), field("Test user (sub)", sub)),
+    h("div", { class: "row" }, field("Key", key), field("Test user (sub)", sub), fresh),
     log,
-    h("div", { class: "row grow" }, field("Message", message), send),
+    h("div", { class: "row grow" }, field("Message", message), send, stop),
   );
   section.append(form);
+  if (saved) restore();
   return section;
 }
 

@@ -63,6 +63,27 @@ export async function toolTurn(agentId, token, body, on, ApiError) {
     const error = await response.json().catch(() => null);
     throw new ApiError(response.status, error);
   }
+  await readStream(response, on);
+}
+
+/**
+ * Picks up the reply in progress in a conversation (after a reload): from its first event, then
+ * live. `false` when nothing is in progress.
+ */
+export async function resumeTurn(agentId, conversationId, token, on, ApiError) {
+  const path = `/v1/agents/${agentId}/conversations/${encodeURIComponent(conversationId)}/stream`;
+  const response = await fetch(path, { headers: { "x-secure-user-token": token } });
+  if (response.status === 204) return false;
+  if (!response.ok) {
+    const error = await response.json().catch(() => null);
+    throw new ApiError(response.status, error);
+  }
+  await readStream(response, on);
+  return true;
+}
+
+/** Reads a DeltaKit stream to its `[DONE]`. */
+async function readStream(response, on) {
   const reader = response.body.getReader();
   const decoder = new TextDecoder();
   let buffer = "";

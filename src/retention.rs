@@ -1,14 +1,15 @@
 //! Retention: every `CONFIDANT_PURGE_INTERVAL`, each application's conversations not updated
 //! within its `conversation_days` and memory records not written within its `memory_days` are
 //! deleted, a bounded batch per transaction so turns go on between batches. Messages and their
-//! feedback go with their conversation, full-text entries with their memory record. On
+//! feedback go with their conversation, full-text entries with their memory record. The webhook
+//! deliveries log keeps `webhooks::LOG_DAYS` of finished deliveries. On
 //! PostgreSQL one instance at a time purges (an advisory lock); the others skip that round.
 
 use std::time::Duration;
 
 use crate::AppState;
 use crate::store::scope::AppAccess;
-use crate::store::{Db, MICROS_PER_DAY, StoreResult, applications, now_micros, user_data};
+use crate::store::{Db, MICROS_PER_DAY, StoreResult, applications, now_micros, user_data, webhooks};
 
 /// The advisory lock's key: "confidant purge", so no other application's lock collides with it.
 pub const PURGE_LOCK: i64 = 0x636f_6e66_7075_7267;
@@ -18,6 +19,7 @@ pub const PURGE_LOCK: i64 = 0x636f_6e66_7075_7267;
 pub struct Purged {
     pub conversations: u64,
     pub memories: u64,
+    pub deliveries: u64,
 }
 
 /// Carries out every application's retention policy once. `None`: another instance is purging.
@@ -39,6 +41,7 @@ pub async fn purge_once(db: &Db) -> StoreResult<Option<Purged>> {
             purged.memories += user_data::purge_memories(db, &access, cutoff(now, days)).await?;
         }
     }
+    purged.deliveries = webhooks::purge_deliveries(db, cutoff(now, webhooks::LOG_DAYS)).await?;
     Ok(Some(purged))
 }
 
@@ -59,6 +62,7 @@ pub fn spawn(state: AppState, interval: Duration) -> tokio::task::JoinHandle<()>
                 Ok(Some(purged)) if purged != Purged::default() => tracing::info!(
                     conversations = purged.conversations,
                     memories = purged.memories,
+                    webhook_deliveries = purged.deliveries,
                     "retention purge"
                 ),
                 Ok(Some(_)) => tracing::debug!("retention purge: nothing to delete"),

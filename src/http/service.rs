@@ -73,6 +73,13 @@ pub fn dashboard_router() -> axum::Router<AppState> {
             )),
         )
         .route(
+            "/dashboard/webhooks.js",
+            get(asset(
+                "text/javascript; charset=utf-8",
+                include_str!("../../dashboard/webhooks.js"),
+            )),
+        )
+        .route(
             "/dashboard/app.css",
             get(asset(
                 "text/css; charset=utf-8",

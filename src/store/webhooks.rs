@@ -511,6 +511,35 @@ pub async fn record_attempt(db: &Db, id: Uuid, attempt: Attempt) -> StoreResult<
     Ok(())
 }
 
+/// How long the deliveries log keeps a delivered or given-up delivery.
+pub const LOG_DAYS: i64 = 7;
+const PURGE_BATCH: u64 = 1000;
+
+/// Deletes delivered and given-up deliveries created before `before`, in batches (pending ones
+/// stay until they are delivered or given up); returns how many went.
+pub async fn purge_deliveries(db: &Db, before: i64) -> StoreResult<u64> {
+    let mut deleted = 0;
+    loop {
+        let victims = Query::select()
+            .column(WebhookDeliveries::Id)
+            .from(WebhookDeliveries::Table)
+            .and_where(Expr::col(WebhookDeliveries::CreatedAt).lt(before))
+            .and_where(Expr::col(WebhookDeliveries::Status).ne(DeliveryStatus::Pending))
+            .limit(PURGE_BATCH)
+            .to_owned();
+        let delete = Query::delete()
+            .from_table(WebhookDeliveries::Table)
+            .and_where(Expr::col(WebhookDeliveries::Id).in_subquery(victims))
+            .to_owned();
+        let batch = db.execute(delete).await?;
+        deleted += batch;
+        if batch < PURGE_BATCH {
+            return Ok(deleted);
+        }
+        tokio::task::yield_now().await;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -17,6 +17,7 @@ use crate::harness::{Backend, TestApp, test_settings, user_token};
 db_tests!(
     every_event_is_delivered_signed_to_the_webhooks_that_receive_it,
     webhooks_are_validated_and_kept_to_their_application,
+    the_deliveries_log_keeps_finished_deliveries_a_week,
 );
 
 /// Retried after a fifth of a second (the default is five seconds).
@@ -495,4 +496,52 @@ async fn webhooks_are_validated_and_kept_to_their_application(app: TestApp) {
     let listed = app.get(&hooks, &owner).await;
     assert_eq!(listed.assert_status(200)["data"].as_array().unwrap().len(), 19);
     assert!(!listed.text.contains(&hook_id));
+}
+
+async fn the_deliveries_log_keeps_finished_deliveries_a_week(app: TestApp) {
+    let owner = app.owner_token().await;
+    let tenant = app.tenant(&owner, "logged", 0).await;
+    let receiver = Receiver::start(0).await;
+    let hooks = format!("/v1/applications/{}/webhooks", tenant.app_id);
+    let hook = app
+        .post(&hooks, &owner, json!({"url": receiver.url, "events": ["user.erased"]}))
+        .await;
+    let hook_id = hook.assert_status(201)["id"].as_str().unwrap().to_owned();
+    let log = format!("{hooks}/{hook_id}/deliveries");
+    app.post(&format!("{hooks}/{hook_id}/test"), &owner, json!({}))
+        .await
+        .assert_status(202);
+    receiver.wait_for("the first test event", |c| c.len() == 1).await;
+    // The second is refused, so it stays pending.
+    receiver.set_failing(usize::MAX);
+    app.post(&format!("{hooks}/{hook_id}/test"), &owner, json!({}))
+        .await
+        .assert_status(202);
+    receiver.wait_for("the second test event", |c| c.len() == 2).await;
+    let started = Instant::now();
+    while app.get(&log, &owner).await.body["data"][1]["status"] != "delivered" {
+        assert!(started.elapsed() < Duration::from_secs(10));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let now = confidant::store::now_micros();
+    let week = 7 * 86_400_000_000;
+    // Not a week old: kept.
+    assert_eq!(
+        confidant::store::webhooks::purge_deliveries(&app.db, now - week)
+            .await
+            .unwrap(),
+        0
+    );
+    // Older than the cutoff: the delivered one goes, the pending one stays.
+    assert_eq!(
+        confidant::store::webhooks::purge_deliveries(&app.db, now + 1)
+            .await
+            .unwrap(),
+        1
+    );
+    let kept = app.get(&log, &owner).await;
+    let kept = kept.assert_status(200)["data"].as_array().unwrap().clone();
+    assert_eq!(kept.len(), 1);
+    assert_eq!(kept[0]["status"], "pending");
 }

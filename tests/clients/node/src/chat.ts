@@ -2,6 +2,7 @@
 // AbstractChat over an in-memory state, as @ai-sdk/react's ReactChatState keeps it).
 
 import assert from "node:assert/strict";
+import { createServer, type Server } from "node:http";
 
 import { AbstractChat, DefaultChatTransport, type ChatInit, type ChatState, type ChatStatus, type UIMessage } from "ai";
 
@@ -55,4 +56,21 @@ export async function call(method: string, path: string, token: string, body?: u
 /** A chat with this id over the default transport to `api`: no reconnect URL is configured. */
 export function chatAt(id: string, api: string, headers: Record<string, string>, messages: UIMessage[] = []): Chat {
   return new Chat({ id, transport: new DefaultChatTransport({ api, headers }), messages });
+}
+
+/** An OpenAI-compatible provider that streams `words`, one every 150 ms (listen on 127.0.0.1). */
+export function slowProvider(words: string[]): Server {
+  return createServer((request, response) => {
+    request.resume();
+    request.on("end", async () => {
+      response.writeHead(200, { "content-type": "text/event-stream" });
+      for (const word of words) {
+        const chunk = { id: "c", object: "chat.completion.chunk", choices: [{ index: 0, delta: { content: word } }] };
+        response.write(`data: ${JSON.stringify(chunk)}\n\n`);
+        await new Promise((resolve) => setTimeout(resolve, 150));
+      }
+      const last = { id: "c", object: "chat.completion.chunk", choices: [{ index: 0, delta: {}, finish_reason: "stop" }] };
+      response.end(`data: ${JSON.stringify(last)}\n\ndata: [DONE]\n\n`);
+    });
+  });
 }

@@ -7,7 +7,12 @@ import { mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
 
+import { createServer } from "node:http";
+import type { AddressInfo } from "node:net";
+
 import { chromium, type Browser, type Page } from "playwright-core";
+
+import { call, slowProvider } from "./chat.js";
 
 const BASE = process.env.CONFIDANT_URL ?? "http://127.0.0.1:8080";
 const EMAIL = process.env.CONFIDANT_ADMIN_EMAIL ?? "admin@example.com";
@@ -161,6 +166,11 @@ test("an operator manages an agent and its keys and chats with it", { skip }, as
   await page.locator("#chat-log .tool", { hasText: "Result:" }).waitFor();
   assert.match((await page.locator("#chat-log").textContent()) ?? "", /Tool \(server\):memorize/);
   await shot("04c-try-it-tools");
+  // A reload comes back to the agent's page, with the Try-it conversation as it was.
+  await page.reload();
+  await page.getByRole("heading", { name: "Try it" }).waitFor();
+  await page.locator("#chat-log", { hasText: "likes green tea" }).waitFor();
+  assert.match((await page.locator("#chat-log").textContent()) ?? "", /hello from the browser[\s\S]*sunny in Paris/);
   // The transcript shows the calls and their results.
   await page.getByRole("button", { name: "← All agents" }).click();
   await page.getByRole("tab", { name: "Conversations" }).click();
@@ -193,6 +203,70 @@ test("an operator manages an agent and its keys and chats with it", { skip }, as
   await page.getByRole("button", { name: "Save retention" }).click();
   await page.getByText("Retention saved.").waitFor();
   await page.getByRole("tab", { name: "Agents" }).click();
+
+  // Webhooks: one added (its secret shown once), a test event sent and seen delivered in the log.
+  const hooks = createServer((request, response) => {
+    request.resume();
+    request.on("end", () => {
+      received.push(String(request.headers["webhook-signature"] ?? ""));
+      response.writeHead(204).end();
+    });
+  });
+  const received: string[] = [];
+  await new Promise<void>((resolve) => hooks.listen(0, "127.0.0.1", resolve));
+  await page.getByRole("tab", { name: "Webhooks" }).click();
+  await page.getByText("No webhooks yet").waitFor();
+  await page.getByLabel("URL (events are POSTed here, signed)").fill(`http://127.0.0.1:${(hooks.address() as AddressInfo).port}/hook`);
+  await page.getByLabel(/^feedback\.created/).uncheck();
+  await page.getByRole("button", { name: "Add webhook" }).click();
+  await page.getByRole("dialog").getByText("you will not see this again").waitFor();
+  assert.match((await page.locator("#shown-secret").textContent()) ?? "", /^whsec_/);
+  await page.getByRole("dialog").getByRole("button", { name: "I have stored it" }).click();
+  const hookRow = page.getByRole("row", { name: /127\.0\.0\.1/ });
+  await hookRow.waitFor();
+  assert.doesNotMatch((await hookRow.textContent()) ?? "", /feedback\.created/);
+  await hookRow.getByRole("button", { name: /Send a test event/ }).click();
+  await page.locator("#deliveries .badge.delivered").waitFor({ timeout: 10_000 });
+  assert.match((await page.locator("#deliveries").textContent()) ?? "", /webhook\.test/);
+  assert.equal(received.length, 1);
+  assert.match(received[0], /^v1,/);
+  await shot("04d-webhooks");
+  hooks.close();
+
+  // Try it picks up a reply in progress after a reload: a slow model, an application whose
+  // replies go on without their page (`resumable`), and the page reloaded mid-reply.
+  const words = Array.from({ length: 16 }, (_, i) => `part${i} `);
+  const slow = slowProvider(words);
+  await new Promise<void>((resolve) => slow.listen(0, "127.0.0.1", resolve));
+  const operator = await page.evaluate(() => JSON.parse(sessionStorage.getItem("confidant.session") ?? "null").access);
+  const appId = await page.evaluate(() => sessionStorage.getItem("confidant.app"));
+  await call("PATCH", `/v1/applications/${appId}`, operator, { resumable: true });
+  await call("POST", `/v1/applications/${appId}/providers`, operator, {
+    name: "slow",
+    kind: "openai-compatible",
+    base_url: `http://127.0.0.1:${(slow.address() as AddressInfo).port}/v1`,
+  });
+  await call("POST", `/v1/applications/${appId}/agents`, operator, {
+    name: "Slow",
+    model: { provider: "slow", model: "slow-1" },
+    // The application's origins were narrowed above; this agent lets the dashboard's page in.
+    allowed_origins: [BASE],
+  });
+  const slowKey = await call("POST", `/v1/applications/${appId}/authentication-keys`, operator, { name: "all agents", scope: { all_agents: true } });
+  await page.getByRole("tab", { name: "Agents" }).click();
+  await page.getByRole("button", { name: "Slow", exact: true }).click();
+  await page.getByRole("heading", { name: "Try it" }).waitFor();
+  await page.getByLabel("Message").fill("count slowly");
+  await page.getByRole("button", { name: "Send" }).click();
+  await page.locator("#chat-log .reply", { hasText: "part2" }).waitFor();
+  await page.reload();
+  await page.locator("#chat-log .reply", { hasText: "part15" }).waitFor({ timeout: 15_000 });
+  assert.equal(await page.locator("#chat-log .reply").count(), 1, "the resumed reply is shown once");
+  assert.equal((await page.locator("#chat-log .reply").textContent())?.trim(), words.join("").trim());
+  slow.close();
+  await page.getByRole("button", { name: "← All agents" }).click();
+  await call("PATCH", `/v1/applications/${appId}`, operator, { resumable: false });
+  await call("DELETE", `/v1/applications/${appId}/authentication-keys/${slowKey.id}`, operator);
 
   // Delete the key, after confirming.
   await page.getByRole("tab", { name: "Authentication keys" }).click();

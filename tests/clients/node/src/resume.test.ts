@@ -5,34 +5,17 @@
 // the first page goes away (the server allows 127.0.0.1 for providers in these tests).
 
 import assert from "node:assert/strict";
-import { createServer, type Server } from "node:http";
+import type { Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { after, before, describe, test } from "node:test";
 
 import { SignJWT } from "jose";
 
-import { EMAIL, PASSWORD, BASE, call, chatAt, textOf } from "./chat.js";
+import { BASE, EMAIL, PASSWORD, call, chatAt, slowProvider, textOf } from "./chat.js";
 
 
 const WORDS = Array.from({ length: 12 }, (_, i) => `word${i} `);
 const WHOLE = WORDS.join("");
-
-/** An OpenAI-compatible provider that streams WORDS, one every 150 ms. */
-function slowProvider(): Server {
-  return createServer((request, response) => {
-    request.resume();
-    request.on("end", async () => {
-      response.writeHead(200, { "content-type": "text/event-stream" });
-      for (const word of WORDS) {
-        const chunk = { id: "c", object: "chat.completion.chunk", choices: [{ index: 0, delta: { content: word } }] };
-        response.write(`data: ${JSON.stringify(chunk)}\n\n`);
-        await new Promise((resolve) => setTimeout(resolve, 150));
-      }
-      const last = { id: "c", object: "chat.completion.chunk", choices: [{ index: 0, delta: {}, finish_reason: "stop" }] };
-      response.end(`data: ${JSON.stringify(last)}\n\ndata: [DONE]\n\n`);
-    });
-  });
-}
 
 describe("a reply resumed by the AI SDK 5 after a reload", () => {
   let provider: Server;
@@ -41,7 +24,7 @@ describe("a reply resumed by the AI SDK 5 after a reload", () => {
   let secret = "";
 
   before(async () => {
-    provider = slowProvider();
+    provider = slowProvider(WORDS);
     await new Promise<void>((resolve) => provider.listen(0, "127.0.0.1", resolve));
     const port = (provider.address() as AddressInfo).port;
     const login = await call("POST", "/v1/auth/login", "", { email: EMAIL, password: PASSWORD });
