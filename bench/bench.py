@@ -82,7 +82,9 @@ class Server:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         env = dict(os.environ, CONFIDANT_DATABASE_URL=database_url, CONFIDANT_ADMIN_EMAIL=EMAIL,
-                   CONFIDANT_ADMIN_PASSWORD=PASSWORD, CONFIDANT_MASTER_KEY=master_key, RUST_LOG="warn")
+                   CONFIDANT_ADMIN_PASSWORD=PASSWORD, CONFIDANT_MASTER_KEY=master_key, RUST_LOG="warn",
+                   # The webhooked workload's receiver listens on loopback.
+                   CONFIDANT_PROVIDER_ALLOWED_HOSTS="127.0.0.1")
         self.log = open(os.path.join(workdir, "server.log"), "ab")
         self.process = subprocess.Popen([BINARY, "serve", "--listen", f"127.0.0.1:{self.port}"], env=env,
                                         stdout=self.log, stderr=self.log)
@@ -112,6 +114,33 @@ class Server:
             self.process.wait(timeout=15)
         except subprocess.TimeoutExpired:
             self.process.kill()
+
+
+class Receiver:
+    """A webhook receiver on loopback that answers 204 and counts."""
+
+    def __init__(self):
+        import http.server
+
+        outer = self
+        self.count = 0
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                self.rfile.read(int(self.headers.get("content-length", 0)))
+                outer.count += 1
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self):
+        self.server.shutdown()
 
 
 def seed(api, users, conversations):
@@ -266,12 +295,21 @@ def bench_database(label, database_url, workdir, args, sqlite_path=None):
             ("guarded list (origin, limits)", "GET", f"/v1/agents/{a}/conversations", None),
             ("guarded turn (origin, limits, quota)", "POST", f"/v1/agents/{a}/completions",
              {"messages": [{"role": "user", "content": "hello benchmark"}], "conversation_id": "guarded"}),
+            # Last again: a webhook receiving every event, so each turn also writes its
+            # message.completed (and each user's first, conversation.created) to the outbox.
+            ("webhooked turn (guarded + webhook)", "POST", f"/v1/agents/{a}/completions",
+             {"messages": [{"role": "user", "content": "hello benchmark"}], "conversation_id": "hooked"}),
         ]
         workloads = [w for w in workloads if not args.only or w[0].split()[0] in args.only]
         guarded = False
+        receiver = None
         for name, method, path, body in workloads:
             origin = ""
-            if name.startswith("guarded"):
+            if name.startswith("webhooked"):
+                receiver = Receiver()
+                api.call("POST", f"/v1/applications/{app['id']}/webhooks",
+                         {"url": receiver.url, "events": ["conversation.created", "message.completed"]}, access)
+            if name.startswith(("guarded", "webhooked")):
                 origin = GUARD_ORIGIN
                 if not guarded:
                     api.call("PATCH", f"/v1/applications/{app['id']}", GUARD_SETTINGS, access)
@@ -280,7 +318,11 @@ def bench_database(label, database_url, workdir, args, sqlite_path=None):
             key = "-".join(name.split()[:2])
             row = run_wrk(server, workdir, key, method, path, body, tokens_file, args.duration, args.connections, origin)
             row.update(workload=name, database=label)
+            if receiver:
+                row["webhooks_received"] = receiver.count
             rows.append(row)
+        if receiver:
+            receiver.stop()
         if args.scale and sqlite_path:
             server.stop()
             print(f"[{label}] scale: seeding {args.messages:,} messages ...", flush=True)
@@ -306,7 +348,7 @@ def main():
     parser.add_argument("--duration", type=int, default=10, help="seconds per workload")
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--only", nargs="*",
-                        help="only these workloads: list, get, completion, streamed, memory, guarded")
+                        help="only these workloads: list, get, completion, streamed, memory, guarded, webhooked")
     parser.add_argument("--scale", action="store_true", help="then seed --messages messages and measure list/get again")
     parser.add_argument("--messages", type=int, default=10_000_000)
     args = parser.parse_args()

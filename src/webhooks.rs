@@ -63,33 +63,57 @@ pub fn backoff(base: Duration, attempt: u32) -> Duration {
     wait.mul_f64(0.75 + jitter * 0.5)
 }
 
+/// Deliveries tried at once by one instance: a dead receiver holds its own attempts (each up to
+/// the timeout), never the others'.
+const IN_FLIGHT: usize = 64;
+
 /// Runs the delivery worker until the process ends.
 pub fn spawn(state: AppState) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
+        let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT));
         loop {
-            let taken = match take_due(&state).await {
+            let free = slots.available_permits().min(BATCH as usize);
+            if free == 0 {
+                // Every slot busy: wait for one to free.
+                drop(slots.acquire().await);
+                continue;
+            }
+            let taken = match take_due(&state, &slots, free as u64).await {
                 Ok(taken) => taken,
                 Err(error) => {
                     tracing::warn!(%error, "could not read the webhook outbox");
                     0
                 }
             };
-            if taken < BATCH as usize {
+            if taken < free {
                 tokio::time::sleep(POLL_INTERVAL).await;
             }
         }
     })
 }
 
-/// Takes the due deliveries and tries them all at once; returns how many there were.
-async fn take_due(state: &AppState) -> crate::store::StoreResult<usize> {
+/// Takes up to `limit` due deliveries and starts an attempt of each; returns how many there were.
+async fn take_due(
+    state: &AppState,
+    slots: &std::sync::Arc<tokio::sync::Semaphore>,
+    limit: u64,
+) -> crate::store::StoreResult<usize> {
     let now = now_micros();
     let lease = state.settings().webhook_timeout * 2 + LEASE_MARGIN;
     let lease_until = now + lease.as_micros() as i64;
-    let due = webhooks::claim_due(state.db(), now, lease_until, BATCH).await?;
+    let due = webhooks::claim_due(state.db(), now, lease_until, limit).await?;
     let count = due.len();
-    let attempts = due.into_iter().map(|delivery| attempt(state, delivery));
-    futures_util::future::join_all(attempts).await;
+    for delivery in due {
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            // (Not reached: no more were taken than slots were free.) Its lease runs out.
+            break;
+        };
+        let state = state.clone();
+        tokio::spawn(async move {
+            attempt(&state, delivery).await;
+            drop(slot);
+        });
+    }
     Ok(count)
 }
 

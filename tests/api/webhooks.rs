@@ -24,7 +24,21 @@ db_tests!(
 fn quick_retries() -> confidant::Settings {
     let mut settings = test_settings();
     settings.webhook_retry_base = Duration::from_millis(200);
+    settings.webhook_timeout = Duration::from_secs(5);
     settings
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_a_hanging_receiver_holds_up_no_other() {
+    let app = TestApp::spawn_with(Backend::Sqlite, quick_retries()).await.unwrap();
+    a_hanging_receiver_holds_up_no_other(app).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_hanging_receiver_holds_up_no_other() {
+    if let Some(app) = TestApp::spawn_with(Backend::Postgres, quick_retries()).await {
+        a_hanging_receiver_holds_up_no_other(app).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -544,4 +558,45 @@ async fn the_deliveries_log_keeps_finished_deliveries_a_week(app: TestApp) {
     let kept = kept.assert_status(200)["data"].as_array().unwrap().clone();
     assert_eq!(kept.len(), 1);
     assert_eq!(kept[0]["status"], "pending");
+}
+
+/// A receiver that takes connections and never answers: its attempts wait out the timeout while
+/// another webhook's events are delivered.
+async fn a_hanging_receiver_holds_up_no_other(app: TestApp) {
+    let owner = app.owner_token().await;
+    let tenant = app.tenant(&owner, "hung", 0).await;
+    let hooks = format!("/v1/applications/{}/webhooks", tenant.app_id);
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_url = format!("http://{}/hook", silent.local_addr().unwrap());
+    let held = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((socket, _)) = silent.accept().await {
+            open.push(socket);
+        }
+    });
+    let hung = app
+        .post(&hooks, &owner, json!({"url": silent_url, "events": ["user.erased"]}))
+        .await;
+    let hung = hung.assert_status(201)["id"].as_str().unwrap().to_owned();
+    let receiver = Receiver::start(0).await;
+    let live = app
+        .post(&hooks, &owner, json!({"url": receiver.url, "events": ["user.erased"]}))
+        .await;
+    let live = live.assert_status(201)["id"].as_str().unwrap().to_owned();
+
+    app.post(&format!("{hooks}/{hung}/test"), &owner, json!({}))
+        .await
+        .assert_status(202);
+    // The hanging attempt is under way before the other event exists.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    app.post(&format!("{hooks}/{live}/test"), &owner, json!({}))
+        .await
+        .assert_status(202);
+    receiver.wait_for("the live receiver's event", |c| !c.is_empty()).await;
+    // Delivered while the hanging attempt still waits for its answer (5 s).
+    let hung_log = app.get(&format!("{hooks}/{hung}/deliveries"), &owner).await;
+    let hung_delivery = &hung_log.assert_status(200)["data"][0];
+    assert_eq!(hung_delivery["attempts"], 0, "{hung_delivery}");
+    assert_eq!(hung_delivery["status"], "pending");
+    held.abort();
 }
