@@ -26,7 +26,6 @@ use crate::error::{Error, Result};
 use crate::store::cache::RowCache;
 use crate::store::keys::{self, KeyTable};
 use crate::store::scope::{AgentAccess, ApplicationId, UserScope, validate_sub};
-use crate::store::webhooks::EventSet;
 use crate::store::{Db, StoreResult};
 
 /// Tokens larger than this are refused before any parsing.
@@ -275,7 +274,7 @@ impl FromRequestParts<AppState> for UserScope {
         let scope = scope.with_policy(
             application.retention.0.store_content,
             application.resumable,
-            EventSet::from_stored(&application.webhook_events),
+            application.webhook_events,
         );
         if let Some(id) = agent_id {
             // `AgentScope` checks this agent next: no second parse, no second cache lookup.

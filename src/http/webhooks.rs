@@ -84,11 +84,7 @@ impl From<Webhook> for WebhookView {
         Self {
             id: w.id,
             url: w.url,
-            events: EventSet::from_stored(&w.events)
-                .types()
-                .into_iter()
-                .filter_map(WebhookEvent::of)
-                .collect(),
+            events: w.events.types().into_iter().filter_map(WebhookEvent::of).collect(),
             created_at: timestamp(w.created_at),
         }
     }
@@ -167,15 +163,12 @@ impl From<Delivery> for DeliveryView {
             attempts: d.attempts,
             last_status: d.last_status,
             last_error: d.last_error,
-            next_attempt_at: d.next_attempt_at.filter(|_| status_is_pending(status)).map(timestamp),
+            // (Cleared when it is delivered or given up.)
+            next_attempt_at: d.next_attempt_at.map(timestamp),
             created_at: timestamp(d.created_at),
             delivered_at: d.delivered_at.map(timestamp),
         }
     }
-}
-
-fn status_is_pending(status: DeliveryState) -> bool {
-    matches!(status, DeliveryState::Pending)
 }
 
 #[derive(Serialize, ToSchema)]
@@ -214,7 +207,7 @@ async fn create_webhook(
         id,
         application_id: app_id,
         url: url.to_string(),
-        events: EventSet::of(&events).stored(),
+        events: EventSet::of(&events),
         secret_encrypted: crate::webhooks::seal_secret(state.master_key(), app_id, id, &secret),
         created_at: now_micros(),
     };

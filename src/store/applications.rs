@@ -28,8 +28,8 @@ pub struct Application {
     pub retention: Json<Retention>,
     /// Replies go on when their client leaves (it may resume them).
     pub resumable: bool,
-    /// What its webhooks receive (`,type,…,`; kept by `webhooks`).
-    pub webhook_events: String,
+    /// What its webhooks receive (kept by `webhooks`).
+    pub webhook_events: crate::store::webhooks::EventSet,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -176,7 +176,7 @@ pub async fn create(db: &Db, settings: ApplicationSettings, owner: Option<Uuid>)
         limits: Json(settings.limits.unwrap_or_default()),
         retention: Json(settings.retention.unwrap_or_default().apply(Retention::default())),
         resumable: settings.resumable.unwrap_or(false),
-        webhook_events: String::new(),
+        webhook_events: Default::default(),
         created_at: now,
         updated_at: now,
     };

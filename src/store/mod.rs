@@ -329,6 +329,21 @@ impl Db {
         }
     }
 
+    /// Runs a bounded delete (`statement()` touches at most `batch` rows) until a run touches
+    /// fewer, letting other work in between, so a large purge never holds the database long.
+    /// Returns how many rows went.
+    pub async fn execute_in_batches<S: Statement>(&self, batch: u64, statement: impl Fn() -> S) -> StoreResult<u64> {
+        let mut total = 0;
+        loop {
+            let touched = self.execute(statement()).await?;
+            total += touched;
+            if touched < batch {
+                return Ok(total);
+            }
+            tokio::task::yield_now().await;
+        }
+    }
+
     /// Runs one write with a `RETURNING` clause and decodes the row it returns, if any.
     pub async fn returning<T: FromRow>(&self, statement: impl Statement) -> StoreResult<Option<T>> {
         match &self.0 {

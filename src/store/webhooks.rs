@@ -93,6 +93,22 @@ impl EventSet {
     }
 }
 
+/// Read once with its row (the application's, kept in the cache; a webhook's), not per request.
+impl super::Column for EventSet {
+    fn from_sqlite(row: &rusqlite::Row<'_>, name: &str) -> rusqlite::Result<Self> {
+        String::from_sqlite(row, name).map(|text| Self::from_stored(&text))
+    }
+    fn from_postgres(row: &sqlx::postgres::PgRow, name: &str) -> sqlx::Result<Self> {
+        String::from_postgres(row, name).map(|text| Self::from_stored(&text))
+    }
+}
+
+impl From<EventSet> for sea_query::Value {
+    fn from(set: EventSet) -> Self {
+        set.stored().into()
+    }
+}
+
 /// The most webhooks one application may have.
 pub const MAX_WEBHOOKS: usize = 20;
 
@@ -101,7 +117,7 @@ pub struct Webhook {
     pub id: Uuid,
     pub application_id: ApplicationId,
     pub url: String,
-    pub events: String,
+    pub events: EventSet,
     pub secret_encrypted: Vec<u8>,
     pub created_at: i64,
 }
@@ -114,6 +130,12 @@ crate::from_row!(Webhook {
     secret_encrypted,
     created_at
 });
+
+/// A row read for its id alone (an application row locked, a receiving webhook).
+struct IdRow {
+    id: Uuid,
+}
+crate::from_row!(IdRow { id });
 
 const WEBHOOK_COLUMNS: [Webhooks; 6] = [
     Webhooks::Id,
@@ -153,7 +175,7 @@ pub async fn find(db: &Db, app_id: ApplicationId, id: Uuid) -> StoreResult<Optio
 pub async fn create(db: &Db, webhook: Webhook) -> StoreResult<Option<Webhook>> {
     db.transaction(move |tx| {
         Box::pin(async move {
-            let _: Vec<AppRow> = tx.rows(&lock_application(webhook.application_id)).await?;
+            let _: Vec<IdRow> = tx.rows(&lock_application(webhook.application_id)).await?;
             let existing: Vec<Webhook> = tx.rows(&of_application(webhook.application_id)).await?;
             if existing.len() >= MAX_WEBHOOKS {
                 return Ok(None);
@@ -165,7 +187,7 @@ pub async fn create(db: &Db, webhook: Webhook) -> StoreResult<Option<Webhook>> {
                     webhook.id.into(),
                     webhook.application_id.into(),
                     webhook.url.clone().into(),
-                    webhook.events.clone().into(),
+                    webhook.events.into(),
                     webhook.secret_encrypted.clone().into(),
                     webhook.created_at.into(),
                 ])
@@ -182,7 +204,7 @@ pub async fn create(db: &Db, webhook: Webhook) -> StoreResult<Option<Webhook>> {
 pub async fn delete(db: &Db, app_id: ApplicationId, id: Uuid) -> StoreResult<bool> {
     db.transaction(move |tx| {
         Box::pin(async move {
-            let _: Vec<AppRow> = tx.rows(&lock_application(app_id)).await?;
+            let _: Vec<IdRow> = tx.rows(&lock_application(app_id)).await?;
             let deleted = tx
                 .execute(
                     &Query::delete()
@@ -201,12 +223,6 @@ pub async fn delete(db: &Db, app_id: ApplicationId, id: Uuid) -> StoreResult<boo
     .await
 }
 
-struct AppRow {
-    #[allow(dead_code)]
-    id: ApplicationId,
-}
-crate::from_row!(AppRow { id });
-
 /// Locks the application row (PostgreSQL), so webhook changes of one application take turns.
 fn lock_application(app_id: ApplicationId) -> sea_query::SelectStatement {
     Query::select()
@@ -221,12 +237,10 @@ fn lock_application(app_id: ApplicationId) -> sea_query::SelectStatement {
 /// of the application when this commits.
 async fn refresh_application_events(tx: &mut Tx, app_id: ApplicationId) -> StoreResult<()> {
     let webhooks: Vec<Webhook> = tx.rows(&of_application(app_id)).await?;
-    let events = webhooks.iter().fold(EventSet::default(), |set, w| {
-        set.union(EventSet::from_stored(&w.events))
-    });
+    let events = webhooks.iter().fold(EventSet::default(), |set, w| set.union(w.events));
     let update = Query::update()
         .table(Applications::Table)
-        .value(Applications::WebhookEvents, events.stored())
+        .value(Applications::WebhookEvents, events)
         .and_where(Expr::col(Applications::Id).eq(app_id))
         .to_owned();
     tx.execute(&update).await?;
@@ -265,12 +279,6 @@ impl Event {
     }
 }
 
-#[derive(Debug, Clone)]
-struct WebhookId {
-    id: Uuid,
-}
-crate::from_row!(WebhookId { id });
-
 /// Runs a change, and, when `event` is given, writes its deliveries in the same transaction (no
 /// transaction when there is none: a change nobody listens to costs what it did).
 pub async fn execute_noting<S: super::Statement + 'static>(
@@ -303,7 +311,7 @@ pub async fn enqueue(tx: &mut Tx, app_id: ApplicationId, event: &Event) -> Store
         .and_where(Expr::col(Webhooks::ApplicationId).eq(app_id))
         .and_where(Expr::col(Webhooks::Events).like(format!("%,{},%", event.kind.as_str())))
         .to_owned();
-    let receivers: Vec<WebhookId> = tx.rows(&receivers).await?;
+    let receivers: Vec<IdRow> = tx.rows(&receivers).await?;
     if receivers.is_empty() {
         return Ok(());
     }
@@ -518,8 +526,7 @@ const PURGE_BATCH: u64 = 1000;
 /// Deletes delivered and given-up deliveries created before `before`, in batches (pending ones
 /// stay until they are delivered or given up); returns how many went.
 pub async fn purge_deliveries(db: &Db, before: i64) -> StoreResult<u64> {
-    let mut deleted = 0;
-    loop {
+    db.execute_in_batches(PURGE_BATCH, || {
         let victims = Query::select()
             .column(WebhookDeliveries::Id)
             .from(WebhookDeliveries::Table)
@@ -527,17 +534,12 @@ pub async fn purge_deliveries(db: &Db, before: i64) -> StoreResult<u64> {
             .and_where(Expr::col(WebhookDeliveries::Status).ne(DeliveryStatus::Pending))
             .limit(PURGE_BATCH)
             .to_owned();
-        let delete = Query::delete()
+        Query::delete()
             .from_table(WebhookDeliveries::Table)
             .and_where(Expr::col(WebhookDeliveries::Id).in_subquery(victims))
-            .to_owned();
-        let batch = db.execute(delete).await?;
-        deleted += batch;
-        if batch < PURGE_BATCH {
-            return Ok(deleted);
-        }
-        tokio::task::yield_now().await;
-    }
+            .to_owned()
+    })
+    .await
 }
 
 #[cfg(test)]

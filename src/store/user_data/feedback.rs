@@ -177,8 +177,7 @@ pub async fn put_feedback(
             let Some(saved) = tx.row::<FeedbackRow>(&read).await? else {
                 return Ok(FeedbackOutcome::NoSuchMessage);
             };
-            if let Some(event) = &event {
-                let mut event = event.clone();
+            if let Some(mut event) = event {
                 event.data["replaced"] = (saved.created_at != saved.updated_at).into();
                 webhooks::enqueue(tx, app_id, &event).await?;
             }

@@ -109,16 +109,8 @@ fn purge_statement(access: &AppAccess, agent_id: Option<Uuid>, before: i64) -> s
 /// Deletes the application's conversations (of one agent, if given) not updated since `before`,
 /// with their messages, in batches; returns how many went.
 pub async fn purge_conversations(db: &Db, access: &AppAccess, agent_id: Option<Uuid>, before: i64) -> StoreResult<u64> {
-    let mut deleted = 0;
-    loop {
-        let batch = db.execute(purge_statement(access, agent_id, before)).await?;
-        deleted += batch;
-        if batch < PURGE_BATCH {
-            return Ok(deleted);
-        }
-        // Let turns in between.
-        tokio::task::yield_now().await;
-    }
+    db.execute_in_batches(PURGE_BATCH, || purge_statement(access, agent_id, before))
+        .await
 }
 
 fn purge_memories_statement(access: &AppAccess, before: i64) -> sea_query::DeleteStatement {
@@ -135,15 +127,8 @@ fn purge_memories_statement(access: &AppAccess, before: i64) -> sea_query::Delet
 /// Deletes the application's memory records not written since `before`, in batches (their
 /// full-text entries go with them); returns how many went.
 pub async fn purge_memories(db: &Db, access: &AppAccess, before: i64) -> StoreResult<u64> {
-    let mut deleted = 0;
-    loop {
-        let batch = db.execute(purge_memories_statement(access, before)).await?;
-        deleted += batch;
-        if batch < PURGE_BATCH {
-            return Ok(deleted);
-        }
-        tokio::task::yield_now().await;
-    }
+    db.execute_in_batches(PURGE_BATCH, || purge_memories_statement(access, before))
+        .await
 }
 
 #[cfg(test)]
