@@ -12,6 +12,7 @@ pub mod formats;
 pub mod live;
 pub mod mcp;
 pub mod models;
+pub mod probe;
 pub mod relay;
 mod reply;
 pub mod streams;

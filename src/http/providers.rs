@@ -13,6 +13,7 @@ use uuid::Uuid;
 use super::{Json, ListParams, Path, ProviderPage, Query, timestamp};
 use crate::AppState;
 use crate::auth::extract::Principal;
+use crate::completions::probe::{self, ProviderTest};
 use crate::error::{Error, Result};
 use crate::store::agents::AgentModel;
 use crate::store::now_micros;
@@ -22,6 +23,7 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(create_provider, list_providers))
         .routes(routes!(get_provider, update_provider, delete_provider))
+        .routes(routes!(test_provider))
 }
 
 /// The protocols a provider can speak.
@@ -284,4 +286,40 @@ async fn delete_provider(
         return Err(Error::not_found("provider"));
     }
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// How long "test connection" waits for the provider.
+const TEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Test a provider: `GET {base_url}/models` with its stored key (10 s at most). Answers 200 with
+/// what happened whether or not the provider answered; the model ids it lists fill an agent's model.
+#[utoipa::path(
+    post, path = "/v1/applications/{app_id}/providers/{provider_id}/test", tag = "providers",
+    params(("app_id" = Uuid, Path, description = "Application id"), ("provider_id" = Uuid, Path, description = "Provider id")),
+    security(("operator" = []), ("api_key" = []), ("api_key_bearer" = [])),
+    responses((status = 200, description = "How the provider answered", body = ProviderTest))
+)]
+async fn test_provider(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path((app_id, provider_id)): Path<(Uuid, Uuid)>,
+) -> Result<Json<ProviderTest>> {
+    let app_id = principal.access(&state, app_id).await?.app_id();
+    let provider = providers::find(state.db(), app_id, provider_id)
+        .await?
+        .ok_or_else(|| Error::not_found("provider"))?;
+    let url = url::Url::parse(&provider.base_url).map_err(Error::internal)?;
+    if let Err(refusal) = state.egress().check_url(&url) {
+        return Ok(Json(ProviderTest {
+            ok: false,
+            status: None,
+            message: format!("this server may not connect there: {refusal}"),
+            models: Vec::new(),
+            elapsed_ms: 0,
+        }));
+    }
+    let api_key = providers::open_api_key(state.master_key(), &provider).map_err(Error::internal)?;
+    let answer = probe::probe(state.http(), &provider.base_url, api_key.as_deref(), TEST_TIMEOUT).await;
+    tracing::info!(application.id = %app_id, provider.id = %provider_id, ok = answer.ok, status = ?answer.status, "provider tested");
+    Ok(Json(answer))
 }

@@ -26,10 +26,52 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(openapi_json))
 }
 
+/// The dashboard's files, built into the binary: (path under `dashboard/`, content type, body).
+macro_rules! dashboard_assets {
+    ($($path:literal),* $(,)?) => {
+        &[$(($path, asset_type($path), include_str!(concat!("../../dashboard/", $path)))),*]
+    };
+}
+
+const fn asset_type(path: &str) -> &'static str {
+    let bytes = path.as_bytes();
+    match bytes[bytes.len() - 1] {
+        b's' if bytes[bytes.len() - 2] == b's' => "text/css; charset=utf-8",
+        b's' => "text/javascript; charset=utf-8",
+        _ => "text/html; charset=utf-8",
+    }
+}
+
+/// Every file of the dashboard (a test checks that none in `dashboard/` is missing).
+const DASHBOARD: &[(&str, &str, &str)] = dashboard_assets!(
+    "index.html",
+    "app.css",
+    "app.js",
+    "api.js",
+    "chart.js",
+    "dom.js",
+    "router.js",
+    "ui.js",
+    "pages/agent.js",
+    "pages/agents.js",
+    "pages/common.js",
+    "pages/conversations.js",
+    "pages/keys.js",
+    "pages/members.js",
+    "pages/overview.js",
+    "pages/providers.js",
+    "pages/settings.js",
+    "pages/tools.js",
+    "pages/try.js",
+    "pages/users.js",
+    "pages/webhooks.js",
+);
+
 /// `/dashboard`: the operator web app, built into the binary. It uses only the public API.
 pub fn dashboard_router() -> axum::Router<AppState> {
+    use axum::extract::Path;
     use axum::routing::get;
-    fn asset(content_type: &'static str, body: &'static str) -> impl IntoResponse + Clone {
+    fn asset(content_type: &'static str, body: &'static str) -> axum::response::Response {
         (
             [
                 (header::CONTENT_TYPE, content_type),
@@ -37,54 +79,29 @@ pub fn dashboard_router() -> axum::Router<AppState> {
                 // Only this server's own scripts, styles and API: no inline code, no third parties.
                 (
                     header::CONTENT_SECURITY_POLICY,
-                    "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; frame-ancestors 'none'",
+                    "default-src 'self'; img-src 'self' data: blob:; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'",
                 ),
                 (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
                 (header::REFERRER_POLICY, "no-referrer"),
             ],
             body,
         )
+            .into_response()
     }
-    let index = asset("text/html; charset=utf-8", include_str!("../../dashboard/index.html"));
+    fn file(path: &str) -> axum::response::Response {
+        match DASHBOARD.iter().find(|(name, _, _)| *name == path) {
+            Some((_, content_type, body)) => asset(content_type, body),
+            None => (axum::http::StatusCode::NOT_FOUND, "no such dashboard file").into_response(),
+        }
+    }
     axum::Router::new()
         // The root has nothing of its own: send people to the dashboard.
         .route("/", get(|| async { axum::response::Redirect::to("/dashboard") }))
-        .route("/dashboard", get(index.clone()))
-        .route("/dashboard/", get(index))
+        .route("/dashboard", get(|| async { file("index.html") }))
+        .route("/dashboard/", get(|| async { file("index.html") }))
         .route(
-            "/dashboard/app.js",
-            get(asset(
-                "text/javascript; charset=utf-8",
-                include_str!("../../dashboard/app.js"),
-            )),
-        )
-        .route(
-            "/dashboard/dom.js",
-            get(asset(
-                "text/javascript; charset=utf-8",
-                include_str!("../../dashboard/dom.js"),
-            )),
-        )
-        .route(
-            "/dashboard/tools.js",
-            get(asset(
-                "text/javascript; charset=utf-8",
-                include_str!("../../dashboard/tools.js"),
-            )),
-        )
-        .route(
-            "/dashboard/webhooks.js",
-            get(asset(
-                "text/javascript; charset=utf-8",
-                include_str!("../../dashboard/webhooks.js"),
-            )),
-        )
-        .route(
-            "/dashboard/app.css",
-            get(asset(
-                "text/css; charset=utf-8",
-                include_str!("../../dashboard/app.css"),
-            )),
+            "/dashboard/{*path}",
+            get(|Path(path): Path<String>| async move { file(&path) }),
         )
 }
 
@@ -151,4 +168,42 @@ async fn metrics(State(state): State<AppState>, headers: axum::http::HeaderMap) 
 )]
 async fn openapi_json() -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "application/json")], OPENAPI_JSON)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::DASHBOARD;
+
+    fn files(dir: &std::path::Path, root: &std::path::Path, out: &mut Vec<String>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                files(&path, root, out);
+            } else {
+                out.push(path.strip_prefix(root).unwrap().to_string_lossy().replace('\\', "/"));
+            }
+        }
+    }
+
+    #[test]
+    fn every_dashboard_file_is_served_with_its_type() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("dashboard");
+        let mut on_disk = Vec::new();
+        files(&root, &root, &mut on_disk);
+        on_disk.sort();
+        let mut served: Vec<String> = DASHBOARD.iter().map(|(name, _, _)| (*name).to_owned()).collect();
+        served.sort();
+        assert_eq!(
+            served, on_disk,
+            "add new dashboard files to DASHBOARD in src/http/service.rs"
+        );
+        for (name, content_type, _) in DASHBOARD {
+            let want = match name.rsplit('.').next() {
+                Some("js") => "text/javascript",
+                Some("css") => "text/css",
+                _ => "text/html",
+            };
+            assert!(content_type.starts_with(want), "{name}: {content_type}");
+        }
+    }
 }

@@ -13,14 +13,15 @@ use confidant::completions::egress::{HostAllowlist, Resolver};
 use serde_json::{Value, json};
 
 use crate::db_tests;
-use crate::fake_provider::{FakeProvider, Script};
+use crate::fake_provider::{FakeProvider, Script, UPSTREAM_SECRET};
 use crate::harness::{Reply, Tenant, TestApp, test_settings, user_token};
 
 db_tests!(
     internal_addresses_are_refused_when_a_provider_is_saved,
     a_name_that_rebinds_to_loopback_is_refused_at_connection,
     a_listed_internal_host_is_reached_through_the_resolver,
-    a_provider_that_moves_host_must_bring_its_key_again
+    a_provider_that_moves_host_must_bring_its_key_again,
+    a_provider_connection_is_tested_with_its_key
 );
 
 fn loopback() -> IpAddr {
@@ -219,4 +220,60 @@ async fn a_provider_that_moves_host_must_bring_its_key_again(app: TestApp) {
         )
         .await;
     assert_eq!(moved.assert_status(200)["base_url"], "https://openrouter.ai/api/v1");
+}
+
+/// "Test connection": the provider's /models with its key, and plain words when it fails.
+async fn a_provider_connection_is_tested_with_its_key(app: TestApp) {
+    let owner = app.owner_token().await;
+    let tenant = app.tenant(&owner, "Acme", 1).await;
+    let fake = FakeProvider::start(Script::Status(200)).await;
+    fake.set(Script::Reply {
+        chunks: vec![],
+        delay: Duration::ZERO,
+    });
+    let providers = format!("/v1/applications/{}/providers", tenant.app_id);
+    let created = app
+        .post(&providers, &owner, provider("upstream", &fake.base_url()))
+        .await;
+    let id = created.assert_status(201)["id"].as_str().unwrap().to_owned();
+    let tested = app.post(&format!("{providers}/{id}/test"), &owner, json!({})).await;
+    let tested = tested.assert_status(200);
+    assert_eq!(tested["ok"], true, "{tested}");
+    assert_eq!(tested["status"], 200);
+    assert_eq!(tested["models"], json!(["fake-small", "fake-large"]));
+    let (headers, _) = fake.requests().pop().unwrap();
+    assert_eq!(headers["authorization"], "Bearer sk-test-provider");
+
+    // A refused key is said in words, and the upstream body never comes back.
+    fake.set(Script::Status(401));
+    let refused = app.post(&format!("{providers}/{id}/test"), &owner, json!({})).await;
+    assert_eq!(refused.assert_status(200)["ok"], false);
+    assert_eq!(refused.body["status"], 401);
+    assert!(
+        refused.body["message"].as_str().unwrap().contains("API key"),
+        "{}",
+        refused.text
+    );
+    assert!(!refused.text.contains(UPSTREAM_SECRET));
+
+    // Nothing listening that answers: unreachable, not a 500.
+    let (port, reached) = tripwire().await;
+    let moved = json!({"base_url": format!("http://127.0.0.1:{port}/v1"), "api_key": "sk-test-provider"});
+    app.patch(&format!("{providers}/{id}"), &owner, moved)
+        .await
+        .assert_status(200);
+    let broken = app.post(&format!("{providers}/{id}/test"), &owner, json!({})).await;
+    assert_eq!(broken.assert_status(200)["ok"], false, "{}", broken.text);
+    assert_eq!(broken.body["status"], Value::Null);
+    assert_eq!(reached.load(Ordering::SeqCst), 1);
+
+    // Another application's provider is not found.
+    let other = app.tenant(&owner, "Other", 1).await;
+    app.post(
+        &format!("/v1/applications/{}/providers/{id}/test", other.app_id),
+        &owner,
+        json!({}),
+    )
+    .await
+    .assert_error(404, "not_found");
 }

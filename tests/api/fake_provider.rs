@@ -60,6 +60,7 @@ impl FakeProvider {
         };
         let app = axum::Router::new()
             .route("/v1/chat/completions", post(handle))
+            .route("/v1/models", axum::routing::get(models))
             .with_state(shared.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
@@ -89,6 +90,18 @@ impl FakeProvider {
     /// Whether a streaming response was dropped before it ended (the client went away).
     pub fn client_gone(&self) -> bool {
         self.shared.client_gone.load(Ordering::SeqCst)
+    }
+}
+
+/// `GET /v1/models`: two models, or the scripted status; the request is recorded (no body).
+async fn models(State(shared): State<Shared>, headers: HeaderMap) -> Response {
+    let script = shared.script.lock().unwrap().clone();
+    shared.requests.lock().unwrap().push((headers, Value::Null));
+    match script {
+        Script::Status(code) => (StatusCode::from_u16(code).unwrap(), UPSTREAM_SECRET).into_response(),
+        _ => {
+            axum::Json(json!({"object": "list", "data": [{"id": "fake-small"}, {"id": "fake-large"}]})).into_response()
+        }
     }
 }
 
