@@ -2,14 +2,15 @@
 // calls and results (DeltaKit's stream: `text_delta`, `tool_call`, `tool_result`).
 
 import { field, h } from "/dashboard/dom.js";
+import { FieldError } from "/dashboard/ui.js";
 
-/** Parses a JSON text field, naming the field when it is not JSON. */
-function parseJson(label, text, empty) {
+/** Parses a JSON text field, marking the field when it is not JSON. */
+function parseJson(name, text, empty) {
   if (!text.trim()) return empty;
   try {
     return JSON.parse(text);
-  } catch {
-    throw new Error(`${label}: this is not valid JSON.`);
+  } catch (error) {
+    throw new FieldError(name, `This is not valid JSON (${error.message}).`);
   }
 }
 
@@ -17,10 +18,10 @@ function parseJson(label, text, empty) {
 export function toolSettings(agent) {
   const memoryTools = h("input", { type: "checkbox", checked: agent.memory_tools });
   const maxSteps = h("input", { type: "number", min: 1, max: 20, value: agent.max_steps });
-  const tools = h("textarea", { class: "mono", rows: 6, spellcheck: "false" });
+  const tools = h("textarea", { class: "mono", rows: 6, spellcheck: "false", maxlength: 262144 });
   tools.value = agent.tools.length ? JSON.stringify(agent.tools, null, 2) : "";
   tools.placeholder = '[{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]';
-  const servers = h("textarea", { class: "mono", rows: 4, spellcheck: "false" });
+  const servers = h("textarea", { class: "mono", rows: 4, spellcheck: "false", maxlength: 65536 });
   // Header values are write-only: left out, the stored ones stay.
   servers.value = agent.mcp_servers.length
     ? JSON.stringify(agent.mcp_servers.map(({ headers, ...server }) => server), null, 2)
@@ -30,23 +31,22 @@ export function toolSettings(agent) {
   return {
     nodes: [
       h("h3", { text: "Tools" }),
-      field("Let the model save and search the user's own memory (memorize, search_memory)", memoryTools, true),
-      field("Most model calls in one turn (1 to 20)", maxSteps),
-      field("Client tools: functions your app runs, in OpenAI's function shape (JSON)", tools),
-      field("MCP servers the server calls: name, url, headers, allowed_tools (JSON)", servers),
-      h("p", {
-        class: "muted",
-        text: stored.length
-          ? `Header values are never shown. Stored now: ${stored.join("; ")}. Leave "headers" out to keep them, or send new ones.`
-          : 'Header values are write-only: add "headers": {"Authorization": "Bearer …"} to a server to set them.',
+      field("Let the model save and search the user's own memory (memorize, search_memory)", memoryTools, { inline: true, name: "memory_tools" }),
+      field("Most model calls in one turn", maxSteps, { name: "max_steps", hint: "1 to 20: each tool round trip is one more call." }),
+      field("Client tools (JSON)", tools, { name: "tools", hint: "Functions your app runs, in OpenAI's function shape. The reply stops at a call; your app sends the result." }),
+      field("MCP servers (JSON)", servers, {
+        name: "mcp_servers",
+        hint: stored.length
+          ? `Servers the service calls: name, url, headers, allowed_tools. Header values are never shown; stored now: ${stored.join("; ")}. Leave "headers" out to keep them.`
+          : 'Servers the service calls: name, url, headers, allowed_tools. Header values are write-only: add "headers": {"Authorization": "Bearer …"} to set them.',
       }),
     ],
     read() {
       return {
         memory_tools: memoryTools.checked,
         max_steps: Number(maxSteps.value) || 5,
-        tools: parseJson("Client tools", tools.value, []),
-        mcp_servers: parseJson("MCP servers", servers.value, []),
+        tools: parseJson("tools", tools.value, []),
+        mcp_servers: parseJson("mcp_servers", servers.value, []),
       };
     },
   };
