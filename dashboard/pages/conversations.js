@@ -65,7 +65,7 @@ export async function transcriptPage(ctx) {
 }
 
 function message(m, agent) {
-  const role = m.role === "assistant" ? agent?.name ?? "Agent" : m.role === "user" ? "User" : m.role === "tool" ? "Tool result" : m.role;
+  const role = m.role === "assistant" ? agent?.name ?? "Agent" : m.role === "user" ? "User" : m.role === "tool" ? "Tool result" : m.role === "system" ? "System" : m.role;
   const marks = [];
   if (m.status === "incomplete") marks.push(badge("cut short", "warn"));
   if (m.status === "superseded") marks.push(badge("replaced by a regenerate or an edit"));

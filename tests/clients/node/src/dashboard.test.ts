@@ -215,6 +215,18 @@ test("an operator runs an application from the dashboard, on a wide and a narrow
   await call("POST", `/v1/applications/${appId}/authentication-keys`, operator, { name: "orphan", scope: { agents: [longAgent.id] } });
   await page.reload();
   await check("05-keys-long-name");
+  // …on the agents list and the agent's own page too, wide and narrow.
+  for (const viewport of [WIDE, NARROW]) {
+    await page.setViewportSize(viewport);
+    await page.goto(`${BASE}/dashboard#/a/${appId}/agents`);
+    await page.getByRole("link", { name: long }).waitFor();
+    await check("05-agents-long-name");
+    await page.getByRole("link", { name: long }).click();
+    await heading(long).waitFor();
+    await check("05-agent-long-name");
+  }
+  await page.setViewportSize(WIDE);
+  await page.goto(`${BASE}/dashboard#/a/${appId}/keys`);
   await call("DELETE", `/v1/applications/${appId}/agents/${longAgent.id}`, operator);
   await page.reload();
   const orphan = page.getByRole("row", { name: /orphan/ });
