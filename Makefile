@@ -57,7 +57,7 @@ test-clients:
 bench:
 	@command -v wrk >/dev/null 2>&1 || { echo "installing wrk (Debian)"; \
 	  if [ "$$(id -u)" = 0 ]; then apt-get install -y -qq wrk >/dev/null; else sudo apt-get install -y -qq wrk >/dev/null; fi; }
-	$(CARGO) build --release --bin confidant
+	$(CARGO) build --release --bin confidant --example mock_provider --example stream_load
 	python3 bench/bench.py $(BENCH_ARGS)
 
 # The API fuzzer (schemathesis, installed into target/fuzz-venv): any 5xx or undocumented status

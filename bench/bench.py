@@ -1,11 +1,19 @@
 #!/usr/bin/env python3
 """`make bench`: Confidant under load, through its real HTTP API, with real secure user tokens.
 
-Starts the release binary on a fresh SQLite database (or PostgreSQL with --postgres URL), seeds
-an application, an agent, a key and N users with conversations and memory, then drives four
-workloads with wrk over loopback: list my conversations, get one conversation, one completion
-turn (echo model, both messages stored), memory search. Prints one table (requests/s, p50/p99,
-errors, the server's peak resident memory) and saves it as JSON under results/.
+Starts the release binary on a fresh SQLite database (and on PostgreSQL, in a database of its own,
+when one is reachable), seeds an application, agents, a key and N users with conversations and
+memory, then drives the workloads with wrk over loopback: the `/healthz` ceiling (the machine's
+limit for one tiny request, measured in the same run), list my conversations, get one
+conversation, one completion turn (echo model, both messages stored), memory search, the guarded
+and webhooked variants, and, in front of a fast native mock provider (`examples/mock_provider.rs`
+streaming 50 chunks), the mock called directly and a stateless turn through Confidant (one
+connection each, for the latency Confidant adds) and a stored turn. Last, `--streams` simultaneous
+streaming turns paced by the mock (20 chunks a second for `--stream-seconds`), driven by
+`examples/stream_load.rs`, with Confidant's resident memory sampled while they run.
+
+Prints one table (requests/s, p50/p99, errors, the server's peak resident memory, and each
+workload against what it is measured against) and saves it as JSON under results/.
 
 --scale seeds MESSAGES messages (default 10 million) straight into the SQLite file first and runs
 list/get again, to show their latency does not grow with the table.
@@ -37,6 +45,7 @@ import uuid
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # CONFIDANT_BENCH_BINARY runs another build (a before/after comparison) under the same load.
 BINARY = os.environ.get("CONFIDANT_BENCH_BINARY") or os.path.join(ROOT, "target", "release", "confidant")
+EXAMPLES = os.path.join(ROOT, "target", "release", "examples")
 EMAIL, PASSWORD = "bench@example.com", "bench-password-123"
 
 
@@ -143,6 +152,31 @@ class Receiver:
         self.server.shutdown()
 
 
+class MockProvider:
+    """examples/mock_provider.rs on loopback: `/{chunks}/{interval_ms}/v1` is a provider's base URL."""
+
+    def __init__(self, workdir):
+        self.log = open(os.path.join(workdir, "mock.log"), "ab")
+        self.process = subprocess.Popen([os.path.join(EXAMPLES, "mock_provider"), "127.0.0.1:0"],
+                                        stdout=subprocess.PIPE, stderr=self.log, text=True)
+        line = self.process.stdout.readline()
+        self.base = "http://" + line.split()[-1]
+
+    def stop(self):
+        self.process.kill()
+        self.process.wait()
+
+
+class Direct:
+    """wrk pointed at `base` (the mock) while the server's memory is still what is sampled."""
+
+    def __init__(self, base, server):
+        self.base, self.server = base, server
+
+    def rss_kib(self):
+        return self.server.rss_kib()
+
+
 def seed(api, users, conversations):
     session = api.call("POST", "/v1/auth/login", {"email": EMAIL, "password": PASSWORD})
     access = session["access"]
@@ -213,7 +247,7 @@ def run_wrk(server, workdir, name, method, path, body, tokens_file, duration, co
 
     sampler = threading.Thread(target=sample)
     sampler.start()
-    out = subprocess.run(["wrk", "-t2", f"-c{connections}", f"-d{duration}s", "--latency", "-s", script, server.base],
+    out = subprocess.run(["wrk", f"-t{min(2, connections)}", f"-c{connections}", f"-d{duration}s", "--latency", "-s", script, server.base],
                          capture_output=True, text=True).stdout
     done.set()
     sampler.join()
@@ -262,13 +296,75 @@ def seed_messages(db_path, app_id, agent_id, total, users):
     print(f"  {total:,} messages in {time.time() - started:.0f} s", flush=True)
 
 
+def compare(rows):
+    """Each row against what the contract measures it against: the list against the /healthz
+    ceiling, PostgreSQL against SQLite, the stateless turn against the mock called directly, the
+    stored turn through the mock against the echo turn."""
+    by = {(r["database"], r["workload"]): r for r in rows}
+    for r in rows:
+        db, name = r["database"], r["workload"]
+        ceiling = by.get((db, HEALTHZ))
+        if name in (LIST, "get one conversation", "guarded list (origin, limits)") and ceiling:
+            r["vs"] = f"{r['rps'] / ceiling['rps']:.0%} of /healthz"
+        if name == "guarded list (origin, limits)" and (db, LIST) in by:
+            r["vs"] += f", {r['rps'] / by[(db, LIST)]['rps'] - 1:+.0%} vs list"
+        if name == STATELESS and (db, DIRECT) in by:
+            r["vs"] = f"+{r['p50_ms'] - by[(db, DIRECT)]['p50_ms']:.2f} ms p50 over direct"
+        if name == STORED_MOCK and (db, ECHO_TURN) in by:
+            r["vs"] = f"{r['rps'] / by[(db, ECHO_TURN)]['rps']:.0%} of the echo turn"
+        if db == "postgres" and ("sqlite", name) in by and by[("sqlite", name)]["rps"] and name != STREAMS:
+            ratio = f"{r['rps'] / by[('sqlite', name)]['rps']:.2f}x sqlite"
+            r["vs"] = f"{r['vs']}, {ratio}" if r.get("vs") else ratio
+
+
 def table(rows):
-    header = f"{'database':<10} {'workload':<37} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} {'peak RSS MiB':>13}"
+    header = (f"{'database':<10} {'workload':<37} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} "
+              f"{'peak RSS MiB':>13}  against")
     lines = [header, "-" * len(header)]
     for r in rows:
         lines.append(f"{r['database']:<10} {r['workload']:<37} {r['rps']:>9,} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} "
-                     f"{r['errors']:>7} {r['peak_rss_mib']:>13.1f}")
+                     f"{r['errors']:>7} {r['peak_rss_mib']:>13.1f}  {r.get('vs', '')}")
     return "\n".join(lines)
+
+
+HEALTHZ = "/healthz (the ceiling)"
+LIST = "list my conversations"
+ECHO_TURN = "completion turn (echo)"
+DIRECT = "mock provider direct (1 connection)"
+STATELESS = "stateless turn via mock (1 conn)"
+STORED_MOCK = "stored turn via mock"
+STREAMS = "many paced streams"
+
+
+def many_streams(server, workdir, tokens_file, agent_id, args):
+    """`args.streams` streaming turns at once, each paced by the mock for `args.stream_seconds`."""
+    body = json.dumps({"messages": [{"role": "user", "content": "count slowly"}],
+                       "conversation_id": "stream-{i}", "stream": True})
+    before = server.rss_kib()
+    peak = [before]
+    done = threading.Event()
+
+    def sample():
+        while not done.is_set():
+            peak[0] = max(peak[0], server.rss_kib())
+            time.sleep(0.2)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    out = subprocess.run([os.path.join(EXAMPLES, "stream_load"), f"{server.base}/v1/agents/{agent_id}/completions",
+                          tokens_file, str(args.streams), body], capture_output=True, text=True)
+    done.set()
+    sampler.join()
+    if out.returncode != 0:
+        raise SystemExit(f"stream_load failed: {out.stderr}")
+    result = json.loads(out.stdout)
+    rss = round(peak[0] / 1024, 1)
+    return {"workload": STREAMS, "requests": result["streams"], "rps": 0,
+            "p50_ms": result["chunk_delay_p50_ms"], "p99_ms": result["chunk_delay_p99_ms"],
+            "errors": result["failed"], "peak_rss_mib": rss, "streams": result,
+            "vs": (f"{result['completed']}/{result['streams']} completed in {result['elapsed_s']:.0f} s; "
+                   f"p50/p99 are the delay per chunk; {(peak[0] - before) / max(result['streams'], 1):.0f} KiB per stream "
+                   f"over the {before / 1024:.0f} MiB before")}
 
 
 def bench_database(label, database_url, workdir, args, sqlite_path=None):
@@ -283,7 +379,25 @@ def bench_database(label, database_url, workdir, args, sqlite_path=None):
         with open(tokens_file, "w") as f:
             f.write("\n".join(tokens) + "\n")
         a = agent["id"]
+        mock = MockProvider(workdir)
+        fast = api.call("POST", f"/v1/applications/{app['id']}/providers",
+                        {"name": "mock", "kind": "openai-compatible", "base_url": f"{mock.base}/50/0/v1"}, access)
+        paced_ms = 50
+        api.call("POST", f"/v1/applications/{app['id']}/providers",
+                 {"name": "paced", "kind": "openai-compatible",
+                  "base_url": f"{mock.base}/{args.stream_seconds * 1000 // paced_ms}/{paced_ms}/v1"}, access)
+        mock_agent = api.call("POST", f"/v1/applications/{app['id']}/agents",
+                              {"name": "mock", "model": {"provider": fast["name"], "model": "mock"}}, access)["id"]
+        paced_agent = api.call("POST", f"/v1/applications/{app['id']}/agents",
+                               {"name": "paced", "model": {"provider": "paced", "model": "mock"}}, access)["id"]
+        completions_key = api.call("POST", f"/v1/applications/{app['id']}/api-keys",
+                                   {"name": "bench", "acl": ["completions"]}, access)["key"]
+        key_file = os.path.join(workdir, "api-key.txt")
+        with open(key_file, "w") as f:
+            f.write(completions_key + "\n")
+        chat = {"messages": [{"role": "user", "content": "hello mock"}], "stream": True}
         workloads = [
+            (HEALTHZ, "GET", "/healthz", None),
             ("list my conversations", "GET", f"/v1/agents/{a}/conversations", None),
             ("get one conversation", "GET", f"/v1/agents/{a}/conversations/c0", None),
             ("completion turn (echo)", "POST", f"/v1/agents/{a}/completions",
@@ -291,6 +405,11 @@ def bench_database(label, database_url, workdir, args, sqlite_path=None):
             ("streamed turn (echo, SSE)", "POST", f"/v1/agents/{a}/completions?stream=true",
              {"messages": [{"role": "user", "content": "hello streamed benchmark reply"}], "conversation_id": "streams"}),
             ("memory search", "GET", "/v1/memories?q=green%20tea", None),
+            # In front of the mock: its own latency, what Confidant adds, and a stored turn.
+            (DIRECT, "POST", f"@mock/50/0/v1/chat/completions", dict(chat, model="mock")),
+            (STATELESS, "POST", f"/v1/agents/{mock_agent}/completions", chat),
+            (STORED_MOCK, "POST", f"/v1/agents/{mock_agent}/completions",
+             {"messages": [{"role": "user", "content": "hello mock"}], "conversation_id": "mocked"}),
             # Last: it turns the application's origins and limits on for what follows.
             ("guarded list (origin, limits)", "GET", f"/v1/agents/{a}/conversations", None),
             ("guarded turn (origin, limits, quota)", "POST", f"/v1/agents/{a}/completions",
@@ -314,15 +433,26 @@ def bench_database(label, database_url, workdir, args, sqlite_path=None):
                 if not guarded:
                     api.call("PATCH", f"/v1/applications/{app['id']}", GUARD_SETTINGS, access)
                     guarded = True
-            print(f"[{label}] {name} ({args.duration} s, {args.connections} connections) ...", flush=True)
-            key = "-".join(name.split()[:2])
-            row = run_wrk(server, workdir, key, method, path, body, tokens_file, args.duration, args.connections, origin)
+            connections, tokens, target = args.connections, tokens_file, server
+            if name in (DIRECT, STATELESS):
+                connections, tokens = 1, key_file
+            if path.startswith("@mock"):
+                target, path = Direct(mock.base, server), path[len("@mock"):]
+            print(f"[{label}] {name} ({args.duration} s, {connections} connections) ...", flush=True)
+            key = "-".join(name.split()[:2]).replace("/", "")
+            row = run_wrk(target, workdir, key, method, path, body, tokens, args.duration, connections, origin)
             row.update(workload=name, database=label)
             if receiver:
                 row["webhooks_received"] = receiver.count
             rows.append(row)
         if receiver:
             receiver.stop()
+        if args.streams and (not args.only or "streams" in args.only):
+            print(f"[{label}] {args.streams} streams paced for {args.stream_seconds} s ...", flush=True)
+            row = many_streams(server, workdir, tokens_file, paced_agent, args)
+            row.update(database=label)
+            rows.append(row)
+        mock.stop()
         if args.scale and sqlite_path:
             server.stop()
             print(f"[{label}] scale: seeding {args.messages:,} messages ...", flush=True)
@@ -348,7 +478,11 @@ def main():
     parser.add_argument("--duration", type=int, default=10, help="seconds per workload")
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--only", nargs="*",
-                        help="only these workloads: list, get, completion, streamed, memory, guarded, webhooked")
+                        help="only these workloads (first words): /healthz, list, get, completion, streamed, memory, "
+                             "mock, stateless, stored, guarded, webhooked, streams")
+    parser.add_argument("--streams", type=int, default=5000, help="simultaneous paced streams (0: skip)")
+    parser.add_argument("--stream-seconds", type=int, default=30, help="how long the mock paces each stream")
+    parser.add_argument("--no-postgres", action="store_true", help="skip PostgreSQL even when it is reachable")
     parser.add_argument("--scale", action="store_true", help="then seed --messages messages and measure list/get again")
     parser.add_argument("--messages", type=int, default=10_000_000)
     args = parser.parse_args()
@@ -357,6 +491,16 @@ def main():
     if not shutil.which("wrk"):
         raise SystemExit("wrk is missing: `apt-get install wrk` (make bench does)")
     random.seed(7)
+    # 5,000 streams hold 10,000 sockets in the server (its clients and the mock) and 5,000 in
+    # each of the mock and the load generator: raise the soft limit to the hard one.
+    import resource
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    if args.streams * 2 + 500 > hard:
+        print(f"!! the open-file limit ({hard}) is too low for {args.streams} streams: fewer will be run", flush=True)
+        args.streams = max(0, (hard - 500) // 2)
+    if not args.postgres and not args.no_postgres:
+        args.postgres = bench_postgres()
     rows = []
     with tempfile.TemporaryDirectory() as workdir:
         sqlite_path = os.path.join(workdir, "bench.db")
@@ -365,6 +509,7 @@ def main():
         if args.postgres:
             reset_postgres(args.postgres)
             rows += bench_database("postgres", args.postgres, workdir, args)
+    compare(rows)
     print()
     print(table(rows))
     os.makedirs(os.path.join(ROOT, "results"), exist_ok=True)
@@ -374,6 +519,20 @@ def main():
         json.dump({"when": stamp, "machine": {"cpus": os.cpu_count(), "uname": " ".join(os.uname())},
                    "settings": vars(args), "results": rows}, f, indent=2)
     print(f"\nsaved {os.path.relpath(path, ROOT)}")
+
+
+def bench_postgres():
+    """A fresh `confidant_bench` database on the PostgreSQL server the tests use, when it is
+    reachable (CONFIDANT_TEST_POSTGRES_URL, as the Makefile sets it); None otherwise."""
+    server = os.environ.get("CONFIDANT_TEST_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/postgres")
+    if not shutil.which("psql"):
+        return None
+    quiet = dict(os.environ, PGOPTIONS="--client-min-messages=warning")
+    for statement in ("DROP DATABASE IF EXISTS confidant_bench WITH (FORCE)", "CREATE DATABASE confidant_bench"):
+        if subprocess.run(["psql", server, "-q", "-c", statement], env=quiet, capture_output=True).returncode != 0:
+            print(f"PostgreSQL is not reachable at {server}: SQLite only", flush=True)
+            return None
+    return server.split("?", 1)[0].rsplit("/", 1)[0] + "/confidant_bench"
 
 
 def reset_postgres(url):

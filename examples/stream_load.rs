@@ -1,0 +1,156 @@
+//! Many simultaneous streaming turns for `make bench`: opens N streaming completions at once
+//! (each with its own conversation, user tokens taken in turn from a file), reads every one to its
+//! end, and prints one JSON line: how many completed, failed, the turn times, and the delay each
+//! chunk took from the mock provider to here (the mock writes its clock into each paced chunk as
+//! `t<microseconds>`; both run on this machine).
+//!
+//! Usage: `stream_load URL TOKENS_FILE STREAMS [BODY_JSON]` (BODY_JSON may hold `{i}`, the stream's
+//! number, e.g. for its conversation id). Only for loopback benchmarks.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use futures_util::StreamExt;
+
+struct Outcome {
+    ok: bool,
+    turn: Duration,
+    delays_us: Vec<u32>,
+    chunks: usize,
+}
+
+fn now_micros() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_micros() as u64
+}
+
+/// Finds each `t<16 digits>` stamp in `text` and records how long ago it was written.
+fn stamps(text: &[u8], arrived: u64, delays: &mut Vec<u32>) {
+    let mut i = 0;
+    while i + 17 <= text.len() {
+        if text[i] == b't' && text[i + 1..i + 17].iter().all(u8::is_ascii_digit) {
+            let sent: u64 = std::str::from_utf8(&text[i + 1..i + 17])
+                .unwrap_or("0")
+                .parse()
+                .unwrap_or(0);
+            delays.push(u32::try_from(arrived.saturating_sub(sent)).unwrap_or(u32::MAX));
+            i += 17;
+        } else {
+            i += 1;
+        }
+    }
+}
+
+async fn one(client: reqwest::Client, url: Arc<str>, token: String, body: String) -> Outcome {
+    let started = Instant::now();
+    let mut outcome = Outcome {
+        ok: false,
+        turn: Duration::ZERO,
+        delays_us: Vec::new(),
+        chunks: 0,
+    };
+    let response = client
+        .post(&*url)
+        .bearer_auth(token)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await;
+    let Ok(response) = response else { return outcome };
+    if !response.status().is_success() {
+        return outcome;
+    }
+    let mut body = response.bytes_stream();
+    // A stamp may be split across two reads: keep the last few bytes of the previous one.
+    let mut carry: Vec<u8> = Vec::new();
+    let mut done = false;
+    while let Some(piece) = body.next().await {
+        let Ok(piece) = piece else { return outcome };
+        let arrived = now_micros();
+        outcome.chunks += 1;
+        carry.extend_from_slice(&piece);
+        stamps(&carry, arrived, &mut outcome.delays_us);
+        done |= carry.windows(6).any(|w| w == b"[DONE]");
+        // Keep a tail too short to hold a whole stamp (17 bytes), so none is counted twice.
+        let keep = carry.len().saturating_sub(16);
+        carry.drain(..keep);
+    }
+    outcome.ok = done;
+    outcome.turn = started.elapsed();
+    outcome
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+#[tokio::main]
+async fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.len() < 4 {
+        eprintln!("usage: stream_load URL TOKENS_FILE STREAMS [BODY_JSON]");
+        std::process::exit(2);
+    }
+    let url: Arc<str> = args[1].clone().into();
+    let tokens: Vec<String> = std::fs::read_to_string(&args[2])
+        .expect("the tokens file")
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(String::from)
+        .collect();
+    let streams: usize = args[3].parse().expect("a number of streams");
+    let body = args.get(4).cloned().unwrap_or_else(|| {
+        r#"{"messages":[{"role":"user","content":"count"}],"conversation_id":"load-{i}","stream":true}"#.into()
+    });
+    // reqwest is built without a default TLS provider (loopback HTTP needs none, but it asks).
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .tcp_nodelay(true)
+        .build()
+        .expect("an HTTP client");
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..streams)
+        .map(|i| {
+            let token = tokens[i % tokens.len()].clone();
+            tokio::spawn(one(
+                client.clone(),
+                url.clone(),
+                token,
+                body.replace("{i}", &i.to_string()),
+            ))
+        })
+        .collect();
+    let mut outcomes = Vec::with_capacity(streams);
+    for task in tasks {
+        outcomes.push(task.await.expect("a stream task"));
+    }
+    let elapsed = started.elapsed();
+    let completed = outcomes.iter().filter(|o| o.ok).count();
+    let mut turns: Vec<f64> = outcomes.iter().filter(|o| o.ok).map(|o| o.turn.as_secs_f64()).collect();
+    turns.sort_by(f64::total_cmp);
+    let mut delays: Vec<f64> = outcomes
+        .iter()
+        .flat_map(|o| o.delays_us.iter().map(|&d| f64::from(d) / 1000.0))
+        .collect();
+    delays.sort_by(f64::total_cmp);
+    let reads: usize = outcomes.iter().map(|o| o.chunks).sum();
+    println!(
+        "{{\"streams\":{streams},\"completed\":{completed},\"failed\":{},\"elapsed_s\":{:.2},\"turn_p50_s\":{:.3},\
+         \"turn_p99_s\":{:.3},\"chunks_stamped\":{},\"reads\":{reads},\"chunk_delay_p50_ms\":{:.2},\
+         \"chunk_delay_p99_ms\":{:.2},\"chunk_delay_max_ms\":{:.2}}}",
+        streams - completed,
+        elapsed.as_secs_f64(),
+        percentile(&turns, 0.5),
+        percentile(&turns, 0.99),
+        delays.len(),
+        percentile(&delays, 0.5),
+        percentile(&delays, 0.99),
+        delays.last().copied().unwrap_or(0.0),
+    );
+}
