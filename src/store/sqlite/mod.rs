@@ -26,6 +26,7 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
+use rusqlite::config::DbConfig;
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, OpenFlags};
 use tokio::sync::oneshot;
@@ -246,6 +247,12 @@ fn connect(path: &Path, mode: Mode) -> rusqlite::Result<Connection> {
     let connection = Connection::open_with_flags(path, flags)?;
     connection.busy_timeout(BUSY_TIMEOUT)?;
     connection.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+    // The query planner's stability guarantee: plans never depend on bound values. Without it
+    // SQLite (3.51) marks a statement to be re-planned whenever some parameters are bound again
+    // (a `LIMIT ?`, an `= ?` it compares with a partial index's terms), so a cached statement was
+    // parsed and planned anew on every request: 46 % of the CPU of reading a conversation
+    // (perf): 8,700 conversations read a second before, 31,000 after; lists 18,400 → 39,800.
+    connection.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)?;
     connection.pragma_update(None, "cache_size", -CACHE_KIB)?;
     if !matches!(mode, Mode::ReadOnly) {
         connection.pragma_update(None, "foreign_keys", true)?;

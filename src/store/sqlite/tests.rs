@@ -199,3 +199,29 @@ async fn a_write_is_visible_to_other_connections_once_answered_and_none_is_taken
     let refused = write(&sqlite, vec![(8, "late".into())]).await;
     assert!(matches!(refused, Err(StoreError::Unavailable(_))), "{refused:?}");
 }
+
+#[test]
+fn a_cached_statement_is_not_planned_again_when_its_parameters_change() {
+    // `LIMIT ?` and an `= ?` on a table with a partial index are what made SQLite re-plan a cached
+    // statement on every new binding (the planner looked at the bound values).
+    let (dir, _sqlite) = database();
+    let connection = connect(&dir.path().join("lite.db"), Mode::ReadWrite).expect("connect");
+    connection
+        .execute_batch("CREATE UNIQUE INDEX t_partial ON t (name) WHERE name IS NOT NULL; INSERT INTO t VALUES (1, 'a'), (2, 'b');")
+        .expect("schema");
+    let sql = "SELECT id FROM t WHERE name = ? ORDER BY id LIMIT ?";
+    for (name, limit) in [("a", 1), ("b", 2), ("a", 3), ("b", 1)] {
+        let mut statement = connection.prepare_cached(sql).expect("prepare");
+        let ids: Vec<i64> = statement
+            .query_map(rusqlite::params![name, limit], |row| row.get(0))
+            .expect("query")
+            .collect::<Result<_, _>>()
+            .expect("rows");
+        assert_eq!(ids.len(), 1);
+        assert_eq!(
+            statement.get_status(rusqlite::StatementStatus::RePrepare),
+            0,
+            "the statement was planned again for new parameters"
+        );
+    }
+}
