@@ -232,25 +232,37 @@ def seconds(text):
     return float(number) * {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0}[unit]
 
 
+class PeakRss:
+    """Samples the server's resident memory while the block runs: `before` and `peak` (KiB)."""
+
+    def __init__(self, server, every=0.05):
+        self.server, self.every = server, every
+
+    def __enter__(self):
+        self.before = self.peak = self.server.rss_kib()
+        self.done = threading.Event()
+        self.sampler = threading.Thread(target=self.sample)
+        self.sampler.start()
+        return self
+
+    def sample(self):
+        while not self.done.is_set():
+            self.peak = max(self.peak, self.server.rss_kib())
+            time.sleep(self.every)
+
+    def __exit__(self, *exc):
+        self.done.set()
+        self.sampler.join()
+
+
 def run_wrk(server, workdir, name, method, path, body, tokens_file, duration, connections, origin=""):
     script = os.path.join(workdir, f"{name}.lua")
     with open(script, "w") as f:
         f.write(LUA % {"method": method, "path": path, "tokens": tokens_file, "origin": origin,
                        "body": "nil" if body is None else "[[" + json.dumps(body) + "]]"})
-    peak = [server.rss_kib()]
-    done = threading.Event()
-
-    def sample():
-        while not done.is_set():
-            peak[0] = max(peak[0], server.rss_kib())
-            time.sleep(0.05)
-
-    sampler = threading.Thread(target=sample)
-    sampler.start()
-    out = subprocess.run(["wrk", f"-t{min(2, connections)}", f"-c{connections}", f"-d{duration}s", "--latency", "-s", script, server.base],
-                         capture_output=True, text=True).stdout
-    done.set()
-    sampler.join()
+    with PeakRss(server) as rss:
+        out = subprocess.run(["wrk", f"-t{min(2, connections)}", f"-c{connections}", f"-d{duration}s", "--latency",
+                              "-s", script, server.base], capture_output=True, text=True).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     p50 = seconds(re.search(r"\s50%\s+(\S+)", out).group(1))
     p99 = seconds(re.search(r"\s99%\s+(\S+)", out).group(1))
@@ -259,7 +271,7 @@ def run_wrk(server, workdir, name, method, path, body, tokens_file, duration, co
     socket_errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     errors = (int(non2xx.group(1)) if non2xx else 0) + (sum(map(int, socket_errors.groups())) if socket_errors else 0)
     return {"workload": name, "requests": total, "rps": round(rps), "p50_ms": round(p50 * 1000, 2),
-            "p99_ms": round(p99 * 1000, 2), "errors": errors, "peak_rss_mib": round(peak[0] / 1024, 1)}
+            "p99_ms": round(p99 * 1000, 2), "errors": errors, "peak_rss_mib": round(rss.peak / 1024, 1)}
 
 
 def seed_messages(db_path, app_id, agent_id, total, users):
@@ -340,31 +352,18 @@ def many_streams(server, workdir, tokens_file, agent_id, args):
     """`args.streams` streaming turns at once, each paced by the mock for `args.stream_seconds`."""
     body = json.dumps({"messages": [{"role": "user", "content": "count slowly"}],
                        "conversation_id": "stream-{i}", "stream": True})
-    before = server.rss_kib()
-    peak = [before]
-    done = threading.Event()
-
-    def sample():
-        while not done.is_set():
-            peak[0] = max(peak[0], server.rss_kib())
-            time.sleep(0.2)
-
-    sampler = threading.Thread(target=sample)
-    sampler.start()
-    out = subprocess.run([os.path.join(EXAMPLES, "stream_load"), f"{server.base}/v1/agents/{agent_id}/completions",
-                          tokens_file, str(args.streams), body], capture_output=True, text=True)
-    done.set()
-    sampler.join()
+    with PeakRss(server, every=0.2) as rss:
+        out = subprocess.run([os.path.join(EXAMPLES, "stream_load"), f"{server.base}/v1/agents/{agent_id}/completions",
+                              tokens_file, str(args.streams), body], capture_output=True, text=True)
     if out.returncode != 0:
         raise SystemExit(f"stream_load failed: {out.stderr}")
     result = json.loads(out.stdout)
-    rss = round(peak[0] / 1024, 1)
     return {"workload": STREAMS, "requests": result["streams"], "rps": 0,
             "p50_ms": result["chunk_delay_p50_ms"], "p99_ms": result["chunk_delay_p99_ms"],
-            "errors": result["failed"], "peak_rss_mib": rss, "streams": result,
+            "errors": result["failed"], "peak_rss_mib": round(rss.peak / 1024, 1), "streams": result,
             "vs": (f"{result['completed']}/{result['streams']} completed in {result['elapsed_s']:.0f} s; "
-                   f"p50/p99 are the delay per chunk; {(peak[0] - before) / max(result['streams'], 1):.0f} KiB per stream "
-                   f"over the {before / 1024:.0f} MiB before")}
+                   f"p50/p99 are the delay per chunk; {(rss.peak - rss.before) / max(result['streams'], 1):.0f} KiB per stream "
+                   f"over the {rss.before / 1024:.0f} MiB before")}
 
 
 def bench_database(label, database_url, workdir, args, sqlite_path=None):

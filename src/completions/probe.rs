@@ -83,11 +83,15 @@ async fn ask(
     let mut body = Vec::new();
     let mut chunks = response.bytes_stream();
     while let Some(chunk) = chunks.next().await {
-        let Ok(chunk) = chunk else { break };
-        if body.len() + chunk.len() > MAX_BODY {
-            break;
-        }
-        body.extend_from_slice(&chunk);
+        let problem = match chunk {
+            Ok(chunk) if body.len() + chunk.len() <= MAX_BODY => {
+                body.extend_from_slice(&chunk);
+                continue;
+            }
+            Ok(_) => "connected, but its model list is longer than 1 MiB and was not read",
+            Err(_) => "connected, but the connection broke while it listed its models",
+        };
+        return (true, Some(status.as_u16()), problem.into(), Vec::new());
     }
     let models = model_ids(&body);
     let message = if models.is_empty() {
@@ -118,7 +122,22 @@ fn model_ids(body: &[u8]) -> Vec<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::model_ids;
+    use super::{MAX_BODY, model_ids, probe};
+
+    #[tokio::test]
+    async fn a_model_list_over_the_bound_is_not_read_and_says_so() {
+        let big = format!("{{\"data\": [{{\"id\": \"{}\"}}]}}", "m".repeat(MAX_BODY));
+        let app = axum::Router::new().route("/v1/models", axum::routing::get(move || async move { big }));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}/v1", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let client = reqwest::Client::new();
+        let answer = probe(&client, &base, None, std::time::Duration::from_secs(5)).await;
+        assert!(answer.ok);
+        assert!(answer.models.is_empty());
+        assert!(answer.message.contains("longer than 1 MiB"), "{}", answer.message);
+    }
 
     #[test]
     fn model_ids_are_read_from_openai_and_ollama_shapes() {
