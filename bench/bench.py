@@ -39,6 +39,7 @@ import tempfile
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 
@@ -520,6 +521,9 @@ def main():
     print(f"\nsaved {os.path.relpath(path, ROOT)}")
 
 
+SOCKET_DIR = "/var/run/postgresql"
+
+
 def bench_postgres():
     """A fresh `confidant_bench` database on the PostgreSQL server the tests use, when it is
     reachable (CONFIDANT_TEST_POSTGRES_URL, as the Makefile sets it); None otherwise."""
@@ -531,7 +535,14 @@ def bench_postgres():
         if subprocess.run(["psql", server, "-q", "-c", statement], env=quiet, capture_output=True).returncode != 0:
             print(f"PostgreSQL is not reachable at {server}: SQLite only", flush=True)
             return None
-    return server.split("?", 1)[0].rsplit("/", 1)[0] + "/confidant_bench"
+    url = server.split("?", 1)[0].rsplit("/", 1)[0] + "/confidant_bench"
+    # On the same host, PostgreSQL's Unix socket spares every statement a trip through the
+    # loopback TCP stack (measured: get one conversation 6,500 -> 8,500/s); the README says so.
+    parsed = urllib.parse.urlsplit(url)
+    if parsed.hostname in ("127.0.0.1", "localhost", "::1") and os.path.exists(f"{SOCKET_DIR}/.s.PGSQL.{parsed.port or 5432}"):
+        user = parsed.username or "postgres"
+        url = f"postgres:///confidant_bench?host={SOCKET_DIR}&port={parsed.port or 5432}&user={user}"
+    return url
 
 
 def reset_postgres(url):

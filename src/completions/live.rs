@@ -159,17 +159,19 @@ struct Log {
 }
 
 impl LiveReply {
-    /// Records an event the reply produced.
-    pub fn record(&self, event: &TurnEvent) {
-        {
+    /// Records an event the reply produced; false if the log no longer records (it ended or
+    /// outgrew its bound).
+    pub fn record(&self, event: &TurnEvent) -> bool {
+        let recorded = {
             let mut log = self.log.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             if log.done {
-                return;
+                return false;
             }
             let size = event_bytes(event);
             if log.bytes + size > self.max_bytes {
                 log.overflowed = true;
                 log.done = true;
+                false
             } else {
                 log.bytes += size;
                 let terminal = event.ends_reply();
@@ -186,9 +188,37 @@ impl LiveReply {
                     _ => log.events.push(event.clone()),
                 }
                 log.done = terminal;
+                true
             }
-        }
+        };
         self.changed.notify_waiters();
+        recorded
+    }
+
+    /// Where the log ends now: `text_since` of it is the text recorded after this point.
+    pub fn mark(&self) -> usize {
+        self.log
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .events
+            .len()
+    }
+
+    /// The text of the deltas recorded since `mark` (the reply's task keeps the text of its step
+    /// here rather than a second copy of its own). A delta recorded since then may have been
+    /// appended to the one just before `mark`: callers take a mark after a non-text event, or on
+    /// an empty log.
+    pub fn text_since(&self, mark: usize) -> String {
+        let log = self.log.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        log.events
+            .get(mark..)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|event| match event {
+                TurnEvent::Delta(text) => Some(text.as_str()),
+                _ => None,
+            })
+            .collect()
     }
 
     /// No more events (the reply task ended).
@@ -370,7 +400,7 @@ impl EventSource {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::completions::{FinishReason, Usage};
+    use crate::completions::{FinishReason, ToolCall, Usage};
 
     fn meta() -> TurnMeta {
         TurnMeta::for_tests()
@@ -430,6 +460,32 @@ mod tests {
         assert_eq!(follower.next().await, Some(TurnEvent::Delta("a".repeat(50))));
         assert!(matches!(follower.next().await, Some(TurnEvent::Error(m)) if m.contains("too long")));
         assert_eq!(follower.next().await, None);
+    }
+
+    #[test]
+    fn the_text_recorded_since_a_mark_is_the_steps_text_and_a_full_log_says_it_kept_nothing() {
+        let replies = Arc::new(LiveReplies::new(false, 200));
+        let guard = replies.register(Uuid::now_v7(), Format::OpenAi, meta());
+        let reply = guard.reply();
+        assert!(reply.record(&TurnEvent::Delta("first step".into())));
+        assert!(reply.record(&TurnEvent::StepStart));
+        let mark = reply.mark();
+        assert!(reply.record(&TurnEvent::Delta("Hel".into())));
+        assert!(reply.record(&TurnEvent::Delta("lo".into())));
+        let call = ToolCall {
+            id: "c1".into(),
+            name: "look".into(),
+            arguments: "{}".into(),
+        };
+        assert!(reply.record(&TurnEvent::ToolCall { call, server: true }));
+        assert!(reply.record(&TurnEvent::Delta(" you".into())));
+        assert_eq!(reply.text_since(mark), "Hello you", "only this step's deltas, in order");
+        assert!(
+            !reply.record(&TurnEvent::Delta("x".repeat(200))),
+            "past the bound: not kept"
+        );
+        assert!(!reply.record(&TurnEvent::Delta("y".into())), "nor anything after it");
+        assert_eq!(reply.text_since(mark), "Hello you");
     }
 
     #[tokio::test]

@@ -178,11 +178,15 @@ impl ReplyTask {
             });
             let scope = self.reply.as_ref().map(|r| r.scope.clone());
             for call in &server {
-                let outcome =
-                    match tokio::time::timeout_at(deadline, self.tools.run(&self.state, scope.as_ref(), call)).await {
-                        Ok(outcome) => outcome,
-                        Err(_) => ToolOutcome::failed("the turn ran out of time"),
-                    };
+                let outcome = match tokio::time::timeout_at(
+                    deadline,
+                    Box::pin(self.tools.run(&self.state, scope.as_ref(), call)),
+                )
+                .await
+                {
+                    Ok(outcome) => outcome,
+                    Err(_) => ToolOutcome::failed("the turn ran out of time"),
+                };
                 self.state
                     .metrics()
                     .observe_tool_call(self.tools.kind(&call.name), outcome.error);
@@ -216,7 +220,7 @@ impl ReplyTask {
             reader = self.send(TurnEvent::StepStart, reader).await;
             step += 1;
             let offered = self.tools.to_openai();
-            stream = match tokio::time::timeout_at(deadline, self.model.start(&self.prompt, &offered)).await {
+            stream = match tokio::time::timeout_at(deadline, Box::pin(self.model.start(&self.prompt, &offered))).await {
                 Ok(Ok(stream)) => stream,
                 Ok(Err(error)) => {
                     self.end(ReplyEnd::Incomplete, &totals);
@@ -233,7 +237,8 @@ impl ReplyTask {
         }
     }
 
-    /// One model call: forwards its events, gathers its text and tool calls.
+    /// One model call: forwards its events, gathers its text and tool calls. The text is held
+    /// once: what the reply's log records is read back from it at the step's end.
     async fn step(
         &self,
         stream: &mut ModelStream,
@@ -241,7 +246,28 @@ impl ReplyTask {
         reader: &mut bool,
         text_bytes: &mut usize,
     ) -> StepResult {
+        // Taken on an empty log or after the previous step's `StepStart`, so no delta of this
+        // step is appended to one before the mark.
+        let mark = self.live.as_ref().map(|live| live.reply().mark());
+        let mut result = self.step_events(stream, deadline, reader, text_bytes).await;
+        if let (Some(mark), Some(live)) = (mark, &self.live) {
+            let mut text = live.reply().text_since(mark);
+            text.push_str(&result.text);
+            result.text = text;
+        }
+        result
+    }
+
+    /// `step`'s events; its result's text is only what the log did not record.
+    async fn step_events(
+        &self,
+        stream: &mut ModelStream,
+        deadline: Instant,
+        reader: &mut bool,
+        text_bytes: &mut usize,
+    ) -> StepResult {
         let max_bytes = self.state.settings().max_reply_bytes;
+        // The text the log did not record (all of it without a log, or past the log's bound).
         let mut text = String::new();
         let mut calls = Vec::new();
         // Who runs each call being streamed, by id.
@@ -299,9 +325,12 @@ impl ReplyTask {
                     while !delta.is_char_boundary(fits) {
                         fits -= 1;
                     }
-                    text.push_str(&delta[..fits]);
                     if fits > 0 {
-                        *reader = self.send(TurnEvent::Delta(delta[..fits].to_owned()), *reader).await;
+                        let event = TurnEvent::Delta(delta[..fits].to_owned());
+                        if !self.record(&event) {
+                            text.push_str(&delta[..fits]);
+                        }
+                        *reader = self.forward(event, *reader).await;
                     }
                     return StepResult {
                         text,
@@ -311,7 +340,6 @@ impl ReplyTask {
                 }
                 ModelEvent::Delta(delta) => {
                     *text_bytes += delta.len();
-                    text.push_str(&delta);
                     TurnEvent::Delta(delta)
                 }
                 ModelEvent::ToolCallStart { id, name } => {
@@ -355,7 +383,12 @@ impl ReplyTask {
                 }
             };
             let was_reading = *reader;
-            *reader = self.send(forward, was_reading).await;
+            if !self.record(&forward)
+                && let TurnEvent::Delta(delta) = &forward
+            {
+                text.push_str(delta);
+            }
+            *reader = self.forward(forward, was_reading).await;
             if was_reading && !*reader && self.detach == Detach::Stop {
                 return StepResult {
                     text,
@@ -370,9 +403,18 @@ impl ReplyTask {
     /// whether it is. A reader that took no data for the send timeout is treated as gone (a
     /// stalled client must not hold the model and this task forever).
     async fn send(&self, event: TurnEvent, reader: bool) -> bool {
-        if let Some(live) = &self.live {
-            live.reply().record(&event);
-        }
+        self.record(&event);
+        self.forward(event, reader).await
+    }
+
+    /// Records an event in the reply's log, for resumes; false if it was not recorded (no log,
+    /// or the log is full).
+    fn record(&self, event: &TurnEvent) -> bool {
+        self.live.as_ref().is_some_and(|live| live.reply().record(event))
+    }
+
+    /// Hands an event to the reader, if it is still there; returns whether it is.
+    async fn forward(&self, event: TurnEvent, reader: bool) -> bool {
         if !reader {
             return false;
         }
@@ -447,7 +489,18 @@ impl ReplyTask {
 
     async fn append(&self, reply: &Reply, message: NewMessage, live: LiveMark, event: Option<Event>) {
         let db = self.state.db();
-        match user_data::append_reply(db, &reply.scope, &reply.conversation, message, live, event).await {
+        // Boxed: the store's future is large and only lives at a step's end, while the task's own
+        // future lives (per stream) for the whole reply.
+        match Box::pin(user_data::append_reply(
+            db,
+            &reply.scope,
+            &reply.conversation,
+            message,
+            live,
+            event,
+        ))
+        .await
+        {
             Ok(_) => {}
             // Deleted while the reply ran (by its user, or by a retention purge): nothing to add to.
             Err(StoreError::NotFound) => {
