@@ -240,6 +240,8 @@ struct ChunkUsage {
 struct Reading<S> {
     events: S,
     idle_timeout: Duration,
+    /// The idle timer, moved on at each event (cheaper than a timer of its own per event).
+    idle: Pin<Box<tokio::time::Sleep>>,
     finish: Option<FinishReason>,
     usage: Usage,
     calls: Vec<PartialCall>,
@@ -257,6 +259,7 @@ impl<S> Reading<S> {
         Self {
             events,
             idle_timeout,
+            idle: Box::pin(tokio::time::sleep(idle_timeout)),
             finish: None,
             usage: Usage::default(),
             calls: Vec::new(),
@@ -381,9 +384,11 @@ where
         if state.done {
             return None;
         }
-        let next = match tokio::time::timeout(state.idle_timeout, state.events.next()).await {
-            Err(_) => return fail(state, "the model provider stopped answering"),
-            Ok(next) => next,
+        let idle_until = tokio::time::Instant::now() + state.idle_timeout;
+        state.idle.as_mut().reset(idle_until);
+        let next = tokio::select! {
+            next = state.events.next() => next,
+            () = state.idle.as_mut() => return fail(state, "the model provider stopped answering"),
         };
         let event = match next {
             None => {

@@ -272,37 +272,36 @@ impl ReplyTask {
         let mut calls = Vec::new();
         // Who runs each call being streamed, by id.
         let mut server: HashMap<String, bool> = HashMap::new();
+        // Made once per step and polled again for each event (a timer or a waiter registered
+        // per chunk costs more than the chunk's own work).
+        let late = tokio::time::sleep_until(deadline);
+        let stopped = async {
+            match &self.live {
+                Some(live) => live.reply().stopped().await,
+                None => std::future::pending().await,
+            }
+        };
+        let reader_gone = self.events.closed();
+        tokio::pin!(late, stopped, reader_gone);
         loop {
-            let next = async {
-                let stopped = async {
-                    match &self.live {
-                        Some(live) => live.reply().stopped().await,
-                        None => std::future::pending().await,
-                    }
-                };
-                let reader_gone = async {
-                    if *reader {
-                        self.events.closed().await
-                    } else {
-                        std::future::pending().await
-                    }
-                };
-                tokio::select! {
-                    () = stopped => Wait::Stopped,
-                    // The reader went away while the model was silent.
-                    () = reader_gone => Wait::ReaderGone,
-                    event = stream.next() => Wait::Event(event),
-                }
+            let wait = tokio::select! {
+                () = &mut stopped => Wait::Stopped,
+                // The reader went away while the model was silent.
+                () = &mut reader_gone, if *reader => Wait::ReaderGone,
+                event = stream.next() => Wait::Event(event),
+                () = &mut late => Wait::Event(Some(ModelEvent::Error(
+                    "the reply took longer than this server allows".into(),
+                ))),
             };
-            let event = match tokio::time::timeout_at(deadline, next).await {
-                Ok(Wait::Stopped) => {
+            let event = match wait {
+                Wait::Stopped => {
                     return StepResult {
                         text,
                         calls,
                         end: StepEnd::Stopped,
                     };
                 }
-                Ok(Wait::ReaderGone) => {
+                Wait::ReaderGone => {
                     *reader = false;
                     if self.detach == Detach::Stop {
                         return StepResult {
@@ -313,10 +312,9 @@ impl ReplyTask {
                     }
                     continue;
                 }
-                Ok(Wait::Event(event)) => {
+                Wait::Event(event) => {
                     event.unwrap_or_else(|| ModelEvent::Error("the model ended without finishing".into()))
                 }
-                Err(_) => ModelEvent::Error("the reply took longer than this server allows".into()),
             };
             let forward = match event {
                 ModelEvent::Delta(delta) if *text_bytes + delta.len() > max_bytes => {
@@ -418,6 +416,12 @@ impl ReplyTask {
         if !reader {
             return false;
         }
+        // Room in the channel (the usual case) needs no timer.
+        let event = match self.events.try_send(event) {
+            Ok(()) => return true,
+            Err(mpsc::error::TrySendError::Closed(_)) => return false,
+            Err(mpsc::error::TrySendError::Full(event)) => event,
+        };
         let timeout: Duration = self.state.settings().send_timeout;
         matches!(tokio::time::timeout(timeout, self.events.send(event)).await, Ok(Ok(())))
     }
