@@ -19,10 +19,15 @@ pub struct DatabaseArgs {
     pub database_url: String,
 
     /// Most database connections this process opens (PostgreSQL; for SQLite, its readers).
-    /// Default: 4 per core, at least 8. Behind a load balancer, keep instances × this under the
+    /// Default: 8 per core, at least 32. Behind a load balancer, keep instances × this under the
     /// server's `max_connections`.
     #[arg(long, env = "CONFIDANT_DATABASE_MAX_CONNECTIONS", value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub database_max_connections: Option<u32>,
+
+    /// How long a request waits for a free database connection before it is answered 503
+    /// (PostgreSQL; a burst of turns queues for this long rather than failing).
+    #[arg(long, env = "CONFIDANT_DATABASE_ACQUIRE_TIMEOUT", default_value = "15s", value_parser = parse_duration)]
+    pub database_acquire_timeout: Duration,
 }
 
 impl DatabaseArgs {
@@ -31,6 +36,7 @@ impl DatabaseArgs {
         if let Some(max) = self.database_max_connections {
             options.max_connections = max;
         }
+        options.acquire_timeout = self.database_acquire_timeout;
         options
     }
 }
