@@ -88,7 +88,7 @@ def user_token(kid, secret, sub, ttl=24 * 3600):
 
 
 class Server:
-    def __init__(self, database_url, workdir, master_key):
+    def __init__(self, database_url, workdir, master_key, wrapper=()):
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         env = dict(os.environ, CONFIDANT_DATABASE_URL=database_url, CONFIDANT_ADMIN_EMAIL=EMAIL,
@@ -96,9 +96,9 @@ class Server:
                    # The webhooked workload's receiver listens on loopback.
                    CONFIDANT_PROVIDER_ALLOWED_HOSTS="127.0.0.1")
         self.log = open(os.path.join(workdir, "server.log"), "ab")
-        self.process = subprocess.Popen([BINARY, "serve", "--listen", f"127.0.0.1:{self.port}"], env=env,
+        self.process = subprocess.Popen([*wrapper, BINARY, "serve", "--listen", f"127.0.0.1:{self.port}"], env=env,
                                         stdout=self.log, stderr=self.log)
-        for _ in range(200):
+        for _ in range(200 if not wrapper else 2000):
             try:
                 urllib.request.urlopen(self.base + "/readyz").read()
                 return
@@ -482,6 +482,8 @@ def main():
                              "mock, stateless, stored, guarded, webhooked, streams")
     parser.add_argument("--streams", type=int, default=5000, help="simultaneous paced streams (0: skip)")
     parser.add_argument("--stream-seconds", type=int, default=30, help="how long the mock paces each stream")
+    parser.add_argument("--instructions", action="store_true",
+                        help="also count the guard's cost per list under callgrind (valgrind; a few minutes)")
     parser.add_argument("--no-postgres", action="store_true", help="skip PostgreSQL even when it is reachable")
     parser.add_argument("--scale", action="store_true", help="then seed --messages messages and measure list/get again")
     parser.add_argument("--messages", type=int, default=10_000_000)
@@ -509,6 +511,9 @@ def main():
         if args.postgres:
             reset_postgres(args.postgres)
             rows += bench_database("postgres", args.postgres, workdir, args)
+        if args.instructions:
+            print("[sqlite] the guard's cost, counted under callgrind ...", flush=True)
+            rows.append(guard_instructions(workdir))
     compare(rows)
     print()
     print(table(rows))
@@ -519,6 +524,63 @@ def main():
         json.dump({"when": stamp, "machine": {"cpus": os.cpu_count(), "uname": " ".join(os.uname())},
                    "settings": vars(args), "results": rows}, f, indent=2)
     print(f"\nsaved {os.path.relpath(path, ROOT)}")
+
+
+GUARD_OFF = {"allowed_origins": [], "limits": {"user_requests_per_minute": None, "user_completions_per_minute": None,
+                                              "user_tokens_per_day": None}}
+
+
+def guard_instructions(workdir, requests=400, rounds=2):
+    """What origin checks, limits and usage accounting cost a list, counted rather than timed: the
+    server runs under callgrind (instructions are repeatable where 10 s of wrk swing by tens of
+    per cent on a shared machine), and `requests` lists are counted with the guard off and on,
+    alternately, `rounds` times. System calls are the same either way and are not counted."""
+    out = os.path.join(workdir, "callgrind.out")
+    server = Server(f"sqlite://{os.path.join(workdir, 'instructions.db')}", workdir,
+                    base64.b64encode(os.urandom(32)).decode(),
+                    wrapper=("valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}"))
+
+    def control(*flags):
+        subprocess.run(["callgrind_control", *flags, str(server.process.pid)], capture_output=True, check=True)
+
+    counts = {False: [], True: []}
+    try:
+        api = Api(server.base)
+        app, agent, _, tokens, access = seed(api, 10, 3)
+        path = f"/v1/agents/{agent['id']}/conversations"
+        for _ in range(rounds):
+            for guarded in (False, True):
+                api.call("PATCH", f"/v1/applications/{app['id']}", GUARD_SETTINGS if guarded else GUARD_OFF, access)
+                headers = {"origin": GUARD_ORIGIN} if guarded else {}
+
+                def lists(n):
+                    for i in range(n):
+                        request = urllib.request.Request(server.base + path, headers={
+                            "authorization": "Bearer " + tokens[i % len(tokens)], **headers})
+                        if urllib.request.urlopen(request).status != 200:
+                            raise SystemExit("a counted list failed")
+                lists(20)  # caches warm
+                for old in [f for f in os.listdir(workdir) if f.startswith("callgrind.out")]:
+                    os.remove(os.path.join(workdir, old))
+                control("--zero")
+                control("--instr=on")
+                lists(requests)
+                control("--instr=off")
+                control("--dump")
+                total = 0
+                for name in [f for f in os.listdir(workdir) if f.startswith("callgrind.out")]:
+                    with open(os.path.join(workdir, name)) as f:
+                        for line in f:
+                            if line.startswith(("summary:", "totals:")):
+                                total = max(total, int(line.split()[1]))
+                counts[guarded].append(total / requests)
+    finally:
+        server.stop()
+    plain, guarded = sum(counts[False]) / rounds, sum(counts[True]) / rounds
+    return {"workload": "guard cost (callgrind, per list)", "database": "sqlite", "requests": requests * rounds,
+            "rps": 0, "p50_ms": 0, "p99_ms": 0, "errors": 0, "peak_rss_mib": 0,
+            "instructions": {"list": round(plain), "guarded_list": round(guarded)},
+            "vs": f"{plain:,.0f} -> {guarded:,.0f} instructions, +{(guarded / plain - 1) * 100:.1f} % (system calls not counted)"}
 
 
 SOCKET_DIR = "/var/run/postgresql"
