@@ -35,6 +35,8 @@ impl DatabaseArgs {
         let mut options = crate::store::DbOptions::default();
         if let Some(max) = self.database_max_connections {
             options.max_connections = max;
+            // With SQLite, the most readers kept (its one writer apart).
+            options.sqlite_readers = options.sqlite_readers.min(max);
         }
         options.acquire_timeout = self.database_acquire_timeout;
         options
@@ -353,6 +355,19 @@ mod tests {
         assert!(parse_duration("0s").is_err());
         assert!(parse_duration("1w").is_err());
         assert!(parse_duration("h").is_err());
+    }
+
+    #[test]
+    fn the_connection_settings_reach_both_databases() {
+        let args = DatabaseArgs {
+            database_url: "sqlite://x.db".into(),
+            database_max_connections: Some(1),
+            database_acquire_timeout: Duration::from_secs(3),
+        };
+        let options = args.db_options();
+        assert_eq!(options.max_connections, 1);
+        assert_eq!(options.sqlite_readers, 1, "SQLite keeps at most that many readers");
+        assert_eq!(options.acquire_timeout, Duration::from_secs(3));
     }
 
     #[test]

@@ -195,30 +195,34 @@ impl LiveReply {
         recorded
     }
 
-    /// Where the log ends now: `text_since` of it is the text recorded after this point.
-    pub fn mark(&self) -> usize {
-        self.log
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .events
-            .len()
+    /// Where the log ends now: `text_since` of it is the text recorded after this point, even
+    /// if the next delta is appended to the one the log ends with.
+    pub fn mark(&self) -> LogMark {
+        let log = self.log.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        match log.events.last() {
+            Some(TurnEvent::Delta(text)) => LogMark {
+                index: log.events.len() - 1,
+                offset: text.len(),
+            },
+            _ => LogMark {
+                index: log.events.len(),
+                offset: 0,
+            },
+        }
     }
 
     /// The text of the deltas recorded since `mark` (the reply's task keeps the text of its step
-    /// here rather than a second copy of its own). A delta recorded since then may have been
-    /// appended to the one just before `mark`: callers take a mark after a non-text event, or on
-    /// an empty log.
-    pub fn text_since(&self, mark: usize) -> String {
+    /// here rather than a second copy of its own).
+    pub fn text_since(&self, mark: LogMark) -> String {
         let log = self.log.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        log.events
-            .get(mark..)
-            .unwrap_or_default()
-            .iter()
-            .filter_map(|event| match event {
-                TurnEvent::Delta(text) => Some(text.as_str()),
-                _ => None,
-            })
-            .collect()
+        let mut text = String::new();
+        for (at, event) in log.events.iter().enumerate().skip(mark.index) {
+            if let TurnEvent::Delta(delta) = event {
+                let from = if at == mark.index { mark.offset } else { 0 };
+                text.push_str(delta.get(from..).unwrap_or_default());
+            }
+        }
+        text
     }
 
     /// No more events (the reply task ended).
@@ -287,6 +291,13 @@ pub(super) fn event_bytes(event: &TurnEvent) -> usize {
         }
         TurnEvent::StepFinish | TurnEvent::StepStart | TurnEvent::Finish { .. } => 0,
     }
+}
+
+/// A place in a reply's log: its event at `index`, from byte `offset` of its text.
+#[derive(Debug, Clone, Copy)]
+pub struct LogMark {
+    index: usize,
+    offset: usize,
 }
 
 /// One reader's place in a reply's log.
@@ -468,6 +479,13 @@ mod tests {
         let guard = replies.register(Uuid::now_v7(), Format::OpenAi, meta());
         let reply = guard.reply();
         assert!(reply.record(&TurnEvent::Delta("first step".into())));
+        let after_text = reply.mark();
+        assert!(reply.record(&TurnEvent::Delta(", more".into())));
+        assert_eq!(
+            reply.text_since(after_text),
+            ", more",
+            "a delta appended to the one before the mark counts from the mark"
+        );
         assert!(reply.record(&TurnEvent::StepStart));
         let mark = reply.mark();
         assert!(reply.record(&TurnEvent::Delta("Hel".into())));

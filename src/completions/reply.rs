@@ -246,8 +246,6 @@ impl ReplyTask {
         reader: &mut bool,
         text_bytes: &mut usize,
     ) -> StepResult {
-        // Taken on an empty log or after the previous step's `StepStart`, so no delta of this
-        // step is appended to one before the mark.
         let mark = self.live.as_ref().map(|live| live.reply().mark());
         let mut result = self.step_events(stream, deadline, reader, text_bytes).await;
         if let (Some(mark), Some(live)) = (mark, &self.live) {

@@ -4,7 +4,9 @@
 use serde_json::json;
 
 use crate::db_tests;
-use crate::harness::{ADMIN_EMAIL, ADMIN_PASSWORD, Backend, TestApp, user_token};
+use confidant::store::{Db, DbOptions};
+
+use crate::harness::{ADMIN_EMAIL, ADMIN_PASSWORD, Backend, TestApp, TestDatabase, user_token};
 
 db_tests!(
     secrets_are_not_readable_from_the_database,
@@ -373,4 +375,39 @@ async fn a_database_made_by_release_0_1_opens_with_nothing_lost(mut app: TestApp
     );
     let found = app.get("/v1/memories?q=tea", &user).await;
     assert_eq!(found.assert_status(200)["data"][0]["content"], "prefers green tea");
+}
+
+/// A pooled PostgreSQL connection the server closed while it sat idle (a restart, a firewall's
+/// idle timeout) is found dead and replaced when it is next taken, rather than failing the
+/// request that takes it. No service runs here: nothing else touches the pool meanwhile.
+#[tokio::test]
+async fn a_postgres_connection_closed_while_idle_is_replaced_before_it_is_used() {
+    let Some(database) = TestDatabase::create(Backend::Postgres).await else {
+        return;
+    };
+    let db = Db::connect(&database.url, &DbOptions::default()).await.unwrap();
+    assert!(db.ping().await);
+    let name = database
+        .url
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .split('?')
+        .next()
+        .unwrap()
+        .to_owned();
+    let admin = sqlx::PgPool::connect(&database.url).await.unwrap();
+    let closed: Vec<(bool,)> = sqlx::query_as(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
+    )
+    .bind(&name)
+    .fetch_all(&admin)
+    .await
+    .unwrap();
+    admin.close().await;
+    assert!(!closed.is_empty(), "the pool's connection was closed by the server");
+    // Past the idle time after which a connection is checked before use.
+    tokio::time::sleep(std::time::Duration::from_secs(11)).await;
+    assert!(db.ping().await, "the dead connection was used instead of replaced");
+    db.close().await;
 }
