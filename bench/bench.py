@@ -375,6 +375,11 @@ def bench_database(label, database_url, workdir, args, sqlite_path=None):
         api = Api(server.base)
         print(f"[{label}] seeding {args.users} users x {args.conversations} conversations ...", flush=True)
         app, agent, _, tokens, access = seed(api, args.users, args.conversations)
+        if database_url.startswith("postgres"):
+            # A database in service has statistics (autovacuum analyzes what changes); one
+            # filled a moment ago has none, and its plans are guesses (get one conversation
+            # read every message of the user's, not only the conversation's, before this).
+            subprocess.run(["psql", database_url, "-qc", "ANALYZE"], check=True)
         tokens_file = os.path.join(workdir, "tokens.txt")
         with open(tokens_file, "w") as f:
             f.write("\n".join(tokens) + "\n")

@@ -111,7 +111,7 @@ fn constraint_conflict(constraint: &str) -> StoreError {
 
 /// A lock one instance at a time holds (`Db::exclusive`); released when dropped (on PostgreSQL
 /// its connection is closed, which ends the session and its advisory lock, whatever happened).
-pub struct ExclusiveLock(#[allow(dead_code)] Option<sqlx::pool::PoolConnection<sqlx::Postgres>>);
+pub struct ExclusiveLock(#[allow(dead_code)] Option<sqlx::PgConnection>);
 
 /// Which database a URL names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -205,7 +205,7 @@ pub struct Db(Engine);
 #[derive(Clone)]
 enum Engine {
     Sqlite(Arc<sqlite::Sqlite>),
-    Postgres(PgPool),
+    Postgres(postgres::Pool),
 }
 
 impl Db {
@@ -227,7 +227,7 @@ impl Db {
                         .map_err(|e| StoreError::Other(Box::new(e)))??;
                 Ok(Self(Engine::Sqlite(Arc::new(engine))))
             }
-            Some(Backend::Postgres) => Ok(Self(Engine::Postgres(postgres::connect(url, options).await?))),
+            Some(Backend::Postgres) => Ok(Self(Engine::Postgres(postgres::Pool::connect(url, options).await?))),
             None => Err(StoreError::Unavailable(
                 "unsupported database URL (expected sqlite://PATH or postgres://...)".into(),
             )),
@@ -241,10 +241,10 @@ impl Db {
         }
     }
 
-    /// The PostgreSQL pool, for what only PostgreSQL has (notifications).
+    /// A pool of one PostgreSQL connection for what only PostgreSQL has (LISTEN).
     pub fn postgres(&self) -> Option<&PgPool> {
         match &self.0 {
-            Engine::Postgres(pool) => Some(pool),
+            Engine::Postgres(pool) => Some(pool.listener()),
             Engine::Sqlite(_) => None,
         }
     }
@@ -284,10 +284,13 @@ impl Db {
                 ("pool=\"read\",state=\"idle\"", sqlite.idle_readers() as u64),
                 ("pool=\"write\",state=\"open\"", u64::from(sqlite.is_open())),
             ],
-            Engine::Postgres(pool) => vec![
-                ("pool=\"main\",state=\"open\"", u64::from(pool.size())),
-                ("pool=\"main\",state=\"idle\"", pool.num_idle() as u64),
-            ],
+            Engine::Postgres(pool) => {
+                let (open, idle) = pool.state();
+                vec![
+                    ("pool=\"main\",state=\"open\"", open),
+                    ("pool=\"main\",state=\"idle\"", idle),
+                ]
+            }
         }
     }
 
@@ -387,19 +390,19 @@ impl Db {
         match &self.0 {
             Engine::Sqlite(sqlite) => sqlite.transaction(body).await,
             Engine::Postgres(pool) => {
-                let mut tx = Tx(TxEngine::Postgres(pool.begin().await?));
+                let mut tx = Tx(TxEngine::Postgres(postgres::Transaction::begin(pool).await?));
                 let outcome = body(&mut tx).await;
                 let TxEngine::Postgres(transaction) = tx.0 else {
                     unreachable!("a PostgreSQL transaction");
                 };
                 match outcome {
                     Ok(value) => {
-                        transaction.commit().await?;
+                        transaction.end(true).await?;
                         Ok(value)
                     }
                     Err(error) => {
-                        // Dropping it rolls back; say so now rather than when the pool notices.
-                        let _ = transaction.rollback().await;
+                        // Dropping it would roll back too; say so now, on this connection.
+                        let _ = transaction.end(false).await;
                         Err(error)
                     }
                 }
@@ -411,13 +414,7 @@ impl Db {
     pub async fn run_script(&self, sql: &str) -> StoreResult<()> {
         match &self.0 {
             Engine::Sqlite(sqlite) => sqlite.run_script(sql).await,
-            Engine::Postgres(pool) => {
-                let mut tx = pool.begin().await?;
-                sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
-                    .execute(&mut *tx)
-                    .await?;
-                Ok(tx.commit().await?)
-            }
+            Engine::Postgres(pool) => postgres::run_script(pool, sql).await,
         }
     }
 }
@@ -427,7 +424,7 @@ pub struct Tx(TxEngine);
 
 enum TxEngine {
     Sqlite(sqlite::WriterConnection),
-    Postgres(sqlx::Transaction<'static, sqlx::Postgres>),
+    Postgres(postgres::Transaction),
 }
 
 impl Tx {
@@ -468,7 +465,7 @@ impl Tx {
                 let (sql, values) = statement.build_for(SqliteQueryBuilder);
                 self.sqlite_rows(&sql, values)
             }
-            TxEngine::Postgres(tx) => postgres::rows(&mut **tx, statement).await,
+            TxEngine::Postgres(tx) => postgres::rows_on(tx.connection(), statement).await,
         }
     }
 
@@ -484,7 +481,7 @@ impl Tx {
                 let (sql, values) = statement.build_for(SqliteQueryBuilder);
                 self.sqlite_execute(&sql, values)
             }
-            TxEngine::Postgres(tx) => postgres::execute(&mut **tx, statement).await,
+            TxEngine::Postgres(tx) => postgres::execute_on(tx.connection(), statement).await,
         }
     }
 }

@@ -20,6 +20,7 @@ db_tests!(
     client_disconnect_stops_the_upstream_and_stores_incomplete,
     concurrent_completions_keep_order_and_lose_nothing,
     ai_sdk_history_is_never_stored_twice,
+    the_same_message_sent_several_times_at_once_is_stored_once,
     formats_are_inferred_from_the_body,
     silent_models_get_keep_alives,
     stateless_completions_store_nothing,
@@ -465,6 +466,50 @@ async fn ai_sdk_history_is_never_stored_twice(app: TestApp) {
     // The stored reply has the id the stream announced.
     let conversation = app.get(&format!("/v1/agents/{agent}/conversations/chat"), &token).await;
     assert_eq!(conversation.body["messages"][1]["id"], message_id.as_str());
+}
+
+/// A client retrying a message (the same id) while the first try is still being stored: the
+/// appends race for the conversation's row, and only one of them stores it.
+async fn the_same_message_sent_several_times_at_once_is_stored_once(app: TestApp) {
+    let owner = app.owner_token().await;
+    let tenant = app.tenant(&owner, "Acme", 1).await;
+    let agent = tenant.agents[0].clone();
+    let token = user_token(&tenant.all_key, "alice");
+    let user = |id: &str, text: &str| json!({"id": id, "role": "user", "parts": [{"type": "text", "text": text}]});
+    let first = json!({"id": "race", "trigger": "submit-message", "messages": [user("u1", "first")]});
+    read_stream(post_turn(&app, &token, &agent, "ai-sdk", true, &first).await).await;
+    let again = json!({"id": "race", "trigger": "submit-message", "messages": [user("u2", "same question")]});
+    // On PostgreSQL, the conversation's row is held locked while the tries arrive, so they all
+    // wait for it at once and then take turns: each after the first finds the message stored.
+    let mut lock = None;
+    if app.backend() == crate::harness::Backend::Postgres {
+        use sqlx::Connection as _;
+        let mut connection = sqlx::PgConnection::connect(&app.database.url).await.unwrap();
+        sqlx::query("BEGIN").execute(&mut connection).await.unwrap();
+        sqlx::query("SELECT 1 FROM conversations WHERE external_id = 'race' FOR UPDATE")
+            .execute(&mut connection)
+            .await
+            .unwrap();
+        lock = Some(connection);
+    }
+    let tries = (0..6).map(|_| async { post_turn(&app, &token, &agent, "ai-sdk", true, &again).await.status() });
+    let release = async {
+        if let Some(mut connection) = lock {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            sqlx::query("COMMIT").execute(&mut connection).await.unwrap();
+        }
+    };
+    let (statuses, ()) = tokio::join!(futures_util::future::join_all(tries), release);
+    for status in statuses {
+        assert!(status.is_success(), "{status}");
+    }
+    let stored = messages(&app, &token, &agent, "race").await;
+    let asked = stored
+        .iter()
+        .filter(|m| m.0 == "user" && m.1 == "same question")
+        .count();
+    assert_eq!(asked, 1, "{stored:?}");
+    assert_eq!(stored[0].1, "first");
 }
 
 async fn formats_are_inferred_from_the_body(app: TestApp) {

@@ -411,3 +411,76 @@ async fn a_postgres_connection_closed_while_idle_is_replaced_before_it_is_used()
     assert!(db.ping().await, "the dead connection was used instead of replaced");
     db.close().await;
 }
+
+/// A transaction whose future is dropped mid-way (a client gone, a timeout) is rolled back before
+/// its connection serves anyone else: its change is not kept, its row lock is released, and the
+/// next statement on that connection (the pool's only one here) runs outside any transaction.
+#[tokio::test]
+async fn a_postgres_transaction_dropped_mid_way_is_rolled_back_before_its_connection_is_reused() {
+    use sea_query::{Expr, ExprTrait, Query};
+    let Some(database) = TestDatabase::create(Backend::Postgres).await else {
+        return;
+    };
+    let options = DbOptions {
+        max_connections: 1,
+        ..DbOptions::default()
+    };
+    let db = Db::connect(&database.url, &options).await.unwrap();
+    db.run_script(
+        "CREATE TABLE counters (id BIGINT PRIMARY KEY, n BIGINT NOT NULL); INSERT INTO counters VALUES (1, 0);",
+    )
+    .await
+    .unwrap();
+    let read = Query::select()
+        .expr_as(Expr::col("n"), "n")
+        .from("counters")
+        .and_where(Expr::col("id").eq(1))
+        .to_owned();
+    let (updated, mut changed) = tokio::sync::oneshot::channel();
+    let holder = tokio::spawn({
+        let db = db.clone();
+        async move {
+            db.transaction(move |tx| {
+                Box::pin(async move {
+                    let bump = Query::update()
+                        .table("counters")
+                        .value("n", Expr::col("n").add(1))
+                        .and_where(Expr::col("id").eq(1))
+                        .to_owned();
+                    tx.execute(&bump).await?;
+                    let _ = updated.send(());
+                    std::future::pending::<()>().await;
+                    Ok(())
+                })
+            })
+            .await
+        }
+    });
+    (&mut changed).await.unwrap();
+    holder.abort();
+    let _ = holder.await;
+    // The only connection is back once it is rolled back; the bump is gone.
+    let rows: Vec<confidant::store::Count> = tokio::time::timeout(std::time::Duration::from_secs(10), db.rows(&read))
+        .await
+        .expect("the connection came back")
+        .unwrap();
+    assert_eq!(rows[0].n, 0, "the dropped transaction's change was rolled back");
+    // Not inside a transaction any more: another session can take the row's lock at once.
+    use sqlx::Connection as _;
+    let mut other = sqlx::PgConnection::connect(&database.url).await.unwrap();
+    sqlx::query("SET lock_timeout = '2s'")
+        .execute(&mut other)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE counters SET n = 10 WHERE id = 1")
+        .execute(&mut other)
+        .await
+        .expect("the row lock was released");
+    let rows: Vec<confidant::store::Count> = db.rows(&read).await.unwrap();
+    assert_eq!(
+        rows[0].n, 10,
+        "the pool's connection sees committed changes (no transaction left open)"
+    );
+    other.close().await.unwrap();
+    db.close().await;
+}
