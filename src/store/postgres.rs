@@ -175,6 +175,11 @@ impl Lease {
             .expect("a lease holds its connection until dropped")
     }
 
+    /// Closes the connection instead of giving it back.
+    fn close(mut self) {
+        drop(self.connection.take());
+    }
+
     /// Marks the lease finished unless `outcome` left the connection unusable, and passes it on.
     fn settle<T>(&mut self, outcome: Result<T, sqlx::Error>) -> Result<T, sqlx::Error> {
         if leaves_connection_ready(&outcome) {
@@ -330,9 +335,17 @@ pub(super) async fn try_advisory_lock(pool: &Pool, key: i64) -> StoreResult<Opti
 pub(super) async fn migrate(pool: &Pool) -> StoreResult<()> {
     let mut lease = pool.acquire().await?;
     let migrated = super::migrations::postgres_migrator().run(lease.connection()).await;
-    // The migrator ends its own transactions; a failed one leaves nothing pending.
-    lease.finished = true;
-    migrated.map_err(|e| StoreError::Other(Box::new(e)))
+    match migrated {
+        Ok(()) => {
+            lease.finished = true;
+            Ok(())
+        }
+        Err(error) => {
+            // A failed run may leave its lock or a transaction on the connection: close it.
+            lease.close();
+            Err(StoreError::Other(Box::new(error)))
+        }
+    }
 }
 
 /// Runs a script of several statements in one transaction.
