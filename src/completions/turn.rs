@@ -259,6 +259,17 @@ async fn store_user_messages(
     };
     // The reply to these messages is produced here: other instances know whom to ask for it.
     let live = state.live().running_mark();
+    let new: Vec<NewMessage> = request
+        .user_messages
+        .iter()
+        .map(|m| NewMessage::text("user", text(&m.content), MessageStatus::Complete, m.client_id.clone()))
+        .collect();
+    if request.sent_history.is_none()
+        && let Some((conversation, stored)) =
+            user_data::append_to_named(state.db(), scope, conversation_id, &new, live).await?
+    {
+        return Ok((conversation, stored.last().map(|m| m.seq)));
+    }
     // A retention purge may delete the conversation between opening and appending: open it again.
     let mut attempts = 0;
     loop {
@@ -289,11 +300,6 @@ async fn store_user_messages(
                     revised.up_to
                 })
         } else {
-            let new: Vec<NewMessage> = request
-                .user_messages
-                .iter()
-                .map(|m| NewMessage::text("user", text(&m.content), MessageStatus::Complete, m.client_id.clone()))
-                .collect();
             user_data::append_messages(state.db(), scope, &conversation, &new, live)
                 .await
                 .map(|stored| stored.last().map(|m| m.seq))

@@ -43,6 +43,7 @@ migrations! {
     9 "0009_tools",
     10 "0010_live_replies",
     11 "0011_webhooks",
+    12 "0012_messages_checked_by_their_reservation",
 }
 
 /// sqlx's checksum of a migration: SHA-384 of its SQL.

@@ -253,6 +253,14 @@ async fn later_migrations_upgrade_a_database_made_by_the_first(mut app: TestApp)
                  INSERT INTO memories_fts (rowid, content) VALUES (new.rowid, new.content); END;",
         )
         .await;
+    } else {
+        app.execute_sql(
+            "DROP TRIGGER conversations_delete_messages ON conversations; \
+             DROP FUNCTION conversations_delete_messages(); \
+             ALTER TABLE messages ADD CONSTRAINT messages_conversation_id_fkey \
+                 FOREIGN KEY (conversation_id) REFERENCES conversations (id) ON DELETE CASCADE;",
+        )
+        .await;
     }
     app.execute_sql(
         "DROP INDEX messages_user; CREATE INDEX messages_user ON messages (application_id, sub); \

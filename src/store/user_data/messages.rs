@@ -11,7 +11,7 @@ use crate::completions::ToolCall;
 use crate::store::Json;
 use crate::store::scope::{AgentScope, UserScope};
 use crate::store::webhooks::{self, Event};
-use crate::store::{Backend, Db, StoreError, StoreResult, Tx, now_micros};
+use crate::store::{Backend, Db, FromRow, StoreError, StoreResult, Tx, now_micros};
 
 crate::text_enum! {
     /// How a stored message ended.
@@ -277,6 +277,138 @@ async fn append(
     .await
 }
 
+/// `UPDATE conversations SET updated_at, last_seq = last_seq + count, <live mark> WHERE <owner>`:
+/// reserves `count` sequence numbers in the user's conversation the caller's filter picks.
+fn reservation(scope: &UserScope, now: i64, count: usize, live: LiveMark) -> sea_query::UpdateStatement {
+    let mut update = update::<Conversations>(scope);
+    update.value(Conversations::UpdatedAt, now).value(
+        Conversations::LastSeq,
+        Expr::col(Conversations::LastSeq).add(count as i64),
+    );
+    match live {
+        LiveMark::Keep => {}
+        LiveMark::Running(instance) => {
+            update.value(Conversations::LiveInstance, instance.to_string());
+        }
+        LiveMark::Ended(instance) => {
+            let cleared = Func::cust("NULLIF")
+                .arg(Expr::col(Conversations::LiveInstance))
+                .arg(instance.to_string());
+            update.value(Conversations::LiveInstance, cleared);
+        }
+    }
+    update
+}
+
+/// PostgreSQL: appends `new` (messages without client ids) to the user's conversation with the
+/// scope's agent that the client calls `external_id`, finding it in the same statement: one round
+/// trip where opening it and appending took two. `None` when there is no such conversation with
+/// this agent (and on SQLite, where the two reads cost no round trip): open or start it then, and
+/// append as usual.
+pub async fn append_to_named(
+    db: &Db,
+    scope: &AgentScope,
+    external_id: &str,
+    new: &[NewMessage],
+    live: LiveMark,
+) -> StoreResult<Option<(Conversation, Vec<Message>)>> {
+    if db.backend() != Backend::Postgres || new.is_empty() || new.iter().any(|m| m.client_id.is_some()) {
+        return Ok(None);
+    }
+    let now = now_micros();
+    let Some(found) = db
+        .returning::<NamedAppend>(append_to_named_statement(scope, external_id, new, now, live))
+        .await?
+    else {
+        return Ok(None);
+    };
+    let append = Append {
+        scope: scope.user().clone(),
+        conversation: found.conversation,
+        new: new.to_vec(),
+        now,
+        live,
+    };
+    let fresh: Vec<&NewMessage> = append.new.iter().collect();
+    let rows = append.rows(
+        &fresh,
+        LastSeq {
+            last_seq: found.last_seq,
+        },
+    );
+    Ok(Some((append.conversation, rows)))
+}
+
+/// `WITH reserved AS (UPDATE conversations … WHERE <owner> AND agent_id AND external_id RETURNING
+/// <conversation>, last_seq), inserted AS (INSERT INTO messages … SELECT … FROM reserved) SELECT *
+/// FROM reserved`.
+fn append_to_named_statement(
+    scope: &AgentScope,
+    external_id: &str,
+    new: &[NewMessage],
+    now: i64,
+    live: LiveMark,
+) -> WithQuery {
+    let count = new.len() as i64;
+    let mut reserve = reservation(scope.user(), now, new.len(), live);
+    reserve
+        .and_where(Expr::col(Conversations::AgentId).eq(scope.agent_id()))
+        .and_where(Expr::col(Conversations::ExternalId).eq(external_id))
+        .returning(
+            sea_query::Query::returning().columns(
+                super::conversations::CONVERSATION_COLUMNS
+                    .into_iter()
+                    .chain([Conversations::LastSeq]),
+            ),
+        );
+    let reserved = CommonTableExpression::new()
+        .query(reserve)
+        .table_name("reserved")
+        .to_owned();
+    let rows = new
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            vec![
+                Expr::val(m.id),
+                Expr::col(("reserved", "id")),
+                Expr::col(("reserved", "last_seq")).sub(count - 1 - i as i64),
+                Expr::val(m.role),
+                Expr::val(m.content.clone()),
+                Expr::val(m.status),
+                Expr::val(m.client_id.clone()),
+                Expr::val(now),
+                Expr::val(m.tool_calls_value()),
+                Expr::val(m.tool_call_id.clone()),
+            ]
+        })
+        .collect();
+    let inserted = CommonTableExpression::new()
+        .query(insert_selected(scope.user(), &INSERT_COLUMNS, "reserved", rows))
+        .table_name("inserted")
+        .to_owned();
+    SelectStatement::new()
+        .column(sea_query::Asterisk)
+        .from("reserved")
+        .to_owned()
+        .with(WithClause::new().cte(reserved).cte(inserted).to_owned())
+}
+
+/// A row of `append_to_named`: the conversation, and the last sequence number it reserved.
+struct NamedAppend {
+    conversation: Conversation,
+    last_seq: i64,
+}
+
+impl FromRow for NamedAppend {
+    fn from_row(row: &crate::store::Row<'_>) -> StoreResult<Self> {
+        Ok(Self {
+            conversation: Conversation::from_row(row)?,
+            last_seq: row.get("last_seq")?,
+        })
+    }
+}
+
 /// One append's statements, shared by both backends.
 pub(super) struct Append {
     pub(super) scope: UserScope,
@@ -358,24 +490,7 @@ impl Append {
     /// Reserves `count` sequence numbers; returns the last one (no row: not this user's). Writes
     /// the live mark too.
     pub(super) fn reserve(&self, count: usize) -> sea_query::UpdateStatement {
-        let mut update = update::<Conversations>(&self.scope);
-        update.value(Conversations::UpdatedAt, self.now).value(
-            Conversations::LastSeq,
-            Expr::col(Conversations::LastSeq).add(count as i64),
-        );
-        match self.live {
-            LiveMark::Keep => {}
-            LiveMark::Running(instance) => {
-                update.value(Conversations::LiveInstance, instance.to_string());
-            }
-            LiveMark::Ended(instance) => {
-                let cleared = Func::cust("NULLIF")
-                    .arg(Expr::col(Conversations::LiveInstance))
-                    .arg(instance.to_string());
-                update.value(Conversations::LiveInstance, cleared);
-            }
-        }
-        update
+        reservation(&self.scope, self.now, count, self.live)
             .and_where(Expr::col(Conversations::Id).eq(self.conversation.id))
             .returning_col(Conversations::LastSeq)
             .to_owned()

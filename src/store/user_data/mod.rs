@@ -44,7 +44,8 @@ pub use self::memories::{
     update_memory,
 };
 pub use self::messages::{
-    LiveMark, Message, MessageStatus, NewMessage, append_messages, append_reply, recent_messages, recent_tool_calls,
+    LiveMark, Message, MessageStatus, NewMessage, append_messages, append_reply, append_to_named, recent_messages,
+    recent_tool_calls,
 };
 pub use self::operator::{BrowseFilter, UserConversation, browse_conversations, purge_conversations, purge_memories};
 pub use self::revisions::{Revised, SentEntry, SentHistory, revise_history};

@@ -1,0 +1,2 @@
+-- Nothing changes on SQLite: its foreign keys are checked inside this process, at no cost worth
+-- removing (PostgreSQL's migration of the same number explains what changed there).
