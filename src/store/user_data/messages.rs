@@ -644,5 +644,17 @@ mod tests {
         let (sql, _) = unnamed.reserve_and_insert().build(sea_query::PostgresQueryBuilder);
         assert!(!sql.contains("NOT EXISTS"), "{sql}");
         assert_eq!(sql.matches("\"application_id\" = $").count(), 1, "{sql}");
+        // Finding the conversation by the client's id and appending: the update is the user's
+        // and the agent's, the insert the user's.
+        let (sql, values) = append_to_named_statement(&scope, "c1", &unnamed.new, 1, LiveMark::Keep)
+            .build(sea_query::PostgresQueryBuilder);
+        assert_eq!(sql.matches("\"application_id\" = $").count(), 1, "{sql}");
+        assert_eq!(sql.matches("\"sub\" = $").count(), 1, "{sql}");
+        assert!(sql.contains("\"agent_id\" = $"), "{sql}");
+        assert!(
+            sql.contains("INSERT INTO \"messages\" (\"application_id\", \"sub\""),
+            "{sql}"
+        );
+        assert!(values.0.contains(&sea_query::Value::Uuid(Some(scope.agent_id()))));
     }
 }
