@@ -293,11 +293,11 @@ pub(super) struct Transaction(Lease);
 impl Transaction {
     pub(super) async fn begin(pool: &Pool) -> StoreResult<Self> {
         let mut lease = pool.acquire().await?;
-        let begun = sqlx::raw_sql("BEGIN").execute(lease.connection()).await;
-        lease.settle(begun)?;
-        // In a transaction until `end`: dropped before, the lease is rolled back first.
-        lease.finished = false;
+        // In a transaction from the moment `BEGIN` may have reached the server until `end`:
+        // dropped in between (even while `BEGIN` is on its way), the lease is rolled back before
+        // its connection serves anyone else.
         lease.in_transaction = true;
+        sqlx::raw_sql("BEGIN").execute(lease.connection()).await?;
         Ok(Self(lease))
     }
 
