@@ -245,8 +245,7 @@ pub(super) async fn rows_on<T: FromRow>(
     connection: &mut PgConnection,
     statement: &impl Statement,
 ) -> StoreResult<Vec<T>> {
-    let rows = fetch(connection, statement).await?;
-    rows.iter().map(|row| T::from_row(&Row::Postgres(row))).collect()
+    decode(&fetch(connection, statement).await?)
 }
 
 /// Runs an insert, update or delete on `connection` and returns how many rows it touched.
@@ -258,7 +257,10 @@ pub(super) async fn execute_on(connection: &mut PgConnection, statement: &impl S
 pub(super) async fn rows<T: FromRow>(pool: &Pool, statement: &impl Statement) -> StoreResult<Vec<T>> {
     let mut lease = pool.acquire().await?;
     let rows = fetch(lease.connection(), statement).await;
-    let rows = lease.settle(rows)?;
+    decode(&lease.settle(rows)?)
+}
+
+fn decode<T: FromRow>(rows: &[sqlx::postgres::PgRow]) -> StoreResult<Vec<T>> {
     rows.iter().map(|row| T::from_row(&Row::Postgres(row))).collect()
 }
 
@@ -313,10 +315,7 @@ impl Transaction {
             .await;
         // A COMMIT refused (a deferred constraint, a serialization failure) ends the transaction
         // too: the connection is ready either way.
-        if leaves_connection_ready(&ended) {
-            self.0.finished = true;
-        }
-        ended?;
+        self.0.settle(ended)?;
         Ok(())
     }
 }

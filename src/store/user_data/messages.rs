@@ -349,7 +349,6 @@ fn append_to_named_statement(
     now: i64,
     live: LiveMark,
 ) -> WithQuery {
-    let count = new.len() as i64;
     let mut reserve = reservation(scope.user(), now, new.len(), live);
     reserve
         .and_where(Expr::col(Conversations::AgentId).eq(scope.agent_id()))
@@ -365,13 +364,28 @@ fn append_to_named_statement(
         .query(reserve)
         .table_name("reserved")
         .to_owned();
-    let rows = new
-        .iter()
+    let rows = reserved_rows(new, Expr::col(("reserved", "id")), now);
+    let inserted = CommonTableExpression::new()
+        .query(insert_selected(scope.user(), &INSERT_COLUMNS, "reserved", rows))
+        .table_name("inserted")
+        .to_owned();
+    SelectStatement::new()
+        .column(sea_query::Asterisk)
+        .from("reserved")
+        .to_owned()
+        .with(WithClause::new().cte(reserved).cte(inserted).to_owned())
+}
+
+/// The `INSERT … SELECT` rows (in `INSERT_COLUMNS` order) of messages appended in one statement
+/// with their reservation: numbered back from the CTE `reserved`'s `last_seq`, in `conversation`.
+fn reserved_rows(new: &[NewMessage], conversation: sea_query::SimpleExpr, now: i64) -> Vec<Vec<sea_query::SimpleExpr>> {
+    let count = new.len() as i64;
+    new.iter()
         .enumerate()
         .map(|(i, m)| {
             vec![
                 Expr::val(m.id),
-                Expr::col(("reserved", "id")),
+                conversation.clone(),
                 Expr::col(("reserved", "last_seq")).sub(count - 1 - i as i64),
                 Expr::val(m.role),
                 Expr::val(m.content.clone()),
@@ -382,16 +396,7 @@ fn append_to_named_statement(
                 Expr::val(m.tool_call_id.clone()),
             ]
         })
-        .collect();
-    let inserted = CommonTableExpression::new()
-        .query(insert_selected(scope.user(), &INSERT_COLUMNS, "reserved", rows))
-        .table_name("inserted")
-        .to_owned();
-    SelectStatement::new()
-        .column(sea_query::Asterisk)
-        .from("reserved")
-        .to_owned()
-        .with(WithClause::new().cte(reserved).cte(inserted).to_owned())
+        .collect()
 }
 
 /// A row of `append_to_named`: the conversation, and the last sequence number it reserved.
@@ -509,7 +514,6 @@ impl Append {
     /// ids) one of them is stored already; nothing is inserted then (the insert selects from the
     /// empty `reserved`).
     fn reserve_and_insert(&self) -> WithQuery {
-        let count = self.new.len() as i64;
         let mut reserve = self.reserve(self.new.len());
         if self.has_client_ids() {
             reserve.and_where(Expr::exists(self.known_client_ids()).not());
@@ -518,25 +522,7 @@ impl Append {
             .query(reserve)
             .table_name("reserved")
             .to_owned();
-        let rows = self
-            .new
-            .iter()
-            .enumerate()
-            .map(|(i, m)| {
-                vec![
-                    Expr::val(m.id),
-                    Expr::val(self.conversation.id),
-                    Expr::col(("reserved", "last_seq")).sub(count - 1 - i as i64),
-                    Expr::val(m.role),
-                    Expr::val(m.content.clone()),
-                    Expr::val(m.status),
-                    Expr::val(m.client_id.clone()),
-                    Expr::val(self.now),
-                    Expr::val(m.tool_calls_value()),
-                    Expr::val(m.tool_call_id.clone()),
-                ]
-            })
-            .collect();
+        let rows = reserved_rows(&self.new, Expr::val(self.conversation.id), self.now);
         let inserted = CommonTableExpression::new()
             .query(insert_selected(&self.scope, &INSERT_COLUMNS, "reserved", rows))
             .table_name("inserted")
