@@ -12,6 +12,7 @@ pub mod http;
 pub mod invalidation;
 pub mod metering;
 pub mod metrics;
+pub mod resident;
 pub mod retention;
 pub mod store;
 pub mod webhooks;
@@ -223,6 +224,9 @@ pub async fn serve(
     let purge = retention::spawn(state.clone(), state.settings().purge_interval);
     let deliveries = webhooks::spawn(state.clone());
     let router = app(state.clone());
+    // Everything that only starting runs has run (the router holds the OpenAPI document).
+    let released = resident::release_startup_code();
+    tracing::debug!(released_kib = released, "gave back the startup code's pages");
     let mut builder = Builder::new(TokioExecutor::new());
     builder
         .http1()
