@@ -201,8 +201,8 @@ pub async fn serve(
     state: AppState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-    use hyper_util::server::conn::auto::Builder;
+    use hyper::server::conn::http1;
+    use hyper_util::rt::{TokioIo, TokioTimer};
     use hyper_util::service::TowerToHyperService;
 
     let flusher = state.usage().spawn_flusher(state.db().clone(), Duration::from_secs(5));
@@ -227,9 +227,11 @@ pub async fn serve(
     // Everything that only starting runs has run (the router holds the OpenAPI document).
     let released = resident::release_startup_code();
     tracing::debug!(released_kib = released, "gave back the startup code's pages");
-    let mut builder = Builder::new(TokioExecutor::new());
+    // HTTP/1 only, served by hyper's own connection: hyper-util's `auto` connection first reads
+    // 24 bytes to tell HTTP/2 from HTTP/1, and the request read after them grows each
+    // connection's buffer to 16 KiB where one read needs 8.
+    let mut builder = http1::Builder::new();
     builder
-        .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(state.settings().header_timeout);
     let slots = Arc::new(tokio::sync::Semaphore::new(state.settings().max_connections));
@@ -259,11 +261,7 @@ pub async fn serve(
                 request
             },
         ));
-        let connection = graceful.watch(
-            builder
-                .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                .into_owned(),
-        );
+        let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
         tokio::spawn(async move {
             if let Err(error) = connection.await {
                 tracing::debug!(%error, %remote, "connection ended with an error");
