@@ -14,7 +14,9 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use utoipa::ToSchema;
 
-use super::{Encoder, SentMessage, ToolResultIn, Trigger, TurnMeta, TurnRequest, Whole, sse_data, whole_history_turn};
+use super::{
+    Encoder, SentMessage, ToolResultIn, Trigger, TurnMeta, TurnRequest, Whole, sse_data, sse_json, whole_history_turn,
+};
 use crate::completions::{FinishReason, PromptMessage, ToolCall, Usage};
 use crate::error::{Error, Result};
 
@@ -208,6 +210,17 @@ fn event(value: Value) -> String {
     sse_data(&value.to_string())
 }
 
+/// `{"type": "TEXT_MESSAGE_CONTENT", "messageId", "delta"}`, once per chunk (keys in the order
+/// `json!` gives).
+#[derive(serde::Serialize)]
+struct TextContent<'a> {
+    delta: &'a str,
+    #[serde(rename = "messageId")]
+    message_id: &'a str,
+    #[serde(rename = "type")]
+    kind: &'static str,
+}
+
 impl Encoder for AgUiEncoder {
     fn start(&mut self) -> String {
         event(json!({"type": "RUN_STARTED", "threadId": self.meta.conversation_id, "runId": self.run_id}))
@@ -217,22 +230,24 @@ impl Encoder for AgUiEncoder {
         if text.is_empty() {
             return String::new();
         }
-        let mut frames = String::new();
-        let id = match &self.text {
-            Some(id) => id.clone(),
+        let start = match self.text {
+            Some(_) => None,
             None => {
                 let id = self.message_id();
-                frames.push_str(&event(
-                    json!({"type": "TEXT_MESSAGE_START", "messageId": id, "role": "assistant"}),
-                ));
-                self.text = Some(id.clone());
-                id
+                let start = event(json!({"type": "TEXT_MESSAGE_START", "messageId": id, "role": "assistant"}));
+                self.text = Some(id);
+                Some(start)
             }
         };
-        frames.push_str(&event(
-            json!({"type": "TEXT_MESSAGE_CONTENT", "messageId": id, "delta": text}),
-        ));
-        frames
+        let delta = sse_json(&TextContent {
+            delta: text,
+            message_id: self.text.as_deref().unwrap_or_default(),
+            kind: "TEXT_MESSAGE_CONTENT",
+        });
+        match start {
+            Some(start) => start + &delta,
+            None => delta,
+        }
     }
 
     fn tool_call_start(&mut self, id: &str, name: &str, _server: bool) -> String {

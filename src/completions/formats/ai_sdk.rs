@@ -16,7 +16,7 @@ use utoipa::ToSchema;
 
 use super::{
     Encoder, SentMessage, ToolResultIn, Trigger, TurnMeta, TurnRequest, Whole, arguments_json, known_role, output_json,
-    sse_data, whole_history_turn,
+    sse_data, sse_json, whole_history_turn,
 };
 use crate::completions::{FinishReason, PromptMessage, ToolCall, Usage};
 use crate::error::{Error, Result};
@@ -209,6 +209,15 @@ fn event(value: Value) -> String {
     sse_data(&value.to_string())
 }
 
+/// `{"type": "text-delta", "id", "delta"}`, once per chunk (keys in the order `json!` gives).
+#[derive(serde::Serialize)]
+struct TextDelta<'a> {
+    delta: &'a str,
+    id: &'a str,
+    #[serde(rename = "type")]
+    kind: &'static str,
+}
+
 /// `providerExecuted`: the SDK's mark for a tool run on the server, so `useChat` does not call
 /// `onToolCall` for it.
 fn mark_server(chunk: &mut Value, server: bool) {
@@ -239,19 +248,25 @@ impl Encoder for AiSdkEncoder {
     }
 
     fn delta(&mut self, text: &str) -> String {
-        let mut frames = String::new();
-        let id = match &self.text {
-            Some(id) => id.clone(),
+        let start = match self.text {
+            Some(_) => None,
             None => {
                 let id = format!("text-{}", self.texts);
                 self.texts += 1;
-                frames.push_str(&event(json!({"type": "text-start", "id": id})));
-                self.text = Some(id.clone());
-                id
+                let start = event(json!({"type": "text-start", "id": id}));
+                self.text = Some(id);
+                Some(start)
             }
         };
-        frames.push_str(&event(json!({"type": "text-delta", "id": id, "delta": text})));
-        frames
+        let delta = sse_json(&TextDelta {
+            delta: text,
+            id: self.text.as_deref().unwrap_or_default(),
+            kind: "text-delta",
+        });
+        match start {
+            Some(start) => start + &delta,
+            None => delta,
+        }
     }
 
     fn tool_call_start(&mut self, id: &str, name: &str, server: bool) -> String {

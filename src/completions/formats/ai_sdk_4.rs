@@ -172,7 +172,11 @@ impl Encoder for AiSdk4Encoder {
     }
 
     fn delta(&mut self, text: &str) -> String {
-        line('0', &Value::String(text.to_owned()))
+        let mut out = String::with_capacity(text.len() + 8);
+        out.push_str("0:");
+        out.push_str(&serde_json::to_string(text).unwrap_or_default());
+        out.push('\n');
+        out
     }
 
     fn tool_call_start(&mut self, id: &str, name: &str, _server: bool) -> String {

@@ -15,7 +15,7 @@ use utoipa::ToSchema;
 
 use super::{
     ClientMessage, Encoder, IncomingMessage, ToolResultIn, TurnMeta, TurnRequest, Whole, arguments_json, output_json,
-    sse_data,
+    sse_data, sse_json,
 };
 use crate::completions::{FinishReason, ToolCall, Usage};
 use crate::error::{Error, Result};
@@ -94,7 +94,10 @@ impl Encoder for DeltaKitEncoder {
     }
 
     fn delta(&mut self, text: &str) -> String {
-        sse_data(&json!({"type": "text_delta", "delta": text}).to_string())
+        sse_json(&TextDelta {
+            delta: text,
+            kind: "text_delta",
+        })
     }
 
     fn tool_call_start(&mut self, _id: &str, _name: &str, _server: bool) -> String {
@@ -140,4 +143,12 @@ impl Encoder for DeltaKitEncoder {
             "usage": {"prompt_tokens": reply.usage.prompt_tokens, "completion_tokens": reply.usage.completion_tokens},
         })
     }
+}
+
+/// `{"type": "text_delta", "delta"}`, once per chunk (keys in the order `json!` gives).
+#[derive(serde::Serialize)]
+struct TextDelta<'a> {
+    delta: &'a str,
+    #[serde(rename = "type")]
+    kind: &'static str,
 }

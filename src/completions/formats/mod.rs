@@ -433,3 +433,81 @@ pub fn output_json(output: &str) -> serde_json::Value {
 pub fn sse_data(data: &str) -> String {
     format!("data: {data}\n\n")
 }
+
+/// One SSE event carrying `value` as JSON, written in one buffer. A text delta is encoded once
+/// per chunk the model sends: it is a struct of borrowed fields here rather than a `json!` tree
+/// (which allocates every key and value, sorts the keys and is then written out again). Such a
+/// struct declares its fields in alphabetical order, so its JSON is the same as the tree's.
+pub fn sse_json(value: &impl serde::Serialize) -> String {
+    let mut out = Vec::with_capacity(160);
+    out.extend_from_slice(b"data: ");
+    // Writing plain structs of strings and numbers into a Vec cannot fail.
+    if serde_json::to_writer(&mut out, value).is_err() {
+        return String::new();
+    }
+    out.extend_from_slice(b"\n\n");
+    String::from_utf8(out).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod delta_tests {
+    use serde_json::{Value, json};
+
+    use super::{Format, TurnMeta, sse_data};
+
+    /// What each format's delta was when it was built as a `json!` tree: the typed deltas must
+    /// write the same bytes (keys in the same order, the same escapes).
+    fn as_tree(format: Format, meta: &TurnMeta, text: &str) -> String {
+        let tree = |value: Value| sse_data(&value.to_string());
+        match format {
+            Format::OpenAi => tree(json!({
+                "id": format!("chatcmpl-{}", meta.message_id),
+                "object": "chat.completion.chunk",
+                "created": meta.created,
+                "model": meta.model,
+                "conversation_id": meta.conversation_id,
+                "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": null}],
+            })),
+            Format::AiSdk => tree(json!({"type": "text-delta", "id": "text-0", "delta": text})),
+            Format::AgUi => tree(json!({"type": "TEXT_MESSAGE_CONTENT", "messageId": meta.message_id, "delta": text})),
+            Format::DeltaKit => tree(json!({"type": "text_delta", "delta": text})),
+            Format::AiSdk4 => format!("0:{}\n", Value::String(text.to_owned())),
+        }
+    }
+
+    #[test]
+    fn a_typed_delta_writes_what_its_json_tree_wrote() {
+        let meta = TurnMeta {
+            created: 1_765_000_000,
+            model: "gpt \"4\"".into(),
+            ..TurnMeta::for_tests()
+        };
+        let texts = [
+            "plain ",
+            "quote \" and \\ back",
+            "new\nline\ttab \u{1}",
+            "é 漢字 🦀",
+            "",
+        ];
+        for format in [
+            Format::OpenAi,
+            Format::AiSdk,
+            Format::AgUi,
+            Format::DeltaKit,
+            Format::AiSdk4,
+        ] {
+            let mut encoder = format.encoder(meta.clone());
+            encoder.start();
+            // The first delta may open a text part first; the ones after are deltas alone.
+            encoder.delta("first");
+            for text in texts {
+                let frame = encoder.delta(text);
+                if format == Format::AgUi && text.is_empty() {
+                    assert_eq!(frame, "", "AG-UI sends no empty content");
+                    continue;
+                }
+                assert_eq!(frame, as_tree(format, &meta, text), "{format:?} {text:?}");
+            }
+        }
+    }
+}

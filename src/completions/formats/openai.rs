@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use utoipa::ToSchema;
 
 use super::{
-    ClientMessage, Encoder, IncomingMessage, ToolResultIn, TurnMeta, TurnRequest, Whole, known_role, sse_data,
+    ClientMessage, Encoder, IncomingMessage, ToolResultIn, TurnMeta, TurnRequest, Whole, known_role, sse_data, sse_json,
 };
 use crate::completions::{FinishReason, PromptMessage, ToolCall, Usage};
 use crate::error::{Error, Result};
@@ -189,6 +189,8 @@ pub fn parse(body: Value) -> Result<TurnRequest> {
 /// so only the client's tool calls are streamed, numbered as OpenAI numbers them.
 pub struct OpenAiEncoder {
     meta: TurnMeta,
+    /// `chatcmpl-<message id>`, every chunk's id.
+    id: String,
     /// The client tool calls streamed so far, by id (their index is their place).
     calls: Vec<String>,
 }
@@ -196,6 +198,7 @@ pub struct OpenAiEncoder {
 impl OpenAiEncoder {
     pub fn new(meta: TurnMeta) -> Self {
         Self {
+            id: format!("chatcmpl-{}", meta.message_id),
             meta,
             calls: Vec::new(),
         }
@@ -205,13 +208,9 @@ impl OpenAiEncoder {
         self.calls.iter().position(|c| c == id)
     }
 
-    fn id(&self) -> String {
-        format!("chatcmpl-{}", self.meta.message_id)
-    }
-
     fn chunk(&self, delta: Value, finish_reason: Option<FinishReason>, usage: Option<Usage>) -> String {
         let mut chunk = json!({
-            "id": self.id(),
+            "id": self.id,
             "object": "chat.completion.chunk",
             "created": self.meta.created,
             "model": self.meta.model,
@@ -223,6 +222,29 @@ impl OpenAiEncoder {
         }
         sse_data(&chunk.to_string())
     }
+}
+
+/// A text delta's chunk: what `chunk` makes of `{"content": text}`, keys in the same order.
+#[derive(Serialize)]
+struct DeltaChunk<'a> {
+    choices: [DeltaChoice<'a>; 1],
+    conversation_id: &'a str,
+    created: i64,
+    id: &'a str,
+    model: &'a str,
+    object: &'static str,
+}
+
+#[derive(Serialize)]
+struct DeltaChoice<'a> {
+    delta: TextContent<'a>,
+    finish_reason: Option<FinishReason>,
+    index: u32,
+}
+
+#[derive(Serialize)]
+struct TextContent<'a> {
+    content: &'a str,
 }
 
 /// A whole (non-streamed) reply: OpenAI's `chat.completion`, with the conversation it belongs to.
@@ -282,7 +304,18 @@ impl Encoder for OpenAiEncoder {
     }
 
     fn delta(&mut self, text: &str) -> String {
-        self.chunk(json!({"content": text}), None, None)
+        sse_json(&DeltaChunk {
+            choices: [DeltaChoice {
+                delta: TextContent { content: text },
+                finish_reason: None,
+                index: 0,
+            }],
+            conversation_id: &self.meta.conversation_id,
+            created: self.meta.created,
+            id: &self.id,
+            model: &self.meta.model,
+            object: "chat.completion.chunk",
+        })
     }
 
     fn tool_call_start(&mut self, id: &str, name: &str, server: bool) -> String {
@@ -350,7 +383,7 @@ impl Encoder for OpenAiEncoder {
             })
             .collect();
         let completion = ChatCompletion {
-            id: self.id(),
+            id: self.id.clone(),
             object: "chat.completion",
             created: self.meta.created,
             model: self.meta.model.clone(),
