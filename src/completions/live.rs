@@ -495,7 +495,10 @@ mod tests {
             name: "look".into(),
             arguments: "{}".into(),
         };
-        assert!(reply.record(&TurnEvent::ToolCall { call, server: true }));
+        assert!(reply.record(&TurnEvent::ToolCall {
+            call: Box::new(call),
+            server: true
+        }));
         assert!(reply.record(&TurnEvent::Delta(" you".into())));
         assert_eq!(reply.text_since(mark), "Hello you", "only this step's deltas, in order");
         assert!(

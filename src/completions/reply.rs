@@ -198,7 +198,7 @@ impl ReplyTask {
                     ..PromptMessage::default()
                 });
                 let event = TurnEvent::ToolResult {
-                    call: call.clone(),
+                    call: Box::new(call.clone()),
                     output: outcome.output,
                     error: outcome.error,
                 };
@@ -359,7 +359,7 @@ impl ReplyTask {
                     let runs_here = self.tools.is_server(&call.name);
                     calls.push(call.clone());
                     TurnEvent::ToolCall {
-                        call,
+                        call: Box::new(call),
                         server: runs_here,
                     }
                 }

@@ -278,7 +278,7 @@ async fn whole(mut events: mpsc::Receiver<TurnEvent>, encoder: Box<dyn Encoder>)
     loop {
         match events.recv().await {
             Some(TurnEvent::Delta(delta)) => text.push_str(&delta),
-            Some(TurnEvent::ToolCall { call, server: false }) => tool_calls.push(call),
+            Some(TurnEvent::ToolCall { call, server: false }) => tool_calls.push(*call),
             Some(TurnEvent::Finish { reason, usage }) => {
                 let reply = Whole {
                     text,
