@@ -163,13 +163,17 @@ impl ReplyTask {
                 tracing::debug!(tool = %call.name, "the model called a client tool");
             }
             let last = server.is_empty() || !client.is_empty() || step >= self.max_steps;
-            self.store(result.text.clone(), result.calls.clone(), MessageStatus::Complete, last)
-                .await;
             if result.calls.is_empty() {
+                // The usual end: the text goes to the store as it is (a copy of a long reply,
+                // made at the moment every stream started together ends, is a copy too many).
+                self.store(result.text, result.calls, MessageStatus::Complete, last)
+                    .await;
                 self.end(ReplyEnd::Complete, &totals);
                 self.send(finish(reason, &totals), reader).await;
                 return;
             }
+            self.store(result.text.clone(), result.calls.clone(), MessageStatus::Complete, last)
+                .await;
             self.prompt.push(PromptMessage {
                 role: "assistant",
                 content: result.text,
