@@ -193,6 +193,7 @@ mod size_tests {
     fn a_turn_event_stays_small() {
         // The channel to a stream's reader holds its events in blocks of 32: every byte an
         // event takes is 32 bytes of each stream's memory.
-        assert_eq!(std::mem::size_of::<super::TurnEvent>(), 56);
+        let size = std::mem::size_of::<super::TurnEvent>();
+        assert!(size <= 56, "a turn event takes {size} bytes");
     }
 }

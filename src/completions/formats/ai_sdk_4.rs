@@ -12,8 +12,8 @@ use serde_json::{Value, json};
 use utoipa::ToSchema;
 
 use super::{
-    Encoder, SentMessage, ToolResultIn, Trigger, TurnMeta, TurnRequest, Whole, arguments_json, output_json,
-    whole_history_turn,
+    Encoder, SentMessage, ToolResultIn, Trigger, TurnMeta, TurnRequest, Whole, arguments_json, framed_json,
+    output_json, whole_history_turn,
 };
 use crate::completions::{FinishReason, PromptMessage, ToolCall, Usage};
 use crate::error::{Error, Result};
@@ -172,11 +172,7 @@ impl Encoder for AiSdk4Encoder {
     }
 
     fn delta(&mut self, text: &str) -> String {
-        let mut out = String::with_capacity(text.len() + 8);
-        out.push_str("0:");
-        out.push_str(&serde_json::to_string(text).unwrap_or_default());
-        out.push('\n');
-        out
+        framed_json("0:", &text, "\n")
     }
 
     fn tool_call_start(&mut self, id: &str, name: &str, _server: bool) -> String {

@@ -439,13 +439,18 @@ pub fn sse_data(data: &str) -> String {
 /// (which allocates every key and value, sorts the keys and is then written out again). Such a
 /// struct declares its fields in alphabetical order, so its JSON is the same as the tree's.
 pub fn sse_json(value: &impl serde::Serialize) -> String {
+    framed_json("data: ", value, "\n\n")
+}
+
+/// `value` as JSON between `prefix` and `suffix`, in one buffer (an SSE event, an AI SDK 4 line).
+pub fn framed_json(prefix: &str, value: &impl serde::Serialize, suffix: &str) -> String {
     let mut out = Vec::with_capacity(160);
-    out.extend_from_slice(b"data: ");
+    out.extend_from_slice(prefix.as_bytes());
     // Writing plain structs of strings and numbers into a Vec cannot fail.
     if serde_json::to_writer(&mut out, value).is_err() {
         return String::new();
     }
-    out.extend_from_slice(b"\n\n");
+    out.extend_from_slice(suffix.as_bytes());
     String::from_utf8(out).unwrap_or_default()
 }
 
