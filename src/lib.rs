@@ -48,7 +48,7 @@ struct StateInner {
     metering: Arc<metering::Metering>,
     logins: auth::throttle::LoginGuard,
     metrics: metrics::Metrics,
-    http: reqwest::Client,
+    provider_lanes: completions::lanes::ProviderLanes,
     egress: completions::egress::Egress,
     mcp: completions::mcp::McpTools,
     live: Arc<completions::live::LiveReplies>,
@@ -60,7 +60,7 @@ impl AppState {
     pub fn new(db: Db, master_key: MasterKey, settings: Settings) -> Self {
         let access_tokens = AccessTokens::new(&master_key, settings.access_token_ttl);
         let egress = completions::egress::Egress::new(settings.provider_hosts.clone(), settings.resolver.clone());
-        let http = completions::provider_client(settings.provider_connect_timeout, &egress);
+        let provider_lanes = completions::lanes::ProviderLanes::new(settings.provider_connect_timeout, &egress);
         let shared = db.backend() == store::Backend::Postgres;
         Self(Arc::new(StateInner {
             db,
@@ -86,7 +86,7 @@ impl AppState {
                 settings.max_reply_bytes + LIVE_LOG_EXTRA_BYTES,
             )),
             relay: completions::relay::Relay::default(),
-            http,
+            provider_lanes,
             egress,
             settings,
         }))
@@ -146,9 +146,15 @@ impl AppState {
         &self.0.metrics
     }
 
-    /// The HTTP client for model providers (one connection pool for the process).
+    /// The HTTP client for short outgoing requests (webhooks, MCP servers, provider tests): the
+    /// first provider lane's, with the same address rules.
     pub fn http(&self) -> &reqwest::Client {
-        &self.0.http
+        self.0.provider_lanes.first()
+    }
+
+    /// The provider clients for model calls (`completions::lanes`).
+    pub fn provider_lanes(&self) -> &completions::lanes::ProviderLanes {
+        &self.0.provider_lanes
     }
 
     /// Where outgoing requests may go.

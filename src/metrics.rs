@@ -71,8 +71,9 @@ impl Metrics {
         self.tool_calls[kind as usize][usize::from(failed)].fetch_add(1, Ordering::Relaxed);
     }
 
-    /// The text exposition, with the database pool's state appended by the caller.
-    pub fn render(&self, pool: &[(&str, u64)]) -> String {
+    /// The text exposition, with the database pool's state and the provider lanes' (`lanes`
+    /// made, provider calls `running`) given by the caller.
+    pub fn render(&self, pool: &[(&str, u64)], (lanes, running): (usize, usize)) -> String {
         let mut out = String::with_capacity(2048);
         let _ = writeln!(
             out,
@@ -144,6 +145,18 @@ impl Metrics {
         for (labels, value) in pool {
             let _ = writeln!(out, "confidant_db_connections{{{labels}}} {value}");
         }
+        let _ = writeln!(
+            out,
+            "# HELP confidant_provider_calls_running Model provider calls streaming now."
+        );
+        let _ = writeln!(out, "# TYPE confidant_provider_calls_running gauge");
+        let _ = writeln!(out, "confidant_provider_calls_running {running}");
+        let _ = writeln!(
+            out,
+            "# HELP confidant_provider_lanes Provider clients made, each with its own connections (one per 64 calls at once)."
+        );
+        let _ = writeln!(out, "# TYPE confidant_provider_lanes gauge");
+        let _ = writeln!(out, "confidant_provider_lanes {lanes}");
         out
     }
 }
@@ -159,7 +172,7 @@ mod tests {
         metrics.observe_request(404, Duration::from_millis(20));
         metrics.observe_reply(ReplyEnd::Incomplete);
         metrics.observe_tool_call(ToolKind::Mcp, true);
-        let text = metrics.render(&[("pool=\"read\",state=\"idle\"", 3)]);
+        let text = metrics.render(&[("pool=\"read\",state=\"idle\"", 3)], (2, 70));
         assert!(text.contains("confidant_http_requests_total{status=\"2xx\"} 1"));
         assert!(text.contains("confidant_http_requests_total{status=\"4xx\"} 1"));
         assert!(text.contains("confidant_http_request_duration_seconds_bucket{le=\"0.0005\"} 1"));
@@ -167,6 +180,8 @@ mod tests {
         assert!(text.contains("confidant_http_request_duration_seconds_count 2"));
         assert!(text.contains("confidant_completion_replies_total{status=\"incomplete\"} 1"));
         assert!(text.contains("confidant_db_connections{pool=\"read\",state=\"idle\"} 3"));
+        assert!(text.contains("confidant_provider_calls_running 70\n"));
+        assert!(text.contains("confidant_provider_lanes 2\n"));
         assert!(text.contains("confidant_tool_calls_total{kind=\"mcp\",outcome=\"error\"} 1"));
         assert!(text.contains("confidant_tool_calls_total{kind=\"client\",outcome=\"ok\"} 0"));
     }

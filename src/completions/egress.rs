@@ -10,7 +10,7 @@
 //! - [`Egress`] as reqwest's DNS resolver: the same address rule on **every connection**, after
 //!   resolution, so a name that resolved to a public address when it was saved and to
 //!   `169.254.169.254` now (DNS rebinding) is still refused. Redirects are never followed and no
-//!   proxy is used (`provider_client`), so the resolved address is the one connected to.
+//!   proxy is used (`lanes::ProviderLanes`), so the resolved address is the one connected to.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};

@@ -9,6 +9,7 @@
 pub mod context;
 pub mod egress;
 pub mod formats;
+pub mod lanes;
 pub mod live;
 pub mod mcp;
 pub mod models;
@@ -19,26 +20,7 @@ pub mod streams;
 pub mod tools;
 pub mod turn;
 
-use std::time::Duration;
-
 use serde::Serialize;
-
-/// The HTTP client for model providers: rustls (ring) with the system's roots, a connect timeout,
-/// every name resolved through `egress` (internal addresses refused on every connection), no
-/// redirects (a redirect could point a provider call at an internal host) and no proxy (the
-/// address checked must be the address connected to).
-pub fn provider_client(connect_timeout: Duration, egress: &egress::Egress) -> reqwest::Client {
-    // Several callers (tests, benches) may build clients; only the first install counts.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::builder()
-        .connect_timeout(connect_timeout)
-        .dns_resolver(std::sync::Arc::new(egress.clone()))
-        .no_proxy()
-        .redirect(reqwest::redirect::Policy::none())
-        .user_agent(concat!("confidant/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .expect("the HTTP client builds with a TLS provider installed")
-}
 
 /// What a model produces, whatever the provider.
 #[derive(Debug, Clone, PartialEq)]

@@ -32,7 +32,8 @@ pub enum Model {
 /// Where and how to call an OpenAI-compatible provider for one agent.
 #[derive(Clone)]
 pub struct ProviderCall {
-    pub client: reqwest::Client,
+    /// The provider clients; the call takes a place in one for as long as its reply streams.
+    pub lanes: super::lanes::ProviderLanes,
     /// `{base_url}/chat/completions`.
     pub url: String,
     pub api_key: Option<String>,
@@ -245,6 +246,8 @@ struct Reading<S> {
     finish: Option<FinishReason>,
     usage: Usage,
     calls: Vec<PartialCall>,
+    /// The turn's place in a provider lane, held until the stream is dropped.
+    _lane: Option<super::lanes::Claim>,
     /// Events read but not yet handed out (a chunk may carry several).
     pending: VecDeque<ModelEvent>,
     done: bool,
@@ -263,8 +266,16 @@ impl<S> Reading<S> {
             finish: None,
             usage: Usage::default(),
             calls: Vec::new(),
+            _lane: None,
             pending: VecDeque::new(),
             done: false,
+        }
+    }
+
+    fn holding(self, lane: super::lanes::Claim) -> Self {
+        Self {
+            _lane: Some(lane),
+            ..self
         }
     }
 
@@ -345,8 +356,9 @@ impl ProviderCall {
         if let Some(max_tokens) = self.max_tokens {
             body["max_tokens"] = json!(max_tokens);
         }
-        let mut request = self
-            .client
+        let lane = self.lanes.claim();
+        let mut request = lane
+            .client()
             .post(&self.url)
             .json(&body)
             .header("accept", "text/event-stream");
@@ -367,7 +379,7 @@ impl ProviderCall {
             tracing::warn!(status = status.as_u16(), "model provider refused the request");
             return Err(StartError(format!("the model provider answered {}", status.as_u16())));
         }
-        let reading = Reading::new(response.bytes_stream().eventsource(), self.idle_timeout);
+        let reading = Reading::new(response.bytes_stream().eventsource(), self.idle_timeout).holding(lane);
         Ok(Box::pin(stream::unfold(reading, next_event)))
     }
 }

@@ -363,7 +363,7 @@ async fn resolve_model(state: &AppState, agent: &Agent) -> Result<Model> {
     }
     let api_key = providers::open_api_key(state.master_key(), &provider).map_err(Error::internal)?;
     Ok(Model::OpenAiCompatible(ProviderCall {
-        client: state.http().clone(),
+        lanes: state.provider_lanes().clone(),
         url: format!("{}/chat/completions", provider.base_url.trim_end_matches('/')),
         api_key,
         model: choice.model.clone().unwrap_or_default(),

@@ -136,7 +136,8 @@ async fn readyz(State(state): State<AppState>) -> Result<Json<Health>> {
 }
 
 /// Prometheus metrics (text exposition format): requests by status class, request latency,
-/// completion replies by status, database connections.
+/// completion replies by status, tool calls, database connections, provider calls running and the
+/// provider lanes carrying them.
 #[utoipa::path(
     get, path = "/metrics", tag = "service",
     security((), ("metrics_token" = [])),
@@ -154,7 +155,10 @@ async fn metrics(State(state): State<AppState>, headers: axum::http::HeaderMap) 
             return Err(Error::unauthorized("invalid_token", "the metrics token is wrong"));
         }
     }
-    let body = state.metrics().render(&state.db().pool_state());
+    let lanes = state.provider_lanes();
+    let body = state
+        .metrics()
+        .render(&state.db().pool_state(), (lanes.lanes(), lanes.running()));
     Ok((
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
         body,

@@ -350,6 +350,24 @@ async fn check_failed_streams(app: &TestApp, token: &str, agent: &str, label: &s
     assert_eq!(stored[1].2, "incomplete");
 }
 
+/// `confidant_provider_calls_running` from `/metrics`.
+async fn provider_calls_running(app: &TestApp) -> u64 {
+    let text = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("confidant_provider_calls_running "))
+        .unwrap_or_else(|| panic!("no provider gauge in {text}"))
+        .parse()
+        .unwrap()
+}
+
 async fn client_disconnect_stops_the_upstream_and_stores_incomplete(app: TestApp) {
     let fake = FakeProvider::start(Script::Hang(vec!["still ".into(), "thinking".into()])).await;
     let (_, tenant, agent) = provider_agent(&app, &fake, false).await;
@@ -368,6 +386,8 @@ async fn client_disconnect_stops_the_upstream_and_stores_incomplete(app: TestApp
     while !seen.contains("thinking") {
         seen.push_str(&String::from_utf8_lossy(&stream.next().await.unwrap().unwrap()));
     }
+    // The call holds its place in a provider lane while the reply streams.
+    assert_eq!(provider_calls_running(&app).await, 1);
     drop(stream); // the client goes away mid-reply
     let mut stopped = false;
     for _ in 0..100 {
@@ -381,6 +401,8 @@ async fn client_disconnect_stops_the_upstream_and_stores_incomplete(app: TestApp
         stopped,
         "Confidant kept the upstream connection open after its client left"
     );
+    // The upstream stream dropped, its lane's place is free again.
+    assert_eq!(provider_calls_running(&app).await, 0);
     let mut stored = Vec::new();
     for _ in 0..100 {
         stored = messages(&app, &token, &agent, "gone").await;

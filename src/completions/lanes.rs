@@ -1,0 +1,331 @@
+//! The HTTP client for model providers, in lanes, so that many simultaneous turns are not held to
+//! one HTTP/2 connection's stream limit.
+//!
+//! Over TLS, providers that offer HTTP/2 get it (ALPN), and a client's pool then shares one
+//! connection per host whatever its load: hyper-util reserves an open HTTP/2 connection as shared
+//! and opens no second one while it lives. That connection carries at most the provider's
+//! `SETTINGS_MAX_CONCURRENT_STREAMS` (100–256 at the usual providers and proxies); a turn beyond
+//! that waits, before its first byte, until another turn's stream ends, which for streamed
+//! replies takes tens of seconds (hyperium/hyper#2197).
+//!
+//! So turns are spread over several clients, each with a pool of its own: a turn takes the first
+//! lane with fewer than [`STREAMS_PER_LANE`] turns running and holds it until its reply's stream
+//! is dropped. Filling lanes in order, rather than taking the least busy, keeps a light load on
+//! the first lane's connection (no new TLS handshake per turn); lanes are made when the ones
+//! before are full, up to [`MAX_LANES`], and a lane left idle keeps only its client (its
+//! connections close after the pool's idle timeout). All lanes share one TLS configuration, so
+//! the platform's roots are loaded once, not once per lane. HTTP/1 providers (plain `http://`,
+//! a local Ollama) are served as before: a pool opens one connection per simultaneous request.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use super::egress::Egress;
+
+/// Turns a lane carries before the next lane is used: below the smallest stream limit common
+/// among providers and the proxies in front of them (100), so none of them waits.
+pub const STREAMS_PER_LANE: usize = 64;
+
+/// Lanes at most (16,384 turns at once within the stream limits); beyond them the least busy lane
+/// takes more.
+pub const MAX_LANES: usize = 256;
+
+/// The provider clients. Cloning shares them.
+#[derive(Clone)]
+pub struct ProviderLanes(Arc<Inner>);
+
+struct Inner {
+    connect_timeout: Duration,
+    egress: Egress,
+    tls: rustls::ClientConfig,
+    per_lane: usize,
+    lanes: Box<[OnceLock<Arc<Lane>>]>,
+}
+
+struct Lane {
+    client: reqwest::Client,
+    running: AtomicUsize,
+}
+
+/// One turn's place in a lane: the client to call the provider with. The lane counts the turn
+/// until this is dropped, so the reply's stream holds it.
+pub struct Claim(Arc<Lane>);
+
+impl Claim {
+    pub fn client(&self) -> &reqwest::Client {
+        &self.0.client
+    }
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        self.0.running.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl std::fmt::Debug for Claim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Claim").finish_non_exhaustive()
+    }
+}
+
+impl ProviderLanes {
+    /// Clients with rustls (ring) and the platform's roots, a connect timeout, every name resolved
+    /// through `egress` (internal addresses refused on every connection), no redirects (a redirect
+    /// could point a provider call at an internal host) and no proxy (the address checked must be
+    /// the address connected to).
+    pub fn new(connect_timeout: Duration, egress: &Egress) -> Self {
+        Self::build(connect_timeout, egress, Vec::new(), STREAMS_PER_LANE, MAX_LANES)
+    }
+
+    fn build(
+        connect_timeout: Duration,
+        egress: &Egress,
+        extra_roots: Vec<rustls::pki_types::CertificateDer<'static>>,
+        per_lane: usize,
+        max_lanes: usize,
+    ) -> Self {
+        // Several callers (tests, benches) may build clients; only the first install counts.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let inner = Inner {
+            connect_timeout,
+            egress: egress.clone(),
+            tls: tls_config(extra_roots),
+            per_lane: per_lane.max(1),
+            lanes: (0..max_lanes.max(1)).map(|_| OnceLock::new()).collect(),
+        };
+        // The first lane exists from the start: it also serves `first` (webhooks, MCP, probes).
+        inner.lanes[0].get_or_init(|| inner.lane());
+        Self(Arc::new(inner))
+    }
+
+    /// The first lane's client, for requests that are short (webhooks, MCP servers, provider
+    /// tests) and so need no lane of their own.
+    pub fn first(&self) -> &reqwest::Client {
+        &self.0.lanes[0]
+            .get()
+            .expect("the first lane is made with the lanes")
+            .client
+    }
+
+    /// A place for one turn: the first lane with room, a new lane if all are full, or, with
+    /// [`MAX_LANES`] full, the least busy.
+    pub fn claim(&self) -> Claim {
+        let inner = &*self.0;
+        for slot in inner.lanes.iter() {
+            let lane = slot.get_or_init(|| inner.lane());
+            let taken = lane.running.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < inner.per_lane).then_some(n + 1)
+            });
+            if taken.is_ok() {
+                return Claim(lane.clone());
+            }
+        }
+        let lane = inner
+            .lanes
+            .iter()
+            .filter_map(OnceLock::get)
+            .min_by_key(|lane| lane.running.load(Ordering::Acquire))
+            .expect("every lane was made by the loop above");
+        lane.running.fetch_add(1, Ordering::AcqRel);
+        Claim(lane.clone())
+    }
+
+    /// Lanes made so far.
+    pub fn lanes(&self) -> usize {
+        self.0.lanes.iter().filter(|slot| slot.get().is_some()).count()
+    }
+
+    /// Provider calls holding a place in a lane (replies streaming from a provider).
+    pub fn running(&self) -> usize {
+        self.0
+            .lanes
+            .iter()
+            .filter_map(OnceLock::get)
+            .map(|lane| lane.running.load(Ordering::Acquire))
+            .sum()
+    }
+}
+
+impl Inner {
+    fn lane(&self) -> Arc<Lane> {
+        let client = reqwest::Client::builder()
+            .tls_backend_preconfigured(self.tls.clone())
+            .connect_timeout(self.connect_timeout)
+            .dns_resolver(Arc::new(self.egress.clone()))
+            .no_proxy()
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("confidant/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .expect("the HTTP client builds with a rustls configuration");
+        Arc::new(Lane {
+            client,
+            running: AtomicUsize::new(0),
+        })
+    }
+}
+
+/// What reqwest builds for itself with `rustls-no-provider` (ring, TLS 1.2 and 1.3, the platform's
+/// verifier, HTTP/2 then HTTP/1.1 offered), built once for every lane.
+fn tls_config(extra_roots: Vec<rustls::pki_types::CertificateDer<'static>>) -> rustls::ClientConfig {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier = if extra_roots.is_empty() {
+        rustls_platform_verifier::Verifier::new(provider.clone())
+    } else {
+        rustls_platform_verifier::Verifier::new_with_extra_roots(extra_roots, provider.clone())
+    }
+    .expect("the platform's certificate verifier starts");
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("ring supports the default TLS versions")
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    config
+}
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+    use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+    use bytes::Bytes;
+    use http_body_util::StreamBody;
+    use hyper::body::Frame;
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+    use super::*;
+    use crate::completions::egress::{HostAllowlist, Resolver};
+
+    fn fixture(name: &str) -> String {
+        format!("{}/tests/fixtures/tls/{name}", env!("CARGO_MANIFEST_DIR"))
+    }
+
+    fn lanes(per_lane: usize, max_lanes: usize) -> ProviderLanes {
+        let egress = Egress::new(
+            HostAllowlist::new(["localhost"]),
+            Resolver::fixed([("localhost", IpAddr::V4(Ipv4Addr::LOCALHOST))]),
+        );
+        let ca = CertificateDer::from_pem_file(fixture("ca.pem")).unwrap();
+        ProviderLanes::build(Duration::from_secs(5), &egress, vec![ca], per_lane, max_lanes)
+    }
+
+    /// A TLS server on loopback that speaks only HTTP/2 (ALPN `h2`), allows `max_streams` streams
+    /// per connection, and answers every request with headers at once and a body that never ends.
+    /// Returns its address and how many connections it accepted.
+    async fn h2_server(max_streams: u32) -> (SocketAddr, Arc<AtomicUsize>) {
+        let cert = CertificateDer::from_pem_file(fixture("server.pem")).unwrap();
+        let key = PrivateKeyDer::from_pem_file(fixture("server.key")).unwrap();
+        let mut config =
+            rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_no_client_auth()
+                .with_single_cert(vec![cert], key)
+                .unwrap();
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let accepted = connections.clone();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                accepted.fetch_add(1, Ordering::SeqCst);
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(tcp).await else { return };
+                    let service = hyper::service::service_fn(|_request| async {
+                        let body = StreamBody::new(futures_util::stream::pending::<Result<Frame<Bytes>, Infallible>>());
+                        Ok::<_, Infallible>(hyper::Response::new(body))
+                    });
+                    let _ = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                        .max_concurrent_streams(max_streams)
+                        .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                        .await;
+                });
+            }
+        });
+        (address, connections)
+    }
+
+    /// Starts a turn's request through the lanes; the claim and the response (whose body stays
+    /// open) are kept, as a reply's stream keeps them.
+    async fn open(lanes: &ProviderLanes, port: u16) -> (Claim, reqwest::Response) {
+        let claim = lanes.claim();
+        let response = claim
+            .client()
+            .post(format!("https://localhost:{port}/v1/chat/completions"))
+            .send()
+            .await
+            .unwrap();
+        (claim, response)
+    }
+
+    #[tokio::test]
+    async fn one_client_waits_at_the_providers_stream_limit() {
+        // The problem the lanes solve, shown against the same server: with one lane (one pool),
+        // the third simultaneous request waits for a stream of the one HTTP/2 connection.
+        let (address, connections) = h2_server(2).await;
+        let lanes = lanes(100, 1);
+        let first = open(&lanes, address.port()).await;
+        let second = open(&lanes, address.port()).await;
+        assert_eq!(first.1.version(), reqwest::Version::HTTP_2);
+        let third = tokio::time::timeout(Duration::from_millis(500), open(&lanes, address.port())).await;
+        assert!(third.is_err(), "the third request should wait for a free stream");
+        assert_eq!(connections.load(Ordering::SeqCst), 1);
+        drop((first, second));
+    }
+
+    #[tokio::test]
+    async fn turns_beyond_one_connections_stream_limit_do_not_wait() {
+        let (address, connections) = h2_server(2).await;
+        let lanes = lanes(2, 8);
+        let mut open_turns = Vec::new();
+        for _ in 0..5 {
+            let turn = tokio::time::timeout(Duration::from_secs(5), open(&lanes, address.port()))
+                .await
+                .expect("every turn gets its reply's headers without waiting for another's stream");
+            assert_eq!(
+                turn.1.version(),
+                reqwest::Version::HTTP_2,
+                "ALPN offers h2 on every lane"
+            );
+            open_turns.push(turn);
+        }
+        assert_eq!(lanes.lanes(), 3);
+        assert_eq!(
+            connections.load(Ordering::SeqCst),
+            3,
+            "two streams per connection, five turns"
+        );
+    }
+
+    #[test]
+    fn lanes_fill_in_order_and_free_their_places() {
+        let lanes = lanes(2, 3);
+        let a = lanes.claim();
+        let b = lanes.claim();
+        let c = lanes.claim();
+        assert!(Arc::ptr_eq(&a.0, &b.0), "the first lane takes turns until it is full");
+        assert!(!Arc::ptr_eq(&a.0, &c.0));
+        assert_eq!(lanes.lanes(), 2);
+        drop(b);
+        let d = lanes.claim();
+        assert!(
+            Arc::ptr_eq(&a.0, &d.0),
+            "a place freed in the first lane is taken first"
+        );
+        // All three lanes full: the least busy takes one more.
+        let _rest: Vec<Claim> = (0..3).map(|_| lanes.claim()).collect();
+        assert_eq!(lanes.lanes(), 3);
+        let over = lanes.claim();
+        assert_eq!(over.0.running.load(Ordering::Acquire), 3);
+        assert_eq!(lanes.running(), 7);
+        drop((a, c, d, over));
+        assert_eq!(lanes.running(), 3);
+    }
+}
