@@ -49,7 +49,9 @@ pub struct AgentView {
     pub mcp_servers: Vec<McpServerView>,
     /// Model calls one turn may make.
     pub max_steps: u32,
+    #[serde(serialize_with = "crate::http::rfc3339")]
     pub created_at: DateTime<Utc>,
+    #[serde(serialize_with = "crate::http::rfc3339")]
     pub updated_at: DateTime<Utc>,
 }
 

@@ -44,7 +44,9 @@ pub struct ApplicationView {
     /// A reply goes on when its client disconnects, so the client can resume it after a reload
     /// (`GET …/conversations/{id}/stream`); `false`: it stops and is stored incomplete.
     pub resumable: bool,
+    #[serde(serialize_with = "crate::http::rfc3339")]
     pub created_at: DateTime<Utc>,
+    #[serde(serialize_with = "crate::http::rfc3339")]
     pub updated_at: DateTime<Utc>,
 }
 
@@ -249,6 +251,7 @@ pub struct MemberView {
     pub operator_id: Uuid,
     pub email: String,
     pub role: MemberRole,
+    #[serde(serialize_with = "crate::http::rfc3339")]
     pub created_at: DateTime<Utc>,
 }
 

@@ -36,6 +36,7 @@ pub struct MessageView {
     /// `?include=superseded`).
     #[schema(example = "complete")]
     pub status: String,
+    #[serde(serialize_with = "crate::http::rfc3339")]
     pub created_at: DateTime<Utc>,
     /// An assistant message's tool calls (`arguments` is the JSON text the model wrote).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -84,7 +85,9 @@ pub struct ConversationView {
     pub id: String,
     pub agent_id: Uuid,
     pub title: Option<String>,
+    #[serde(serialize_with = "crate::http::rfc3339")]
     pub created_at: DateTime<Utc>,
+    #[serde(serialize_with = "crate::http::rfc3339")]
     pub updated_at: DateTime<Utc>,
 }
 

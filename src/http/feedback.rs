@@ -46,7 +46,9 @@ pub struct FeedbackView {
     pub vote: Vote,
     pub comment: Option<String>,
     pub tags: Vec<String>,
+    #[serde(serialize_with = "crate::http::rfc3339")]
     pub created_at: DateTime<Utc>,
+    #[serde(serialize_with = "crate::http::rfc3339")]
     pub updated_at: DateTime<Utc>,
 }
 

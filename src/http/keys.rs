@@ -91,7 +91,9 @@ pub struct AuthenticationKeyView {
     pub id: Uuid,
     pub name: String,
     pub scope: KeyScope,
+    #[serde(serialize_with = "crate::http::rfc3339")]
     pub created_at: DateTime<Utc>,
+    #[serde(serialize_with = "crate::http::rfc3339_option")]
     pub last_used_at: Option<DateTime<Utc>>,
 }
 
@@ -114,6 +116,7 @@ pub struct CreatedAuthenticationKey {
     pub scope: KeyScope,
     /// The HMAC secret (`sk-cfd-…`): sign HS256 tokens with this whole string. Shown only here.
     pub secret: String,
+    #[serde(serialize_with = "crate::http::rfc3339")]
     pub created_at: DateTime<Utc>,
 }
 
@@ -233,7 +236,9 @@ pub struct ApiKeyView {
     pub agents: Option<Vec<Uuid>>,
     /// The key's first characters, to recognise it.
     pub prefix: String,
+    #[serde(serialize_with = "crate::http::rfc3339")]
     pub created_at: DateTime<Utc>,
+    #[serde(serialize_with = "crate::http::rfc3339_option")]
     pub last_used_at: Option<DateTime<Utc>>,
 }
 
@@ -368,6 +373,7 @@ pub struct MintUserToken {
 pub struct MintedUserToken {
     /// A secure user token signed with this key.
     pub token: String,
+    #[serde(serialize_with = "crate::http::rfc3339")]
     pub expires_at: DateTime<Utc>,
 }
 

@@ -36,7 +36,9 @@ pub struct MemoryView {
     pub agent_id: Option<Uuid>,
     pub content: String,
     pub metadata: Value,
+    #[serde(serialize_with = "crate::http::rfc3339")]
     pub created_at: DateTime<Utc>,
+    #[serde(serialize_with = "crate::http::rfc3339")]
     pub updated_at: DateTime<Utc>,
 }
 

@@ -146,6 +146,69 @@ pub fn timestamp(micros: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_micros(micros).unwrap_or_default()
 }
 
+/// Serializes a response's timestamp with the bytes chrono's `Serialize` writes (RFC 3339, `Z`,
+/// a fraction of 0, 3, 6 or 9 digits, whichever is exact), into a stack buffer: chrono's goes
+/// through `fmt` a character at a time and cost 3,300 instructions a timestamp, 12 % of a list
+/// of three conversations (callgrind). Years outside 0–9999 and leap seconds are left to chrono.
+pub fn rfc3339<S: serde::Serializer>(at: &DateTime<Utc>, serializer: S) -> Result<S::Ok, S::Error> {
+    let mut buffer = [0u8; 30];
+    match write_rfc3339(at, &mut buffer) {
+        Some(text) => serializer.serialize_str(text),
+        None => at.serialize(serializer),
+    }
+}
+
+/// [`rfc3339`] for an optional timestamp.
+pub fn rfc3339_option<S: serde::Serializer>(at: &Option<DateTime<Utc>>, serializer: S) -> Result<S::Ok, S::Error> {
+    match at {
+        Some(at) => rfc3339(at, serializer),
+        None => serializer.serialize_none(),
+    }
+}
+
+fn write_rfc3339<'a>(at: &DateTime<Utc>, out: &'a mut [u8; 30]) -> Option<&'a str> {
+    use chrono::{Datelike, Timelike};
+    /// Writes `value` as `N` decimal digits at `at`.
+    fn digits<const N: usize>(out: &mut [u8], at: usize, mut value: u32) {
+        for i in (0..N).rev() {
+            out[at + i] = b'0' + (value % 10) as u8;
+            value /= 10;
+        }
+    }
+    let year = u32::try_from(at.year()).ok().filter(|year| *year <= 9999)?;
+    let nanos = at.nanosecond();
+    if nanos >= 1_000_000_000 {
+        return None;
+    }
+    digits::<4>(out, 0, year);
+    out[4] = b'-';
+    digits::<2>(out, 5, at.month());
+    out[7] = b'-';
+    digits::<2>(out, 8, at.day());
+    out[10] = b'T';
+    digits::<2>(out, 11, at.hour());
+    out[13] = b':';
+    digits::<2>(out, 14, at.minute());
+    out[16] = b':';
+    digits::<2>(out, 17, at.second());
+    let mut end = 19;
+    if nanos != 0 {
+        out[19] = b'.';
+        end = if nanos.is_multiple_of(1_000_000) {
+            digits::<3>(out, 20, nanos / 1_000_000);
+            23
+        } else if nanos.is_multiple_of(1_000) {
+            digits::<6>(out, 20, nanos / 1_000);
+            26
+        } else {
+            digits::<9>(out, 20, nanos);
+            29
+        };
+    }
+    out[end] = b'Z';
+    std::str::from_utf8(&out[..=end]).ok()
+}
+
 /// `?limit=&cursor=` of every listing.
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -397,6 +460,47 @@ pub fn router(state: AppState) -> axum::Router {
 #[cfg(test)]
 mod tests {
     use super::holds_nul;
+
+    #[test]
+    fn timestamps_are_written_as_chrono_writes_them() {
+        use chrono::{DateTime, TimeZone, Utc};
+        #[derive(serde::Serialize)]
+        struct Fast(#[serde(serialize_with = "super::rfc3339")] DateTime<Utc>);
+        let mut cases: Vec<DateTime<Utc>> = vec![
+            DateTime::UNIX_EPOCH,
+            Utc.with_ymd_and_hms(2026, 12, 6, 4, 50, 0).unwrap(),
+            Utc.with_ymd_and_hms(9999, 12, 31, 23, 59, 59).unwrap(),
+            Utc.with_ymd_and_hms(0, 1, 1, 0, 0, 0).unwrap(),
+            Utc.with_ymd_and_hms(-1, 1, 1, 0, 0, 0).unwrap(),
+            Utc.with_ymd_and_hms(10_000, 1, 1, 0, 0, 0).unwrap(),
+            // A leap second, which chrono writes as :60.
+            Utc.with_ymd_and_hms(2016, 12, 31, 23, 59, 59).unwrap() + chrono::Duration::nanoseconds(999_999_999),
+        ];
+        cases.push(DateTime::from_timestamp(1_483_228_799, 1_500_000_000).unwrap());
+        // Every kind of fraction: whole seconds, milliseconds, microseconds, nanoseconds, over a
+        // spread of dates (a simple generator: the test needs variety, not randomness).
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        for i in 0..20_000 {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let seconds = (seed % 253_402_300_800) as i64; // up to 9999-12-31
+            let nanos = match i % 4 {
+                0 => 0,
+                1 => (seed >> 40) as u32 % 1000 * 1_000_000,
+                2 => (seed >> 34) as u32 % 1_000_000 * 1000,
+                _ => (seed >> 32) as u32 % 1_000_000_000,
+            };
+            cases.push(DateTime::from_timestamp(seconds, nanos).unwrap());
+        }
+        for at in cases {
+            assert_eq!(
+                serde_json::to_string(&Fast(at)).unwrap(),
+                serde_json::to_string(&at).unwrap(),
+                "{at:?}"
+            );
+        }
+    }
 
     #[test]
     fn only_an_escaped_nul_counts() {

@@ -42,7 +42,9 @@ pub struct ProviderView {
     pub base_url: String,
     /// Whether an API key is stored (the key itself is never returned).
     pub has_api_key: bool,
+    #[serde(serialize_with = "crate::http::rfc3339")]
     pub created_at: DateTime<Utc>,
+    #[serde(serialize_with = "crate::http::rfc3339")]
     pub updated_at: DateTime<Utc>,
 }
 

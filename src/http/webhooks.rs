@@ -76,6 +76,7 @@ pub struct WebhookView {
     /// Where events are posted.
     pub url: String,
     pub events: Vec<WebhookEvent>,
+    #[serde(serialize_with = "crate::http::rfc3339")]
     pub created_at: DateTime<Utc>,
 }
 
@@ -98,6 +99,7 @@ pub struct CreatedWebhook {
     /// The signing secret (`whsec_…`), for verifying `webhook-signature` with any Standard
     /// Webhooks library. Shown only here.
     pub secret: String,
+    #[serde(serialize_with = "crate::http::rfc3339")]
     pub created_at: DateTime<Utc>,
 }
 
@@ -142,8 +144,11 @@ pub struct DeliveryView {
     pub last_status: Option<i64>,
     pub last_error: Option<String>,
     /// When it is tried next (pending deliveries).
+    #[serde(serialize_with = "crate::http::rfc3339_option")]
     pub next_attempt_at: Option<DateTime<Utc>>,
+    #[serde(serialize_with = "crate::http::rfc3339")]
     pub created_at: DateTime<Utc>,
+    #[serde(serialize_with = "crate::http::rfc3339_option")]
     pub delivered_at: Option<DateTime<Utc>>,
 }
 

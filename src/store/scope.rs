@@ -79,8 +79,8 @@ impl serde::Serialize for ApplicationId {
 
 /// Read from an application's own rows (agents, keys, providers): the row proves it.
 impl super::Column for ApplicationId {
-    fn from_sqlite(row: &rusqlite::Row<'_>, name: &str) -> rusqlite::Result<Self> {
-        Uuid::from_sqlite(row, name).map(Self)
+    fn from_sqlite(row: &rusqlite::Row<'_>, index: usize) -> rusqlite::Result<Self> {
+        Uuid::from_sqlite(row, index).map(Self)
     }
     fn from_postgres(row: &sqlx::postgres::PgRow, name: &str) -> sqlx::Result<Self> {
         Uuid::from_postgres(row, name).map(Self)

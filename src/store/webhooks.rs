@@ -95,8 +95,8 @@ impl EventSet {
 
 /// Read once with its row (the application's, kept in the cache; a webhook's), not per request.
 impl super::Column for EventSet {
-    fn from_sqlite(row: &rusqlite::Row<'_>, name: &str) -> rusqlite::Result<Self> {
-        String::from_sqlite(row, name).map(|text| Self::from_stored(&text))
+    fn from_sqlite(row: &rusqlite::Row<'_>, index: usize) -> rusqlite::Result<Self> {
+        String::from_sqlite(row, index).map(|text| Self::from_stored(&text))
     }
     fn from_postgres(row: &sqlx::postgres::PgRow, name: &str) -> sqlx::Result<Self> {
         String::from_postgres(row, name).map(|text| Self::from_stored(&text))

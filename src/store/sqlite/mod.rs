@@ -462,7 +462,7 @@ pub(super) fn rows<T: FromRow>(connection: &Connection, sql: &str, values: sea_q
     let mut rows = statement.query(rusqlite::params_from_iter(bind(values)?))?;
     let mut decoded = Vec::new();
     while let Some(row) = rows.next()? {
-        decoded.push(T::from_row(&Row::Sqlite(row))?);
+        decoded.push(T::from_row(&Row::sqlite(row))?);
     }
     Ok(decoded)
 }
