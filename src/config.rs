@@ -168,6 +168,13 @@ pub struct Settings {
     #[arg(long, env = "CONFIDANT_PROVIDER_CONNECT_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub provider_connect_timeout: Duration,
 
+    /// Provider calls at once on one HTTP/2 connection to a provider before another connection
+    /// is opened: keep it below the providers' `SETTINGS_MAX_CONCURRENT_STREAMS` (often 100), as
+    /// calls beyond that wait for another reply to end (`completions::lanes`).
+    #[arg(long, env = "CONFIDANT_PROVIDER_STREAMS_PER_CONNECTION", default_value_t = 64,
+        value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub provider_streams_per_connection: u32,
+
     /// Longest silence tolerated from a model provider, before and between chunks.
     #[arg(long, env = "CONFIDANT_PROVIDER_IDLE_TIMEOUT", default_value = "120s", value_parser = parse_duration)]
     pub provider_idle_timeout: Duration,

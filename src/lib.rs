@@ -60,7 +60,11 @@ impl AppState {
     pub fn new(db: Db, master_key: MasterKey, settings: Settings) -> Self {
         let access_tokens = AccessTokens::new(&master_key, settings.access_token_ttl);
         let egress = completions::egress::Egress::new(settings.provider_hosts.clone(), settings.resolver.clone());
-        let provider_lanes = completions::lanes::ProviderLanes::new(settings.provider_connect_timeout, &egress);
+        let provider_lanes = completions::lanes::ProviderLanes::new(
+            settings.provider_connect_timeout,
+            &egress,
+            settings.provider_streams_per_connection as usize,
+        );
         let shared = db.backend() == store::Backend::Postgres;
         Self(Arc::new(StateInner {
             db,

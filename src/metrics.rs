@@ -153,7 +153,7 @@ impl Metrics {
         let _ = writeln!(out, "confidant_provider_calls_running {running}");
         let _ = writeln!(
             out,
-            "# HELP confidant_provider_lanes Provider clients made, each with its own connections (one per 64 calls at once)."
+            "# HELP confidant_provider_lanes Provider clients made, each with its own connections (one per CONFIDANT_PROVIDER_STREAMS_PER_CONNECTION calls at once)."
         );
         let _ = writeln!(out, "# TYPE confidant_provider_lanes gauge");
         let _ = writeln!(out, "confidant_provider_lanes {lanes}");

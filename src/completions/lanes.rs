@@ -9,11 +9,11 @@
 //! replies takes tens of seconds (hyperium/hyper#2197).
 //!
 //! So turns are spread over several clients, each with a pool of its own: a turn takes the first
-//! lane with fewer than [`STREAMS_PER_LANE`] turns running and holds it until its reply's stream
-//! is dropped. Filling lanes in order, rather than taking the least busy, keeps a light load on
-//! the first lane's connection (no new TLS handshake per turn); lanes are made when the ones
-//! before are full, up to [`MAX_LANES`], and a lane left idle keeps only its client (its
-//! connections close after the pool's idle timeout). All lanes share one TLS configuration, so
+//! lane with fewer than `CONFIDANT_PROVIDER_STREAMS_PER_CONNECTION` (64) turns running and holds
+//! it until its reply's stream is dropped. Filling lanes in order, rather than taking the least
+//! busy, keeps a light load on the first lane's connection (no new TLS handshake per turn); lanes
+//! are made when the ones before are full, enough for [`MAX_CALLS`] calls, and a lane left idle
+//! keeps only its client (its connections close after the pool's idle timeout). All lanes share one TLS configuration, so
 //! the platform's roots are loaded once, not once per lane. HTTP/1 providers (plain `http://`,
 //! a local Ollama) are served as before: a pool opens one connection per simultaneous request.
 
@@ -23,13 +23,9 @@ use std::time::Duration;
 
 use super::egress::Egress;
 
-/// Turns a lane carries before the next lane is used: below the smallest stream limit common
-/// among providers and the proxies in front of them (100), so none of them waits.
-pub const STREAMS_PER_LANE: usize = 64;
-
-/// Lanes at most (16,384 turns at once within the stream limits); beyond them the least busy lane
-/// takes more.
-pub const MAX_LANES: usize = 256;
+/// Calls at once the lanes are made for (at most, lanes of this many calls each); beyond them the
+/// least busy lane takes more.
+pub const MAX_CALLS: usize = 16_384;
 
 /// The provider clients. Cloning shares them.
 #[derive(Clone)]
@@ -75,8 +71,17 @@ impl ProviderLanes {
     /// through `egress` (internal addresses refused on every connection), no redirects (a redirect
     /// could point a provider call at an internal host) and no proxy (the address checked must be
     /// the address connected to).
-    pub fn new(connect_timeout: Duration, egress: &Egress) -> Self {
-        Self::build(connect_timeout, egress, Vec::new(), STREAMS_PER_LANE, MAX_LANES)
+    /// `per_lane`: calls a lane carries before the next is used, below the providers' HTTP/2
+    /// stream limit.
+    pub fn new(connect_timeout: Duration, egress: &Egress, per_lane: usize) -> Self {
+        let per_lane = per_lane.max(1);
+        Self::build(
+            connect_timeout,
+            egress,
+            Vec::new(),
+            per_lane,
+            MAX_CALLS.div_ceil(per_lane),
+        )
     }
 
     fn build(
@@ -110,7 +115,7 @@ impl ProviderLanes {
     }
 
     /// A place for one turn: the first lane with room, a new lane if all are full, or, with
-    /// [`MAX_LANES`] full, the least busy.
+    /// every lane made and full, the least busy.
     pub fn claim(&self) -> Claim {
         let inner = &*self.0;
         for slot in inner.lanes.iter() {
