@@ -150,8 +150,13 @@ async fn bad_cursor_and_limit_are_invalid_request(app: TestApp) {
 }
 
 async fn responses_carry_a_request_id(app: TestApp) {
-    let reply = app.call(Method::GET, "/healthz", None, None).await;
-    assert!(reply.headers.contains_key("x-request-id"));
+    // Made by the server: a UUID, another for each request.
+    let made = |reply: &crate::harness::Reply| -> uuid::Uuid {
+        reply.headers["x-request-id"].to_str().unwrap().parse().unwrap()
+    };
+    let first = made(&app.call(Method::GET, "/healthz", None, None).await);
+    let second = made(&app.call(Method::GET, "/healthz", None, None).await);
+    assert_ne!(first, second);
     let response = app
         .client
         .get(app.url("/healthz"))
