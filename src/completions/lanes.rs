@@ -13,9 +13,10 @@
 //! it until its reply's stream is dropped. Filling lanes in order, rather than taking the least
 //! busy, keeps a light load on the first lane's connection (no new TLS handshake per turn); lanes
 //! are made when the ones before are full, enough for [`MAX_CALLS`] calls, and a lane left idle
-//! keeps only its client (its connections close after the pool's idle timeout). All lanes share one TLS configuration, so
-//! the platform's roots are loaded once, not once per lane. HTTP/1 providers (plain `http://`,
-//! a local Ollama) are served as before: a pool opens one connection per simultaneous request.
+//! keeps only its client (its connections close after the pool's idle timeout). All lanes share
+//! one TLS configuration, so the platform's roots are loaded once, not once per lane. HTTP/1
+//! providers (plain `http://`, a local Ollama) are served as before: a pool opens one connection
+//! per simultaneous request.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -23,8 +24,8 @@ use std::time::Duration;
 
 use super::egress::Egress;
 
-/// Calls at once the lanes are made for (at most, lanes of this many calls each); beyond them the
-/// least busy lane takes more.
+/// Calls at once that lanes are made for: at most this many divided by the calls per lane. Beyond
+/// that, the least busy lane takes more.
 pub const MAX_CALLS: usize = 16_384;
 
 /// The provider clients. Cloning shares them.
