@@ -461,8 +461,10 @@ pub(super) fn rows<T: FromRow>(connection: &Connection, sql: &str, values: sea_q
     let mut statement = connection.prepare_cached(sql)?;
     let mut rows = statement.query(rusqlite::params_from_iter(bind(values)?))?;
     let mut decoded = Vec::new();
+    let columns = super::row::SqliteColumns::default();
     while let Some(row) = rows.next()? {
-        decoded.push(T::from_row(&Row::sqlite(row))?);
+        columns.next_row();
+        decoded.push(T::from_row(&Row::Sqlite(row, &columns))?);
     }
     Ok(decoded)
 }
