@@ -529,10 +529,11 @@ mod tests {
             Utc.with_ymd_and_hms(0, 1, 1, 0, 0, 0).unwrap(),
             Utc.with_ymd_and_hms(-1, 1, 1, 0, 0, 0).unwrap(),
             Utc.with_ymd_and_hms(10_000, 1, 1, 0, 0, 0).unwrap(),
-            // A leap second, which chrono writes as :60.
+            // The last nanosecond before a leap second.
             Utc.with_ymd_and_hms(2016, 12, 31, 23, 59, 59).unwrap() + chrono::Duration::nanoseconds(999_999_999),
+            // The leap second itself, which chrono writes as :60.
+            DateTime::from_timestamp(1_483_228_799, 1_500_000_000).unwrap(),
         ];
-        cases.push(DateTime::from_timestamp(1_483_228_799, 1_500_000_000).unwrap());
         // Every kind of fraction: whole seconds, milliseconds, microseconds, nanoseconds, over a
         // spread of dates (a simple generator: the test needs variety, not randomness).
         let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;

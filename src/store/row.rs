@@ -159,7 +159,7 @@ impl Column for Option<Uuid> {
 impl<T: DeserializeOwned> Column for Json<T> {
     fn from_sqlite(row: &rusqlite::Row<'_>, index: usize) -> rusqlite::Result<Self> {
         let text: String = row.get(index)?;
-        parse_json(&text)
+        parse_json(index, &text)
     }
     fn from_postgres(row: &PgRow, name: &str) -> sqlx::Result<Self> {
         let value: sqlx::types::Json<T> = row.try_get(name)?;
@@ -170,7 +170,7 @@ impl<T: DeserializeOwned> Column for Json<T> {
 impl<T: DeserializeOwned> Column for Option<Json<T>> {
     fn from_sqlite(row: &rusqlite::Row<'_>, index: usize) -> rusqlite::Result<Self> {
         let text: Option<String> = row.get(index)?;
-        text.as_deref().map(parse_json).transpose()
+        text.as_deref().map(|text| parse_json(index, text)).transpose()
     }
     fn from_postgres(row: &PgRow, name: &str) -> sqlx::Result<Self> {
         let value: Option<sqlx::types::Json<T>> = row.try_get(name)?;
@@ -178,10 +178,10 @@ impl<T: DeserializeOwned> Column for Option<Json<T>> {
     }
 }
 
-fn parse_json<T: DeserializeOwned>(text: &str) -> rusqlite::Result<Json<T>> {
+fn parse_json<T: DeserializeOwned>(index: usize, text: &str) -> rusqlite::Result<Json<T>> {
     serde_json::from_str(text)
         .map(Json)
-        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e)))
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(index, rusqlite::types::Type::Text, Box::new(e)))
 }
 
 /// `SELECT COUNT(*) AS n`.
@@ -235,7 +235,7 @@ struct UnknownText(String);
 pub fn text_from_sqlite<T>(row: &rusqlite::Row<'_>, index: usize, parse: fn(&str) -> Option<T>) -> rusqlite::Result<T> {
     let text: String = row.get(index)?;
     parse(&text).ok_or_else(|| {
-        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(UnknownText(text)))
+        rusqlite::Error::FromSqlConversionFailure(index, rusqlite::types::Type::Text, Box::new(UnknownText(text)))
     })
 }
 

@@ -352,15 +352,7 @@ async fn check_failed_streams(app: &TestApp, token: &str, agent: &str, label: &s
 
 /// `confidant_provider_calls_running` from `/metrics`.
 async fn provider_calls_running(app: &TestApp) -> u64 {
-    let text = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = app.call(reqwest::Method::GET, "/metrics", None, None).await.text;
     text.lines()
         .find_map(|l| l.strip_prefix("confidant_provider_calls_running "))
         .unwrap_or_else(|| panic!("no provider gauge in {text}"))
