@@ -16,6 +16,7 @@ pub mod models;
 pub mod probe;
 pub mod relay;
 mod reply;
+pub mod sse;
 pub mod streams;
 pub mod tools;
 pub mod turn;
@@ -143,29 +144,109 @@ impl PromptMessage {
         }
     }
 
-    /// The message in OpenAI's chat format.
-    pub fn to_openai(&self) -> serde_json::Value {
-        let mut message = serde_json::json!({"role": self.role, "content": self.content});
-        if !self.tool_calls.is_empty() {
-            message["tool_calls"] = self
-                .tool_calls
-                .iter()
-                .map(|call| {
-                    serde_json::json!({
-                        "id": call.id,
-                        "type": "function",
-                        "function": {"name": call.name, "arguments": call.arguments},
-                    })
-                })
-                .collect();
-            if self.content.is_empty() {
-                message["content"] = serde_json::Value::Null;
+    /// The message in OpenAI's chat format, written straight to the request body (no JSON
+    /// tree: a turn's history is the bulk of the body).
+    pub fn openai(&self) -> OpenAiMessage<'_> {
+        OpenAiMessage(self)
+    }
+}
+
+/// A `PromptMessage` as OpenAI's chat format writes it: `role`, `content` (null for an
+/// assistant's tool calls without text), `tool_calls`, `tool_call_id`.
+pub struct OpenAiMessage<'a>(&'a PromptMessage);
+
+impl Serialize for OpenAiMessage<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        struct Calls<'a>(&'a [ToolCall]);
+        struct Call<'a>(&'a ToolCall);
+        struct Function<'a>(&'a ToolCall);
+        impl Serialize for Calls<'_> {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.collect_seq(self.0.iter().map(Call))
             }
         }
-        if let Some(id) = &self.tool_call_id {
-            message["tool_call_id"] = id.as_str().into();
+        impl Serialize for Call<'_> {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                let mut map = serializer.serialize_map(Some(3))?;
+                map.serialize_entry("id", &self.0.id)?;
+                map.serialize_entry("type", "function")?;
+                map.serialize_entry("function", &Function(self.0))?;
+                map.end()
+            }
         }
-        message
+        impl Serialize for Function<'_> {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                let mut map = serializer.serialize_map(Some(2))?;
+                map.serialize_entry("name", &self.0.name)?;
+                map.serialize_entry("arguments", &self.0.arguments)?;
+                map.end()
+            }
+        }
+        let message = self.0;
+        let mut map = serializer.serialize_map(None)?;
+        map.serialize_entry("role", message.role)?;
+        if message.tool_calls.is_empty() || !message.content.is_empty() {
+            map.serialize_entry("content", &message.content)?;
+        } else {
+            map.serialize_entry("content", &())?;
+        }
+        if !message.tool_calls.is_empty() {
+            map.serialize_entry("tool_calls", &Calls(&message.tool_calls))?;
+        }
+        if let Some(id) = &message.tool_call_id {
+            map.serialize_entry("tool_call_id", id)?;
+        }
+        map.end()
+    }
+}
+
+#[cfg(test)]
+mod openai_tests {
+    use super::{PromptMessage, ToolCall};
+    use serde_json::json;
+
+    #[test]
+    fn prompt_messages_are_written_in_openai_chat_format() {
+        let call = ToolCall {
+            id: "call_1".into(),
+            name: "weather".into(),
+            arguments: r#"{"city":"Paris"}"#.into(),
+        };
+        let cases = [
+            (
+                PromptMessage::text("user", "hi \"there\"\n"),
+                json!({"role": "user", "content": "hi \"there\"\n"}),
+            ),
+            (
+                PromptMessage {
+                    tool_calls: vec![call.clone()],
+                    ..PromptMessage::text("assistant", "")
+                },
+                json!({"role": "assistant", "content": null, "tool_calls": [
+                    {"id": "call_1", "type": "function", "function": {"name": "weather", "arguments": "{\"city\":\"Paris\"}"}}
+                ]}),
+            ),
+            (
+                PromptMessage {
+                    tool_calls: vec![call],
+                    ..PromptMessage::text("assistant", "Let me look.")
+                },
+                json!({"role": "assistant", "content": "Let me look.", "tool_calls": [
+                    {"id": "call_1", "type": "function", "function": {"name": "weather", "arguments": "{\"city\":\"Paris\"}"}}
+                ]}),
+            ),
+            (
+                PromptMessage {
+                    tool_call_id: Some("call_1".into()),
+                    ..PromptMessage::text("tool", "18 C")
+                },
+                json!({"role": "tool", "content": "18 C", "tool_call_id": "call_1"}),
+            ),
+        ];
+        for (message, expected) in cases {
+            assert_eq!(serde_json::to_value(message.openai()).unwrap(), expected);
+        }
     }
 }
 

@@ -9,10 +9,11 @@ use std::collections::VecDeque;
 use std::pin::Pin;
 use std::time::Duration;
 
-use eventsource_stream::Eventsource;
 use futures_util::{Stream, StreamExt, stream};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::sse::{DataEvents, ReadError};
 
 use super::{FinishReason, ModelEvent, PromptMessage, ToolCall, Usage};
 
@@ -42,6 +43,8 @@ pub struct ProviderCall {
     pub max_tokens: Option<u32>,
     /// Longest silence tolerated between two chunks of the provider's stream.
     pub idle_timeout: Duration,
+    /// Longest event the provider's stream may send.
+    pub max_event_bytes: usize,
 }
 
 impl std::fmt::Debug for ProviderCall {
@@ -338,24 +341,45 @@ impl<S> Reading<S> {
     }
 }
 
+/// A chat-completions request, written straight from the prompt.
+#[derive(Serialize)]
+struct ChatRequest<'a> {
+    model: &'a str,
+    messages: Messages<'a>,
+    stream: bool,
+    stream_options: StreamOptions,
+    #[serde(skip_serializing_if = "<[Value]>::is_empty")]
+    tools: &'a [Value],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    temperature: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_tokens: Option<u32>,
+}
+
+struct Messages<'a>(&'a [PromptMessage]);
+
+impl Serialize for Messages<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.0.iter().map(PromptMessage::openai))
+    }
+}
+
+#[derive(Serialize)]
+struct StreamOptions {
+    include_usage: bool,
+}
+
 impl ProviderCall {
     async fn start(&self, prompt: &[PromptMessage], tools: &[Value]) -> Result<ModelStream, StartError> {
-        let messages: Vec<Value> = prompt.iter().map(PromptMessage::to_openai).collect();
-        let mut body = json!({
-            "model": self.model,
-            "messages": messages,
-            "stream": true,
-            "stream_options": {"include_usage": true},
-        });
-        if !tools.is_empty() {
-            body["tools"] = Value::Array(tools.to_vec());
-        }
-        if let Some(temperature) = self.temperature {
-            body["temperature"] = json!(temperature);
-        }
-        if let Some(max_tokens) = self.max_tokens {
-            body["max_tokens"] = json!(max_tokens);
-        }
+        let body = ChatRequest {
+            model: &self.model,
+            messages: Messages(prompt),
+            stream: true,
+            stream_options: StreamOptions { include_usage: true },
+            tools,
+            temperature: self.temperature,
+            max_tokens: self.max_tokens,
+        };
         let lane = self.lanes.claim();
         let mut request = lane
             .client()
@@ -379,14 +403,15 @@ impl ProviderCall {
             tracing::warn!(status = status.as_u16(), "model provider refused the request");
             return Err(StartError(format!("the model provider answered {}", status.as_u16())));
         }
-        let reading = Reading::new(response.bytes_stream().eventsource(), self.idle_timeout).holding(lane);
+        let events = DataEvents::new(response.bytes_stream(), self.max_event_bytes);
+        let reading = Reading::new(events, self.idle_timeout).holding(lane);
         Ok(Box::pin(stream::unfold(reading, next_event)))
     }
 }
 
 async fn next_event<S, E>(mut state: Reading<S>) -> Option<(ModelEvent, Reading<S>)>
 where
-    S: Stream<Item = Result<eventsource_stream::Event, E>> + Unpin,
+    S: Stream<Item = Result<bytes::Bytes, ReadError<E>>> + Unpin,
     E: std::fmt::Display,
 {
     loop {
@@ -410,21 +435,28 @@ where
                     None => fail(state, "the model provider ended the stream without finishing"),
                 };
             }
+            Some(Err(ReadError::TooLarge)) => {
+                tracing::warn!("model provider sent an event past the bound");
+                return fail(
+                    state,
+                    "the model provider sent an event longer than this server accepts",
+                );
+            }
             Some(Err(error)) => {
                 tracing::warn!(%error, "model provider stream broke");
                 return fail(state, "the connection to the model provider was lost");
             }
             Some(Ok(event)) => event,
         };
-        let data = event.data.trim();
+        let data = event.trim_ascii();
         if data.is_empty() {
             continue;
         }
-        if data == "[DONE]" {
+        if data == b"[DONE]" {
             let reason = state.finish.unwrap_or(FinishReason::Stop);
             return finish(state, reason);
         }
-        let Ok(chunk) = serde_json::from_str::<Chunk>(data) else {
+        let Ok(chunk) = serde_json::from_slice::<Chunk>(data) else {
             // Not JSON (a comment-like line some servers send): skip it.
             continue;
         };
@@ -520,10 +552,50 @@ mod tests {
         );
     }
 
+    #[test]
+    fn a_chat_request_is_written_in_openai_shape() {
+        let prompt = [
+            PromptMessage::text("system", "Be kind."),
+            PromptMessage::text("user", "hi"),
+        ];
+        let tool = serde_json::json!({"type": "function", "function": {"name": "f", "parameters": {}}});
+        let bare = ChatRequest {
+            model: "m",
+            messages: Messages(&prompt),
+            stream: true,
+            stream_options: StreamOptions { include_usage: true },
+            tools: &[],
+            temperature: None,
+            max_tokens: None,
+        };
+        assert_eq!(
+            serde_json::to_value(&bare).unwrap(),
+            serde_json::json!({
+                "model": "m",
+                "messages": [{"role": "system", "content": "Be kind."}, {"role": "user", "content": "hi"}],
+                "stream": true,
+                "stream_options": {"include_usage": true},
+            })
+        );
+        let tools = [tool.clone()];
+        let full = ChatRequest {
+            tools: &tools,
+            temperature: Some(0.5),
+            max_tokens: Some(100),
+            ..bare
+        };
+        let value = serde_json::to_value(&full).unwrap();
+        assert_eq!(value["tools"], serde_json::json!([tool]));
+        assert_eq!(
+            (value["temperature"].as_f64(), value["max_tokens"].as_u64()),
+            (Some(0.5), Some(100))
+        );
+    }
+
     async fn events_of(lines: &[&str]) -> Vec<ModelEvent> {
         let body: String = lines.iter().map(|l| format!("data: {l}\n\n")).collect();
-        let bytes = stream::iter([Ok::<_, std::io::Error>(body.into_bytes())]);
-        let reading = Reading::new(bytes.eventsource(), Duration::from_secs(5));
+        let bytes = stream::iter([Ok::<_, std::io::Error>(bytes::Bytes::from(body))]);
+        let reading = Reading::new(DataEvents::new(bytes, 1 << 20), Duration::from_secs(5));
         stream::unfold(reading, next_event).collect().await
     }
 

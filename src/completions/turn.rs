@@ -370,7 +370,15 @@ async fn resolve_model(state: &AppState, agent: &Agent) -> Result<Model> {
         temperature: choice.temperature,
         max_tokens: choice.max_tokens,
         idle_timeout: state.settings().provider_idle_timeout,
+        max_event_bytes: max_event_bytes(state.settings().max_reply_bytes),
     }))
+}
+
+/// The longest event a provider's stream may send: one event may carry a whole reply (servers
+/// that send `message` rather than deltas), escaped, so twice the longest reply stored, and at
+/// least 4 MiB.
+fn max_event_bytes(max_reply_bytes: usize) -> usize {
+    max_reply_bytes.saturating_mul(2).max(4 << 20)
 }
 
 #[cfg(test)]
