@@ -1,6 +1,7 @@
 //! `POST /v1/agents/{agent_id}/completions`: one turn of a conversation, streamed or whole, in
 //! the wire format of the calling client.
 
+use std::pin::Pin;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -191,6 +192,7 @@ pub(super) fn streamed(events: EventSource, encoder: Box<dyn Encoder>, keepalive
         events,
         encoder,
         keepalive,
+        silence: Box::pin(tokio::time::sleep(keepalive)),
         started: false,
         ended: false,
     };
@@ -217,6 +219,9 @@ struct Frames {
     events: EventSource,
     encoder: Box<dyn Encoder>,
     keepalive: Duration,
+    /// The keep-alive timer, moved on before each wait (moving a timer later costs no lock; a
+    /// timeout per frame registered a timer and removed it again, each under the timer's lock).
+    silence: Pin<Box<tokio::time::Sleep>>,
     started: bool,
     ended: bool,
 }
@@ -232,10 +237,16 @@ impl Frames {
         }
         loop {
             let event = match self.encoder.keep_alive() {
-                Some(comment) => match tokio::time::timeout(self.keepalive, self.events.recv()).await {
-                    Ok(event) => event,
-                    Err(_) => return Some(Ok(comment.to_owned())),
-                },
+                Some(comment) => {
+                    self.silence
+                        .as_mut()
+                        .reset(tokio::time::Instant::now() + self.keepalive);
+                    tokio::select! {
+                        biased;
+                        event = self.events.recv() => event,
+                        () = self.silence.as_mut() => return Some(Ok(comment.to_owned())),
+                    }
+                }
                 None => self.events.recv().await,
             };
             let event = event.unwrap_or_else(|| TurnEvent::Error("the reply ended without finishing".into()));
