@@ -10,7 +10,9 @@ and webhooked variants, and, in front of a fast native mock provider (`examples/
 streaming 50 chunks), the mock called directly and a stateless turn through Confidant (one
 connection each, for the latency Confidant adds) and a stored turn. Last, `--streams` simultaneous
 streaming turns paced by the mock (20 chunks a second for `--stream-seconds`), driven by
-`examples/stream_load.rs`, with Confidant's resident memory sampled while they run.
+`examples/stream_load.rs`, with Confidant's resident memory sampled while they run and the CPU
+each of the three processes spends per chunk counted: once with the contract's 5,000 streams,
+once with 2,000, about what this 2-core machine can carry.
 
 Prints one table (requests/s, p50/p99, errors, the server's peak resident memory, and each
 workload against what it is measured against) and saves it as JSON under results/.
@@ -325,7 +327,7 @@ def compare(rows):
             r["vs"] = f"+{r['p50_ms'] - by[(db, DIRECT)]['p50_ms']:.2f} ms p50 over direct"
         if name == STORED_MOCK and (db, ECHO_TURN) in by:
             r["vs"] = f"{r['rps'] / by[(db, ECHO_TURN)]['rps']:.0%} of the echo turn"
-        if db == "postgres" and ("sqlite", name) in by and by[("sqlite", name)]["rps"] and name != STREAMS:
+        if db == "postgres" and ("sqlite", name) in by and by[("sqlite", name)]["rps"] and not name.startswith(STREAMS):
             ratio = f"{r['rps'] / by[('sqlite', name)]['rps']:.2f}x sqlite"
             r["vs"] = f"{r['vs']}, {ratio}" if r.get("vs") else ratio
 
@@ -347,24 +349,51 @@ DIRECT = "mock provider direct (1 connection)"
 STATELESS = "stateless turn via mock (1 conn)"
 STORED_MOCK = "stored turn via mock"
 STREAMS = "many paced streams"
+# The mock's pace for the many streams: a chunk every 50 ms, 20 a second.
+PACED_MS = 50
 
 
-def many_streams(server, workdir, tokens_file, agent_id, args):
-    """`args.streams` streaming turns at once, each paced by the mock for `args.stream_seconds`."""
+def cpu_seconds(pid):
+    """User and system CPU seconds a running process has used so far."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
+
+
+def many_streams(server, mock, workdir, tokens_file, agent_id, streams, args):
+    """`streams` streaming turns at once, each paced by the mock for `args.stream_seconds`. Also
+    counts the CPU each process spends per chunk (Confidant, the mock, the load generator): at
+    20 chunks a second a stream, their sum says how many cores the workload needs."""
     body = json.dumps({"messages": [{"role": "user", "content": "count slowly"}],
                        "conversation_id": "stream-{i}", "stream": True})
+    import resource
+    server_before, mock_before = cpu_seconds(server.process.pid), cpu_seconds(mock.process.pid)
+    load_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     with PeakRss(server, every=0.2) as rss:
         out = subprocess.run([os.path.join(EXAMPLES, "stream_load"), f"{server.base}/v1/agents/{agent_id}/completions",
-                              tokens_file, str(args.streams), body], capture_output=True, text=True)
+                              tokens_file, str(streams), body], capture_output=True, text=True)
+    server_after, mock_after = cpu_seconds(server.process.pid), cpu_seconds(mock.process.pid)
+    load_after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if out.returncode != 0:
         raise SystemExit(f"stream_load failed: {out.stderr}")
     result = json.loads(out.stdout)
-    return {"workload": STREAMS, "requests": result["streams"], "rps": 0,
+    chunks = max(result["chunks_stamped"], 1)
+    per_chunk = lambda user, system: {"user": round(user * 1e6 / chunks, 1), "system": round(system * 1e6 / chunks, 1)}
+    cpu = {"confidant": per_chunk(server_after[0] - server_before[0], server_after[1] - server_before[1]),
+           "mock": per_chunk(mock_after[0] - mock_before[0], mock_after[1] - mock_before[1]),
+           "load generator": per_chunk(load_after.ru_utime - load_before.ru_utime, load_after.ru_stime - load_before.ru_stime)}
+    total_us = sum(c["user"] + c["system"] for c in cpu.values())
+    cores = total_us * streams * 1000 / PACED_MS / 1e6
+    result["cpu_us_per_chunk"] = cpu
+    return {"workload": f"{STREAMS} ({streams:,})", "requests": result["streams"], "rps": 0,
             "p50_ms": result["chunk_delay_p50_ms"], "p99_ms": result["chunk_delay_p99_ms"],
             "errors": result["failed"], "peak_rss_mib": round(rss.peak / 1024, 1), "streams": result,
             "vs": (f"{result['completed']}/{result['streams']} completed in {result['elapsed_s']:.0f} s; "
                    f"p50/p99 are the delay per chunk; {(rss.peak - rss.before) / max(result['streams'], 1):.0f} KiB per stream "
-                   f"over the {rss.before / 1024:.0f} MiB before")}
+                   f"over the {rss.before / 1024:.0f} MiB before; CPU per chunk (user + system µs): "
+                   + ", ".join(f"{name} {c['user'] + c['system']:.0f}" for name, c in cpu.items())
+                   + f", so {cores:.1f} cores for {streams * 1000 // PACED_MS:,} chunks/s on {os.cpu_count()}")}
 
 
 def bench_database(label, database_url, workdir, args, sqlite_path=None):
@@ -387,10 +416,9 @@ def bench_database(label, database_url, workdir, args, sqlite_path=None):
         mock = MockProvider(workdir)
         fast = api.call("POST", f"/v1/applications/{app['id']}/providers",
                         {"name": "mock", "kind": "openai-compatible", "base_url": f"{mock.base}/50/0/v1"}, access)
-        paced_ms = 50
         api.call("POST", f"/v1/applications/{app['id']}/providers",
                  {"name": "paced", "kind": "openai-compatible",
-                  "base_url": f"{mock.base}/{args.stream_seconds * 1000 // paced_ms}/{paced_ms}/v1"}, access)
+                  "base_url": f"{mock.base}/{args.stream_seconds * 1000 // PACED_MS}/{PACED_MS}/v1"}, access)
         mock_agent = api.call("POST", f"/v1/applications/{app['id']}/agents",
                               {"name": "mock", "model": {"provider": fast["name"], "model": "mock"}}, access)["id"]
         paced_agent = api.call("POST", f"/v1/applications/{app['id']}/agents",
@@ -452,11 +480,20 @@ def bench_database(label, database_url, workdir, args, sqlite_path=None):
             rows.append(row)
         if receiver:
             receiver.stop()
-        if args.streams and (not args.only or "streams" in args.only):
-            print(f"[{label}] {args.streams} streams paced for {args.stream_seconds} s ...", flush=True)
-            row = many_streams(server, workdir, tokens_file, paced_agent, args)
-            row.update(database=label)
-            rows.append(row)
+        if not args.only or "streams" in args.only:
+            for streams in args.streams:
+                # Each count on a server just started, so what one run leaves in its allocator
+                # (and what the workloads above left) is not counted as the next run's "before".
+                server.stop()
+                server = Server(database_url, workdir, master_key)
+                # Warmed by 50 streams through the fast mock first: the code a stream runs is
+                # paged back in (the server gives back its startup code), not counted per stream.
+                subprocess.run([os.path.join(EXAMPLES, "stream_load"), f"{server.base}/v1/agents/{mock_agent}/completions",
+                                tokens_file, "50"], capture_output=True, check=True)
+                print(f"[{label}] {streams} streams paced for {args.stream_seconds} s ...", flush=True)
+                row = many_streams(server, mock, workdir, tokens_file, paced_agent, streams, args)
+                row.update(database=label)
+                rows.append(row)
         mock.stop()
         if args.scale and sqlite_path:
             server.stop()
@@ -485,7 +522,9 @@ def main():
     parser.add_argument("--only", nargs="*",
                         help="only these workloads (first words): /healthz, list, get, completion, streamed, memory, "
                              "mock, stateless, stored, guarded, webhooked, streams")
-    parser.add_argument("--streams", type=int, default=5000, help="simultaneous paced streams (0: skip)")
+    parser.add_argument("--streams", default="5000,2000",
+                        help="simultaneous paced streams, one run for each count (0: skip): the contract's 5,000, "
+                             "and 2,000, about what this 2-core machine can carry with the mock and the load generator")
     parser.add_argument("--stream-seconds", type=int, default=30, help="how long the mock paces each stream")
     parser.add_argument("--instructions", action="store_true",
                         help="also count the guard's cost per list under callgrind (valgrind; a few minutes)")
@@ -503,9 +542,11 @@ def main():
     import resource
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    if args.streams * 2 + 500 > hard:
-        print(f"!! the open-file limit ({hard}) is too low for {args.streams} streams: fewer will be run", flush=True)
-        args.streams = max(0, (hard - 500) // 2)
+    args.streams = [int(n) for n in str(args.streams).split(",") if int(n) > 0]
+    for i, streams in enumerate(args.streams):
+        if streams * 2 + 500 > hard:
+            print(f"!! the open-file limit ({hard}) is too low for {streams} streams: fewer will be run", flush=True)
+            args.streams[i] = max(0, (hard - 500) // 2)
     if not args.postgres and not args.no_postgres:
         args.postgres = bench_postgres()
     rows = []
