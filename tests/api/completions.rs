@@ -17,6 +17,7 @@ db_tests!(
     upstream_error_before_streaming_is_502_and_keeps_the_user_message,
     upstream_dropping_mid_stream_gives_each_format_its_error_and_stores_incomplete,
     upstream_ending_without_finish_is_a_failure_too,
+    an_upstream_event_past_the_bound_is_a_failure_too,
     client_disconnect_stops_the_upstream_and_stores_incomplete,
     concurrent_completions_keep_order_and_lose_nothing,
     ai_sdk_history_is_never_stored_twice,
@@ -298,6 +299,15 @@ async fn upstream_ending_without_finish_is_a_failure_too(app: TestApp) {
     let (_, tenant, agent) = provider_agent(&app, &fake, false).await;
     let token = user_token(&tenant.all_key, "alice");
     check_failed_streams(&app, &token, &agent, "unfinished").await;
+}
+
+async fn an_upstream_event_past_the_bound_is_a_failure_too(app: TestApp) {
+    // The server reads a provider's event up to 4 MiB (twice the longest reply, at least), so a
+    // provider cannot make it buffer without bound.
+    let fake = FakeProvider::start(Script::Oversized(vec!["partial ".into(), "answer".into()])).await;
+    let (_, tenant, agent) = provider_agent(&app, &fake, false).await;
+    let token = user_token(&tenant.all_key, "alice");
+    check_failed_streams(&app, &token, &agent, "oversized").await;
 }
 
 async fn check_failed_streams(app: &TestApp, token: &str, agent: &str, label: &str) {

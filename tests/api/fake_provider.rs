@@ -28,6 +28,9 @@ pub enum Script {
     EndWithoutFinish(Vec<String>),
     /// Streams these chunks, then stays silent forever.
     Hang(Vec<String>),
+    /// Streams these chunks, then an event of 5 MiB (past any event a server should take; not
+    /// JSON, so a server that read it whole would skip it), then a finish and `[DONE]`.
+    Oversized(Vec<String>),
     /// Streams these tool calls (name, JSON arguments), each call's arguments in two fragments,
     /// with the finish reason `tool_calls`.
     ToolCalls(Vec<(String, String)>),
@@ -218,6 +221,17 @@ async fn handle(State(shared): State<Shared>, headers: HeaderMap, body: axum::Js
             )));
             frames.push(ok("data: [DONE]\n\n".into()));
             sse(frames, Duration::from_millis(1), false, shared.client_gone.clone())
+        }
+        Script::Oversized(chunks) => {
+            let mut frames: Vec<_> = chunks.iter().map(|c| ok(chunk(c))).collect();
+            frames.push(ok("data: ".into()));
+            frames.extend(std::iter::repeat_n("x".repeat(64 * 1024), 80).map(ok));
+            frames.push(ok("\n\n".into()));
+            frames.push(ok(format!(
+                "data: {}\n\ndata: [DONE]\n\n",
+                json!({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+            )));
+            sse(frames, Duration::ZERO, false, Arc::new(AtomicBool::new(false)))
         }
         Script::Hang(chunks) => sse(
             chunks.iter().map(|c| ok(chunk(c))).collect(),
