@@ -190,12 +190,24 @@ impl<E: std::fmt::Display> std::fmt::Display for ReadError<E> {
     }
 }
 
-/// The `data` of each event of a body, as a stream; it ends after its first error.
+/// The `data` of each event of a body, as a stream; it ends after its first error, once the
+/// events read before it are handed out.
 pub struct DataEvents<S> {
     body: S,
     decoder: Decoder,
     ready: VecDeque<Bytes>,
-    ended: bool,
+    end: End,
+}
+
+/// What comes once `ready` is empty.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum End {
+    /// More of the body.
+    NotYet,
+    /// An event past the bound, then the end.
+    TooLarge,
+    /// The end.
+    Ended,
 }
 
 impl<S> DataEvents<S> {
@@ -204,7 +216,7 @@ impl<S> DataEvents<S> {
             body,
             decoder: Decoder::new(max_event_bytes),
             ready: VecDeque::new(),
-            ended: false,
+            end: End::NotYet,
         }
     }
 }
@@ -221,24 +233,27 @@ where
             if let Some(data) = this.ready.pop_front() {
                 return Poll::Ready(Some(Ok(data)));
             }
-            if this.ended {
-                return Poll::Ready(None);
+            match this.end {
+                End::NotYet => {}
+                End::TooLarge => {
+                    this.end = End::Ended;
+                    return Poll::Ready(Some(Err(ReadError::TooLarge)));
+                }
+                End::Ended => return Poll::Ready(None),
             }
             let read = match ready!(this.body.poll_next_unpin(cx)) {
                 Some(Ok(piece)) => this.decoder.feed(&piece, &mut this.ready),
                 Some(Err(error)) => {
-                    this.ended = true;
+                    this.end = End::Ended;
                     return Poll::Ready(Some(Err(ReadError::Body(error))));
                 }
                 None => {
-                    this.ended = true;
+                    this.end = End::Ended;
                     this.decoder.finish(&mut this.ready)
                 }
             };
             if read.is_err() {
-                this.ended = true;
-                this.ready.clear();
-                return Poll::Ready(Some(Err(ReadError::TooLarge)));
+                this.end = End::TooLarge;
             }
         }
     }
@@ -346,8 +361,14 @@ mod tests {
         assert_eq!(events.len(), 2);
         assert!(matches!(&events[1], Err(ReadError::Body(e)) if e.to_string() == "broken"));
 
-        let pieces = futures_util::stream::iter([Ok::<_, std::io::Error>(Bytes::from(vec![b'x'; 200]))]);
+        // The events before the one past the bound, in the same piece, still come first.
+        let mut piece = b"data: a\n\ndata: ".to_vec();
+        piece.extend_from_slice(&[b'x'; 200]);
+        let pieces = futures_util::stream::iter([Ok::<_, std::io::Error>(Bytes::from(piece))]);
         let events: Vec<_> = DataEvents::new(pieces, 100).collect().await;
-        assert!(matches!(events.as_slice(), [Err(ReadError::TooLarge)]));
+        assert!(
+            matches!(events.as_slice(), [Ok(a), Err(ReadError::TooLarge)] if a == "a"),
+            "{events:?}"
+        );
     }
 }
