@@ -14,7 +14,6 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::sse::{DataEvents, ReadError};
-
 use super::{FinishReason, ModelEvent, PromptMessage, ToolCall, Usage};
 
 /// A model's reply as it arrives.
