@@ -83,7 +83,7 @@ impl Decoder {
             }
         }
         while at < bytes.len() {
-            let Some(length) = bytes[at..].iter().position(|&b| b == b'\n' || b == b'\r') else {
+            let Some(length) = memchr::memchr2(b'\n', b'\r', &bytes[at..]) else {
                 self.partial.extend_from_slice(&bytes[at..]);
                 return self.check();
             };
@@ -127,7 +127,7 @@ impl Decoder {
             return Ok(());
         }
         // A line without a colon is a field with an empty value; a comment has an empty name.
-        let colon = bytes.iter().position(|&b| b == b':').unwrap_or(bytes.len());
+        let colon = memchr::memchr(b':', bytes).unwrap_or(bytes.len());
         if &bytes[..colon] != b"data" {
             return Ok(());
         }
