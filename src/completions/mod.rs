@@ -14,6 +14,7 @@ pub mod live;
 pub mod mcp;
 pub mod models;
 pub mod probe;
+pub mod provider;
 pub mod relay;
 mod reply;
 pub mod sse;

@@ -21,7 +21,8 @@ use uuid::Uuid;
 
 use super::context::{self, Context};
 use super::formats::{Format, ToolResultIn, TurnMeta, TurnRequest};
-use super::models::{Model, ProviderCall};
+use super::models::Model;
+use super::provider::ProviderCall;
 use super::reply::{Reply, ReplyTask, tool_message};
 use super::tools::{MAX_RESULT_BYTES, ToolSet};
 use super::{PromptMessage, TurnEvent};
