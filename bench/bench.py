@@ -174,7 +174,7 @@ class Direct:
     """wrk pointed at `base` (the mock) while the server's memory is still what is sampled."""
 
     def __init__(self, base, server):
-        self.base, self.server = base, server
+        self.base, self.server, self.process = base, server, server.process
 
     def rss_kib(self):
         return self.server.rss_kib()
@@ -258,12 +258,66 @@ class PeakRss:
         self.sampler.join()
 
 
-def run_wrk(server, workdir, name, method, path, body, tokens_file, duration, connections, origin=""):
+def postgres_pids():
+    """Every PostgreSQL server process on this host (backends, WAL writer, checkpointer...)."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        try:
+            if entry.isdigit() and open(f"/proc/{entry}/comm").read().strip() == "postgres":
+                pids.append(int(entry))
+        except OSError:
+            pass
+    return pids
+
+
+class CpuPerRequest:
+    """The CPU (user + system) each process of a workload spends while the block runs: Confidant,
+    the database server's processes (PostgreSQL; SQLite runs inside Confidant), the mock when the
+    workload calls it, and the load generator (wrk, a child of this script). `per_request(n)`
+    turns it into microseconds per request: what each request costs the machine, and who pays."""
+
+    def __init__(self, server, mock=None, database=False):
+        self.server, self.mock, self.database = server, mock, database
+
+    def snapshot(self):
+        import resource
+        pids = {"confidant": [self.server.process.pid]}
+        if self.database:
+            pids["postgres"] = postgres_pids()
+        if self.mock:
+            pids["mock"] = [self.mock.process.pid]
+        seconds = {}
+        for name, group in pids.items():
+            total = 0.0
+            for pid in group:
+                try:
+                    total += sum(cpu_seconds(pid))
+                except OSError:
+                    pass  # a process that ended meanwhile
+            seconds[name] = total
+        children = resource.getrusage(resource.RUSAGE_CHILDREN)
+        seconds["load generator"] = children.ru_utime + children.ru_stime
+        return seconds
+
+    def __enter__(self):
+        self.before = self.snapshot()
+        return self
+
+    def __exit__(self, *exc):
+        self.after = self.snapshot()
+
+    def per_request(self, requests):
+        return {name: round((self.after[name] - self.before.get(name, 0.0)) * 1e6 / max(requests, 1), 1)
+                for name in self.after}
+
+
+def run_wrk(server, workdir, name, method, path, body, tokens_file, duration, connections, origin="",
+            mock=None, database=False):
     script = os.path.join(workdir, f"{name}.lua")
     with open(script, "w") as f:
         f.write(LUA % {"method": method, "path": path, "tokens": tokens_file, "origin": origin,
                        "body": "nil" if body is None else "[[" + json.dumps(body) + "]]"})
-    with PeakRss(server) as rss:
+    with PeakRss(server) as rss, CpuPerRequest(server, mock, database) as cpu:
         out = subprocess.run(["wrk", f"-t{min(2, connections)}", f"-c{connections}", f"-d{duration}s", "--latency",
                               "-s", script, server.base], capture_output=True, text=True).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
@@ -274,7 +328,8 @@ def run_wrk(server, workdir, name, method, path, body, tokens_file, duration, co
     socket_errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     errors = (int(non2xx.group(1)) if non2xx else 0) + (sum(map(int, socket_errors.groups())) if socket_errors else 0)
     return {"workload": name, "requests": total, "rps": round(rps), "p50_ms": round(p50 * 1000, 2),
-            "p99_ms": round(p99 * 1000, 2), "errors": errors, "peak_rss_mib": round(rss.peak / 1024, 1)}
+            "p99_ms": round(p99 * 1000, 2), "errors": errors, "peak_rss_mib": round(rss.peak / 1024, 1),
+            "cpu_us_per_request": cpu.per_request(total)}
 
 
 def seed_messages(db_path, app_id, agent_id, total, users):
@@ -339,6 +394,24 @@ def table(rows):
     for r in rows:
         lines.append(f"{r['database']:<10} {r['workload']:<37} {r['rps']:>9,} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} "
                      f"{r['errors']:>7} {r['peak_rss_mib']:>13.1f}  {r.get('vs', '')}")
+    return "\n".join(lines)
+
+
+CPU_COLUMNS = ("confidant", "postgres", "mock", "load generator")
+
+
+def cpu_table(rows):
+    """Who pays for a request: CPU µs (user + system) per request of each process, and the cores
+    their sum needs at the measured rate (the machine has os.cpu_count())."""
+    header = f"{'database':<10} {'workload':<37} " + " ".join(f"{c:>14}" for c in CPU_COLUMNS) + f" {'cores used':>11}"
+    lines = ["CPU per request (µs, user + system), by process", header, "-" * len(header)]
+    for r in rows:
+        cpu = r.get("cpu_us_per_request")
+        if not cpu:
+            continue
+        cells = " ".join(f"{cpu[c]:>14.1f}" if c in cpu else f"{'':>14}" for c in CPU_COLUMNS)
+        cores = sum(cpu.values()) * r["rps"] / 1e6
+        lines.append(f"{r['database']:<10} {r['workload']:<37} {cells} {cores:>11.2f}")
     return "\n".join(lines)
 
 
@@ -473,7 +546,9 @@ def bench_database(label, database_url, workdir, args, sqlite_path=None):
                 target, path = Direct(mock.base, server), path[len("@mock"):]
             print(f"[{label}] {name} ({args.duration} s, {connections} connections) ...", flush=True)
             key = "-".join(name.split()[:2]).replace("/", "")
-            row = run_wrk(target, workdir, key, method, path, body, tokens, args.duration, connections, origin)
+            row = run_wrk(target, workdir, key, method, path, body, tokens, args.duration, connections, origin,
+                          mock=mock if name in (DIRECT, STATELESS, STORED_MOCK) else None,
+                          database=label == "postgres")
             row.update(workload=name, database=label)
             if receiver:
                 row["webhooks_received"] = receiver.count
@@ -563,6 +638,9 @@ def main():
     compare(rows)
     print()
     print(table(rows))
+    if any("cpu_us_per_request" in r for r in rows):
+        print()
+        print(cpu_table(rows))
     os.makedirs(os.path.join(ROOT, "results"), exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     path = os.path.join(ROOT, "results", f"bench-{stamp}.json")

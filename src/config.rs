@@ -19,7 +19,7 @@ pub struct DatabaseArgs {
     pub database_url: String,
 
     /// Most database connections this process opens (PostgreSQL; for SQLite, its readers).
-    /// Default: 8 per core, at least 32. Behind a load balancer, keep instances × this under the
+    /// Default: 4 per core, at least 8. Behind a load balancer, keep instances × this under the
     /// server's `max_connections`.
     #[arg(long, env = "CONFIDANT_DATABASE_MAX_CONNECTIONS", value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub database_max_connections: Option<u32>,
