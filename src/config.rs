@@ -121,8 +121,8 @@ pub struct Settings {
     #[arg(long, env = "CONFIDANT_METRICS_TOKEN", hide_env_values = true)]
     pub metrics_token: Option<SecretString>,
 
-    /// Longest an instance keeps using an authentication key it has cached, even if it missed the
-    /// notice of its deletion.
+    /// Longest an instance keeps using an authentication key or an API key it has cached, even if
+    /// it missed the notice of its deletion.
     #[arg(long, env = "CONFIDANT_KEY_CACHE_TTL", default_value = "60s", value_parser = parse_duration)]
     pub key_cache_ttl: Duration,
 

@@ -1,7 +1,7 @@
 //! Keeping every server instance's caches honest.
 //!
-//! Deleting an authentication key must stop it verifying at once on every instance, and agent
-//! changes should be seen everywhere. The store sends a `Notice` inside the transaction that makes
+//! Deleting an authentication key or an API key must stop it working at once on every instance,
+//! and changes to agents, applications and providers should be seen everywhere. The store sends a `Notice` inside the transaction that makes
 //! the change (`store::notices`), so a change never commits without it; this instance evicts at
 //! once (`evict`), and on PostgreSQL every instance listens and evicts what it hears. If the
 //! listening connection drops, notices may have been missed, so the caches are emptied and refill
@@ -20,11 +20,24 @@ pub async fn evict(state: &AppState, what: Notice) {
         Notice::Agent(id) => state.agents().invalidate(id).await,
         Notice::Application(app_id) => {
             state.user_keys().invalidate_application(app_id).await;
+            state.api_keys().invalidate_application(app_id).await;
             state.agents().invalidate_application(app_id).await;
+            state.providers().invalidate_application(app_id).await;
             state.applications().invalidate(app_id).await;
         }
         Notice::ApplicationChanged(app_id) => state.applications().invalidate(app_id).await,
+        Notice::ApiKey(id) => state.api_keys().invalidate(id).await,
+        Notice::Providers(app_id) => state.providers().invalidate_application(app_id).await,
     }
+}
+
+/// Empties every cache the notices keep honest (some may have been missed).
+fn clear_caches(state: &AppState) {
+    state.user_keys().clear();
+    state.api_keys().clear();
+    state.agents().clear();
+    state.providers().clear();
+    state.applications().clear();
 }
 
 /// On PostgreSQL, listens for other instances' changes (and their questions about this
@@ -51,9 +64,7 @@ pub fn spawn_listener(state: AppState) -> Option<tokio::task::JoinHandle<()>> {
             }
             tracing::debug!("listening for cache invalidations");
             // Anything said while we were not listening is lost: start from empty caches.
-            state.user_keys().clear();
-            state.agents().clear();
-            state.applications().clear();
+            clear_caches(&state);
             loop {
                 match listener.try_recv().await {
                     Ok(Some(notice)) if notice.channel() == own => {
@@ -68,8 +79,7 @@ pub fn spawn_listener(state: AppState) -> Option<tokio::task::JoinHandle<()>> {
                     },
                     Ok(None) => {
                         tracing::warn!("the invalidation listener lost its connection; emptying caches");
-                        state.user_keys().clear();
-                        state.agents().clear();
+                        clear_caches(&state);
                     }
                     Err(error) => {
                         tracing::warn!(%error, "the invalidation listener failed; reconnecting");

@@ -42,7 +42,9 @@ struct StateInner {
     access_tokens: AccessTokens,
     usage: KeyUsage,
     user_keys: AuthenticationKeyCache,
+    api_keys: store::keys::ApiKeyCache,
     agents: store::agents::AgentCache,
+    providers: store::providers::ProviderCache,
     applications: store::applications::ApplicationCache,
     user_limiters: edge::limits::UserLimiters,
     metering: Arc<metering::Metering>,
@@ -72,7 +74,9 @@ impl AppState {
             access_tokens,
             usage: KeyUsage::default(),
             user_keys: AuthenticationKeyCache::new(settings.key_cache_ttl),
+            api_keys: store::keys::ApiKeyCache::new(settings.key_cache_ttl),
             agents: store::agents::AgentCache::default(),
+            providers: store::providers::ProviderCache::default(),
             applications: store::applications::ApplicationCache::default(),
             user_limiters: edge::limits::UserLimiters::default(),
             metering: Arc::new(metering::Metering::default()),
@@ -121,9 +125,19 @@ impl AppState {
         &self.0.user_keys
     }
 
+    /// API keys by hash, for the completions API and the admin API.
+    pub fn api_keys(&self) -> &store::keys::ApiKeyCache {
+        &self.0.api_keys
+    }
+
     /// Agents by id, for the data plane.
     pub fn agents(&self) -> &store::agents::AgentCache {
         &self.0.agents
+    }
+
+    /// Providers by application and name, for turns.
+    pub fn providers(&self) -> &store::providers::ProviderCache {
+        &self.0.providers
     }
 
     /// Applications by id (origins and limits), for the data plane.

@@ -10,7 +10,7 @@ use crate::AppState;
 use crate::crypto;
 use crate::error::{Error, Result};
 use crate::store::applications::{self, MemberRole};
-use crate::store::keys::{self, Acl, KeyTable};
+use crate::store::keys::{Acl, KeyTable};
 use crate::store::scope::{AppAccess, ApplicationId, Role};
 
 /// An authenticated caller of the admin plane.
@@ -66,7 +66,9 @@ pub async fn authenticate_api_key(state: &AppState, key: &str) -> Result<ApiKeyP
         return Err(invalid_api_key());
     }
     let hash = crypto::sha256(key.as_bytes());
-    let found = keys::find_api_key_by_hash(state.db(), &hash)
+    let found = state
+        .api_keys()
+        .find(state.db(), hash)
         .await?
         .ok_or_else(invalid_api_key)?;
     if !crypto::constant_time_eq(&found.key_hash, &hash) {
@@ -76,8 +78,8 @@ pub async fn authenticate_api_key(state: &AppState, key: &str) -> Result<ApiKeyP
     Ok(ApiKeyPrincipal {
         id: found.id,
         application_id: found.application_id,
-        acl: found.acl.0,
-        agent_ids: found.agent_ids.map(|ids| ids.0),
+        acl: found.acl.0.clone(),
+        agent_ids: found.agent_ids.as_ref().map(|ids| ids.0.clone()),
     })
 }
 

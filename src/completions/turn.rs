@@ -352,7 +352,9 @@ async fn resolve_model(state: &AppState, agent: &Agent) -> Result<Model> {
     if choice.provider == AgentModel::ECHO {
         return Ok(Model::Echo);
     }
-    let provider = providers::find_by_name(state.db(), agent.application_id, &choice.provider)
+    let provider = state
+        .providers()
+        .find_by_name(state.db(), agent.application_id, &choice.provider)
         .await?
         .ok_or_else(|| Error::Upstream(format!("the agent's provider `{}` no longer exists", choice.provider)))?;
     let url = url::Url::parse(&provider.base_url).map_err(Error::internal)?;

@@ -352,6 +352,8 @@ async fn delete_api_key(
     if !keys::delete_api_key(state.db(), app_id, key_id).await? {
         return Err(Error::not_found("API key"));
     }
+    // It stops working now, here and on every other instance.
+    crate::invalidation::evict(&state, crate::invalidation::Notice::ApiKey(key_id)).await;
     tracing::info!(application.id = %app_id, key.id = %key_id, "API key deleted");
     Ok(StatusCode::NO_CONTENT)
 }

@@ -178,6 +178,7 @@ async fn create_provider(
         updated_at: now,
     };
     providers::create(state.db(), &provider).await?;
+    crate::invalidation::evict(&state, crate::invalidation::Notice::Providers(app_id.uuid())).await;
     tracing::info!(application.id = %app_id, provider.id = %id, "provider created");
     Ok((StatusCode::CREATED, Json(provider.into())))
 }
@@ -268,6 +269,8 @@ async fn update_provider(
     let provider = providers::update(state.db(), app_id, provider_id, changes)
         .await?
         .ok_or_else(|| Error::not_found("provider"))?;
+    // Turns use the change now, here and on every other instance.
+    crate::invalidation::evict(&state, crate::invalidation::Notice::Providers(app_id.uuid())).await;
     Ok(Json(provider.into()))
 }
 
@@ -287,6 +290,7 @@ async fn delete_provider(
     if !providers::delete(state.db(), app_id, provider_id).await? {
         return Err(Error::not_found("provider"));
     }
+    crate::invalidation::evict(&state, crate::invalidation::Notice::Providers(app_id.uuid())).await;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -1,4 +1,5 @@
-//! Rows kept in memory by id, for the lookups behind every request (agents, authentication keys).
+//! Rows kept in memory by id (or another key), for the lookups behind every request (agents,
+//! applications, authentication keys, API keys by hash, providers by name).
 //!
 //! A moka cache: bounded in size, each entry expiring after a time to live (a shorter one for ids
 //! that named nothing, so a flood of made-up ids does not reach the database but a new row is seen
@@ -9,6 +10,7 @@
 //! read without caching it.
 
 use std::future::Future;
+use std::hash::Hash;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -19,9 +21,9 @@ use uuid::Uuid;
 
 use super::{StoreError, StoreResult};
 
-/// Rows of one kind by id; `None` remembers that an id names nothing.
-pub struct RowCache<V> {
-    entries: Cache<Uuid, Option<Arc<V>>>,
+/// Rows of one kind by id (or by `K`); `None` remembers that a key names nothing.
+pub struct RowCache<V, K = Uuid> {
+    entries: Cache<K, Option<Arc<V>>>,
     generation: AtomicU64,
 }
 
@@ -38,13 +40,13 @@ struct Lifetimes {
     missing_ttl: Duration,
 }
 
-impl<V> Expiry<Uuid, Option<Arc<V>>> for Lifetimes {
-    fn expire_after_create(&self, _: &Uuid, value: &Option<Arc<V>>, _: Instant) -> Option<Duration> {
+impl<K, V> Expiry<K, Option<Arc<V>>> for Lifetimes {
+    fn expire_after_create(&self, _: &K, value: &Option<Arc<V>>, _: Instant) -> Option<Duration> {
         Some(if value.is_some() { self.ttl } else { self.missing_ttl })
     }
 }
 
-impl<V: Send + Sync + 'static> RowCache<V> {
+impl<V: Send + Sync + 'static, K: Hash + Eq + Clone + Send + Sync + 'static> RowCache<V, K> {
     pub fn new(capacity: u64, ttl: Duration, missing_ttl: Duration) -> Self {
         Self {
             entries: Cache::builder()
@@ -56,7 +58,7 @@ impl<V: Send + Sync + 'static> RowCache<V> {
     }
 
     /// The row with this id: from memory, or from `load` (once for all concurrent callers).
-    pub async fn get<F>(&self, id: Uuid, load: impl FnOnce() -> F) -> StoreResult<Option<Arc<V>>>
+    pub async fn get<F>(&self, id: K, load: impl FnOnce() -> F) -> StoreResult<Option<Arc<V>>>
     where
         F: Future<Output = StoreResult<Option<V>>>,
     {
@@ -89,7 +91,7 @@ impl<V: Send + Sync + 'static> RowCache<V> {
     }
 
     /// Forgets one row (deleted, or changed): the next request for it reads the database.
-    pub async fn invalidate(&self, id: Uuid) {
+    pub async fn invalidate(&self, id: K) {
         self.generation.fetch_add(1, Ordering::AcqRel);
         self.entries.invalidate(&id).await;
     }
@@ -100,6 +102,17 @@ impl<V: Send + Sync + 'static> RowCache<V> {
         for (id, row) in &self.entries {
             if row.as_deref().is_some_and(&matches) {
                 self.entries.invalidate(&*id).await;
+            }
+        }
+    }
+
+    /// Forgets every entry whose key `matches`, rows and remembered absences alike (a row
+    /// created under a key that named nothing a moment ago).
+    pub async fn invalidate_keys(&self, matches: impl Fn(&K) -> bool) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        for (key, _) in &self.entries {
+            if matches(&key) {
+                self.entries.invalidate(&*key).await;
             }
         }
     }
@@ -195,6 +208,55 @@ mod tests {
         assert_eq!(loading.await.unwrap().unwrap().as_deref(), Some(&1));
         let after = cache.get(id, || async { Ok(None) }).await.unwrap();
         assert!(after.is_none(), "the stale row was cached");
+    }
+
+    #[tokio::test]
+    async fn invalidating_by_key_forgets_rows_and_remembered_absences_alike() {
+        let cache = RowCache::<u32, (u8, String)>::new(100, Duration::from_secs(60), Duration::from_secs(60));
+        let key = |app: u8, name: &str| (app, name.to_owned());
+        assert_eq!(
+            cache
+                .get(key(1, "a"), || async { Ok(Some(1)) })
+                .await
+                .unwrap()
+                .as_deref(),
+            Some(&1)
+        );
+        assert!(cache.get(key(1, "b"), || async { Ok(None) }).await.unwrap().is_none());
+        assert_eq!(
+            cache
+                .get(key(2, "a"), || async { Ok(Some(3)) })
+                .await
+                .unwrap()
+                .as_deref(),
+            Some(&3)
+        );
+        cache.invalidate_keys(|(app, _)| *app == 1).await;
+        // Application 1's row and its missing name are read again; application 2's is kept.
+        assert_eq!(
+            cache
+                .get(key(1, "a"), || async { Ok(Some(10)) })
+                .await
+                .unwrap()
+                .as_deref(),
+            Some(&10)
+        );
+        assert_eq!(
+            cache
+                .get(key(1, "b"), || async { Ok(Some(20)) })
+                .await
+                .unwrap()
+                .as_deref(),
+            Some(&20)
+        );
+        assert_eq!(
+            cache
+                .get(key(2, "a"), || async { Ok(Some(30)) })
+                .await
+                .unwrap()
+                .as_deref(),
+            Some(&3)
+        );
     }
 
     #[tokio::test]

@@ -1,10 +1,14 @@
 //! Authentication keys (sign secure user tokens; secret sealed at rest) and API keys
 //! (server-to-server; stored only as a SHA-256 hash).
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use sea_query::{Expr, ExprTrait, Query};
 use uuid::Uuid;
 
 use super::BoxError;
+use super::cache::RowCache;
 use super::notices::Notice;
 use super::schema::{ApiKeys, AuthenticationKeys};
 use super::scope::ApplicationId;
@@ -212,8 +216,46 @@ pub async fn list_api_keys(
     Ok(page.finish(db.rows(&query).await?, |k: &ApiKey| k.id))
 }
 
+/// How long a hash that named no API key is remembered, so a flood of made-up keys does not
+/// reach the database each time.
+const UNKNOWN_API_KEY_TTL: Duration = Duration::from_secs(2);
+/// Most API keys kept in memory.
+const MAX_CACHED_API_KEYS: u64 = 100_000;
+
+/// API keys by the SHA-256 of their secret, kept in memory: every call of the completions API
+/// presents one. Deleting a key evicts it at once (here, and on other instances through
+/// `invalidation`); `CONFIDANT_KEY_CACHE_TTL` bounds how long an instance that missed the notice
+/// keeps it. A hash that named nothing cannot name a key later: a new key's secret is random.
+pub struct ApiKeyCache(RowCache<ApiKey, [u8; 32]>);
+
+impl ApiKeyCache {
+    pub fn new(ttl: Duration) -> Self {
+        Self(RowCache::new(MAX_CACHED_API_KEYS, ttl, UNKNOWN_API_KEY_TTL))
+    }
+
+    /// The API key whose SHA-256 is `hash`, from memory or the database.
+    pub async fn find(&self, db: &Db, hash: [u8; 32]) -> StoreResult<Option<Arc<ApiKey>>> {
+        self.0.get(hash, || find_api_key_by_hash(db, hash)).await
+    }
+
+    /// Forgets a key (deleted).
+    pub async fn invalidate(&self, id: Uuid) {
+        self.0.invalidate_where(|key| key.id == id).await;
+    }
+
+    /// Forgets every key of an application (it was deleted).
+    pub async fn invalidate_application(&self, app_id: Uuid) {
+        self.0.invalidate_where(|key| key.application_id.uuid() == app_id).await;
+    }
+
+    /// Forgets everything (changes may have been missed).
+    pub fn clear(&self) {
+        self.0.clear();
+    }
+}
+
 /// The API key whose SHA-256 is `hash` (looked up through the unique index).
-pub async fn find_api_key_by_hash(db: &Db, hash: &[u8]) -> StoreResult<Option<ApiKey>> {
+async fn find_api_key_by_hash(db: &Db, hash: [u8; 32]) -> StoreResult<Option<ApiKey>> {
     db.row(
         Query::select()
             .columns(API_KEY_COLUMNS)
@@ -231,7 +273,7 @@ pub async fn delete_api_key(db: &Db, app_id: ApplicationId, id: Uuid) -> StoreRe
         ApiKeys::Id,
         app_id,
         id,
-        None,
+        Some(Notice::ApiKey(id)),
     )
     .await
 }

@@ -20,6 +20,10 @@ pub enum Notice {
     Application(Uuid),
     /// An application's settings (origins, limits) changed.
     ApplicationChanged(Uuid),
+    /// An API key was deleted.
+    ApiKey(Uuid),
+    /// An application's providers changed (one created, changed or deleted).
+    Providers(Uuid),
 }
 
 impl Notice {
@@ -29,6 +33,8 @@ impl Notice {
             Self::Agent(id) => format!("agent:{id}"),
             Self::Application(id) => format!("application:{id}"),
             Self::ApplicationChanged(id) => format!("application-changed:{id}"),
+            Self::ApiKey(id) => format!("api-key:{id}"),
+            Self::Providers(id) => format!("providers:{id}"),
         }
     }
 
@@ -40,6 +46,8 @@ impl Notice {
             "agent" => Some(Self::Agent(id)),
             "application" => Some(Self::Application(id)),
             "application-changed" => Some(Self::ApplicationChanged(id)),
+            "api-key" => Some(Self::ApiKey(id)),
+            "providers" => Some(Self::Providers(id)),
             _ => None,
         }
     }
@@ -83,6 +91,9 @@ mod tests {
             Notice::AuthenticationKey(id),
             Notice::Agent(id),
             Notice::Application(id),
+            Notice::ApplicationChanged(id),
+            Notice::ApiKey(id),
+            Notice::Providers(id),
         ] {
             assert_eq!(Notice::decode(&notice.encode()), Some(notice));
         }

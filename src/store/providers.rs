@@ -1,9 +1,14 @@
 //! Model providers of an application (OpenAI-compatible servers). The API key is stored sealed.
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use sea_query::{Expr, ExprTrait, Query};
 use uuid::Uuid;
 
 use super::BoxError;
+use super::cache::RowCache;
+use super::notices::Notice;
 use super::schema::Providers;
 use super::scope::ApplicationId;
 use super::{Db, PageRequest, StoreResult, now_micros};
@@ -62,24 +67,30 @@ pub fn open_api_key(master_key: &MasterKey, provider: &Provider) -> Result<Optio
     Ok(Some(String::from_utf8(bytes)?))
 }
 
+/// Other instances cache providers by name: each change tells them when it commits.
 pub async fn create(db: &Db, provider: &Provider) -> StoreResult<()> {
-    db.execute(
-        Query::insert()
-            .into_table(Providers::Table)
-            .columns(COLUMNS)
-            .values_panic([
-                provider.id.into(),
-                provider.application_id.into(),
-                provider.name.clone().into(),
-                provider.kind.clone().into(),
-                provider.base_url.clone().into(),
-                provider.api_key_encrypted.clone().into(),
-                provider.created_at.into(),
-                provider.updated_at.into(),
-            ]),
-    )
-    .await?;
-    Ok(())
+    let insert = Query::insert()
+        .into_table(Providers::Table)
+        .columns(COLUMNS)
+        .values_panic([
+            provider.id.into(),
+            provider.application_id.into(),
+            provider.name.clone().into(),
+            provider.kind.clone().into(),
+            provider.base_url.clone().into(),
+            provider.api_key_encrypted.clone().into(),
+            provider.created_at.into(),
+            provider.updated_at.into(),
+        ])
+        .to_owned();
+    let app_id = provider.application_id.uuid();
+    db.transaction(move |tx| {
+        Box::pin(async move {
+            tx.execute(&insert).await?;
+            tx.notify(Notice::Providers(app_id)).await
+        })
+    })
+    .await
 }
 
 pub async fn find(db: &Db, app_id: ApplicationId, id: Uuid) -> StoreResult<Option<Provider>> {
@@ -143,7 +154,16 @@ pub async fn update(
         .and_where(Expr::col(Providers::ApplicationId).eq(app_id))
         .and_where(Expr::col(Providers::Id).eq(id))
         .returning(Query::returning().columns(COLUMNS));
-    db.returning(update).await
+    db.transaction(move |tx| {
+        Box::pin(async move {
+            let updated: Option<Provider> = tx.row(&update).await?;
+            if updated.is_some() {
+                tx.notify(Notice::Providers(app_id.uuid())).await?;
+            }
+            Ok(updated)
+        })
+    })
+    .await
 }
 
 pub async fn delete(db: &Db, app_id: ApplicationId, id: Uuid) -> StoreResult<bool> {
@@ -154,7 +174,39 @@ pub async fn delete(db: &Db, app_id: ApplicationId, id: Uuid) -> StoreResult<boo
         Providers::Id,
         app_id,
         id,
-        None,
+        Some(Notice::Providers(app_id.uuid())),
     )
     .await
+}
+
+/// Providers by application and name, kept in memory for the turns that call them (every turn
+/// of an agent on a provider names it). Entries live a few seconds, so a change made through
+/// another instance is seen soon even if its notice (`invalidation`) is lost; a change through
+/// this instance evicts the application's providers at once, names that were missing included.
+pub struct ProviderCache(RowCache<Provider, (Uuid, String)>);
+
+impl Default for ProviderCache {
+    fn default() -> Self {
+        Self(RowCache::new(100_000, Duration::from_secs(5), Duration::from_secs(1)))
+    }
+}
+
+impl ProviderCache {
+    /// The application's provider with this name, from memory or the database.
+    pub async fn find_by_name(&self, db: &Db, app_id: ApplicationId, name: &str) -> StoreResult<Option<Arc<Provider>>> {
+        self.0
+            .get((app_id.uuid(), name.to_owned()), || find_by_name(db, app_id, name))
+            .await
+    }
+
+    /// Forgets every provider of an application, and every name it lacked (one changed, was
+    /// created or deleted, or the application went).
+    pub async fn invalidate_application(&self, app_id: Uuid) {
+        self.0.invalidate_keys(|(app, _)| *app == app_id).await;
+    }
+
+    /// Forgets everything (changes may have been missed).
+    pub fn clear(&self) {
+        self.0.clear();
+    }
 }

@@ -1,14 +1,20 @@
 //! Several instances on one PostgreSQL database: a change made through one is seen by the others
-//! at once (their caches are told), and agent changes are seen at once on the same instance.
+//! at once (their caches are told), and agent and provider changes are seen at once on the same
+//! instance.
 
 use std::time::Duration;
 
 use serde_json::json;
 
+use crate::completions::provider_agent;
 use crate::db_tests;
+use crate::fake_provider::{FakeProvider, Script};
 use crate::harness::{Backend, TestApp, user_token};
 
-db_tests!(agent_changes_are_seen_by_the_next_turn);
+db_tests!(
+    agent_changes_are_seen_by_the_next_turn,
+    provider_changes_are_seen_by_the_next_turn
+);
 
 async fn agent_changes_are_seen_by_the_next_turn(app: TestApp) {
     let owner = app.owner_token().await;
@@ -35,6 +41,127 @@ async fn agent_changes_are_seen_by_the_next_turn(app: TestApp) {
         after >= before + 10,
         "the new instructions were not used at once: {before} then {after}"
     );
+}
+
+/// A fake provider that answers every turn with `text`.
+async fn answering(text: &str) -> FakeProvider {
+    FakeProvider::start(Script::Reply {
+        chunks: vec![text.to_owned()],
+        delay: Duration::ZERO,
+    })
+    .await
+}
+
+/// Points the application's one provider at `to`; returns the providers' path and its id.
+async fn move_provider(app: &TestApp, owner: &str, app_id: &str, to: &FakeProvider) -> (String, String) {
+    let providers = format!("/v1/applications/{app_id}/providers");
+    let id = app.get(&providers, owner).await.assert_status(200)["data"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    app.patch(
+        &format!("{providers}/{id}"),
+        owner,
+        json!({"base_url": to.base_url(), "api_key": "sk-fake-provider-key"}),
+    )
+    .await
+    .assert_status(200);
+    (providers, id)
+}
+
+/// Turns find their provider in memory, yet the very next turn uses a change made to it: a new
+/// address, its deletion, and a new provider under the same name (which the cache had just
+/// remembered as missing).
+async fn provider_changes_are_seen_by_the_next_turn(app: TestApp) {
+    let (first, second) = (answering("from the first").await, answering("from the second").await);
+    let (owner, tenant, agent) = provider_agent(&app, &first, false).await;
+    let token = user_token(&tenant.all_key, "alice");
+    let path = format!("/v1/agents/{agent}/completions");
+    let turn = async || {
+        app.post(&path, &token, json!({"messages": [{"role": "user", "content": "hi"}]}))
+            .await
+    };
+    let reply = turn().await;
+    reply.assert_status(200);
+    assert!(reply.text.contains("from the first"), "{}", reply.text);
+
+    let (providers, id) = move_provider(&app, &owner, &tenant.app_id, &second).await;
+    let reply = turn().await;
+    reply.assert_status(200);
+    assert!(
+        reply.text.contains("from the second"),
+        "the old address was used: {}",
+        reply.text
+    );
+
+    app.delete(&format!("{providers}/{id}"), &owner)
+        .await
+        .assert_status(204);
+    turn().await.assert_error(502, "upstream_error");
+    app.post(
+        &providers,
+        &owner,
+        json!({"name": "fake", "kind": "openai-compatible", "base_url": first.base_url()}),
+    )
+    .await
+    .assert_status(201);
+    let reply = turn().await;
+    reply.assert_status(200);
+    assert!(
+        reply.text.contains("from the first"),
+        "the new provider was not found: {}",
+        reply.text
+    );
+}
+
+/// Another instance hears at once that an API key was deleted and that a provider moved, though
+/// it keeps both in memory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_key_and_provider_changes_reach_every_instance() {
+    let Some(app) = TestApp::spawn(Backend::Postgres).await else {
+        return;
+    };
+    let other = app.other_instance().await;
+    let (first, second) = (answering("from the first").await, answering("from the second").await);
+    let (owner, tenant, agent) = provider_agent(&app, &first, false).await;
+    let (key_id, api_key) = app.create_api_key(&owner, &tenant.app_id, json!(["admin"])).await;
+    let get_on_other = |path: String, token: String| {
+        let (client, url) = (app.client.clone(), other.url(&path));
+        async move {
+            let reply = client.get(url).bearer_auth(token).send().await.unwrap();
+            (reply.status().as_u16(), reply.text().await.unwrap())
+        }
+    };
+    let application = format!("/v1/applications/{}", tenant.app_id);
+    assert_eq!(get_on_other(application.clone(), api_key.clone()).await.0, 200);
+    app.delete(&format!("{application}/api-keys/{key_id}"), &owner)
+        .await
+        .assert_status(204);
+    assert!(
+        eventually(async || get_on_other(application.clone(), api_key.clone()).await.0 == 401).await,
+        "the other instance still accepts a deleted API key"
+    );
+
+    let token = user_token(&tenant.all_key, "alice");
+    let turn_on_other = || {
+        let (client, url, token) = (
+            app.client.clone(),
+            other.url(&format!("/v1/agents/{agent}/completions")),
+            token.clone(),
+        );
+        async move {
+            let body = json!({"messages": [{"role": "user", "content": "hi"}]});
+            let reply = client.post(url).bearer_auth(token).json(&body).send().await.unwrap();
+            reply.text().await.unwrap()
+        }
+    };
+    assert!(turn_on_other().await.contains("from the first"));
+    move_provider(&app, &owner, &tenant.app_id, &second).await;
+    assert!(
+        eventually(async || turn_on_other().await.contains("from the second")).await,
+        "the other instance still calls the provider's old address"
+    );
+    other.stop().await;
 }
 
 /// Polls `check` for up to two seconds.
