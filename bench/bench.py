@@ -31,6 +31,7 @@ import json
 import os
 import random
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -271,16 +272,16 @@ def postgres_pids():
 
 
 class CpuPerRequest:
-    """The CPU (user + system) each process of a workload spends while the block runs: Confidant,
-    the database server's processes (PostgreSQL; SQLite runs inside Confidant), the mock when the
-    workload calls it, and the load generator (wrk, a child of this script). `per_request(n)`
-    turns it into microseconds per request: what each request costs the machine, and who pays."""
+    """The CPU each process of a workload spends while the block runs: Confidant, the database
+    server's processes (PostgreSQL; SQLite runs inside Confidant), the mock when the workload
+    calls it, and the load generator (wrk or stream_load, a child of this script). `split(n)`
+    turns it into user and system microseconds per request (or per chunk), `per_request(n)` into
+    their sum: what each request costs the machine, and who pays."""
 
     def __init__(self, server, mock=None, database=False):
         self.server, self.mock, self.database = server, mock, database
 
     def snapshot(self):
-        import resource
         pids = {"confidant": [self.server.process.pid]}
         if self.database:
             pids["postgres"] = postgres_pids()
@@ -288,15 +289,16 @@ class CpuPerRequest:
             pids["mock"] = [self.mock.process.pid]
         seconds = {}
         for name, group in pids.items():
-            total = 0.0
+            user = system = 0.0
             for pid in group:
                 try:
-                    total += sum(cpu_seconds(pid))
+                    u, s = cpu_seconds(pid)
                 except OSError:
-                    pass  # a process that ended meanwhile
-            seconds[name] = total
+                    continue  # a process that ended meanwhile
+                user, system = user + u, system + s
+            seconds[name] = (user, system)
         children = resource.getrusage(resource.RUSAGE_CHILDREN)
-        seconds["load generator"] = children.ru_utime + children.ru_stime
+        seconds["load generator"] = (children.ru_utime, children.ru_stime)
         return seconds
 
     def __enter__(self):
@@ -306,9 +308,14 @@ class CpuPerRequest:
     def __exit__(self, *exc):
         self.after = self.snapshot()
 
-    def per_request(self, requests):
-        return {name: round((self.after[name] - self.before.get(name, 0.0)) * 1e6 / max(requests, 1), 1)
-                for name in self.after}
+    def split(self, count):
+        per = lambda now, then: round((now - then) * 1e6 / max(count, 1), 1)
+        return {name: {"user": per(user, self.before.get(name, (0.0, 0.0))[0]),
+                       "system": per(system, self.before.get(name, (0.0, 0.0))[1])}
+                for name, (user, system) in self.after.items()}
+
+    def per_request(self, count):
+        return {name: round(c["user"] + c["system"], 1) for name, c in self.split(count).items()}
 
 
 def run_wrk(server, workdir, name, method, path, body, tokens_file, duration, connections, origin="",
@@ -440,22 +447,13 @@ def many_streams(server, mock, workdir, tokens_file, agent_id, streams, args):
     20 chunks a second a stream, their sum says how many cores the workload needs."""
     body = json.dumps({"messages": [{"role": "user", "content": "count slowly"}],
                        "conversation_id": "stream-{i}", "stream": True})
-    import resource
-    server_before, mock_before = cpu_seconds(server.process.pid), cpu_seconds(mock.process.pid)
-    load_before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    with PeakRss(server, every=0.2) as rss:
+    with PeakRss(server, every=0.2) as rss, CpuPerRequest(server, mock) as spent:
         out = subprocess.run([os.path.join(EXAMPLES, "stream_load"), f"{server.base}/v1/agents/{agent_id}/completions",
                               tokens_file, str(streams), body], capture_output=True, text=True)
-    server_after, mock_after = cpu_seconds(server.process.pid), cpu_seconds(mock.process.pid)
-    load_after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if out.returncode != 0:
         raise SystemExit(f"stream_load failed: {out.stderr}")
     result = json.loads(out.stdout)
-    chunks = max(result["chunks_stamped"], 1)
-    per_chunk = lambda user, system: {"user": round(user * 1e6 / chunks, 1), "system": round(system * 1e6 / chunks, 1)}
-    cpu = {"confidant": per_chunk(server_after[0] - server_before[0], server_after[1] - server_before[1]),
-           "mock": per_chunk(mock_after[0] - mock_before[0], mock_after[1] - mock_before[1]),
-           "load generator": per_chunk(load_after.ru_utime - load_before.ru_utime, load_after.ru_stime - load_before.ru_stime)}
+    cpu = spent.split(result["chunks_stamped"])
     total_us = sum(c["user"] + c["system"] for c in cpu.values())
     cores = total_us * streams * 1000 / PACED_MS / 1e6
     result["cpu_us_per_chunk"] = cpu
@@ -614,7 +612,6 @@ def main():
     random.seed(7)
     # 5,000 streams hold 10,000 sockets in the server (its clients and the mock) and 5,000 in
     # each of the mock and the load generator: raise the soft limit to the hard one.
-    import resource
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     args.streams = [int(n) for n in str(args.streams).split(",") if int(n) > 0]

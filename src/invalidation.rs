@@ -1,11 +1,12 @@
 //! Keeping every server instance's caches honest.
 //!
 //! Deleting an authentication key or an API key must stop it working at once on every instance,
-//! and changes to agents, applications and providers should be seen everywhere. The store sends a `Notice` inside the transaction that makes
-//! the change (`store::notices`), so a change never commits without it; this instance evicts at
-//! once (`evict`), and on PostgreSQL every instance listens and evicts what it hears. If the
-//! listening connection drops, notices may have been missed, so the caches are emptied and refill
-//! from the database; the authentication-key cache's TTL bounds what a lost notice can cost.
+//! and changes to agents, applications and providers should be seen everywhere. The store sends a
+//! `Notice` inside the transaction that makes the change (`store::notices`), so a change never
+//! commits without it; this instance evicts at once (`evict`), and on PostgreSQL every instance
+//! listens and evicts what it hears. If the listening connection drops, notices may have been
+//! missed, so the caches are emptied and refill from the database; each cache's time to live
+//! bounds what a lost notice can cost (`CONFIDANT_KEY_CACHE_TTL` for keys, seconds for the rest).
 
 use std::time::Duration;
 

@@ -213,50 +213,19 @@ mod tests {
     #[tokio::test]
     async fn invalidating_by_key_forgets_rows_and_remembered_absences_alike() {
         let cache = RowCache::<u32, (u8, String)>::new(100, Duration::from_secs(60), Duration::from_secs(60));
-        let key = |app: u8, name: &str| (app, name.to_owned());
-        assert_eq!(
-            cache
-                .get(key(1, "a"), || async { Ok(Some(1)) })
-                .await
-                .unwrap()
-                .as_deref(),
-            Some(&1)
-        );
-        assert!(cache.get(key(1, "b"), || async { Ok(None) }).await.unwrap().is_none());
-        assert_eq!(
-            cache
-                .get(key(2, "a"), || async { Ok(Some(3)) })
-                .await
-                .unwrap()
-                .as_deref(),
-            Some(&3)
-        );
+        // What the cache answers for (app, name) when the database would load `row`.
+        let get = async |app: u8, name: &str, row: Option<u32>| {
+            let found = cache.get((app, name.to_owned()), || async move { Ok(row) }).await;
+            found.unwrap().as_deref().copied()
+        };
+        assert_eq!(get(1, "a", Some(1)).await, Some(1));
+        assert_eq!(get(1, "b", None).await, None);
+        assert_eq!(get(2, "a", Some(3)).await, Some(3));
         cache.invalidate_keys(|(app, _)| *app == 1).await;
         // Application 1's row and its missing name are read again; application 2's is kept.
-        assert_eq!(
-            cache
-                .get(key(1, "a"), || async { Ok(Some(10)) })
-                .await
-                .unwrap()
-                .as_deref(),
-            Some(&10)
-        );
-        assert_eq!(
-            cache
-                .get(key(1, "b"), || async { Ok(Some(20)) })
-                .await
-                .unwrap()
-                .as_deref(),
-            Some(&20)
-        );
-        assert_eq!(
-            cache
-                .get(key(2, "a"), || async { Ok(Some(30)) })
-                .await
-                .unwrap()
-                .as_deref(),
-            Some(&3)
-        );
+        assert_eq!(get(1, "a", Some(10)).await, Some(10));
+        assert_eq!(get(1, "b", Some(20)).await, Some(20));
+        assert_eq!(get(2, "a", Some(30)).await, Some(3));
     }
 
     #[tokio::test]

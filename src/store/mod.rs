@@ -153,7 +153,7 @@ impl Default for DbOptions {
         Self {
             // Measured on 2 cores with PostgreSQL beside the service: 8 connections serve more
             // than 32 (each busy backend competes for the same cores; get one conversation
-            // 11,400-12,100/s with 32, 14,200-15,100/s with 8, 10,800/s with 3), and 5,000
+            // 11,400-12,100/s with 32, 13,200-15,100/s with 8, 10,800/s with 3), and 5,000
             // streaming turns started at once all begin within the acquire timeout (no longer
             // two round trips a statement, as under sqlx's pool, when 8 were too few).
             max_connections: (cores * 4).max(8),
