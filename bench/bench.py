@@ -643,7 +643,11 @@ def main():
     path = os.path.join(ROOT, "results", f"bench-{stamp}.json")
     with open(path, "w") as f:
         json.dump({"when": stamp, "machine": {"cpus": os.cpu_count(), "uname": " ".join(os.uname())},
-                   "settings": vars(args), "results": rows}, f, indent=2)
+                   "settings": vars(args),
+                   # The service's settings this run was given (e.g. CONFIDANT_SQLITE_LOCKING), no secrets.
+                   "environment": {k: v for k, v in os.environ.items() if k.startswith("CONFIDANT_")
+                                   and not re.search("KEY|PASSWORD|SECRET|TOKEN", k)},
+                   "results": rows}, f, indent=2)
     print(f"\nsaved {os.path.relpath(path, ROOT)}")
 
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use confidant::AppState;
 use confidant::config::{self, DatabaseArgs, ServeArgs};
-use confidant::store::Db;
+use confidant::store::{Backend, Db, SqliteLocking};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
@@ -118,6 +118,11 @@ async fn open_database(database: &DatabaseArgs) -> Result<Db, String> {
     db.migrate()
         .await
         .map_err(|e| format!("cannot migrate the database: {e}"))?;
+    if db.backend() == Backend::Sqlite && database.sqlite_locking == SqliteLocking::Exclusive {
+        tracing::info!(
+            "the SQLite file is held by this process alone until it exits (CONFIDANT_SQLITE_LOCKING=exclusive)"
+        );
+    }
     Ok(db)
 }
 

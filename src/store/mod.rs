@@ -25,6 +25,7 @@ pub mod row;
 pub mod schema;
 pub mod scope;
 mod sqlite;
+pub use sqlite::Locking as SqliteLocking;
 pub mod user_data;
 pub mod webhooks;
 
@@ -144,6 +145,8 @@ pub struct DbOptions {
     pub max_connections: u32,
     /// Idle reader connections kept by a SQLite database (its writer is always one).
     pub sqlite_readers: u32,
+    /// Whether other processes may open the SQLite file while the service runs.
+    pub sqlite_locking: sqlite::Locking,
     pub acquire_timeout: Duration,
 }
 
@@ -158,6 +161,7 @@ impl Default for DbOptions {
             // two round trips a statement, as under sqlx's pool, when 8 were too few).
             max_connections: (cores * 4).max(8),
             sqlite_readers: (cores * 2).max(2),
+            sqlite_locking: sqlite::Locking::Shared,
             acquire_timeout: Duration::from_secs(15),
         }
     }
@@ -223,11 +227,12 @@ impl Db {
                         "SQLite needs a file path (sqlite://PATH); in-memory databases are not supported".into(),
                     ));
                 };
-                let readers = options.sqlite_readers as usize;
-                let engine =
-                    tokio::task::spawn_blocking(move || sqlite::Sqlite::open(&path, readers, sqlite::MAINTENANCE))
-                        .await
-                        .map_err(|e| StoreError::Other(Box::new(e)))??;
+                let (readers, locking) = (options.sqlite_readers as usize, options.sqlite_locking);
+                let engine = tokio::task::spawn_blocking(move || {
+                    sqlite::Sqlite::open(&path, readers, locking, sqlite::MAINTENANCE)
+                })
+                .await
+                .map_err(|e| StoreError::Other(Box::new(e)))??;
                 Ok(Self(Engine::Sqlite(Arc::new(engine))))
             }
             Some(Backend::Postgres) => Ok(Self(Engine::Postgres(postgres::Pool::connect(url, options).await?))),

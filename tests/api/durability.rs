@@ -21,6 +21,11 @@ struct Server {
 
 impl Server {
     async fn start(url: &str, master_key: &str) -> Self {
+        Self::start_with(url, master_key, &[]).await
+    }
+
+    /// With more settings (`CONFIDANT_*` variables).
+    async fn start_with(url: &str, master_key: &str, settings: &[(&str, &str)]) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -37,6 +42,7 @@ impl Server {
             .env("CONFIDANT_PROVIDER_ALLOWED_HOSTS", "127.0.0.1")
             .env("CONFIDANT_WEBHOOK_RETRY_BASE", "1s")
             .env("CONFIDANT_WEBHOOK_TIMEOUT", "1s")
+            .envs(settings.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -81,11 +87,11 @@ struct Setup {
     user: String,
 }
 
-async fn set_up(backend: Backend) -> Option<Setup> {
+async fn set_up(backend: Backend, settings: &[(&str, &str)]) -> Option<Setup> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let database = TestDatabase::create(backend).await?;
     let master_key = confidant::crypto::MasterKey::generate_base64();
-    let server = Server::start(&database.url, &master_key).await;
+    let server = Server::start_with(&database.url, &master_key, settings).await;
     let login = server
         .ok(
             "/v1/auth/login",
@@ -171,7 +177,10 @@ async fn turns_until_killed(
     acknowledged
 }
 
-async fn killed_in_the_middle_of_concurrent_turns_loses_no_acknowledged_message(backend: Backend) {
+async fn killed_in_the_middle_of_concurrent_turns_loses_no_acknowledged_message(
+    backend: Backend,
+    settings: &[(&str, &str)],
+) {
     let Some(Setup {
         database,
         master_key,
@@ -179,10 +188,19 @@ async fn killed_in_the_middle_of_concurrent_turns_loses_no_acknowledged_message(
         agent,
         user,
         ..
-    }) = set_up(backend).await
+    }) = set_up(backend, settings).await
     else {
         return;
     };
+    if let Some(path) = database.sqlite_path() {
+        // This test is another process than the server: it may open the file unless the server
+        // holds it exclusively.
+        let exclusive = settings.contains(&("CONFIDANT_SQLITE_LOCKING", "exclusive"));
+        let connection = rusqlite::Connection::open(path).unwrap();
+        connection.busy_timeout(Duration::ZERO).unwrap();
+        let read = connection.query_row("SELECT count(*) FROM agents", [], |row| row.get::<_, i64>(0));
+        assert_eq!(read.is_ok(), !exclusive, "{read:?}");
+    }
     // Sixteen clients take turns in their own conversations until the server dies under them.
     let acknowledged = turns_until_killed(&mut server, &agent, &user, 16, |client, turn| {
         let text = format!("client {client} turn {turn}");
@@ -201,7 +219,7 @@ async fn killed_in_the_middle_of_concurrent_turns_loses_no_acknowledged_message(
     let total: usize = acknowledged.iter().map(Vec::len).sum();
     assert!(total >= 16, "too few turns before the kill to prove anything: {total}");
 
-    let server = Server::start(&database.url, &master_key).await;
+    let server = Server::start_with(&database.url, &master_key, settings).await;
     for (client, turns) in acknowledged.iter().enumerate() {
         let conversation = server
             .ok(
@@ -235,7 +253,7 @@ async fn killed_with_webhook_deliveries_outstanding_loses_and_invents_none(backe
         app_id,
         agent,
         user,
-    }) = set_up(backend).await
+    }) = set_up(backend, &[]).await
     else {
         return;
     };
@@ -326,12 +344,19 @@ impl Drop for Server {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_killed_mid_turns_loses_no_acknowledged_message() {
-    killed_in_the_middle_of_concurrent_turns_loses_no_acknowledged_message(Backend::Sqlite).await;
+    killed_in_the_middle_of_concurrent_turns_loses_no_acknowledged_message(Backend::Sqlite, &[]).await;
+}
+
+/// The process's exclusive lock goes with it: the restart opens the file at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_exclusive_killed_mid_turns_loses_no_acknowledged_message() {
+    let exclusive = [("CONFIDANT_SQLITE_LOCKING", "exclusive")];
+    killed_in_the_middle_of_concurrent_turns_loses_no_acknowledged_message(Backend::Sqlite, &exclusive).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_killed_mid_turns_loses_no_acknowledged_message() {
-    killed_in_the_middle_of_concurrent_turns_loses_no_acknowledged_message(Backend::Postgres).await;
+    killed_in_the_middle_of_concurrent_turns_loses_no_acknowledged_message(Backend::Postgres, &[]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,6 +11,10 @@ struct Name {
 crate::from_row!(Name { name });
 
 fn database_with(maintenance: &'static [&'static str]) -> (tempfile::TempDir, Sqlite) {
+    database_locked(maintenance, Locking::Shared)
+}
+
+fn database_locked(maintenance: &'static [&'static str], locking: Locking) -> (tempfile::TempDir, Sqlite) {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("lite.db");
     let setup = Connection::open(&path).expect("create");
@@ -18,7 +22,7 @@ fn database_with(maintenance: &'static [&'static str]) -> (tempfile::TempDir, Sq
         .execute_batch("PRAGMA journal_mode=WAL; CREATE TABLE t (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE);")
         .expect("schema");
     drop(setup);
-    let sqlite = Sqlite::open(&path, 2, maintenance).expect("open");
+    let sqlite = Sqlite::open(&path, 2, locking, maintenance).expect("open");
     (dir, sqlite)
 }
 
@@ -205,7 +209,7 @@ fn a_cached_statement_is_not_planned_again_when_its_parameters_change() {
     // `LIMIT ?` and an `= ?` on a table with a partial index are what made SQLite re-plan a cached
     // statement on every new binding (the planner looked at the bound values).
     let (dir, _sqlite) = database();
-    let connection = connect(&dir.path().join("lite.db"), Mode::ReadWrite).expect("connect");
+    let connection = connect(&dir.path().join("lite.db"), Mode::ReadWrite, Locking::Shared).expect("connect");
     connection
         .execute_batch("CREATE UNIQUE INDEX t_partial ON t (name) WHERE name IS NOT NULL; INSERT INTO t VALUES (1, 'a'), (2, 'b');")
         .expect("schema");
@@ -224,4 +228,120 @@ fn a_cached_statement_is_not_planned_again_when_its_parameters_change() {
             "the statement was planned again for new parameters"
         );
     }
+}
+
+/// What `another_process` is run for: `read PATH` or `hold PATH`.
+const OTHER_PROCESS: &str = "CONFIDANT_TEST_OTHER_PROCESS";
+
+/// Another process using the file (file locks are per process, so only another process sees
+/// them), run by the tests below. `read`: exits 0 when it read the table and 3 when the database
+/// was locked. `hold`: keeps the file open (as a `sqlite3` shell would) until its input closes.
+#[test]
+#[ignore = "run as a child process by the locking tests"]
+fn another_process() {
+    let Ok(task) = std::env::var(OTHER_PROCESS) else { return };
+    let (what, path) = task.split_once(' ').expect("`read PATH` or `hold PATH`");
+    let connection = Connection::open(path).expect("open");
+    connection.busy_timeout(Duration::ZERO).expect("no waiting");
+    let read = connection.query_row("SELECT count(*) FROM t", [], |row| row.get::<_, i64>(0));
+    match (what, read) {
+        ("read", Ok(_)) => std::process::exit(0),
+        ("read", Err(error)) if is_busy(&error) => std::process::exit(3),
+        ("hold", Ok(_)) => {
+            println!("holding");
+            std::io::Read::read_to_end(&mut std::io::stdin(), &mut Vec::new()).expect("stdin");
+        }
+        (_, outcome) => panic!("{what}: {outcome:?}"),
+    }
+}
+
+fn another_process_command(what: &str, path: &Path) -> std::process::Command {
+    let mut command = std::process::Command::new(std::env::current_exe().expect("test binary"));
+    command
+        .args([
+            "--exact",
+            "store::sqlite::tests::another_process",
+            "--ignored",
+            "--nocapture",
+        ])
+        .env(OTHER_PROCESS, format!("{what} {}", path.display()));
+    command
+}
+
+fn another_process_can_read(path: &Path) -> bool {
+    let child = another_process_command("read", path)
+        .output()
+        .expect("run the test binary");
+    match child.status.code() {
+        Some(0) => true,
+        Some(3) => false,
+        _ => panic!("the other process failed: {}", String::from_utf8_lossy(&child.stderr)),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exclusive_locking_keeps_other_processes_out_until_it_closes() {
+    for locking in [Locking::Shared, Locking::Exclusive] {
+        let (dir, sqlite) = database_locked(&[], locking);
+        let path = dir.path().join("lite.db");
+        let sqlite = Arc::new(sqlite);
+        // Writes, the checkpointer and readers on both workers, all inside this process.
+        let writes: Vec<_> = (0..50i64)
+            .map(|i| {
+                let sqlite = sqlite.clone();
+                tokio::spawn(async move {
+                    write(&sqlite, vec![(i, format!("name-{i}"))]).await.expect("write");
+                    names(&sqlite).len()
+                })
+            })
+            .collect();
+        for write in writes {
+            assert!(write.await.expect("task") >= 1);
+        }
+        assert_eq!(names(&sqlite).len(), 50, "{locking:?}");
+        // Readers only read, in either mode.
+        let refused = sqlite.read(|c| Ok(c.execute("INSERT INTO t (id, name) VALUES (99, 'no')", [])));
+        assert!(refused.expect("read").is_err(), "{locking:?}: a reader wrote");
+        assert_eq!(
+            another_process_can_read(&path),
+            locking == Locking::Shared,
+            "{locking:?}"
+        );
+        sqlite.close();
+        assert!(
+            another_process_can_read(&path),
+            "{locking:?}: still locked after closing"
+        );
+    }
+}
+
+#[test]
+fn exclusive_locking_does_not_start_while_another_process_has_the_file_open() {
+    let (dir, sqlite) = database();
+    let path = dir.path().join("lite.db");
+    sqlite.close();
+    let mut holder = another_process_command("hold", &path)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("run the test binary");
+    let mut said = String::new();
+    let mut stdout = std::io::BufReader::new(holder.stdout.take().expect("stdout"));
+    while !said.contains("holding") {
+        let read = std::io::BufRead::read_line(&mut stdout, &mut said).expect("child output");
+        assert!(read > 0, "the other process ended: {said}");
+    }
+    // SQLite waits out its busy timeout (a second instance that is stopping gets that long).
+    let refused = Sqlite::open(&path, 2, Locking::Exclusive, &[]).map(|_| ());
+    drop(holder.stdin.take());
+    holder.wait().expect("child exits");
+    let Err(StoreError::Unavailable(reason)) = refused else {
+        panic!("opened: {refused:?}")
+    };
+    assert!(
+        reason.to_string().contains("another process has the database open"),
+        "{reason}"
+    );
+    // Once it is gone, the service starts.
+    Sqlite::open(&path, 2, Locking::Exclusive, &[]).expect("open").close();
 }
