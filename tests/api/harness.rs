@@ -184,9 +184,17 @@ impl Reply {
         );
     }
 
+    /// Asserts the status; a JSON body must also say so (generated clients decode by it).
     #[track_caller]
     pub fn assert_status(&self, status: u16) -> &Value {
         assert_eq!(self.status.as_u16(), status, "unexpected status; body: {}", self.text);
+        if !self.body.is_null() {
+            let content_type = self.headers.get("content-type").and_then(|v| v.to_str().ok());
+            assert!(
+                content_type.is_some_and(|t| t.starts_with("application/json")),
+                "a JSON body sent as {content_type:?}"
+            );
+        }
         &self.body
     }
 }
