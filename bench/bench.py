@@ -503,6 +503,9 @@ def bench_database(label, database_url, workdir, args, sqlite_path=None):
         workloads = [
             (HEALTHZ, "GET", "/healthz", None),
             ("list my conversations", "GET", f"/v1/agents/{a}/conversations", None),
+            # Right after the list, over the same rows (the turns below add conversations to the
+            # list): the application's origins and limits on, then off again.
+            ("guarded list (origin, limits)", "GET", f"/v1/agents/{a}/conversations", None),
             ("get one conversation", "GET", f"/v1/agents/{a}/conversations/c0", None),
             ("completion turn (echo)", "POST", f"/v1/agents/{a}/completions",
              {"messages": [{"role": "user", "content": "hello benchmark"}], "conversation_id": "turns"}),
@@ -514,8 +517,6 @@ def bench_database(label, database_url, workdir, args, sqlite_path=None):
             (STATELESS, "POST", f"/v1/agents/{mock_agent}/completions", chat),
             (STORED_MOCK, "POST", f"/v1/agents/{mock_agent}/completions",
              {"messages": [{"role": "user", "content": "hello mock"}], "conversation_id": "mocked"}),
-            # Last: it turns the application's origins and limits on for what follows.
-            ("guarded list (origin, limits)", "GET", f"/v1/agents/{a}/conversations", None),
             ("guarded turn (origin, limits, quota)", "POST", f"/v1/agents/{a}/completions",
              {"messages": [{"role": "user", "content": "hello benchmark"}], "conversation_id": "guarded"}),
             # Last again: a webhook receiving every event, so each turn also writes its
@@ -532,11 +533,12 @@ def bench_database(label, database_url, workdir, args, sqlite_path=None):
                 receiver = Receiver()
                 api.call("POST", f"/v1/applications/{app['id']}/webhooks",
                          {"url": receiver.url, "events": ["conversation.created", "message.completed"]}, access)
-            if name.startswith(("guarded", "webhooked")):
+            guard = name.startswith(("guarded", "webhooked"))
+            if guard != guarded:
+                api.call("PATCH", f"/v1/applications/{app['id']}", GUARD_SETTINGS if guard else GUARD_OFF, access)
+                guarded = guard
+            if guard:
                 origin = GUARD_ORIGIN
-                if not guarded:
-                    api.call("PATCH", f"/v1/applications/{app['id']}", GUARD_SETTINGS, access)
-                    guarded = True
             connections, tokens, target = args.connections, tokens_file, server
             if name in (DIRECT, STATELESS):
                 connections, tokens = 1, key_file
@@ -621,6 +623,9 @@ def main():
             args.streams[i] = max(0, (hard - 500) // 2)
     if not args.postgres and not args.no_postgres:
         args.postgres = bench_postgres()
+    elif args.postgres:
+        # A database given that cannot be emptied fails now, not after the SQLite half of the run.
+        reset_postgres(args.postgres)
     rows = []
     with tempfile.TemporaryDirectory() as workdir:
         sqlite_path = os.path.join(workdir, "bench.db")
@@ -736,8 +741,11 @@ def reset_postgres(url):
     """Empties the database the URL names (drops and recreates its public schema)."""
     if not shutil.which("psql"):
         raise SystemExit("psql is needed to reset the PostgreSQL database")
-    subprocess.run(["psql", url, "-q", "-c", "DROP SCHEMA public CASCADE; CREATE SCHEMA public;"], check=True,
-                   env=dict(os.environ, PGOPTIONS="--client-min-messages=warning"))
+    reset = subprocess.run(["psql", url, "-q", "-c", "DROP SCHEMA public CASCADE; CREATE SCHEMA public;"],
+                           env=dict(os.environ, PGOPTIONS="--client-min-messages=warning"),
+                           capture_output=True, text=True)
+    if reset.returncode != 0:
+        raise SystemExit(f"cannot empty the PostgreSQL database {url}: {reset.stderr.strip()}")
 
 
 if __name__ == "__main__":
