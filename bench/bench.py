@@ -384,7 +384,7 @@ def compare(rows):
         if name in (LIST, "get one conversation", "guarded list (origin, limits)") and ceiling:
             r["vs"] = f"{r['rps'] / ceiling['rps']:.0%} of /healthz"
         if name == "guarded list (origin, limits)" and (db, LIST) in by:
-            r["vs"] += f", {r['rps'] / by[(db, LIST)]['rps'] - 1:+.0%} vs list"
+            r["vs"] = ", ".join(filter(None, [r.get("vs"), f"{r['rps'] / by[(db, LIST)]['rps'] - 1:+.0%} vs list"]))
         if name == STATELESS and (db, DIRECT) in by:
             r["vs"] = f"+{r['p50_ms'] - by[(db, DIRECT)]['p50_ms']:.2f} ms p50 over direct"
         if name == STORED_MOCK and (db, ECHO_TURN) in by:

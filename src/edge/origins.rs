@@ -60,7 +60,10 @@ pub fn allows(allowed: &[String], origin: &str) -> bool {
 }
 
 fn matches(pattern: &str, origin: &str) -> bool {
-    let Some(star) = pattern.find("://*.") else {
+    // A normalised pattern's first `:` ends its scheme (a byte search: a substring search set up
+    // its searcher on every request, a twentieth of what the guard cost a list under callgrind).
+    let star = pattern.find(':').filter(|&colon| pattern[colon..].starts_with("://*."));
+    let Some(star) = star else {
         return pattern.eq_ignore_ascii_case(origin);
     };
     // `https://*.example.com:8443`: the origin starts with `https://`, ends with

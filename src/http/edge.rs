@@ -7,7 +7,7 @@
 //! carries no credentials. The admin plane sends no CORS headers (the dashboard is same-origin).
 
 use axum::extract::Request;
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use crate::edge::RateSlot;
@@ -16,6 +16,9 @@ const ALLOW_METHODS: &str = "GET, POST, PUT, PATCH, DELETE";
 const ALLOW_HEADERS: &str = "authorization, content-type, x-secure-user-token, x-conversation-id";
 const EXPOSE_HEADERS: &str = "x-conversation-id, retry-after, x-ratelimit-limit, x-ratelimit-remaining, \
      x-ratelimit-reset, x-vercel-ai-ui-message-stream, x-vercel-ai-data-stream, x-request-id";
+const RATE_LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
+const RATE_REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
+const RATE_RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset");
 /// How long a browser may reuse a preflight's answer.
 const MAX_AGE_SECONDS: &str = "600";
 
@@ -58,10 +61,13 @@ where
     request.extensions_mut().insert(slot.clone());
     let mut response = inner(request).await;
     let headers = response.headers_mut();
-    if let Some(rate) = slot.get() {
-        headers.insert("x-ratelimit-limit", HeaderValue::from(rate.limit));
-        headers.insert("x-ratelimit-remaining", HeaderValue::from(rate.remaining));
-        headers.insert("x-ratelimit-reset", HeaderValue::from(rate.reset));
+    let rate = slot.get();
+    // Room for all of them at once, rather than the map growing while they are added.
+    headers.reserve(if rate.is_some() { 3 } else { 0 } + if origin.is_some() { 3 } else { 1 });
+    if let Some(rate) = rate {
+        headers.insert(RATE_LIMIT, HeaderValue::from(rate.limit));
+        headers.insert(RATE_REMAINING, HeaderValue::from(rate.remaining));
+        headers.insert(RATE_RESET, HeaderValue::from(rate.reset));
     }
     match origin {
         Some(origin) => {
