@@ -31,7 +31,7 @@ pub struct DatabaseArgs {
 
     /// SQLite only: `shared` lets other processes (the `sqlite3` shell, backup and replication
     /// tools) open the file while the service runs; `exclusive` keeps it to this process (a
-    /// second instance fails to start) and saves each read the file locks' system calls.
+    /// second instance fails to start) and spares every read the system calls of file locks.
     #[arg(long, env = "CONFIDANT_SQLITE_LOCKING", default_value = "shared", value_parser = parse_locking)]
     pub sqlite_locking: store::SqliteLocking,
 }

@@ -297,7 +297,7 @@ async fn whole(mut events: mpsc::Receiver<TurnEvent>, encoder: Box<dyn Encoder>)
                     reason,
                     usage,
                 };
-                return Ok(axum::Json(encoder.whole(&reply)).into_response());
+                return Ok(Json(encoder.whole(&reply)).into_response());
             }
             Some(TurnEvent::Error(message)) => return Err(Error::Upstream(message)),
             Some(_) => {}
