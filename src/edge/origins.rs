@@ -60,9 +60,13 @@ pub fn allows(allowed: &[String], origin: &str) -> bool {
 }
 
 fn matches(pattern: &str, origin: &str) -> bool {
-    // A normalised pattern's first `:` ends its scheme (a byte search: a substring search set up
-    // its searcher on every request, a twentieth of what the guard cost a list under callgrind).
-    let star = pattern.find(':').filter(|&colon| pattern[colon..].starts_with("://*."));
+    // A normalised pattern's first `:` ends its scheme (a plain loop over its few bytes: a
+    // substring search, then a character search, set up a searcher on every request, a twentieth
+    // and then a fortieth of what the guard cost a list under callgrind).
+    let star = pattern
+        .bytes()
+        .position(|b| b == b':')
+        .filter(|&colon| pattern[colon..].starts_with("://*."));
     let Some(star) = star else {
         return pattern.eq_ignore_ascii_case(origin);
     };

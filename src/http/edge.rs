@@ -65,9 +65,9 @@ where
     // Room for all of them at once, rather than the map growing while they are added.
     headers.reserve(if rate.is_some() { 3 } else { 0 } + if origin.is_some() { 3 } else { 1 });
     if let Some(rate) = rate {
-        headers.insert(RATE_LIMIT, HeaderValue::from(rate.limit));
-        headers.insert(RATE_REMAINING, HeaderValue::from(rate.remaining));
-        headers.insert(RATE_RESET, HeaderValue::from(rate.reset));
+        headers.insert(RATE_LIMIT, number(rate.limit));
+        headers.insert(RATE_REMAINING, number(rate.remaining));
+        headers.insert(RATE_RESET, number(rate.reset));
     }
     match origin {
         Some(origin) => {
@@ -85,7 +85,41 @@ where
     response
 }
 
+/// A number as a header's value; below 100 (a reset is at most 60 seconds) from a static table,
+/// without the allocation `HeaderValue::from` makes.
+fn number(n: u64) -> HeaderValue {
+    const UNITS: &str = "0123456789";
+    const TENS: &str = concat!(
+        "10111213141516171819",
+        "20212223242526272829",
+        "30313233343536373839",
+        "40414243444546474849",
+        "50515253545556575859",
+        "60616263646566676869",
+        "70717273747576777879",
+        "80818283848586878889",
+        "90919293949596979899",
+    );
+    match n as usize {
+        n @ 0..=9 => HeaderValue::from_static(&UNITS[n..=n]),
+        n @ 10..=99 => HeaderValue::from_static(&TENS[2 * (n - 10)..2 * (n - 10) + 2]),
+        _ => HeaderValue::from(n),
+    }
+}
+
 fn allow_origin(headers: &mut HeaderMap, origin: HeaderValue) {
     headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
     headers.append(header::VARY, HeaderValue::from_static("origin"));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_are_written_as_decimals() {
+        for n in (0..=1_000).chain([u64::from(u32::MAX), u64::MAX]) {
+            assert_eq!(number(n).to_str().unwrap(), n.to_string(), "{n}");
+        }
+    }
 }
