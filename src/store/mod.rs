@@ -61,6 +61,41 @@ pub enum StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
+impl StoreError {
+    /// The same failure again, for each of the callers one statement served (a boxed error
+    /// cannot be cloned: its message is kept).
+    pub(crate) fn duplicate(&self) -> Self {
+        match self {
+            Self::NotFound => Self::NotFound,
+            Self::Conflict(message) => Self::Conflict(message.clone()),
+            Self::Unavailable(error) => Self::Unavailable(error.to_string().into()),
+            Self::Other(error) => Self::Other(error.to_string().into()),
+        }
+    }
+}
+
+/// Reads that PostgreSQL may answer together (`Db::rows_batched`): the hot ones, which many users
+/// make at once. Each names the output columns its statement orders its rows by (descending), so
+/// a combined statement keeps each part's order.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Batch {
+    /// The first page of a user's conversations with an agent.
+    Conversations,
+    /// One conversation with the first page of its messages.
+    Conversation,
+}
+
+impl Batch {
+    const KINDS: usize = 2;
+
+    fn newest_first(self) -> &'static [&'static str] {
+        match self {
+            Self::Conversations => &["updated_at", "id"],
+            Self::Conversation => &["message_seq"],
+        }
+    }
+}
+
 /// The unique constraints a client can run into, by their PostgreSQL name and the columns SQLite
 /// names in its message, with what to tell the client.
 const CONSTRAINTS: &[(&str, &str, &str)] = &[
@@ -285,6 +320,14 @@ impl Db {
         self.rows::<Count>(&query).await.is_ok()
     }
 
+    /// Reads answered so far by a statement they shared with others (PostgreSQL; `rows_batched`).
+    pub fn combined_reads(&self) -> u64 {
+        match &self.0 {
+            Engine::Sqlite(_) => 0,
+            Engine::Postgres(pool) => pool.combined_reads(),
+        }
+    }
+
     /// (labels, connections) of each pool, for `/metrics`.
     pub fn pool_state(&self) -> Vec<(&'static str, u64)> {
         match &self.0 {
@@ -326,6 +369,16 @@ impl Db {
     /// The first row of `rows`, if any.
     pub async fn row<T: FromRow>(&self, query: &impl Statement) -> StoreResult<Option<T>> {
         Ok(self.rows(query).await?.into_iter().next())
+    }
+
+    /// `rows`, for a read of `kind`'s shape. On PostgreSQL it may go in one statement with others
+    /// of its kind waiting at the same moment (`postgres::rows_batched`); SQLite answers in the
+    /// process and runs it alone.
+    pub(crate) async fn rows_batched<T: FromRow>(&self, kind: Batch, query: SelectStatement) -> StoreResult<Vec<T>> {
+        match &self.0 {
+            Engine::Sqlite(_) => self.rows(&query).await,
+            Engine::Postgres(pool) => postgres::rows_batched(pool, kind, query).await,
+        }
     }
 
     /// Runs one write and returns how many rows it touched.

@@ -10,6 +10,7 @@
 //! long is closed.
 
 use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -17,10 +18,11 @@ use sea_query::PostgresQueryBuilder;
 use sea_query_sqlx::SqlxValues;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPoolOptions};
 use sqlx::{AssertSqlSafe, Connection as _, PgPool};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use sea_query::{Alias, Asterisk, Expr, Order, Query, SelectStatement};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
 use super::row::{FromRow, Row};
-use super::{DbOptions, Statement, StoreError, StoreResult, constraint_conflict};
+use super::{Batch, DbOptions, Statement, StoreError, StoreResult, constraint_conflict};
 
 /// A pooled connection idle this long is checked before it is used again.
 const PING_WHEN_IDLE: Duration = Duration::from_secs(10);
@@ -46,6 +48,10 @@ struct Shared {
     acquire_timeout: Duration,
     /// For LISTEN: sqlx's listener takes a pool (of one connection, opened when first asked).
     listener: PgPool,
+    /// Reads waiting to go together, by kind (`Batch`).
+    batches: [Mutex<Waiting>; Batch::KINDS],
+    /// Reads answered by a statement they shared with others.
+    combined_reads: AtomicU64,
 }
 
 struct Idle {
@@ -79,6 +85,8 @@ impl Pool {
             slots: Arc::new(Semaphore::new(options.max_connections.max(1) as usize)),
             max_connections: options.max_connections.max(1),
             acquire_timeout: options.acquire_timeout,
+            batches: Default::default(),
+            combined_reads: AtomicU64::new(0),
         }));
         // One connection now, so a bad URL or an unreachable server fails the start.
         pool.acquire().await?.finished = true;
@@ -126,6 +134,16 @@ impl Pool {
     /// A pool of one connection for sqlx's `PgListener`.
     pub(super) fn listener(&self) -> &PgPool {
         &self.0.listener
+    }
+
+    /// How many tasks may send reads of one kind at once.
+    fn batch_runners(&self) -> usize {
+        (self.0.max_connections / CONNECTIONS_PER_BATCH_RUNNER).max(1) as usize
+    }
+
+    /// Reads answered so far by a statement they shared with others.
+    pub(super) fn combined_reads(&self) -> u64 {
+        self.0.combined_reads.load(Ordering::Relaxed)
     }
 
     /// (open, idle) connections.
@@ -287,6 +305,162 @@ async fn run(connection: &mut PgConnection, statement: &impl Statement) -> Resul
         .execute(connection)
         .await?
         .rows_affected())
+}
+
+/// Reads of one kind sent as one statement at most this many at a time.
+const BATCH_MAX: usize = 8;
+/// Connections per task sending reads of one kind: with the default pool (4 a core, at least 8),
+/// one a kind on two cores. Reads arriving while those are busy wait to go together in their next
+/// statement. Swept on this 2-core machine with PostgreSQL beside the service (lists / gets a
+/// second, 8 s runs): 1 task, 8 reads a statement: 30,964 · 30,290 / 16,591 · 17,414; 2 tasks:
+/// 29,433 · 30,181 / 16,771 · 15,644; 4 tasks (16 reads): 25,566 / 12,908; 8 tasks: 19,729 /
+/// 11,787, what it was without.
+const CONNECTIONS_PER_BATCH_RUNNER: u32 = 8;
+/// The column that says which read of a combined statement a row answers.
+const BATCH_SLOT: &str = "batch_slot";
+
+/// The reads of one kind waiting, and how many tasks are sending them.
+#[derive(Default)]
+struct Waiting {
+    reads: Vec<Read>,
+    runners: usize,
+}
+
+/// One read waiting: its statement (already scoped by its caller), and where its rows go.
+struct Read {
+    statement: SelectStatement,
+    reply: oneshot::Sender<StoreResult<Vec<sqlx::postgres::PgRow>>>,
+}
+
+/// Runs a read that may go together with others of its kind waiting at the same moment: up to
+/// [`BATCH_MAX`] of them as one statement (`SELECT 0 AS batch_slot, * FROM (<read 0>) … UNION
+/// ALL …`, each part its caller's own scoped statement), so PostgreSQL's backend and this process
+/// are woken once for them all rather than once each. Every row comes back tagged with the part
+/// it answers and goes to that read's caller only. With nothing else waiting, a read goes alone.
+pub(super) async fn rows_batched<T: FromRow>(pool: &Pool, kind: Batch, statement: SelectStatement) -> StoreResult<Vec<T>> {
+    let (reply, answer) = oneshot::channel();
+    let start_runner = {
+        let mut waiting = pool.0.batches[kind as usize].lock().unwrap_or_else(|e| e.into_inner());
+        waiting.reads.push(Read { statement, reply });
+        let start = waiting.runners < pool.batch_runners();
+        if start {
+            waiting.runners += 1;
+        }
+        start
+    };
+    if start_runner {
+        // A task of its own: the reads it takes are others' too, so no caller's cancellation may
+        // stop it half-way.
+        tokio::spawn(send_batches(pool.clone(), kind));
+    }
+    let rows = answer
+        .await
+        .map_err(|_| StoreError::Unavailable("the database read was dropped".into()))??;
+    decode(&rows)
+}
+
+/// Takes a connection, then every read of `kind` waiting (up to [`BATCH_MAX`]), runs them, and
+/// again, until none waits.
+async fn send_batches(pool: Pool, kind: Batch) {
+    /// Counts the runner out however it ends (a panic too), so reads never wait for none.
+    struct Runner<'a>(&'a Mutex<Waiting>, bool);
+    impl Drop for Runner<'_> {
+        fn drop(&mut self) {
+            if self.1 {
+                self.0.lock().unwrap_or_else(|e| e.into_inner()).runners -= 1;
+            }
+        }
+    }
+    let queue = &pool.0.batches[kind as usize];
+    let mut runner = Runner(queue, true);
+    loop {
+        let lease = pool.acquire().await;
+        let reads: Vec<Read> = {
+            let mut waiting = queue.lock().unwrap_or_else(|e| e.into_inner());
+            // Reads whose callers have gone (a client that hung up, a deadline) are not run.
+            waiting.reads.retain(|read| !read.reply.is_closed());
+            if waiting.reads.is_empty() {
+                waiting.runners -= 1;
+                runner.1 = false;
+                drop(waiting);
+                if let Ok(mut lease) = lease {
+                    lease.finished = true;
+                }
+                return;
+            }
+            let n = waiting.reads.len().min(BATCH_MAX);
+            waiting.reads.drain(..n).collect()
+        };
+        let mut lease = match lease {
+            Ok(lease) => lease,
+            Err(error) => {
+                for read in reads {
+                    let _ = read.reply.send(Err(error.duplicate()));
+                }
+                continue;
+            }
+        };
+        if let [_] = reads.as_slice() {
+            let Read { statement, reply } = reads.into_iter().next().expect("one read");
+            let rows = fetch(lease.connection(), &statement).await;
+            let _ = reply.send(lease.settle(rows).map_err(StoreError::from));
+            continue;
+        }
+        let (statements, replies): (Vec<_>, Vec<_>) = reads.into_iter().map(|r| (r.statement, r.reply)).unzip();
+        let combined = combine(statements, kind);
+        let rows = fetch(lease.connection(), &combined).await;
+        match lease.settle(rows).map_err(StoreError::from).and_then(|rows| split(rows, replies.len())) {
+            Ok(parts) => {
+                pool.0.combined_reads.fetch_add(parts.len() as u64, Ordering::Relaxed);
+                for (reply, rows) in replies.into_iter().zip(parts) {
+                    let _ = reply.send(Ok(rows));
+                }
+            }
+            Err(error) => {
+                for reply in replies {
+                    let _ = reply.send(Err(error.duplicate()));
+                }
+            }
+        }
+    }
+}
+
+/// `SELECT 0 AS batch_slot, * FROM (<first>) AS q UNION ALL (SELECT 1 AS batch_slot, * FROM
+/// (<second>) AS q) … ORDER BY batch_slot, <kind's order>`: each part keeps its own order and
+/// limit, and the rows come back part by part.
+fn combine(statements: Vec<SelectStatement>, kind: Batch) -> SelectStatement {
+    let part = |slot: usize, statement: SelectStatement| {
+        let mut part = Query::select();
+        part.expr_as(Expr::cust(slot.to_string()), Alias::new(BATCH_SLOT))
+            .column(Asterisk)
+            .from_subquery(statement, Alias::new("q"));
+        part
+    };
+    let mut parts = statements.into_iter().enumerate();
+    let (slot, first) = parts.next().expect("a batch has a read");
+    let mut combined = part(slot, first);
+    for (slot, statement) in parts {
+        combined.union(sea_query::UnionType::All, part(slot, statement));
+    }
+    combined.order_by(Alias::new(BATCH_SLOT), Order::Asc);
+    for &column in kind.newest_first() {
+        combined.order_by(Alias::new(column), Order::Desc);
+    }
+    combined
+}
+
+/// The rows of a combined statement, by the part they answer.
+fn split(rows: Vec<sqlx::postgres::PgRow>, parts: usize) -> StoreResult<Vec<Vec<sqlx::postgres::PgRow>>> {
+    use sqlx::Row as _;
+    let mut split: Vec<Vec<sqlx::postgres::PgRow>> = (0..parts).map(|_| Vec::new()).collect();
+    for row in rows {
+        let slot: i32 = row.try_get(BATCH_SLOT)?;
+        split
+            .get_mut(slot as usize)
+            .ok_or_else(|| StoreError::Other(format!("a combined read answered part {slot} of {parts}").into()))?
+            .push(row);
+    }
+    Ok(split)
 }
 
 /// A transaction on a pooled connection: `BEGIN` sent, ended by `Transaction::end`.

@@ -8,7 +8,10 @@ use serde_json::{Value, json};
 use crate::db_tests;
 use crate::harness::{TestApp, user_token};
 
-db_tests!(no_user_reaches_another_users_data);
+db_tests!(
+    no_user_reaches_another_users_data,
+    reads_answered_together_reach_only_their_own_user
+);
 
 /// A user as seen through one token.
 struct Caller {
@@ -361,4 +364,61 @@ async fn export_all(app: &TestApp, admin: &str, a: &str, b: &str) -> Vec<Value> 
         );
     }
     exports
+}
+
+/// Many users list and open their conversations at the same moment. On PostgreSQL such reads go
+/// to the database several to a statement (`Db::rows_batched`); each must still get its own
+/// user's rows, in its own order, and nobody else's.
+async fn reads_answered_together_reach_only_their_own_user(app: TestApp) {
+    const USERS: usize = 24;
+    let admin = app.owner_token().await;
+    let tenant = app.tenant(&admin, "together", 1).await;
+    let agent = tenant.agents[0].clone();
+    let tokens: Vec<String> = (0..USERS)
+        .map(|u| user_token(&tenant.all_key, &format!("user-{u}")))
+        .collect();
+    // User u has u % 3 + 1 conversations, c0 the oldest; each turn's text names its owner.
+    let count = |u: usize| u % 3 + 1;
+    for (u, token) in tokens.iter().enumerate() {
+        for c in 0..count(u) {
+            let body = json!({"messages": [{"role": "user", "content": format!("u{u} c{c}")}], "conversation_id": format!("c{c}")});
+            app.post(&format!("/v1/agents/{agent}/completions"), token, body)
+                .await
+                .assert_status(200);
+        }
+    }
+    let before = app.db.combined_reads();
+    let reads = (0..8).flat_map(|round| {
+        let (tokens, agent, app) = (&tokens, &agent, &app);
+        (0..USERS).map(move |u| async move {
+            let token = &tokens[u];
+            let list = app.get(&format!("/v1/agents/{agent}/conversations"), token).await;
+            let listed: Vec<(String, String)> = list.assert_status(200)["data"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| (c["id"].as_str().unwrap().to_owned(), c["title"].as_str().unwrap().to_owned()))
+                .collect();
+            let expected: Vec<(String, String)> = (0..count(u))
+                .rev()
+                .map(|c| (format!("c{c}"), format!("u{u} c{c}")))
+                .collect();
+            assert_eq!(listed, expected, "user {u}'s list");
+            let c = round % count(u);
+            let opened = app.get(&format!("/v1/agents/{agent}/conversations/c{c}"), token).await;
+            let text = format!("u{u} c{c}");
+            assert_eq!(
+                crate::harness::roles_and_contents(&opened.assert_status(200)["messages"]),
+                vec![("user".to_owned(), text.clone()), ("assistant".to_owned(), text)],
+                "user {u}'s conversation c{c}"
+            );
+        })
+    });
+    futures_util::future::join_all(reads).await;
+    // On PostgreSQL the reads above did go together (SQLite runs each alone).
+    let combined = app.db.combined_reads() - before;
+    match app.backend() {
+        crate::harness::Backend::Postgres => assert!(combined > 0, "no read shared a statement"),
+        crate::harness::Backend::Sqlite => assert_eq!(combined, 0),
+    }
 }

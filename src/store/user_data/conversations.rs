@@ -9,7 +9,7 @@ use super::tables::{Conversations, Feedback, Messages};
 use super::{RecentCursor, insert, left_join_owned, newest_first, select, update};
 use crate::store::scope::{AgentScope, UserScope};
 use crate::store::webhooks::{self, Event, EventType};
-use crate::store::{Db, FromRow, Row, StoreError, StoreResult, now_micros};
+use crate::store::{Batch, Db, FromRow, Row, StoreError, StoreResult, now_micros};
 
 /// One of the user's conversations. Made only by the store, from a row its scope reached.
 #[derive(Debug, Clone)]
@@ -144,7 +144,12 @@ pub async fn list_conversations(
     limit: u64,
     after: Option<RecentCursor>,
 ) -> StoreResult<(Vec<Conversation>, Option<RecentCursor>)> {
-    let mut rows: Vec<Conversation> = db.rows(&list_statement(scope, limit, after)).await?;
+    let statement = list_statement(scope, limit, after);
+    // The first page is what every client asks for, many at once: it may go with others.
+    let mut rows: Vec<Conversation> = match after {
+        None => db.rows_batched(Batch::Conversations, statement).await?,
+        Some(_) => db.rows(&statement).await?,
+    };
     let more = rows.len() as u64 > limit;
     rows.truncate(limit as usize);
     let next = more.then(|| rows.last()).flatten().map(Conversation::position_cursor);
@@ -227,7 +232,13 @@ pub async fn conversation_with_messages(
     external_id: &str,
     page: MessagePage,
 ) -> StoreResult<Option<(Conversation, Vec<ListedMessage>, Option<i64>)>> {
-    let rows: Vec<ConversationMessage> = db.rows(&with_messages_statement(scope, external_id, page)).await?;
+    let statement = with_messages_statement(scope, external_id, page);
+    let rows: Vec<ConversationMessage> = if page.before.is_none() && !page.include_superseded {
+        // The first page, as clients open a conversation: it may go with others.
+        db.rows_batched(Batch::Conversation, statement).await?
+    } else {
+        db.rows(&statement).await?
+    };
     let Some(first) = rows.first() else {
         return Ok(None);
     };
