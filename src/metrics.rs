@@ -71,9 +71,10 @@ impl Metrics {
         self.tool_calls[kind as usize][usize::from(failed)].fetch_add(1, Ordering::Relaxed);
     }
 
-    /// The text exposition, with the database pool's state and the provider lanes' (`lanes`
-    /// made, provider calls `running`) given by the caller.
-    pub fn render(&self, pool: &[(&str, u64)], (lanes, running): (usize, usize)) -> String {
+    /// The text exposition, with the database pool's state, its reads answered together
+    /// (`Db::combined_reads`) and the provider lanes' (`lanes` made, provider calls `running`)
+    /// given by the caller.
+    pub fn render(&self, (pool, combined_reads): (&[(&str, u64)], u64), (lanes, running): (usize, usize)) -> String {
         let mut out = String::with_capacity(2048);
         let _ = writeln!(
             out,
@@ -147,6 +148,12 @@ impl Metrics {
         }
         let _ = writeln!(
             out,
+            "# HELP confidant_db_combined_reads_total Reads answered by one statement with others of their kind waiting at the same moment (PostgreSQL)."
+        );
+        let _ = writeln!(out, "# TYPE confidant_db_combined_reads_total counter");
+        let _ = writeln!(out, "confidant_db_combined_reads_total {combined_reads}");
+        let _ = writeln!(
+            out,
             "# HELP confidant_provider_calls_running Model provider calls streaming now."
         );
         let _ = writeln!(out, "# TYPE confidant_provider_calls_running gauge");
@@ -172,7 +179,7 @@ mod tests {
         metrics.observe_request(404, Duration::from_millis(20));
         metrics.observe_reply(ReplyEnd::Incomplete);
         metrics.observe_tool_call(ToolKind::Mcp, true);
-        let text = metrics.render(&[("pool=\"read\",state=\"idle\"", 3)], (2, 70));
+        let text = metrics.render((&[("pool=\"read\",state=\"idle\"", 3)], 41), (2, 70));
         assert!(text.contains("confidant_http_requests_total{status=\"2xx\"} 1"));
         assert!(text.contains("confidant_http_requests_total{status=\"4xx\"} 1"));
         assert!(text.contains("confidant_http_request_duration_seconds_bucket{le=\"0.0005\"} 1"));
@@ -180,6 +187,7 @@ mod tests {
         assert!(text.contains("confidant_http_request_duration_seconds_count 2"));
         assert!(text.contains("confidant_completion_replies_total{status=\"incomplete\"} 1"));
         assert!(text.contains("confidant_db_connections{pool=\"read\",state=\"idle\"} 3"));
+        assert!(text.contains("confidant_db_combined_reads_total 41\n"));
         assert!(text.contains("confidant_provider_calls_running 70\n"));
         assert!(text.contains("confidant_provider_lanes 2\n"));
         assert!(text.contains("confidant_tool_calls_total{kind=\"mcp\",outcome=\"error\"} 1"));
