@@ -103,8 +103,7 @@ pub struct RateState {
 /// tokens its own backend signs.
 type Hasher = foldhash::fast::RandomState;
 
-type UserLimiter =
-    RateLimiter<Arc<str>, DashMapStateStore<Arc<str>, Hasher>, DefaultClock, StateInformationMiddleware>;
+type UserLimiter = RateLimiter<Arc<str>, DashMapStateStore<Arc<str>, Hasher>, DefaultClock, StateInformationMiddleware>;
 
 /// One application's limiter of one kind, for the limit it was built with.
 struct AppLimiter {

@@ -157,9 +157,10 @@ async fn metrics(State(state): State<AppState>, headers: axum::http::HeaderMap) 
     }
     let lanes = state.provider_lanes();
     let db = state.db();
-    let body = state
-        .metrics()
-        .render((&db.pool_state(), db.combined_reads()), (lanes.lanes(), lanes.running()));
+    let body = state.metrics().render(
+        (&db.pool_state(), db.combined_reads()),
+        (lanes.lanes(), lanes.running()),
+    );
     Ok((
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
         body,

@@ -15,10 +15,10 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use sea_query::PostgresQueryBuilder;
+use sea_query::{Alias, Asterisk, Expr, Order, Query, SelectStatement};
 use sea_query_sqlx::SqlxValues;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPoolOptions};
 use sqlx::{AssertSqlSafe, Connection as _, PgPool};
-use sea_query::{Alias, Asterisk, Expr, Order, Query, SelectStatement};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
 use super::row::{FromRow, Row};
@@ -337,7 +337,11 @@ struct Read {
 /// ALL …`, each part its caller's own scoped statement), so PostgreSQL's backend and this process
 /// are woken once for them all rather than once each. Every row comes back tagged with the part
 /// it answers and goes to that read's caller only. With nothing else waiting, a read goes alone.
-pub(super) async fn rows_batched<T: FromRow>(pool: &Pool, kind: Batch, statement: SelectStatement) -> StoreResult<Vec<T>> {
+pub(super) async fn rows_batched<T: FromRow>(
+    pool: &Pool,
+    kind: Batch,
+    statement: SelectStatement,
+) -> StoreResult<Vec<T>> {
     let (reply, answer) = oneshot::channel();
     let start_runner = {
         let mut waiting = pool.0.batches[kind as usize].lock().unwrap_or_else(|e| e.into_inner());
@@ -409,7 +413,11 @@ async fn send_batches(pool: Pool, kind: Batch) {
         let (statements, replies): (Vec<_>, Vec<_>) = reads.into_iter().map(|r| (r.statement, r.reply)).unzip();
         let combined = combine(statements, kind);
         let rows = fetch(lease.connection(), &combined).await;
-        match lease.settle(rows).map_err(StoreError::from).and_then(|rows| split(rows, replies.len())) {
+        match lease
+            .settle(rows)
+            .map_err(StoreError::from)
+            .and_then(|rows| split(rows, replies.len()))
+        {
             Ok(parts) => {
                 pool.0.combined_reads.fetch_add(parts.len() as u64, Ordering::Relaxed);
                 for (reply, rows) in replies.into_iter().zip(parts) {

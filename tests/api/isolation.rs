@@ -397,7 +397,12 @@ async fn reads_answered_together_reach_only_their_own_user(app: TestApp) {
                 .as_array()
                 .unwrap()
                 .iter()
-                .map(|c| (c["id"].as_str().unwrap().to_owned(), c["title"].as_str().unwrap().to_owned()))
+                .map(|c| {
+                    (
+                        c["id"].as_str().unwrap().to_owned(),
+                        c["title"].as_str().unwrap().to_owned(),
+                    )
+                })
                 .collect();
             let expected: Vec<(String, String)> = (0..count(u))
                 .rev()
