@@ -379,7 +379,7 @@ async fn send_batches(pool: Pool, kind: Batch) {
     let mut runner = Runner(queue, true);
     loop {
         let lease = pool.acquire().await;
-        let reads: Vec<Read> = {
+        let mut reads: Vec<Read> = {
             let mut waiting = queue.lock().unwrap_or_else(|e| e.into_inner());
             // Reads whose callers have gone (a client that hung up, a deadline) are not run.
             waiting.reads.retain(|read| !read.reply.is_closed());
@@ -404,8 +404,9 @@ async fn send_batches(pool: Pool, kind: Batch) {
                 continue;
             }
         };
-        if let [_] = reads.as_slice() {
-            let Read { statement, reply } = reads.into_iter().next().expect("one read");
+        if reads.len() == 1
+            && let Some(Read { statement, reply }) = reads.pop()
+        {
             let rows = fetch(lease.connection(), &statement).await;
             let _ = reply.send(lease.settle(rows).map_err(StoreError::from));
             continue;
