@@ -7,7 +7,7 @@
 //!   unless listed.
 //! - [`Egress::check_resolved`], when a URL is saved: the name is resolved and every address must
 //!   be public unless the host is listed (`422` at once rather than a failing turn later).
-//! - [`Egress`] as reqwest's DNS resolver: the same address rule on **every connection**, after
+//! - [`Egress`] as both HTTP clients' DNS resolver: the same address rule on **every connection**, after
 //!   resolution, so a name that resolved to a public address when it was saved and to
 //!   `169.254.169.254` now (DNS rebinding) is still refused. Redirects are never followed and no
 //!   proxy is used (`lanes::ProviderLanes`), so the resolved address is the one connected to.
@@ -349,24 +349,48 @@ impl Egress {
     }
 }
 
-/// reqwest resolves every connection's name here: refused names fail the connection before any
-/// packet is sent to them.
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+impl Egress {
+    /// Every outgoing connection's name is resolved here, by both HTTP clients (below): a refused
+    /// name fails the connection before any packet is sent to it.
+    async fn connect_addresses(self, host: &str) -> Result<Vec<SocketAddr>, BoxError> {
+        let addresses = self.resolver.lookup(host).await?;
+        if addresses.is_empty() {
+            return Err("the name has no addresses".into());
+        }
+        if let Err(refusal) = self.check_addresses(host, &addresses) {
+            tracing::warn!(host, "outgoing connection refused: {refusal}");
+            return Err(refusal.into());
+        }
+        Ok(addresses.into_iter().map(|ip| SocketAddr::new(ip, 0)).collect())
+    }
+}
+
+/// reqwest's resolver, for the short requests (webhooks, MCP servers, provider tests).
 impl reqwest::dns::Resolve for Egress {
     fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
         let egress = self.clone();
         Box::pin(async move {
-            let host = name.as_str();
-            let addresses = egress.resolver.lookup(host).await?;
-            if addresses.is_empty() {
-                return Err("the name has no addresses".into());
-            }
-            if let Err(refusal) = egress.check_addresses(host, &addresses) {
-                tracing::warn!(host, "outgoing connection refused: {refusal}");
-                return Err(refusal.into());
-            }
-            let addresses: Vec<SocketAddr> = addresses.into_iter().map(|ip| SocketAddr::new(ip, 0)).collect();
+            let addresses = egress.connect_addresses(name.as_str()).await?;
             Ok(Box::new(addresses.into_iter()) as reqwest::dns::Addrs)
         })
+    }
+}
+
+/// hyper-util's resolver, for the model providers' streams (`lanes`).
+impl tower::Service<hyper_util::client::legacy::connect::dns::Name> for Egress {
+    type Response = std::vec::IntoIter<SocketAddr>;
+    type Error = BoxError;
+    type Future = std::pin::Pin<Box<dyn Future<Output = Result<Self::Response, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), BoxError>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, name: hyper_util::client::legacy::connect::dns::Name) -> Self::Future {
+        let egress = self.clone();
+        Box::pin(async move { Ok(egress.connect_addresses(name.as_str()).await?.into_iter()) })
     }
 }
 
@@ -506,6 +530,7 @@ mod tests {
     #[tokio::test]
     async fn names_are_judged_by_what_they_resolve_to_on_every_connection() {
         use reqwest::dns::Resolve;
+        use tower::ServiceExt;
         let resolver = Resolver::fixed([
             ("rebind.test", ip("127.0.0.1")),
             ("metadata.test", ip("169.254.169.254")),
@@ -524,12 +549,27 @@ mod tests {
         assert_eq!(egress.check_resolved(&url("http://public.test/v1")).await, Ok(()));
         // Unresolvable now: accepted on save, checked again at connection.
         assert_eq!(egress.check_resolved(&url("http://unknown.test/v1")).await, Ok(()));
-        let resolve = |name: &str| egress.resolve(name.parse().unwrap());
-        assert!(resolve("rebind.test").await.is_err());
-        assert!(resolve("metadata.test").await.is_err());
-        assert!(resolve("unknown.test").await.is_err());
-        let addresses: Vec<SocketAddr> = resolve("public.test").await.unwrap().collect();
-        assert_eq!(addresses, vec![SocketAddr::new(ip("1.1.1.1"), 0)]);
-        assert!(resolve("ollama.test").await.is_ok());
+        // Both clients resolve every connection's name through the same rule: reqwest (short
+        // requests) and hyper-util (the providers' streams).
+        let by_reqwest = |name: &'static str| {
+            let egress = egress.clone();
+            async move {
+                let addresses = egress.resolve(name.parse().unwrap()).await?;
+                Ok::<Vec<SocketAddr>, BoxError>(addresses.collect())
+            }
+        };
+        let by_hyper = |name: &'static str| {
+            let egress = egress.clone();
+            async move { Ok::<Vec<SocketAddr>, BoxError>(egress.oneshot(name.parse().unwrap()).await?.collect()) }
+        };
+        for name in ["rebind.test", "metadata.test", "unknown.test"] {
+            assert!(by_reqwest(name).await.is_err(), "{name}");
+            assert!(by_hyper(name).await.is_err(), "{name}");
+        }
+        let public = vec![SocketAddr::new(ip("1.1.1.1"), 0)];
+        assert_eq!(by_reqwest("public.test").await.unwrap(), public);
+        assert_eq!(by_hyper("public.test").await.unwrap(), public);
+        assert!(by_reqwest("ollama.test").await.is_ok());
+        assert!(by_hyper("ollama.test").await.is_ok());
     }
 }

@@ -17,12 +17,38 @@
 //! one TLS configuration, so the platform's roots are loaded once, not once per lane. HTTP/1
 //! providers (plain `http://`, a local Ollama) are served as before: a pool opens one connection
 //! per simultaneous request.
+//!
+//! The turns' clients are hyper-util's, built here rather than through reqwest, for one setting
+//! reqwest does not expose: an HTTP/1 connection's read buffer is held at 8 KiB. By default hyper
+//! doubles it whenever a read fills it, up to about 400 KiB, and when the server falls behind a
+//! provider's stream every read does: at 5,000 paced streams that growth was most of the resident
+//! memory (README, "Performance"). With the bound, unread chunks wait in the kernel's socket
+//! buffer, and the provider is slowed by TCP's flow control instead. The short requests (webhooks,
+//! MCP servers, provider tests) keep a reqwest client ([`ProviderLanes::first`]), with the same
+//! TLS configuration, resolver and rules.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
 use super::egress::Egress;
+
+/// A provider connection's read buffer: hyper's smallest, and its bound (so also the longest
+/// response head a provider may send).
+const READ_BUFFER_BYTES: usize = 8 * 1024;
+
+/// How long an idle provider connection is kept for the next turn (reqwest's default).
+const POOL_IDLE: Duration = Duration::from_secs(90);
+
+/// The client that calls a model provider for a turn.
+pub type TurnClient = Client<HttpsConnector<HttpConnector<Egress>>, Full<Bytes>>;
 
 /// Calls at once that lanes are made for: at most this many divided by the calls per lane. Beyond
 /// that, the least busy lane takes more.
@@ -38,10 +64,12 @@ struct Inner {
     tls: rustls::ClientConfig,
     per_lane: usize,
     lanes: Box<[OnceLock<Arc<Lane>>]>,
+    /// The short requests' client.
+    short: reqwest::Client,
 }
 
 struct Lane {
-    client: reqwest::Client,
+    client: TurnClient,
     running: AtomicUsize,
 }
 
@@ -50,7 +78,7 @@ struct Lane {
 pub struct Claim(Arc<Lane>);
 
 impl Claim {
-    pub fn client(&self) -> &reqwest::Client {
+    pub fn client(&self) -> &TurnClient {
         &self.0.client
     }
 }
@@ -94,25 +122,22 @@ impl ProviderLanes {
     ) -> Self {
         // Several callers (tests, benches) may build clients; only the first install counts.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let inner = Inner {
+        let tls = tls_config(extra_roots);
+        let short = short_client(&tls, connect_timeout, egress);
+        Self(Arc::new(Inner {
             connect_timeout,
             egress: egress.clone(),
-            tls: tls_config(extra_roots),
+            tls,
             per_lane: per_lane.max(1),
             lanes: (0..max_lanes.max(1)).map(|_| OnceLock::new()).collect(),
-        };
-        // The first lane exists from the start: it also serves `first` (webhooks, MCP, probes).
-        inner.lanes[0].get_or_init(|| inner.lane());
-        Self(Arc::new(inner))
+            short,
+        }))
     }
 
-    /// The first lane's client, for requests that are short (webhooks, MCP servers, provider
-    /// tests) and so need no lane of their own.
+    /// The client for requests that are short (webhooks, MCP servers, provider tests) and so
+    /// need no lane of their own.
     pub fn first(&self) -> &reqwest::Client {
-        &self.0.lanes[0]
-            .get()
-            .expect("the first lane is made with the lanes")
-            .client
+        &self.0.short
     }
 
     /// A place for one turn: the first lane with room, a new lane if all are full, or, with
@@ -154,17 +179,33 @@ impl ProviderLanes {
     }
 }
 
+/// What every provider request carries as its `User-Agent`.
+pub const USER_AGENT: &str = concat!("confidant/", env!("CARGO_PKG_VERSION"));
+
 impl Inner {
+    /// A lane's client: TCP as reqwest sets it up (no Nagle delay, keepalive probes), every name
+    /// resolved through the egress rule, HTTP/2 offered over TLS, the bounded read buffer. hyper
+    /// follows no redirect and uses no proxy, so the address checked is the address connected to.
     fn lane(&self) -> Arc<Lane> {
-        let client = reqwest::Client::builder()
-            .tls_backend_preconfigured(self.tls.clone())
-            .connect_timeout(self.connect_timeout)
-            .dns_resolver(Arc::new(self.egress.clone()))
-            .no_proxy()
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("confidant/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .expect("the HTTP client builds with a rustls configuration");
+        let mut tcp = HttpConnector::new_with_resolver(self.egress.clone());
+        tcp.enforce_http(false);
+        tcp.set_nodelay(true);
+        tcp.set_connect_timeout(Some(self.connect_timeout));
+        tcp.set_keepalive(Some(Duration::from_secs(15)));
+        tcp.set_keepalive_interval(Some(Duration::from_secs(15)));
+        tcp.set_keepalive_retries(Some(3));
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(self.tls.clone())
+            .https_or_http()
+            .enable_http1()
+            .enable_http2()
+            .wrap_connector(tcp);
+        let client = Client::builder(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(POOL_IDLE)
+            .http1_max_buf_size(READ_BUFFER_BYTES)
+            .build(connector);
         Arc::new(Lane {
             client,
             running: AtomicUsize::new(0),
@@ -172,8 +213,23 @@ impl Inner {
     }
 }
 
+/// The short requests' client: the same TLS (HTTP/2 then HTTP/1.1 offered), resolver and rules.
+fn short_client(tls: &rustls::ClientConfig, connect_timeout: Duration, egress: &Egress) -> reqwest::Client {
+    let mut tls = tls.clone();
+    tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .connect_timeout(connect_timeout)
+        .dns_resolver(Arc::new(egress.clone()))
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(USER_AGENT)
+        .build()
+        .expect("the HTTP client builds with a rustls configuration")
+}
+
 /// What reqwest builds for itself with `rustls-no-provider` (ring, TLS 1.2 and 1.3, the platform's
-/// verifier, HTTP/2 then HTTP/1.1 offered), built once for every lane.
+/// verifier), built once for every lane; each client adds its ALPN protocols.
 fn tls_config(extra_roots: Vec<rustls::pki_types::CertificateDer<'static>>) -> rustls::ClientConfig {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let verifier = if extra_roots.is_empty() {
@@ -182,14 +238,12 @@ fn tls_config(extra_roots: Vec<rustls::pki_types::CertificateDer<'static>>) -> r
         rustls_platform_verifier::Verifier::new_with_extra_roots(extra_roots, provider.clone())
     }
     .expect("the platform's certificate verifier starts");
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+    rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .expect("ring supports the default TLS versions")
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(verifier))
-        .with_no_client_auth();
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    config
+        .with_no_client_auth()
 }
 
 #[cfg(test)]
@@ -197,7 +251,6 @@ mod tests {
     use std::convert::Infallible;
     use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
-    use bytes::Bytes;
     use http_body_util::StreamBody;
     use hyper::body::Frame;
     use rustls::pki_types::pem::PemObject;
@@ -260,14 +313,12 @@ mod tests {
 
     /// Starts a turn's request through the lanes; the claim and the response (whose body stays
     /// open) are kept, as a reply's stream keeps them.
-    async fn open(lanes: &ProviderLanes, port: u16) -> (Claim, reqwest::Response) {
+    async fn open(lanes: &ProviderLanes, port: u16) -> (Claim, hyper::Response<hyper::body::Incoming>) {
         let claim = lanes.claim();
-        let response = claim
-            .client()
-            .post(format!("https://localhost:{port}/v1/chat/completions"))
-            .send()
-            .await
+        let request = hyper::Request::post(format!("https://localhost:{port}/v1/chat/completions"))
+            .body(Full::default())
             .unwrap();
+        let response = claim.client().request(request).await.unwrap();
         (claim, response)
     }
 
@@ -279,7 +330,7 @@ mod tests {
         let lanes = lanes(100, 1);
         let first = open(&lanes, address.port()).await;
         let second = open(&lanes, address.port()).await;
-        assert_eq!(first.1.version(), reqwest::Version::HTTP_2);
+        assert_eq!(first.1.version(), hyper::Version::HTTP_2);
         let third = tokio::time::timeout(Duration::from_millis(500), open(&lanes, address.port())).await;
         assert!(third.is_err(), "the third request should wait for a free stream");
         assert_eq!(connections.load(Ordering::SeqCst), 1);
@@ -295,11 +346,7 @@ mod tests {
             let turn = tokio::time::timeout(Duration::from_secs(5), open(&lanes, address.port()))
                 .await
                 .expect("every turn gets its reply's headers without waiting for another's stream");
-            assert_eq!(
-                turn.1.version(),
-                reqwest::Version::HTTP_2,
-                "ALPN offers h2 on every lane"
-            );
+            assert_eq!(turn.1.version(), hyper::Version::HTTP_2, "ALPN offers h2 on every lane");
             open_turns.push(turn);
         }
         assert_eq!(lanes.lanes(), 3);
@@ -308,6 +355,50 @@ mod tests {
             3,
             "two streams per connection, five turns"
         );
+    }
+
+    #[tokio::test]
+    async fn a_provider_connections_read_buffer_stays_bounded_when_its_reader_falls_behind() {
+        // An HTTP/1 provider that sends a whole 1 MiB reply at once, to a reader that starts late:
+        // the kernel holds what was sent, and every read finds more than the buffer takes. hyper's
+        // default would double the buffer after each full read (the body's pieces would grow to
+        // hundreds of KiB); bounded, no piece exceeds it.
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        const REPLY: usize = 1 << 20;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            let (mut tcp, _) = listener.accept().await.unwrap();
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && tcp.read(&mut byte).await.unwrap() == 1 {
+                head.push(byte[0]);
+            }
+            let start = format!("HTTP/1.1 200 OK\r\ncontent-length: {REPLY}\r\n\r\n");
+            tcp.write_all(start.as_bytes()).await.unwrap();
+            tcp.write_all(&vec![b'x'; REPLY]).await.unwrap();
+            tcp.flush().await.unwrap();
+            let _ = tcp.read(&mut byte).await;
+        });
+        let lanes = lanes(4, 1);
+        let claim = lanes.claim();
+        let request = hyper::Request::post(format!("http://localhost:{port}/v1/chat/completions"))
+            .body(Full::default())
+            .unwrap();
+        let response = claim.client().request(request).await.unwrap();
+        assert_eq!(response.version(), hyper::Version::HTTP_11);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let mut body = http_body_util::BodyDataStream::new(response.into_body());
+        let (mut total, mut largest, mut pieces) = (0, 0, 0);
+        while let Some(piece) = futures_util::StreamExt::next(&mut body).await {
+            let piece = piece.unwrap();
+            total += piece.len();
+            largest = largest.max(piece.len());
+            pieces += 1;
+        }
+        assert_eq!(total, REPLY);
+        assert!(largest <= READ_BUFFER_BYTES, "a piece of {largest} bytes");
+        assert!(pieces >= REPLY / READ_BUFFER_BYTES, "{pieces} pieces");
     }
 
     #[test]

@@ -6,7 +6,10 @@ use std::collections::VecDeque;
 use std::pin::Pin;
 use std::time::Duration;
 
+use axum::http::{HeaderValue, Request, header};
+use bytes::Bytes;
 use futures_util::{Stream, StreamExt, stream};
+use http_body_util::Full;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -237,6 +240,24 @@ struct StreamOptions {
 }
 
 impl ProviderCall {
+    /// The chat-completions request: JSON, a streamed reply asked for, the key as a bearer token
+    /// (marked sensitive, so no log or debug output shows it).
+    fn request(&self, body: &ChatRequest<'_>) -> Result<Request<Full<Bytes>>, StartError> {
+        let body = serde_json::to_vec(body)
+            .map_err(|e| StartError(format!("the request to the model provider could not be written: {e}")))?;
+        let invalid = || StartError("the model provider's URL or API key is not valid in an HTTP request".into());
+        let mut request = Request::post(&self.url)
+            .header(header::CONTENT_TYPE, "application/json")
+            .header(header::ACCEPT, "text/event-stream")
+            .header(header::USER_AGENT, super::lanes::USER_AGENT);
+        if let Some(key) = &self.api_key {
+            let mut value = HeaderValue::try_from(format!("Bearer {key}")).map_err(|_| invalid())?;
+            value.set_sensitive(true);
+            request = request.header(header::AUTHORIZATION, value);
+        }
+        request.body(Full::new(Bytes::from(body))).map_err(|_| invalid())
+    }
+
     /// Sends the request; the provider's refusal is a `StartError`, its reply the stream.
     pub(super) async fn start(&self, prompt: &[PromptMessage], tools: &[Value]) -> Result<ModelStream, StartError> {
         let body = ChatRequest {
@@ -248,21 +269,16 @@ impl ProviderCall {
             temperature: self.temperature,
             max_tokens: self.max_tokens,
         };
+        let request = self.request(&body)?;
         let lane = self.lanes.claim();
-        let mut request = lane
-            .client()
-            .post(&self.url)
-            .json(&body)
-            .header("accept", "text/event-stream");
-        if let Some(key) = &self.api_key {
-            request = request.bearer_auth(key);
-        }
-        let response = tokio::time::timeout(self.idle_timeout, request.send())
+        let response = tokio::time::timeout(self.idle_timeout, lane.client().request(request))
             .await
             .map_err(|_| StartError("the model provider did not answer in time".into()))?
             .map_err(|e| {
-                // reqwest's errors name the URL, which may carry credentials in a query string.
-                tracing::warn!(error = %e.without_url(), "model provider unreachable");
+                // hyper-util's errors name no URL (which may carry credentials): the cause is
+                // in the source, an I/O, TLS or refused-address error.
+                let cause = std::error::Error::source(&e).map(ToString::to_string);
+                tracing::warn!(error = %e, cause, "model provider unreachable");
                 StartError("the model provider could not be reached".into())
             })?;
         let status = response.status();
@@ -271,7 +287,8 @@ impl ProviderCall {
             tracing::warn!(status = status.as_u16(), "model provider refused the request");
             return Err(StartError(format!("the model provider answered {}", status.as_u16())));
         }
-        let events = DataEvents::new(response.bytes_stream(), self.max_event_bytes);
+        let body = http_body_util::BodyDataStream::new(response.into_body());
+        let events = DataEvents::new(body, self.max_event_bytes);
         let reading = Reading::new(events, self.idle_timeout).holding(lane);
         Ok(Box::pin(stream::unfold(reading, next_event)))
     }
