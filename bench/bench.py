@@ -464,7 +464,8 @@ def many_streams(server, mock, workdir, tokens_file, agent_id, streams, args):
                    f"p50/p99 are the delay per chunk; {(rss.peak - rss.before) / max(result['streams'], 1):.0f} KiB per stream "
                    f"over the {rss.before / 1024:.0f} MiB before; CPU per chunk (user + system µs): "
                    + ", ".join(f"{name} {c['user'] + c['system']:.0f}" for name, c in cpu.items())
-                   + f", so {cores:.1f} cores for {streams * 1000 // PACED_MS:,} chunks/s on {os.cpu_count()}")}
+                   + f", so {cores:.1f} cores for {streams * 1000 // PACED_MS:,} chunks/s on {os.cpu_count()}"
+                   + "".join(f"; {n} failed: {why}" for why, n in result.get("failures", {}).items()))}
 
 
 def bench_database(label, database_url, workdir, args, sqlite_path=None):

@@ -14,6 +14,8 @@ use futures_util::StreamExt;
 
 struct Outcome {
     ok: bool,
+    /// Why a stream did not complete: its status, its error, or how its reply ended.
+    failure: Option<String>,
     turn: Duration,
     delays_us: Vec<u32>,
     chunks: usize,
@@ -47,6 +49,7 @@ async fn one(client: reqwest::Client, url: Arc<str>, token: String, body: String
     let started = Instant::now();
     let mut outcome = Outcome {
         ok: false,
+        failure: None,
         turn: Duration::ZERO,
         delays_us: Vec::new(),
         chunks: 0,
@@ -58,8 +61,27 @@ async fn one(client: reqwest::Client, url: Arc<str>, token: String, body: String
         .body(body)
         .send()
         .await;
-    let Ok(response) = response else { return outcome };
+    let response = match response {
+        Ok(response) => response,
+        Err(e) => {
+            // The causes, without the URL (the same for every stream).
+            let mut causes = Vec::new();
+            let mut source = std::error::Error::source(&e);
+            while let Some(cause) = source {
+                causes.push(cause.to_string());
+                source = cause.source();
+            }
+            outcome.failure = Some(format!("request failed: {}", causes.join(": ")));
+            return outcome;
+        }
+    };
     if !response.status().is_success() {
+        let status = response.status();
+        let text = response.text().await.unwrap_or_default();
+        outcome.failure = Some(format!(
+            "status {status}: {}",
+            text.chars().take(160).collect::<String>()
+        ));
         return outcome;
     }
     let mut body = response.bytes_stream();
@@ -67,17 +89,30 @@ async fn one(client: reqwest::Client, url: Arc<str>, token: String, body: String
     let mut carry: Vec<u8> = Vec::new();
     let mut done = false;
     while let Some(piece) = body.next().await {
-        let Ok(piece) = piece else { return outcome };
+        let piece = match piece {
+            Ok(piece) => piece,
+            Err(e) => {
+                outcome.failure = Some(format!("the reply broke: {e}"));
+                return outcome;
+            }
+        };
         let arrived = now_micros();
         outcome.chunks += 1;
         carry.extend_from_slice(&piece);
         stamps(&carry, arrived, &mut outcome.delays_us);
         done |= carry.windows(6).any(|w| w == b"[DONE]");
         // Keep a tail too short to hold a whole stamp (17 bytes), so none is counted twice.
+        if !done && piece.windows(6).any(|w| w == b"error") {
+            // An error event: the reply's last words say why.
+            outcome.failure = Some(String::from_utf8_lossy(&piece).chars().take(200).collect());
+        }
         let keep = carry.len().saturating_sub(16);
         carry.drain(..keep);
     }
     outcome.ok = done;
+    if !done && outcome.failure.is_none() {
+        outcome.failure = Some("the reply ended without [DONE]".into());
+    }
     outcome.turn = started.elapsed();
     outcome
 }
@@ -140,8 +175,13 @@ async fn main() {
         .collect();
     delays.sort_by(f64::total_cmp);
     let reads: usize = outcomes.iter().map(|o| o.chunks).sum();
+    let mut failures = std::collections::BTreeMap::<&str, usize>::new();
+    for failure in outcomes.iter().filter_map(|o| o.failure.as_deref()) {
+        *failures.entry(failure).or_default() += 1;
+    }
+    let failures = serde_json::to_string(&failures).expect("a map of strings to counts");
     println!(
-        "{{\"streams\":{streams},\"completed\":{completed},\"failed\":{},\"elapsed_s\":{:.2},\"turn_p50_s\":{:.3},\
+        "{{\"streams\":{streams},\"failures\":{failures},\"completed\":{completed},\"failed\":{},\"elapsed_s\":{:.2},\"turn_p50_s\":{:.3},\
          \"turn_p99_s\":{:.3},\"chunks_stamped\":{},\"reads\":{reads},\"chunk_delay_p50_ms\":{:.2},\
          \"chunk_delay_p99_ms\":{:.2},\"chunk_delay_max_ms\":{:.2}}}",
         streams - completed,

@@ -212,6 +212,27 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     http::openapi()
 }
 
+/// Connections the kernel completes and queues for `serve` to accept. Linux caps it at
+/// `net.core.somaxconn` (4096 by default).
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// The listening socket, with a backlog for bursts: a queue full when a client connects drops its
+/// handshake, and the client waits a second or more to try again (or, when its handshake was
+/// complete on its side, sends into a connection the server never made, until its own timeout).
+/// tokio's own `bind` asks for 1,024, which 5,000 streams opened at once overflow while the
+/// server is busy.
+pub fn listen(address: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if address.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    // As `TcpListener::bind`: a restarted server may listen while old connections linger.
+    socket.set_reuseaddr(true)?;
+    socket.bind(address)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 /// Serves `state` on `listener` until `shutdown` resolves, then drains requests and writes pending
 /// key usage.
 ///

@@ -191,9 +191,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         (None, None) => {}
     }
     let settings = args.settings.clone();
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
+    let listener = confidant::listen(args.listen).map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
     let address = listener
         .local_addr()
         .map_err(|e| format!("cannot read the listening address: {e}"))?;

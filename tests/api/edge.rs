@@ -25,6 +25,42 @@ db_tests!(
     a_request_stalled_on_the_database_ends_at_the_request_timeout
 );
 
+/// A burst of clients connecting at once is queued by the kernel for the server to accept, not
+/// dropped: 1,500 connections to a listener that accepts none yet all complete their handshake at
+/// once. With tokio's own `bind` (a backlog of 1,024) those past the 1,025th have their handshake
+/// dropped and wait a second for the retry.
+#[tokio::test]
+async fn a_burst_of_connections_waits_in_the_listen_queue() {
+    const BURST: usize = 1_500;
+    let somaxconn: usize = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .ok()
+        .and_then(|text| text.trim().parse().ok())
+        .unwrap_or(4096);
+    assert!(
+        somaxconn > BURST,
+        "net.core.somaxconn is {somaxconn}: the kernel caps every backlog there"
+    );
+    let listener = confidant::listen(([127, 0, 0, 1], 0).into()).unwrap();
+    let address = listener.local_addr().unwrap();
+    let started = Instant::now();
+    let mut connecting = tokio::task::JoinSet::new();
+    for _ in 0..BURST {
+        connecting.spawn(tokio::time::timeout(
+            Duration::from_millis(900),
+            TcpStream::connect(address),
+        ));
+    }
+    let mut connected = Vec::with_capacity(BURST);
+    while let Some(outcome) = connecting.join_next().await {
+        match outcome.unwrap() {
+            Ok(stream) => connected.push(stream.unwrap()),
+            Err(_) => panic!("a handshake was dropped ({} of {BURST} connected)", connected.len()),
+        }
+    }
+    assert_eq!(connected.len(), BURST, "in {:?}", started.elapsed());
+    drop(listener);
+}
+
 /// A complete request on a raw connection; returns the response's first bytes.
 async fn request(stream: &mut TcpStream) -> String {
     stream

@@ -381,7 +381,7 @@ async fn start(
     let db = Db::connect(url, &DbOptions::default()).await.expect("database opens");
     db.migrate().await.expect("migrations run");
     let state = AppState::new(db.clone(), MasterKey::from_base64(master_key).unwrap(), settings);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = confidant::listen(([127, 0, 0, 1], 0).into()).expect("listen");
     let address = listener.local_addr().unwrap();
     let (tx, rx) = oneshot::channel();
     let server = tokio::spawn(async move {
