@@ -461,6 +461,7 @@ def many_streams(server, mock, workdir, tokens_file, agent_id, streams, args):
             "p50_ms": result["chunk_delay_p50_ms"], "p99_ms": result["chunk_delay_p99_ms"],
             "errors": result["failed"], "peak_rss_mib": round(rss.peak / 1024, 1), "streams": result,
             "vs": (f"{result['completed']}/{result['streams']} completed in {result['elapsed_s']:.0f} s; "
+                   f"headers after {result['headers_p50_s']:.1f}/{result['headers_p99_s']:.1f} s p50/p99; "
                    f"p50/p99 are the delay per chunk; {(rss.peak - rss.before) / max(result['streams'], 1):.0f} KiB per stream "
                    f"over the {rss.before / 1024:.0f} MiB before; CPU per chunk (user + system µs): "
                    + ", ".join(f"{name} {c['user'] + c['system']:.0f}" for name, c in cpu.items())

@@ -16,6 +16,8 @@ struct Outcome {
     ok: bool,
     /// Why a stream did not complete: its status, its error, or how its reply ended.
     failure: Option<String>,
+    /// From sending the request to the response's headers.
+    headers: Duration,
     turn: Duration,
     delays_us: Vec<u32>,
     chunks: usize,
@@ -50,6 +52,7 @@ async fn one(client: reqwest::Client, url: Arc<str>, token: String, body: String
     let mut outcome = Outcome {
         ok: false,
         failure: None,
+        headers: Duration::ZERO,
         turn: Duration::ZERO,
         delays_us: Vec::new(),
         chunks: 0,
@@ -75,6 +78,7 @@ async fn one(client: reqwest::Client, url: Arc<str>, token: String, body: String
             return outcome;
         }
     };
+    outcome.headers = started.elapsed();
     if !response.status().is_success() {
         let status = response.status();
         let text = response.text().await.unwrap_or_default();
@@ -144,9 +148,14 @@ async fn main() {
     });
     // reqwest is built without a default TLS provider (loopback HTTP needs none, but it asks).
     let _ = rustls::crypto::ring::default_provider().install_default();
+    // No TCP user timeout and no keepalive probes (reqwest's defaults are 30 s and 15 s): with both,
+    // Linux ends a connection that has received nothing for 30 s, and under this load a reply's
+    // headers can take longer than that to come (the turn's start waits for the machine).
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(0)
         .tcp_nodelay(true)
+        .tcp_user_timeout(None)
+        .tcp_keepalive(None)
         .build()
         .expect("an HTTP client");
     let started = Instant::now();
@@ -169,6 +178,12 @@ async fn main() {
     let completed = outcomes.iter().filter(|o| o.ok).count();
     let mut turns: Vec<f64> = outcomes.iter().filter(|o| o.ok).map(|o| o.turn.as_secs_f64()).collect();
     turns.sort_by(f64::total_cmp);
+    let mut headers: Vec<f64> = outcomes
+        .iter()
+        .filter(|o| o.ok)
+        .map(|o| o.headers.as_secs_f64())
+        .collect();
+    headers.sort_by(f64::total_cmp);
     let mut delays: Vec<f64> = outcomes
         .iter()
         .flat_map(|o| o.delays_us.iter().map(|&d| f64::from(d) / 1000.0))
@@ -182,12 +197,14 @@ async fn main() {
     let failures = serde_json::to_string(&failures).expect("a map of strings to counts");
     println!(
         "{{\"streams\":{streams},\"failures\":{failures},\"completed\":{completed},\"failed\":{},\"elapsed_s\":{:.2},\"turn_p50_s\":{:.3},\
-         \"turn_p99_s\":{:.3},\"chunks_stamped\":{},\"reads\":{reads},\"chunk_delay_p50_ms\":{:.2},\
+         \"turn_p99_s\":{:.3},\"headers_p50_s\":{:.3},\"headers_p99_s\":{:.3},\"chunks_stamped\":{},\"reads\":{reads},\"chunk_delay_p50_ms\":{:.2},\
          \"chunk_delay_p99_ms\":{:.2},\"chunk_delay_max_ms\":{:.2}}}",
         streams - completed,
         elapsed.as_secs_f64(),
         percentile(&turns, 0.5),
         percentile(&turns, 0.99),
+        percentile(&headers, 0.5),
+        percentile(&headers, 0.99),
         delays.len(),
         percentile(&delays, 0.5),
         percentile(&delays, 0.99),
