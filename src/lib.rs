@@ -164,10 +164,10 @@ impl AppState {
         &self.0.metrics
     }
 
-    /// The HTTP client for short outgoing requests (webhooks, MCP servers, provider tests): the
-    /// first provider lane's, with the same address rules.
+    /// The HTTP client for short outgoing requests (webhooks, MCP servers, provider tests), with
+    /// the provider lanes' TLS configuration and address rules.
     pub fn http(&self) -> &reqwest::Client {
-        self.0.provider_lanes.first()
+        self.0.provider_lanes.short()
     }
 
     /// The provider clients for model calls (`completions::lanes`).

@@ -24,7 +24,7 @@
 //! provider's stream every read does: at 5,000 paced streams that growth was most of the resident
 //! memory (README, "Performance"). With the bound, unread chunks wait in the kernel's socket
 //! buffer, and the provider is slowed by TCP's flow control instead. The short requests (webhooks,
-//! MCP servers, provider tests) keep a reqwest client ([`ProviderLanes::first`]), with the same
+//! MCP servers, provider tests) keep a reqwest client ([`ProviderLanes::short`]), with the same
 //! TLS configuration, resolver and rules.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -136,7 +136,7 @@ impl ProviderLanes {
 
     /// The client for requests that are short (webhooks, MCP servers, provider tests) and so
     /// need no lane of their own.
-    pub fn first(&self) -> &reqwest::Client {
+    pub fn short(&self) -> &reqwest::Client {
         &self.0.short
     }
 
