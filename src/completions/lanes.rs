@@ -47,6 +47,11 @@ const READ_BUFFER_BYTES: usize = 8 * 1024;
 /// How long an idle provider connection is kept for the next turn (reqwest's default).
 const POOL_IDLE: Duration = Duration::from_secs(90);
 
+/// TCP keepalive on provider connections, as reqwest sets it: a probe after this long without
+/// traffic and then this often, the connection given up after `KEEPALIVE_PROBES` unanswered.
+const KEEPALIVE: Duration = Duration::from_secs(15);
+const KEEPALIVE_PROBES: u32 = 3;
+
 /// The client that calls a model provider for a turn.
 pub type TurnClient = Client<HttpsConnector<HttpConnector<Egress>>, Full<Bytes>>;
 
@@ -191,9 +196,9 @@ impl Inner {
         tcp.enforce_http(false);
         tcp.set_nodelay(true);
         tcp.set_connect_timeout(Some(self.connect_timeout));
-        tcp.set_keepalive(Some(Duration::from_secs(15)));
-        tcp.set_keepalive_interval(Some(Duration::from_secs(15)));
-        tcp.set_keepalive_retries(Some(3));
+        tcp.set_keepalive(Some(KEEPALIVE));
+        tcp.set_keepalive_interval(Some(KEEPALIVE));
+        tcp.set_keepalive_retries(Some(KEEPALIVE_PROBES));
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(self.tls.clone())
             .https_or_http()

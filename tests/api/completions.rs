@@ -196,6 +196,13 @@ async fn every_format_streams_and_answers_whole_from_the_provider(app: TestApp) 
     // The provider saw the agent's model settings and its key.
     let (headers, request) = fake.requests().pop().unwrap();
     assert_eq!(headers["authorization"], "Bearer sk-fake-provider-key");
+    assert_eq!(headers["content-type"], "application/json");
+    assert_eq!(headers["accept"], "text/event-stream");
+    assert!(
+        headers["user-agent"].to_str().unwrap().starts_with("confidant/"),
+        "{:?}",
+        headers["user-agent"]
+    );
     assert_eq!(request["model"], "test-model");
     assert_eq!(request["temperature"], 0.5);
     assert_eq!(request["max_tokens"], 100);
