@@ -71,10 +71,14 @@ impl Metrics {
         self.tool_calls[kind as usize][usize::from(failed)].fetch_add(1, Ordering::Relaxed);
     }
 
-    /// The text exposition, with the database pool's state, its reads answered together
-    /// (`Db::combined_reads`) and the provider lanes' (`lanes` made, provider calls `running`)
-    /// given by the caller.
-    pub fn render(&self, (pool, combined_reads): (&[(&str, u64)], u64), (lanes, running): (usize, usize)) -> String {
+    /// The text exposition, with the database pool's state, its reads answered and writes run
+    /// together (`Db::combined_reads`, `Db::combined_writes`) and the provider lanes' (`lanes`
+    /// made, provider calls `running`) given by the caller.
+    pub fn render(
+        &self,
+        (pool, combined_reads, combined_writes): (&[(&str, u64)], u64, u64),
+        (lanes, running): (usize, usize),
+    ) -> String {
         let mut out = String::with_capacity(2048);
         let _ = writeln!(
             out,
@@ -154,6 +158,12 @@ impl Metrics {
         let _ = writeln!(out, "confidant_db_combined_reads_total {combined_reads}");
         let _ = writeln!(
             out,
+            "# HELP confidant_db_combined_writes_total Writes run in one statement (one commit) with others waiting at the same moment (PostgreSQL)."
+        );
+        let _ = writeln!(out, "# TYPE confidant_db_combined_writes_total counter");
+        let _ = writeln!(out, "confidant_db_combined_writes_total {combined_writes}");
+        let _ = writeln!(
+            out,
             "# HELP confidant_provider_calls_running Model provider calls streaming now."
         );
         let _ = writeln!(out, "# TYPE confidant_provider_calls_running gauge");
@@ -179,7 +189,7 @@ mod tests {
         metrics.observe_request(404, Duration::from_millis(20));
         metrics.observe_reply(ReplyEnd::Incomplete);
         metrics.observe_tool_call(ToolKind::Mcp, true);
-        let text = metrics.render((&[("pool=\"read\",state=\"idle\"", 3)], 41), (2, 70));
+        let text = metrics.render((&[("pool=\"read\",state=\"idle\"", 3)], 41, 17), (2, 70));
         assert!(text.contains("confidant_http_requests_total{status=\"2xx\"} 1"));
         assert!(text.contains("confidant_http_requests_total{status=\"4xx\"} 1"));
         assert!(text.contains("confidant_http_request_duration_seconds_bucket{le=\"0.0005\"} 1"));
@@ -188,6 +198,7 @@ mod tests {
         assert!(text.contains("confidant_completion_replies_total{status=\"incomplete\"} 1"));
         assert!(text.contains("confidant_db_connections{pool=\"read\",state=\"idle\"} 3"));
         assert!(text.contains("confidant_db_combined_reads_total 41\n"));
+        assert!(text.contains("confidant_db_combined_writes_total 17\n"));
         assert!(text.contains("confidant_provider_calls_running 70\n"));
         assert!(text.contains("confidant_provider_lanes 2\n"));
         assert!(text.contains("confidant_tool_calls_total{kind=\"mcp\",outcome=\"error\"} 1"));

@@ -158,7 +158,7 @@ async fn metrics(State(state): State<AppState>, headers: axum::http::HeaderMap) 
     let lanes = state.provider_lanes();
     let db = state.db();
     let body = state.metrics().render(
-        (&db.pool_state(), db.combined_reads()),
+        (&db.pool_state(), db.combined_reads(), db.combined_writes()),
         (lanes.lanes(), lanes.running()),
     );
     Ok((

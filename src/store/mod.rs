@@ -96,6 +96,24 @@ impl Batch {
     }
 }
 
+/// A write PostgreSQL may run in one statement with others waiting at the same moment
+/// (`Db::write_batched`), so that one commit, one round trip and one wake-up of the server
+/// serve them all. It is written as common table expressions (`WITH <name> AS (UPDATE …
+/// RETURNING …), …`), named after its slot in the statement, one of which returns the rows that
+/// answer it; every such write returns a conversation's columns and `last_seq`.
+pub(crate) trait CombinedWrite: Send + Sync + 'static {
+    /// The conversation it writes to: writes with the same key never go in one statement, nor
+    /// in two running at once (a statement must not update a row twice, and two statements that
+    /// share no row cannot wait for each other).
+    fn key(&self) -> u64;
+    /// Its statement's shape: only writes of one shape go together, so the texts sent repeat (and
+    /// stay prepared) whatever order the writes came in.
+    fn shape(&self) -> u64;
+    /// Its common table expressions, with names of `slot`'s own, and the name of the one whose
+    /// rows answer it.
+    fn parts(&self, slot: usize) -> (Vec<sea_query::CommonTableExpression>, String);
+}
+
 /// The unique constraints a client can run into, by their PostgreSQL name and the columns SQLite
 /// names in its message, with what to tell the client.
 const CONSTRAINTS: &[(&str, &str, &str)] = &[
@@ -328,6 +346,14 @@ impl Db {
         }
     }
 
+    /// Writes run so far in a statement they shared with others (PostgreSQL; `write_batched`).
+    pub fn combined_writes(&self) -> u64 {
+        match &self.0 {
+            Engine::Sqlite(_) => 0,
+            Engine::Postgres(pool) => pool.combined_writes(),
+        }
+    }
+
     /// (labels, connections) of each pool, for `/metrics`.
     pub fn pool_state(&self) -> Vec<(&'static str, u64)> {
         match &self.0 {
@@ -378,6 +404,16 @@ impl Db {
         match &self.0 {
             Engine::Sqlite(_) => self.rows(&query).await,
             Engine::Postgres(pool) => postgres::rows_batched(pool, kind, query).await,
+        }
+    }
+
+    /// Runs a write that may go in one statement with others waiting at the same moment
+    /// (`CombinedWrite`), and decodes the row that answers it, if any. PostgreSQL only: SQLite has
+    /// no writes inside `WITH`, and commits many writes together on its writer thread anyway.
+    pub(crate) async fn write_batched<T: FromRow>(&self, write: Arc<dyn CombinedWrite>) -> StoreResult<Option<T>> {
+        match &self.0 {
+            Engine::Sqlite(_) => Err(StoreError::Other("a combined write runs on PostgreSQL only".into())),
+            Engine::Postgres(pool) => postgres::write_batched(pool, write).await,
         }
     }
 

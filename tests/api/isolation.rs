@@ -10,7 +10,8 @@ use crate::harness::{TestApp, user_token};
 
 db_tests!(
     no_user_reaches_another_users_data,
-    reads_answered_together_reach_only_their_own_user
+    reads_answered_together_reach_only_their_own_user,
+    writes_stored_together_land_only_in_their_own_conversation
 );
 
 /// A user as seen through one token.
@@ -424,6 +425,63 @@ async fn reads_answered_together_reach_only_their_own_user(app: TestApp) {
     let combined = app.db.combined_reads() - before;
     match app.backend() {
         crate::harness::Backend::Postgres => assert!(combined > 0, "no read shared a statement"),
+        crate::harness::Backend::Sqlite => assert_eq!(combined, 0),
+    }
+}
+
+/// Many users' turns at once, two at a time in each conversation: on PostgreSQL their messages
+/// go in statements they share (`write_batched`). Every message lands once, in its own user's
+/// conversation, each reply after the message it answers.
+async fn writes_stored_together_land_only_in_their_own_conversation(app: TestApp) {
+    const USERS: usize = 24;
+    const TURNS: usize = 4;
+    let admin = app.owner_token().await;
+    let tenant = app.tenant(&admin, "writes", 1).await;
+    let agent = tenant.agents[0].clone();
+    let tokens: Vec<String> = (0..USERS)
+        .map(|u| user_token(&tenant.all_key, &format!("user-{u}")))
+        .collect();
+    let before = app.db.combined_writes();
+    let turns = (0..USERS).flat_map(|u| {
+        let (tokens, agent, app) = (&tokens, &agent, &app);
+        (0..TURNS).map(move |t| async move {
+            let body = json!({"messages": [{"role": "user", "content": format!("u{u} t{t}")}], "conversation_id": format!("c{}", t % 2)});
+            app.post(&format!("/v1/agents/{agent}/completions"), &tokens[u], body)
+                .await
+                .assert_status(200);
+        })
+    });
+    futures_util::future::join_all(turns).await;
+    for (u, token) in tokens.iter().enumerate() {
+        for c in 0..2 {
+            let opened = app.get(&format!("/v1/agents/{agent}/conversations/c{c}"), token).await;
+            let messages = crate::harness::roles_and_contents(&opened.assert_status(200)["messages"]);
+            let mut stored: Vec<(String, String)> = messages.clone();
+            stored.sort();
+            let mut expected: Vec<(String, String)> = (0..TURNS)
+                .filter(|t| t % 2 == c)
+                .flat_map(|t| {
+                    [
+                        ("assistant".to_owned(), format!("u{u} t{t}")),
+                        ("user".to_owned(), format!("u{u} t{t}")),
+                    ]
+                })
+                .collect();
+            expected.sort();
+            assert_eq!(stored, expected, "user {u}'s conversation c{c}: {messages:?}");
+            for (i, (role, text)) in messages.iter().enumerate() {
+                if role == "assistant" {
+                    assert!(
+                        messages[..i].contains(&("user".to_owned(), text.clone())),
+                        "user {u}'s conversation c{c}: a reply before its question: {messages:?}"
+                    );
+                }
+            }
+        }
+    }
+    let combined = app.db.combined_writes() - before;
+    match app.backend() {
+        crate::harness::Backend::Postgres => assert!(combined > 0, "no write shared a statement"),
         crate::harness::Backend::Sqlite => assert_eq!(combined, 0),
     }
 }

@@ -1,7 +1,9 @@
 //! Messages of the user's conversations: appended in order, never twice, read back as the
 //! model's context.
 
-use sea_query::{CommonTableExpression, Expr, ExprTrait, Func, Order, SelectStatement, WithClause, WithQuery};
+use std::sync::Arc;
+
+use sea_query::{Alias, CommonTableExpression, Expr, ExprTrait, Func, Order, SelectStatement};
 use uuid::Uuid;
 
 use super::conversations::Conversation;
@@ -11,7 +13,7 @@ use crate::completions::ToolCall;
 use crate::store::Json;
 use crate::store::scope::{AgentScope, UserScope};
 use crate::store::webhooks::{self, Event};
-use crate::store::{Backend, Db, FromRow, StoreError, StoreResult, Tx, now_micros};
+use crate::store::{Backend, CombinedWrite, Db, FromRow, StoreError, StoreResult, Tx, now_micros};
 
 crate::text_enum! {
     /// How a stored message ended.
@@ -243,19 +245,20 @@ async fn append(
     if conversation.agent_id != scope.agent_id() {
         return Err(StoreError::NotFound);
     }
-    let append = Append {
+    let append = Arc::new(Append {
         scope: scope.user().clone(),
         conversation: conversation.clone(),
         new: new.to_vec(),
         now: now_micros(),
         live,
-    };
+    });
     if db.backend() == Backend::Postgres && event.is_none() {
         // Reserve and insert in one statement, one round trip (a transaction of four statements
-        // took six). It inserts nothing when one of the client ids is stored already, or when
-        // a concurrent append stored it first (the unique index refuses the insert): the
-        // transaction below sorts out which messages are new, then.
-        match db.returning::<LastSeq>(append.reserve_and_insert()).await {
+        // took six), which may also carry other conversations' appends (one commit for all). It
+        // inserts nothing when one of the client ids is stored already, or when a concurrent
+        // append stored it first (the unique index refuses the insert): the transaction below
+        // sorts out which messages are new, then.
+        match db.write_batched::<LastSeq>(append.clone()).await {
             Ok(Some(reserved)) => {
                 let fresh: Vec<&NewMessage> = append.new.iter().collect();
                 return Ok(append.rows(&fresh, reserved));
@@ -316,10 +319,15 @@ pub async fn append_to_named(
         return Ok(None);
     }
     let now = now_micros();
-    let Some(found) = db
-        .returning::<NamedAppend>(append_to_named_statement(scope, external_id, new, now, live))
-        .await?
-    else {
+    let named = NamedAppendWrite {
+        scope: scope.clone(),
+        external_id: external_id.to_owned(),
+        new: new.to_vec(),
+        now,
+        live,
+    };
+    // It may go in one statement, one commit, with other conversations' appends.
+    let Some(found) = db.write_batched::<NamedAppend>(Arc::new(named)).await? else {
         return Ok(None);
     };
     let append = Append {
@@ -339,46 +347,104 @@ pub async fn append_to_named(
     Ok(Some((append.conversation, rows)))
 }
 
-/// `WITH reserved AS (UPDATE conversations … WHERE <owner> AND agent_id AND external_id RETURNING
-/// <conversation>, last_seq), inserted AS (INSERT INTO messages … SELECT … FROM reserved) SELECT *
-/// FROM reserved`.
-fn append_to_named_statement(
-    scope: &AgentScope,
-    external_id: &str,
-    new: &[NewMessage],
+/// An append to the conversation the client names, finding it as it goes.
+struct NamedAppendWrite {
+    scope: AgentScope,
+    external_id: String,
+    new: Vec<NewMessage>,
     now: i64,
     live: LiveMark,
-) -> WithQuery {
-    let mut reserve = reservation(scope.user(), now, new.len(), live);
-    reserve
-        .and_where(Expr::col(Conversations::AgentId).eq(scope.agent_id()))
-        .and_where(Expr::col(Conversations::ExternalId).eq(external_id))
-        .returning(
-            sea_query::Query::returning().columns(
-                super::conversations::CONVERSATION_COLUMNS
-                    .into_iter()
-                    .chain([Conversations::LastSeq]),
-            ),
-        );
-    let reserved = CommonTableExpression::new()
-        .query(reserve)
-        .table_name("reserved")
-        .to_owned();
-    let rows = reserved_rows(new, Expr::col(("reserved", "id")), now);
-    let inserted = CommonTableExpression::new()
-        .query(insert_selected(scope.user(), &INSERT_COLUMNS, "reserved", rows))
-        .table_name("inserted")
-        .to_owned();
-    SelectStatement::new()
-        .column(sea_query::Asterisk)
-        .from("reserved")
-        .to_owned()
-        .with(WithClause::new().cte(reserved).cte(inserted).to_owned())
+}
+
+impl CombinedWrite for NamedAppendWrite {
+    fn key(&self) -> u64 {
+        conversation_key(self.scope.user(), &self.external_id)
+    }
+
+    fn shape(&self) -> u64 {
+        append_shape(0, &self.new)
+    }
+
+    /// `reserved_<slot> AS (UPDATE conversations … WHERE <owner> AND agent_id AND external_id
+    /// RETURNING <conversation>, last_seq), inserted_<slot> AS (INSERT INTO messages … SELECT …
+    /// FROM reserved_<slot>)`, answered by `reserved_<slot>`.
+    fn parts(&self, slot: usize) -> (Vec<CommonTableExpression>, String) {
+        let mut reserve = reservation(self.scope.user(), self.now, self.new.len(), self.live);
+        reserve
+            .and_where(Expr::col(Conversations::AgentId).eq(self.scope.agent_id()))
+            .and_where(Expr::col(Conversations::ExternalId).eq(self.external_id.as_str()));
+        reserved_and_inserted(
+            slot,
+            reserve,
+            self.scope.user(),
+            &self.new,
+            |reserved| Expr::col((Alias::new(reserved), Conversations::Id)),
+            self.now,
+        )
+    }
+}
+
+/// Which conversation an append writes to (`CombinedWrite::key`): its owner and the client's id
+/// for it.
+fn conversation_key(scope: &UserScope, external_id: &str) -> u64 {
+    use std::hash::{BuildHasher, Hash, Hasher};
+    let mut hasher = foldhash::fast::FixedState::default().build_hasher();
+    scope.application_id().hash(&mut hasher);
+    scope.sub().hash(&mut hasher);
+    external_id.hash(&mut hasher);
+    hasher.finish()
+}
+
+/// An append's statement shape (`CombinedWrite::shape`): its form, how many messages, and
+/// whether it checks client ids.
+fn append_shape(form: u64, new: &[NewMessage]) -> u64 {
+    let checks = new.iter().any(|m| m.client_id.is_some());
+    form << 48 | (new.len() as u64) << 1 | u64::from(checks)
+}
+
+/// The two expressions of an append in one statement: `reserved_<slot> AS (<reserve> RETURNING
+/// <conversation>, last_seq)` and `inserted_<slot> AS (INSERT INTO messages … SELECT … FROM
+/// reserved_<slot>)`, in the conversation `conversation` names from the reserved row; answered
+/// by `reserved_<slot>`.
+fn reserved_and_inserted(
+    slot: usize,
+    mut reserve: sea_query::UpdateStatement,
+    scope: &UserScope,
+    new: &[NewMessage],
+    conversation: impl Fn(&str) -> sea_query::SimpleExpr,
+    now: i64,
+) -> (Vec<CommonTableExpression>, String) {
+    let reserved = format!("reserved_{slot}");
+    reserve.returning(
+        sea_query::Query::returning().columns(
+            super::conversations::CONVERSATION_COLUMNS
+                .into_iter()
+                .chain([Conversations::LastSeq]),
+        ),
+    );
+    let rows = reserved_rows(new, &reserved, conversation(&reserved), now);
+    let expressions = vec![
+        CommonTableExpression::new()
+            .query(reserve)
+            .table_name(Alias::new(&reserved))
+            .to_owned(),
+        CommonTableExpression::new()
+            .query(insert_selected(scope, &INSERT_COLUMNS, &reserved, rows))
+            .table_name(Alias::new(format!("inserted_{slot}")))
+            .to_owned(),
+    ];
+    (expressions, reserved)
 }
 
 /// The `INSERT … SELECT` rows (in `INSERT_COLUMNS` order) of messages appended in one statement
-/// with their reservation: numbered back from the CTE `reserved`'s `last_seq`, in `conversation`.
-fn reserved_rows(new: &[NewMessage], conversation: sea_query::SimpleExpr, now: i64) -> Vec<Vec<sea_query::SimpleExpr>> {
+/// with their reservation: numbered back from the expression `reserved`'s `last_seq`, in
+/// `conversation`.
+fn reserved_rows(
+    new: &[NewMessage],
+    reserved: &str,
+    conversation: sea_query::SimpleExpr,
+    now: i64,
+) -> Vec<Vec<sea_query::SimpleExpr>> {
     let count = new.len() as i64;
     new.iter()
         .enumerate()
@@ -386,7 +452,7 @@ fn reserved_rows(new: &[NewMessage], conversation: sea_query::SimpleExpr, now: i
             vec![
                 Expr::val(m.id),
                 conversation.clone(),
-                Expr::col(("reserved", "last_seq")).sub(count - 1 - i as i64),
+                Expr::col((Alias::new(reserved), Conversations::LastSeq)).sub(count - 1 - i as i64),
                 Expr::val(m.role),
                 Expr::val(m.content.clone()),
                 Expr::val(m.status),
@@ -421,6 +487,36 @@ pub(super) struct Append {
     pub(super) new: Vec<NewMessage>,
     pub(super) now: i64,
     pub(super) live: LiveMark,
+}
+
+/// PostgreSQL's single-statement append: the reservation (which, with client ids, finds none of
+/// them stored) and the insert. No row: not this user's conversation, or (with client ids) one of
+/// them is stored already; nothing is inserted then (the insert selects from the empty
+/// reservation).
+impl CombinedWrite for Append {
+    fn key(&self) -> u64 {
+        conversation_key(&self.scope, self.conversation.external_id())
+    }
+
+    fn shape(&self) -> u64 {
+        append_shape(1, &self.new)
+    }
+
+    fn parts(&self, slot: usize) -> (Vec<CommonTableExpression>, String) {
+        let mut reserve = self.reserve(self.new.len());
+        if self.has_client_ids() {
+            reserve.and_where(Expr::exists(self.known_client_ids()).not());
+        }
+        let conversation = self.conversation.id;
+        reserved_and_inserted(
+            slot,
+            reserve,
+            &self.scope,
+            &self.new,
+            |_| Expr::val(conversation),
+            self.now,
+        )
+    }
 }
 
 pub(super) struct LastSeq {
@@ -509,31 +605,6 @@ impl Append {
         Ok(())
     }
 
-    /// PostgreSQL: `WITH reserved AS (<reserve>), inserted AS (INSERT … SELECT … FROM reserved)
-    /// SELECT last_seq FROM reserved`. No row: not this user's conversation, or (with client
-    /// ids) one of them is stored already; nothing is inserted then (the insert selects from the
-    /// empty `reserved`).
-    fn reserve_and_insert(&self) -> WithQuery {
-        let mut reserve = self.reserve(self.new.len());
-        if self.has_client_ids() {
-            reserve.and_where(Expr::exists(self.known_client_ids()).not());
-        }
-        let reserved = CommonTableExpression::new()
-            .query(reserve)
-            .table_name("reserved")
-            .to_owned();
-        let rows = reserved_rows(&self.new, Expr::val(self.conversation.id), self.now);
-        let inserted = CommonTableExpression::new()
-            .query(insert_selected(&self.scope, &INSERT_COLUMNS, "reserved", rows))
-            .table_name("inserted")
-            .to_owned();
-        SelectStatement::new()
-            .column(("reserved", "last_seq"))
-            .from("reserved")
-            .to_owned()
-            .with(WithClause::new().cte(reserved).cte(inserted).to_owned())
-    }
-
     pub(super) fn rows(&self, fresh: &[&NewMessage], reserved: LastSeq) -> Vec<Message> {
         let first = reserved.last_seq - fresh.len() as i64 + 1;
         fresh
@@ -610,7 +681,10 @@ mod tests {
         assert_owned(&append.insert(&stored), user);
         // The reservation, the check for client ids stored already and the insert of the
         // single-statement append are all owned (without client ids, there is no check).
-        let (sql, values) = append.reserve_and_insert().build(sea_query::PostgresQueryBuilder);
+        let alone = |write: &dyn CombinedWrite| {
+            crate::store::postgres::combine_writes(std::iter::once(write)).build(sea_query::PostgresQueryBuilder)
+        };
+        let (sql, values) = alone(&append);
         assert_eq!(sql.matches("\"application_id\" = $").count(), 2, "{sql}");
         assert_eq!(sql.matches("\"sub\" = $").count(), 2, "{sql}");
         assert!(sql.contains("NOT EXISTS"), "{sql}");
@@ -627,13 +701,19 @@ mod tests {
             new: vec![NewMessage::text("user", "hello".into(), MessageStatus::Complete, None)],
             ..append
         };
-        let (sql, _) = unnamed.reserve_and_insert().build(sea_query::PostgresQueryBuilder);
+        let (sql, _) = alone(&unnamed);
         assert!(!sql.contains("NOT EXISTS"), "{sql}");
         assert_eq!(sql.matches("\"application_id\" = $").count(), 1, "{sql}");
         // Finding the conversation by the client's id and appending: the update is the user's
         // and the agent's, the insert the user's.
-        let (sql, values) = append_to_named_statement(&scope, "c1", &unnamed.new, 1, LiveMark::Keep)
-            .build(sea_query::PostgresQueryBuilder);
+        let named = NamedAppendWrite {
+            scope: scope.clone(),
+            external_id: "c1".into(),
+            new: unnamed.new.clone(),
+            now: 1,
+            live: LiveMark::Keep,
+        };
+        let (sql, values) = alone(&named);
         assert_eq!(sql.matches("\"application_id\" = $").count(), 1, "{sql}");
         assert_eq!(sql.matches("\"sub\" = $").count(), 1, "{sql}");
         assert!(sql.contains("\"agent_id\" = $"), "{sql}");
@@ -642,5 +722,57 @@ mod tests {
             "{sql}"
         );
         assert!(values.0.contains(&sea_query::Value::Uuid(Some(scope.agent_id()))));
+    }
+
+    #[test]
+    fn appends_in_one_statement_each_keep_their_own_scope_and_names() {
+        let (scope, conversation) = agent_scope_and_conversation();
+        let other = crate::store::scope::UserScope::from_verified_token(
+            scope.user().application_id(),
+            "someone-else",
+            crate::store::scope::AgentAccess::All,
+        );
+        let hello = |client_id: Option<&str>| {
+            vec![NewMessage::text(
+                "user",
+                "hello".into(),
+                MessageStatus::Complete,
+                client_id.map(Into::into),
+            )]
+        };
+        let mine = Append {
+            scope: scope.user().clone(),
+            conversation: conversation.clone(),
+            new: hello(Some("m1")),
+            now: 1,
+            live: LiveMark::Keep,
+        };
+        let theirs = Append {
+            scope: other,
+            conversation,
+            new: hello(None),
+            now: 1,
+            live: LiveMark::Keep,
+        };
+        let writes: [&dyn CombinedWrite; 2] = [&mine, &theirs];
+        let (sql, values) = crate::store::postgres::combine_writes(writes).build(sea_query::PostgresQueryBuilder);
+        // Each part reserves from and inserts into its own expressions.
+        for name in ["reserved_0", "inserted_0", "reserved_1", "inserted_1"] {
+            assert!(sql.contains(&format!("\"{name}\" AS (")), "{name}: {sql}");
+        }
+        assert!(sql.contains("FROM \"reserved_0\""), "{sql}");
+        assert!(sql.contains("FROM \"reserved_1\""), "{sql}");
+        assert!(sql.contains("UNION ALL"), "{sql}");
+        // Both owners are bound: mine twice (the reservation and the client-id check), theirs once.
+        let bound = |sub: &str| {
+            values
+                .0
+                .iter()
+                .filter(|v| **v == sea_query::Value::String(Some(sub.to_owned())))
+                .count()
+        };
+        assert_eq!(bound(scope.user().sub()), 2 + 1, "{sql}");
+        assert_eq!(bound("someone-else"), 1 + 1, "{sql}");
+        assert_ne!(mine.key(), theirs.key(), "two owners' conversations are two keys");
     }
 }

@@ -232,14 +232,14 @@ fn insert<T: UserTable>(scope: &UserScope, columns: &[T], rows: Vec<Vec<SimpleEx
 fn insert_selected<T: UserTable>(
     scope: &UserScope,
     columns: &[T],
-    source: &'static str,
+    source: &str,
     rows: Vec<Vec<SimpleExpr>>,
 ) -> InsertStatement {
     let mut selects = rows.into_iter().map(|row| {
         let owner = [Expr::val(scope.application_id()), Expr::val(scope.sub())];
         Query::select()
             .exprs(owner.into_iter().chain(row))
-            .from(source)
+            .from(sea_query::Alias::new(source))
             .to_owned()
     });
     let mut insert = Query::insert();
