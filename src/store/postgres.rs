@@ -925,9 +925,15 @@ mod tests {
             max_connections: 1,
             ..DbOptions::default()
         };
-        let Ok(pool) = Pool::connect(&url, &options).await else {
-            eprintln!("PostgreSQL is not reachable at {url}: skipped");
-            return;
+        let pool = match Pool::connect(&url, &options).await {
+            Ok(pool) => pool,
+            Err(error) if std::env::var("CONFIDANT_REQUIRE_POSTGRES").is_ok_and(|v| v == "1") => {
+                panic!("PostgreSQL is required (CONFIDANT_REQUIRE_POSTGRES=1) but unreachable at {url}: {error}")
+            }
+            Err(error) => {
+                eprintln!("PostgreSQL is not reachable at {url}: skipped ({error})");
+                return;
+            }
         };
         let schema = format!("combined_writes_{}", uuid::Uuid::now_v7().simple());
         run_script(
